@@ -1,0 +1,1 @@
+"""AgentMesh service defaults: what every service wires in a handful of lines."""

@@ -1,0 +1,1 @@
+"""Events: envelope, versioned contracts, streams, transactional outbox and idempotent inbox."""

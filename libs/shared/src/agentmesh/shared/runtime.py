@@ -1,0 +1,192 @@
+"""``ServiceRuntime``: what a service's ``app.py`` wires in a handful of lines.
+
+It owns the engine and sessions, the NATS broker (with telemetry), the outbox relay and
+consumers, and builds the FastAPI app with problem+json errors, request ids, JSON logs,
+tracing, health and ``/asyncapi``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from faststream.nats import NatsBroker
+from opentelemetry.trace import TracerProvider
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from agentmesh.shared import db, telemetry
+from agentmesh.shared.asyncapi import asyncapi_document, document_publications
+from agentmesh.shared.errors import install_error_handlers
+from agentmesh.shared.events.inbox import ConsumerPolicy, EventHandler, subscribe_events
+from agentmesh.shared.events.outbox import Outbox
+from agentmesh.shared.events.relay import OutboxRelay
+from agentmesh.shared.events.streams import ensure_streams
+from agentmesh.shared.events.tables import EventTables
+from agentmesh.shared.health import ReadinessCheck, health_router
+from agentmesh.shared.logging import configure_logging
+from agentmesh.shared.middleware import RequestIdMiddleware
+from agentmesh.shared.settings import ServiceSettings
+
+logger = logging.getLogger("agentmesh.runtime")
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+def _version() -> str:
+    try:
+        return package_version("agentmesh-shared")
+    except PackageNotFoundError:  # pragma: no cover - source checkout without install
+        return "0.0.0"
+
+
+class ServiceRuntime:
+    """The shared parts of one service process."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        tables: EventTables | None = None,
+        use_database: bool = True,
+        use_broker: bool = True,
+        tracer_provider: TracerProvider | None = None,
+        configure_logs: bool = True,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        common = settings.common
+        if configure_logs:
+            configure_logging(name, level=common.log_level, json=common.log_json)
+        self.tracer_provider = tracer_provider or telemetry.tracer_provider_for(name)
+        telemetry.instrument_httpx(self.tracer_provider)
+        self.engine: AsyncEngine | None = None
+        self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        if use_database:
+            self.engine = db.create_engine(common, application_name=f"agentmesh-{name}")
+            telemetry.instrument_engine(self.engine, self.tracer_provider)
+            self.sessionmaker = db.create_sessionmaker(self.engine)
+        self.broker: NatsBroker | None = None
+        if use_broker:
+            self.broker = NatsBroker(
+                common.nats_url,
+                name=f"agentmesh-{name}",
+                # Keep reconnecting through any outage; events wait in the outbox meanwhile.
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                middlewares=[telemetry.broker_middleware(self.tracer_provider)],
+                logger=logging.getLogger(f"agentmesh.{name}.broker"),
+            )
+            document_publications(self.broker, name)
+        self.tables = tables
+        self.outbox = Outbox(tables, source=name) if tables is not None else None
+        self.relay: OutboxRelay | None = None
+        if tables is not None and self.engine is not None and self.broker is not None:
+            self.relay = OutboxRelay(
+                self.engine,
+                tables,
+                self.broker,
+                sweep_seconds=common.outbox_sweep_seconds,
+                retention_seconds=common.outbox_retention_seconds,
+            )
+        self.consumer_policy = ConsumerPolicy(
+            max_deliver=common.consumer_max_deliver,
+            backoff_seconds=common.consumer_backoff_seconds,
+            backoff_max_seconds=common.consumer_backoff_max_seconds,
+        )
+        self.readiness: dict[str, ReadinessCheck] = {}
+        if self.engine is not None:
+            engine = self.engine
+            self.readiness["database"] = lambda: db.ping(engine)
+        if self.broker is not None:
+            self.readiness["nats"] = self._nats_ready
+        self.startup_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+
+    # ------------------------------------------------------------------ wiring
+
+    def subscribe(self, *, purpose: str, subject: str, handler: EventHandler) -> Any:
+        """Consume ``subject`` idempotently as durable ``<service>-<purpose>``."""
+        assert self.broker and self.sessionmaker and self.tables, "consumers need DB and NATS"
+        return subscribe_events(
+            self.broker,
+            service=self.name,
+            purpose=purpose,
+            subject=subject,
+            tables=self.tables,
+            sessionmaker=self.sessionmaker,
+            handler=handler,
+            policy=self.consumer_policy,
+        )
+
+    async def _nats_ready(self) -> None:
+        assert self.broker is not None
+        if not await self.broker.ping(timeout=1.0):
+            raise ConnectionError("NATS is not connected")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        if self.broker is not None:
+            await self.broker.connect()
+            await ensure_streams(
+                self.broker.config.connection_state.stream, self.settings.common.stream_replicas
+            )
+            await self.broker.start()
+        if self.relay is not None:
+            await self.relay.start()
+        for hook in self.startup_hooks:
+            await hook(app)
+        logger.info("service started", extra={"service": self.name})
+        try:
+            yield
+        finally:
+            for hook in reversed(self.shutdown_hooks):
+                await hook(app)
+            if self.relay is not None:
+                await self.relay.stop()
+            if self.broker is not None:
+                await self.broker.stop()
+            if self.engine is not None:
+                await self.engine.dispose()
+
+    def create_app(
+        self,
+        *,
+        title: str,
+        description: str = "",
+        routers: Iterable[APIRouter] = (),
+        **fastapi_kwargs: Any,
+    ) -> FastAPI:
+        """The service's FastAPI app, with every shared default installed."""
+        app = FastAPI(
+            title=title,
+            description=description,
+            version=_version(),
+            lifespan=self.lifespan,
+            **fastapi_kwargs,
+        )
+        app.state.runtime = self
+        app.state.settings = self.settings
+        app.state.sessionmaker = self.sessionmaker
+        app.state.outbox = self.outbox
+        install_error_handlers(app)
+        app.include_router(health_router(self.readiness))
+        if self.broker is not None:
+            broker = self.broker
+
+            @app.get("/asyncapi", tags=["events"], summary="AsyncAPI document of this service")
+            async def asyncapi() -> dict[str, Any]:
+                """The events this service publishes and consumes, as AsyncAPI 3.0."""
+                return asyncapi_document(broker, self.name, _version())
+
+        for router in routers:
+            app.include_router(router)
+        telemetry.instrument_app(app, self.tracer_provider)
+        # Outermost, so even errors rendered by Starlette carry the request id.
+        app.add_middleware(RequestIdMiddleware)
+        return app

@@ -1,0 +1,16 @@
+"""The agents service: app factory and lifespan."""
+
+from fastapi import FastAPI
+
+from agentmesh.agents import events
+from agentmesh.agents.models import EVENT_TABLES
+from agentmesh.agents.settings import AgentsSettings
+from agentmesh.shared.runtime import ServiceRuntime
+
+
+def create_app(settings: AgentsSettings | None = None, **runtime_options: object) -> FastAPI:
+    """Build the agents app; ``runtime_options`` go to ``ServiceRuntime`` (tests use them)."""
+    settings = settings or AgentsSettings()
+    runtime = ServiceRuntime("agents", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
+    events.register(runtime)
+    return runtime.create_app(title="AgentMesh agents")

@@ -1,0 +1,1 @@
+"""AgentMesh chat service."""

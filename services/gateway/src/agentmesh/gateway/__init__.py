@@ -1,0 +1,1 @@
+"""AgentMesh gateway: the only public entry point."""
