@@ -174,9 +174,7 @@ async def test_two_relays_at_once_produce_no_duplicate_effects(harness, backbone
     await harness.relay(batch_size=20)
     aggregates = [uuid.uuid4() for _ in range(5)]
     batches = [[event(aggregates[i % 5], f"{i:04d}")] for i in range(300)]
-    await asyncio.gather(
-        harness.write(outbox, batches[:150]), harness.write(outbox, batches[150:])
-    )
+    await asyncio.gather(harness.write(outbox, batches[:150]), harness.write(outbox, batches[150:]))
     await effects_reach(harness, 300)
     await asyncio.sleep(0.5)
     assert await count_effects(harness.engine, effects) == (300, 300)
@@ -280,9 +278,7 @@ async def test_rolled_back_transaction_publishes_nothing(harness, backbone, js):
     await asyncio.sleep(1.0)  # one more sweep: the rolled-back event must not appear
     async with harness.engine.connect() as conn:
         applied = (await conn.execute(select(effects.c.event_id))).scalars().all()
-        outbox_ids = (
-            (await conn.execute(select(harness.tables.outbox.c.event_id))).scalars().all()
-        )
+        outbox_ids = (await conn.execute(select(harness.tables.outbox.c.event_id))).scalars().all()
     assert applied == [committed]
     assert rolled_back.id not in outbox_ids
     info = await js.stream_info("IDENTITY")

@@ -1,0 +1,89 @@
+"""Pytest fixtures shared by every service's tests: migrated schemas, settings, apps.
+
+Loaded with ``-p agentmesh.shared.testing.fixtures``; the server fixtures
+(``database_url``, ``nats_url``) come from ``agentmesh.shared.testing.plugin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentmesh.shared.migrations import MIGRATING_SERVICES, upgrade_with_connection
+from agentmesh.shared.settings import CommonSettings
+
+
+def upgrade_with_connection_of(service: str) -> Any:
+    return lambda sync_conn: upgrade_with_connection(service, sync_conn)
+
+
+@pytest.fixture(scope="session")
+async def migrated_database_url(database_url: str) -> str:
+    """The test database with every service's migrations applied (``alembic upgrade``)."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            for service in MIGRATING_SERVICES:
+                await conn.run_sync(upgrade_with_connection_of(service))
+    finally:
+        await engine.dispose()
+    return database_url
+
+
+@pytest.fixture
+def common_settings(migrated_database_url: str, nats_url: str) -> CommonSettings:
+    """Shared settings pointing at the test servers, with fast sweeps and retries."""
+    return CommonSettings(
+        env="test",
+        database_url=migrated_database_url,
+        nats_url=nats_url,
+        log_json=True,
+        outbox_sweep_seconds=0.5,
+        consumer_backoff_seconds=0.05,
+    )
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    app: FastAPI, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``app``'s lifespan and give an in-process client for it."""
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` over real HTTP on loopback (uvicorn, same loop); yields its base URL."""
+    port = port or _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server exited during start-up")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -1,0 +1,74 @@
+"""Settings refuse placeholder secrets outside development; logs are JSON with context."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from agentmesh.shared.context import request_id_var
+from agentmesh.shared.logging import ContextFilter
+from agentmesh.shared.settings import ServiceSettings
+
+
+class DemoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_")
+
+    signing_key: SecretStr = SecretStr("")
+
+
+def test_placeholder_secret_is_refused_in_production(monkeypatch):
+    monkeypatch.setenv("AGENTMESH_ENV", "production")
+    monkeypatch.setenv("DEMO_SIGNING_KEY", "changeme")
+    with pytest.raises(ValidationError, match="DEMO_SIGNING_KEY"):
+        DemoSettings()
+    monkeypatch.delenv("DEMO_SIGNING_KEY")
+    with pytest.raises(ValidationError, match="DEMO_SIGNING_KEY"):
+        DemoSettings()
+
+
+def test_placeholder_secret_is_allowed_in_development(monkeypatch):
+    monkeypatch.setenv("AGENTMESH_ENV", "development")
+    monkeypatch.setenv("DEMO_SIGNING_KEY", "changeme")
+    assert DemoSettings().signing_key.get_secret_value() == "changeme"
+
+
+def test_real_secret_is_accepted_and_shared_settings_are_read(monkeypatch):
+    monkeypatch.setenv("AGENTMESH_ENV", "production")
+    monkeypatch.setenv("DEMO_SIGNING_KEY", "8f1c0d5e2b7a4f6e9d3c1b0a5e7f2d4c")
+    monkeypatch.setenv("AGENTMESH_NATS_URL", "nats://nats.internal:4222")
+    settings = DemoSettings()
+    assert settings.common.nats_url == "nats://nats.internal:4222"
+    assert "8f1c0d5e" not in repr(settings)
+
+
+def test_log_lines_are_json_with_request_and_trace_ids():
+    from opentelemetry.sdk.trace import TracerProvider
+    from pythonjsonlogger.json import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("%(levelname)s %(name)s %(message)s"))
+    handler.addFilter(ContextFilter("demo"))
+    log = logging.getLogger("agentmesh.test.json")
+    log.addHandler(handler)
+    log.propagate = False
+    token = request_id_var.set("rid-42")
+    tracer = TracerProvider().get_tracer("t")
+    try:
+        with tracer.start_as_current_span("work") as span:
+            log.warning("agent updated", extra={"agent_id": "a1"})
+    finally:
+        request_id_var.reset(token)
+        log.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "agent updated"
+    assert line["service"] == "demo"
+    assert line["request_id"] == "rid-42"
+    assert line["agent_id"] == "a1"
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert line["span_id"] == format(span.get_span_context().span_id, "016x")

@@ -1,0 +1,88 @@
+"""A trace crosses NATS: the consumer's span descends from the publishing request's span."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi import APIRouter, Request
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from agentmesh.shared.db import Session
+from agentmesh.shared.events.contracts import UserUpdated
+from agentmesh.shared.runtime import ServiceRuntime
+from agentmesh.shared.settings import ServiceSettings
+from agentmesh.shared.testing.backbone import wait_until
+from agentmesh.shared.testing.fixtures import app_client
+
+
+@pytest.fixture
+async def js(nats_url):
+    import nats
+
+    from agentmesh.shared.events.streams import ensure_streams
+
+    nc = await nats.connect(nats_url)
+    await ensure_streams(nc.jetstream())
+    await nc.jetstream().purge_stream("IDENTITY")
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def test_consumer_span_is_in_the_request_trace(backbone, database_url, nats_url, js):
+    tables, _, _ = backbone
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = ServiceSettings(
+        common={"env": "test", "database_url": database_url, "nats_url": nats_url,
+                "outbox_sweep_seconds": 0.5}
+    )  # fmt: skip
+    runtime = ServiceRuntime(
+        "identity", settings, tables=tables, tracer_provider=provider, configure_logs=False
+    )
+    seen: dict[str, int] = {}
+
+    async def handler(session, envelope, payload):
+        seen["trace_id"] = trace.get_current_span().get_span_context().trace_id
+        seen["span_id"] = trace.get_current_span().get_span_context().span_id
+
+    runtime.subscribe(purpose=f"trace-{uuid.uuid4().hex[:6]}", subject="identity.user.>",
+                      handler=handler)  # fmt: skip
+    router = APIRouter()
+
+    @router.post("/emit")
+    async def emit(request: Request, session: Session) -> dict:
+        await request.app.state.outbox.add(
+            session, UserUpdated(user_id=uuid.uuid4(), email="t@example.com", name="t")
+        )
+        return {"ok": True}
+
+    app = runtime.create_app(title="trace test", routers=[router])
+    async with app_client(app) as client:
+        response = await client.post("/emit")
+        assert response.status_code == 200
+
+        async def handled() -> bool:
+            return "span_id" in seen
+
+        await wait_until(handled, timeout=30)
+
+    spans = exporter.get_finished_spans()
+    server = next(s for s in spans if s.kind == SpanKind.SERVER and "/emit" in s.name)
+    by_id = {s.context.span_id: s for s in spans}
+    consumer = by_id[seen["span_id"]]
+    assert consumer.kind == SpanKind.CONSUMER
+    assert consumer.context.trace_id == server.context.trace_id
+    # Walk up: consumer -> publish (relay) -> ... -> the request's server span.
+    ancestors = []
+    current = consumer
+    while current.parent is not None and current.parent.span_id in by_id:
+        current = by_id[current.parent.span_id]
+        ancestors.append(current)
+    assert server in ancestors
+    assert any(s.kind == SpanKind.PRODUCER for s in ancestors)
