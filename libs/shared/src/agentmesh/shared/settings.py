@@ -84,7 +84,7 @@ class ServiceSettings(BaseSettings):
     ``AGENTMESH_ENV=development``.
     """
 
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     service_name: str = "agentmesh"
     host: str = "127.0.0.1"
@@ -95,12 +95,19 @@ class ServiceSettings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> ServiceSettings:
         if self.common.is_development:
             return self
-        for name in type(self).model_fields:
+        for name, field in type(self).model_fields.items():
             value = getattr(self, name)
             if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
-                prefix = self.model_config.get("env_prefix", "")
+                alias = field.validation_alias
+                choices = getattr(alias, "choices", None)
+                if choices:
+                    variable = str(choices[0])
+                elif isinstance(alias, str):
+                    variable = alias
+                else:
+                    variable = f"{self.model_config.get('env_prefix', '')}{name.upper()}"
                 raise ValueError(
-                    f"{prefix}{name.upper()} is unset or a placeholder; set a real secret "
+                    f"{variable} is unset or a placeholder; set a real secret "
                     "(placeholders are only accepted with AGENTMESH_ENV=development)"
                 )
         return self

@@ -1,16 +1,81 @@
 """The identity service: app factory and lifespan."""
 
+from __future__ import annotations
+
+import logging
+
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from agentmesh.identity import events
-from agentmesh.identity.models import EVENT_TABLES
+from agentmesh.identity.api_keys.router import internal_router
+from agentmesh.identity.api_keys.router import router as api_keys_router
+from agentmesh.identity.auth.router import router as auth_router
+from agentmesh.identity.auth.service import AuthService
+from agentmesh.identity.auth.tokens import TokenIssuer
+from agentmesh.identity.base import EVENT_TABLES
+from agentmesh.identity.crypto import KeyEncryption, Passwords
+from agentmesh.identity.keys.router import router as keys_router
+from agentmesh.identity.keys.service import SigningKeyStore
 from agentmesh.identity.settings import IdentitySettings
+from agentmesh.identity.users.models import User
+from agentmesh.identity.users.router import router as users_router
+from agentmesh.identity.users.schemas import normalize_email
 from agentmesh.shared.runtime import ServiceRuntime
+
+logger = logging.getLogger("agentmesh.identity")
+
+
+def build_auth(settings: IdentitySettings, runtime: ServiceRuntime) -> AuthService:
+    """The use-case object routes and the CLI share."""
+    keys = SigningKeyStore(
+        KeyEncryption(settings.key_encryption_key.get_secret_value()),
+        token_ttl_seconds=settings.access_token_ttl_seconds,
+        cache_seconds=settings.signing_key_cache_seconds,
+    )
+    assert runtime.outbox is not None and runtime.sessionmaker is not None
+    return AuthService(
+        settings=settings,
+        passwords=Passwords(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        ),
+        tokens=TokenIssuer(keys, settings.common, ttl_seconds=settings.access_token_ttl_seconds),
+        outbox=runtime.outbox,
+        sessionmaker=runtime.sessionmaker,
+    )
+
+
+async def bootstrap(app: FastAPI) -> None:
+    """Make sure a signing key exists, and create the configured first admin."""
+    auth: AuthService = app.state.auth
+    settings: IdentitySettings = app.state.settings
+    async with app.state.sessionmaker() as session, session.begin():
+        await auth.tokens.keys.ensure_key(session)
+        email, password = settings.bootstrap_admin_email, settings.bootstrap_admin_password
+        if email and password:
+            email = normalize_email(email)
+            if not await session.scalar(select(User.id).where(User.email == email)):
+                await auth.register(
+                    session, email=email, password=password.get_secret_value(),
+                    name="Administrator", roles=["admin", "user"],
+                )  # fmt: skip
+                logger.info("bootstrap admin created", extra={"email": email})
 
 
 def create_app(settings: IdentitySettings | None = None, **runtime_options: object) -> FastAPI:
-    """Build the identity app; ``runtime_options`` go to ``ServiceRuntime`` (tests use them)."""
+    """Build the identity app; ``runtime_options`` go to ``ServiceRuntime``."""
     settings = settings or IdentitySettings()
     runtime = ServiceRuntime("identity", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
-    return runtime.create_app(title="AgentMesh identity")
+    runtime.startup_hooks.append(bootstrap)
+    app = runtime.create_app(
+        title="AgentMesh identity",
+        description="Accounts, sessions, API keys and signing keys.",
+        routers=[auth_router, users_router, api_keys_router, keys_router, internal_router],
+    )
+    app.state.auth = build_auth(settings, runtime)
+    app.state.tokens = app.state.auth.tokens
+    app.state.keys = app.state.auth.tokens.keys
+    return app

@@ -2,11 +2,18 @@
 
 Publishes: identity.user.registered, identity.user.updated, identity.user.deactivated,
     identity.user.deleted, identity.apikey.created, identity.apikey.revoked.
-Consumes: nothing yet; its domain issue adds the consumers.
+Consumes: agents.erasure.completed and chat.erasure.completed, to finish the erasure saga.
 """
 
+from agentmesh.identity.erasure.service import on_erasure_completed
 from agentmesh.shared.runtime import ServiceRuntime
 
 
 def register(runtime: ServiceRuntime) -> None:
-    """Attach this service's consumers to the runtime (none until its domain lands)."""
+    """Attach identity's consumers (one durable consumer per publishing stream)."""
+    runtime.subscribe(
+        purpose="erasure-agents", subject="agents.erasure.completed", handler=on_erasure_completed
+    )
+    runtime.subscribe(
+        purpose="erasure-chat", subject="chat.erasure.completed", handler=on_erasure_completed
+    )

@@ -1,10 +1,23 @@
-"""Tables of the ``identity`` schema."""
+"""Every table of the ``identity`` schema (Alembic reads ``metadata`` from here)."""
 
-from agentmesh.shared.db import make_base
-from agentmesh.shared.events.tables import event_tables
+from agentmesh.identity.api_keys.models import ApiKey
+from agentmesh.identity.auth.models import LoginFailure, RefreshToken, RefreshTokenFamily
+from agentmesh.identity.base import EVENT_TABLES, SCHEMA, Base
+from agentmesh.identity.erasure.models import Erasure
+from agentmesh.identity.keys.models import SigningKey
+from agentmesh.identity.users.models import User
 
-SCHEMA = "identity"
-
-Base = make_base(SCHEMA)
 metadata = Base.metadata
-EVENT_TABLES = event_tables(metadata)
+
+__all__ = [
+    "EVENT_TABLES",
+    "SCHEMA",
+    "ApiKey",
+    "Erasure",
+    "LoginFailure",
+    "RefreshToken",
+    "RefreshTokenFamily",
+    "SigningKey",
+    "User",
+    "metadata",
+]

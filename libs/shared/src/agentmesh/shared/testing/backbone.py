@@ -64,9 +64,7 @@ async def count_effects(engine: AsyncEngine, effects: Table) -> tuple[int, int]:
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                select(func.count(), func.count(effects.c.event_id.distinct())).select_from(
-                    effects
-                )
+                select(func.count(), func.count(effects.c.event_id.distinct())).select_from(effects)
             )
         ).one()
     return int(row[0]), int(row[1])

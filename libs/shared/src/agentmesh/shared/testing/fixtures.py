@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,13 +54,23 @@ def common_settings(migrated_database_url: str, nats_url: str) -> CommonSettings
     )
 
 
+def random_ip() -> str:
+    """A random private IPv4 address (never contacted: it only labels the test client)."""
+    octets = [random.randint(0, 255), random.randint(0, 255), random.randint(1, 254)]  # noqa: S311
+    return "10.{}.{}.{}".format(*octets)
+
+
 @contextlib.asynccontextmanager
 async def app_client(
-    app: FastAPI, base_url: str = "http://testserver"
+    app: FastAPI, base_url: str = "http://testserver", client_ip: str | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """Run ``app``'s lifespan and give an in-process client for it."""
+    """Run ``app``'s lifespan and give an in-process client for it.
+
+    Each client gets its own random source IP unless one is given, so per-IP limits
+    of one test don't leak into another."""
+    client_ip = client_ip or random_ip()
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+        transport = httpx.ASGITransport(app=manager.app, client=(client_ip, 40000))
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
 

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response, status
+
+from agentmesh.identity.api_keys import service
+from agentmesh.identity.api_keys.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    ExchangeRequest,
+    ExchangeResponse,
+)
+from agentmesh.identity.deps import CurrentCaller, InternalService
+from agentmesh.shared.db import Session
+
+router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
+internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+async def create_api_key(
+    body: ApiKeyCreate, caller: CurrentCaller, request: Request, session: Session,
+    response: Response,
+) -> ApiKeyCreated:  # fmt: skip
+    """Issue an API key. The returned ``key`` is shown this once; store it now."""
+    api_key, key = await service.create(request.app.state.auth, session, caller.user, body)
+    response.headers["Cache-Control"] = "no-store"
+    return ApiKeyCreated(**ApiKeyOut.model_validate(api_key).model_dump(), key=key)
+
+
+@router.get("", response_model=list[ApiKeyOut])
+async def list_api_keys(caller: CurrentCaller, session: Session) -> list[ApiKeyOut]:
+    """The caller's active API keys (never their secrets)."""
+    return [ApiKeyOut.model_validate(k) for k in await service.list_keys(session, caller.user)]
+
+
+@router.delete("/{api_key_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"description": "No such key"}})  # fmt: skip
+async def revoke_api_key(
+    api_key_id: uuid.UUID, caller: CurrentCaller, request: Request, session: Session
+) -> None:
+    """Revoke a key at once; gateways drop its cached token."""
+    await service.revoke(request.app.state.auth, session, caller.user, api_key_id)
+
+
+@internal_router.post("/api-keys/exchange", response_model=ExchangeResponse)
+async def exchange_api_key(
+    body: ExchangeRequest, _: InternalService, request: Request, session: Session,
+    response: Response,
+) -> ExchangeResponse:  # fmt: skip
+    """Gateway only: trade an API key for a short-lived access token with its scopes."""
+    api_key, user, token, expires_in = await service.exchange(
+        request.app.state.auth, session, body.key
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return ExchangeResponse(
+        access_token=token, expires_in=expires_in, api_key_id=api_key.key_id,
+        user_id=user.id, scopes=api_key.scopes,
+    )  # fmt: skip

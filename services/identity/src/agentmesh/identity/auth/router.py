@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from agentmesh.identity.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair
+from agentmesh.identity.auth.service import AuthService
+from agentmesh.identity.deps import CurrentCaller
+from agentmesh.identity.users.schemas import UserOut
+from agentmesh.shared.db import Session
+from agentmesh.shared.errors import AppError
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+PROBLEMS = {
+    401: {"description": "Invalid credentials or token"},
+    429: {"description": "Too many failed logins; see Retry-After"},
+}
+
+
+def service(request: Request) -> AuthService:
+    return request.app.state.auth
+
+
+Auth = Annotated[AuthService, Depends(service)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
+             responses={409: {"description": "Email already registered"}})  # fmt: skip
+async def register(body: RegisterRequest, session: Session, auth: Auth) -> UserOut:
+    """Create an account. The email is normalized; the password must be 12 to 256
+    characters and not one of the most common passwords."""
+    user = await auth.register(session, email=body.email, password=body.password, name=body.name)
+    return UserOut.of(user)
+
+
+@router.post("/login", response_model=TokenPair, responses=PROBLEMS)
+async def login(
+    body: LoginRequest, request: Request, response: Response, session: Session, auth: Auth
+) -> TokenPair:
+    """Exchange email and password for an access token and a refresh token."""
+    response.headers["Cache-Control"] = "no-store"
+    return await auth.login(
+        session, email=body.email, password=body.password, ip=client_ip(request)
+    )
+
+
+@router.post("/token", response_model=TokenPair, responses=PROBLEMS)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    response: Response,
+    session: Session,
+    auth: Auth,
+) -> TokenPair:
+    """OAuth2 password flow (form fields ``username`` = email and ``password``), so
+    Swagger's Authorize button works."""
+    response.headers["Cache-Control"] = "no-store"
+    return await auth.login(
+        session, email=form.username, password=form.password, ip=client_ip(request)
+    )
+
+
+@router.post("/refresh", response_model=TokenPair, responses=PROBLEMS)
+async def refresh(body: RefreshRequest, response: Response, session: Session, auth: Auth):
+    """Rotate a refresh token for a new pair. Reusing a rotated token ends the session."""
+    response.headers["Cache-Control"] = "no-store"
+    return await auth.refresh(session, body.refresh_token)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
+async def logout(caller: CurrentCaller, session: Session, auth: Auth) -> None:
+    """End the current session (its refresh-token family)."""
+    family = caller.claims.get("sid")
+    if family is None:
+        raise AppError("This token is not tied to a login session.", status=400,
+                       type="no-session", title="No session")  # fmt: skip
+    await auth.revoke_families(session, caller.user.id, reason="logout", only=uuid.UUID(family))
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
+async def logout_all(caller: CurrentCaller, session: Session, auth: Auth) -> None:
+    """End every session of the caller."""
+    await auth.revoke_families(session, caller.user.id, reason="logout-all")

@@ -1,0 +1,77 @@
+"""Password hashing (Argon2id), secret hashing and encryption of keys at rest."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from functools import cached_property
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+class Passwords:
+    """Argon2id with the OWASP password-storage parameters (m=19 MiB, t=2, p=1)."""
+
+    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int) -> None:
+        self.hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        return self.hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Check ``password``; with no hash (unknown user) spend the same time and fail."""
+        try:
+            return self.hasher.verify(password_hash or self._dummy_hash, password) and bool(
+                password_hash
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self.hasher.check_needs_rehash(password_hash)
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a high-entropy secret (refresh tokens, API key secrets).
+
+    These are random 256-bit values, so a fast hash is safe; a slow one would only make
+    every authenticated request slower.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def same_secret(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class KeyEncryption:
+    """Encrypts private keys with a key derived (HKDF-SHA256) from the configured secret."""
+
+    def __init__(self, key_encryption_key: str) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentmesh-identity-kek"
+        ).derive(key_encryption_key.encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return self._fernet.encrypt(plaintext)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        try:
+            return self._fernet.decrypt(ciphertext)
+        except InvalidToken as exc:
+            raise RuntimeError(
+                "cannot decrypt a signing key: IDENTITY_KEY_ENCRYPTION_KEY changed?"
+            ) from exc

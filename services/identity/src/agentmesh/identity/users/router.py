@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, status
+
+from agentmesh.identity.deps import AdminCaller, CurrentCaller
+from agentmesh.identity.erasure.models import Erasure
+from agentmesh.identity.users import service
+from agentmesh.identity.users.schemas import (
+    AdminUserUpdate,
+    ErasureOut,
+    ProfileUpdate,
+    UserOut,
+    UserPage,
+)
+from agentmesh.shared.db import Session
+from agentmesh.shared.errors import NotFound
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+ADMIN_ONLY = {401: {"description": "Not authenticated"}, 403: {"description": "Admin only"}}
+
+
+@router.get("/me", response_model=UserOut, responses={401: {"description": "Not authenticated"}})
+async def me(caller: CurrentCaller) -> UserOut:
+    """The caller's own profile."""
+    return UserOut.of(caller.user)
+
+
+@router.patch("/me", response_model=UserOut)
+async def update_me(
+    body: ProfileUpdate, caller: CurrentCaller, request: Request, session: Session
+) -> UserOut:
+    """Rename, or change the password with ``current_password``; a password change ends
+    every other session."""
+    user = await service.update_profile(
+        request.app.state.auth, session, caller.user, body,
+        current_family=caller.claims.get("sid"),
+    )  # fmt: skip
+    return UserOut.of(user)
+
+
+@router.delete("/me", status_code=status.HTTP_202_ACCEPTED, response_model=ErasureOut)
+async def delete_me(caller: CurrentCaller, request: Request, session: Session) -> ErasureOut:
+    """Erase the account: it is deactivated at once and removed once every service has
+    deleted the user's data."""
+    erasure = await service.start_erasure(request.app.state.auth, session, caller.user)
+    return ErasureOut.model_validate(erasure, from_attributes=True)
+
+
+@router.get("", response_model=UserPage, responses=ADMIN_ONLY)
+async def list_users(
+    _: AdminCaller,
+    session: Session,
+    email: Annotated[str | None, Query(max_length=320, description="Substring match")] = None,
+    role: Literal["user", "admin"] | None = None,
+    sort: Literal["created_at", "-created_at", "email", "-email"] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> UserPage:
+    """Admin: list users, filtered by email and role, sorted, paginated."""
+    users, total = await service.list_users(
+        session, email=email, role=role, sort=sort, limit=limit, offset=offset
+    )
+    return UserPage(items=[UserOut.of(u) for u in users], total=total, limit=limit, offset=offset)
+
+
+@router.patch("/{user_id}", response_model=UserOut, responses=ADMIN_ONLY)
+async def update_user(
+    user_id: uuid.UUID, body: AdminUserUpdate, _: AdminCaller, request: Request, session: Session
+) -> UserOut:
+    """Admin: change a user's role or active flag."""
+    user = await service.get_user(session, user_id)
+    return UserOut.of(await service.admin_update(request.app.state.auth, session, user, body))
+
+
+@router.post("/{user_id}/deactivate", response_model=UserOut, responses=ADMIN_ONLY)
+async def deactivate_user(
+    user_id: uuid.UUID, _: AdminCaller, request: Request, session: Session
+) -> UserOut:
+    """Admin: deactivate a user; they can no longer log in or refresh."""
+    user = await service.get_user(session, user_id)
+    await service.deactivate(request.app.state.auth, session, user, reason="admin")
+    return UserOut.of(user)
+
+
+@router.get("/{user_id}/erasure", response_model=ErasureOut, responses=ADMIN_ONLY)
+async def erasure_state(user_id: uuid.UUID, _: AdminCaller, session: Session) -> ErasureOut:
+    """Admin: where a user's erasure stands (kept after the account is gone)."""
+    erasure = await session.get(Erasure, user_id)
+    if erasure is None:
+        raise NotFound("No erasure for this user.")
+    return ErasureOut.model_validate(erasure, from_attributes=True)
