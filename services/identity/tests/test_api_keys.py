@@ -50,8 +50,8 @@ async def test_exchange_gives_a_short_lived_scoped_token(identity, make_account)
     assert claims["scopes"] == ["chat"] and claims["sub"] == account.id
     assert claims["akid"] == body["api_key_id"]
     assert 0 < body["expires_in"] <= 300
-    me = await identity.get("/api/v1/users/me",
-                            headers={"Authorization": f"Bearer {body['access_token']}"})  # fmt: skip
+    token_header = {"Authorization": f"Bearer {body['access_token']}"}
+    me = await identity.get("/api/v1/users/me", headers=token_header)
     assert me.status_code == 200
     listing = (await identity.get(KEYS, headers=account.headers)).json()
     assert listing[0]["last_used_at"] is not None

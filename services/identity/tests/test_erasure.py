@@ -39,8 +39,8 @@ async def test_erasure_saga_removes_the_account_after_both_services(
 
         # Step 1: deactivated at once, every token and key stops working.
         assert (await identity.get("/api/v1/users/me", headers=account.headers)).status_code == 401
-        login = await identity.post("/api/v1/auth/login",
-                                    json={"email": account.email, "password": account.password})  # fmt: skip
+        credentials = {"email": account.email, "password": account.password}
+        login = await identity.post("/api/v1/auth/login", json=credentials)
         assert login.status_code == 403
         async with identity.app.state.sessionmaker() as session:
             live_keys = await session.scalar(
