@@ -13,13 +13,20 @@ from agentmesh.shared.settings import CommonSettings
 from agentmesh.shared.testing.fixtures import app_client, serve_app
 
 DB_SERVICES = ["identity", "agents", "chat"]
+#: Secrets a service refuses to start without (outside development).
+TEST_SECRETS = {
+    "identity": {
+        "key_encryption_key": "skeleton-test-kek-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e",
+        "internal_token": "skeleton-test-internal-token-1b3d5f7a9c2e4f6a",
+    },
+}
 
 
 def build_app(service: str, common: CommonSettings):
     module = importlib.import_module(f"agentmesh.{service}.app")
     settings_module = importlib.import_module(f"agentmesh.{service}.settings")
     settings_cls = getattr(settings_module, f"{service.capitalize()}Settings")
-    return module.create_app(settings_cls(common=common))
+    return module.create_app(settings_cls(common=common, **TEST_SECRETS.get(service, {})))
 
 
 @pytest.mark.parametrize("service", DB_SERVICES)

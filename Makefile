@@ -1,0 +1,28 @@
+# The two commands of the README. Each installs uv when missing and syncs the locked env.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV_SYNC = uv sync --frozen
+
+.PHONY: up test lint bench install-uv sync
+
+install-uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet --break-system-packages uv
+
+sync: install-uv
+	@$(UV_SYNC)
+
+## make up: the whole platform on embedded Postgres and NATS (ARGS="--port 9000")
+up: sync
+	uv run agentmesh up $(ARGS)
+
+## make test: the whole suite against real Postgres and NATS (ARGS="-k identity")
+test: sync
+	uv run pytest $(ARGS)
+
+## make lint: ruff check and ruff format --check
+lint: sync
+	uv run ruff check . && uv run ruff format --check .
+
+## make bench: every benchmark (not part of the tests)
+bench: sync
+	uv run python -m bench $(ARGS)

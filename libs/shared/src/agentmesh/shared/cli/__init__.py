@@ -1,0 +1,74 @@
+"""The ``agentmesh`` command. Services add groups (``agentmesh admin``, ``agentmesh keys``)
+through the ``agentmesh.cli`` entry-point group, so this package never imports them."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentmesh.shared.migrations import MIGRATING_SERVICES
+
+app = typer.Typer(
+    help="AgentMesh: a self-hostable backend for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def up(
+    port: Annotated[
+        int | None, typer.Option(help="Gateway port [env AGENTMESH_GATEWAY_PORT, 8080]")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env AGENTMESH_DATA_DIR, ./.agentmesh]")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the gateway binds")] = "127.0.0.1",
+) -> None:
+    """Run the whole platform: embedded Postgres and NATS, migrations, the four services."""
+    from agentmesh.shared.cli.up import run_up
+
+    raise typer.Exit(run_up(port=port, data_dir=data_dir, host=host))
+
+
+@app.command()
+def migrate(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to migrate")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="AGENTMESH_DATABASE_URL", help="SQLAlchemy URL")
+    ] = None,
+) -> None:
+    """Apply each service's migrations (run this as a job, not at replica start)."""
+    from agentmesh.shared.migrations import upgrade
+
+    if not database_url:
+        typer.echo("agentmesh migrate: set AGENTMESH_DATABASE_URL or --database-url", err=True)
+        raise typer.Exit(1)
+    for service in services or MIGRATING_SERVICES:
+        if service not in MIGRATING_SERVICES:
+            typer.echo(f"agentmesh migrate: unknown service {service!r}", err=True)
+            raise typer.Exit(1)
+        upgrade(service, database_url)
+        typer.echo(f"{service}: migrated to head")
+
+
+def _add_service_commands() -> None:
+    for entry in entry_points(group="agentmesh.cli"):
+        try:
+            group = entry.load()
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            logging.getLogger("agentmesh.cli").warning("cannot load %s: %s", entry.name, exc)
+            continue
+        app.add_typer(group, name=entry.name)
+
+
+_add_service_commands()
+
+
+def main() -> None:
+    """Entry point of the ``agentmesh`` console script."""
+    app()

