@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints its figures; none is part of the test run."""
