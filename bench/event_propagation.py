@@ -44,8 +44,11 @@ async def main(events: int, rate: float) -> dict[str, float]:
 
         async def handler(session, envelope, payload):
             await record(session, envelope, payload)
-            sa_event.listen(session.sync_session, "after_commit",
-                            lambda _s: applied.setdefault(envelope.id, time.perf_counter()))  # fmt: skip
+
+            def stamp(_session: object) -> None:
+                applied.setdefault(envelope.id, time.perf_counter())
+
+            sa_event.listen(session.sync_session, "after_commit", stamp)
 
         relay_broker = make_broker(nats_url)
         await relay_broker.connect()
@@ -64,9 +67,7 @@ async def main(events: int, rate: float) -> dict[str, float]:
                 async with sessionmaker() as session, session.begin():
                     envelope = await outbox.add(
                         session,
-                        UserUpdated(
-                            user_id=uuid.uuid4(), email="b@example.com", name=f"{i}"
-                        ),  # fmt: skip
+                        UserUpdated(user_id=uuid.uuid4(), email="b@example.com", name=f"{i}"),
                     )
                 committed[envelope.id] = time.perf_counter()
                 await asyncio.sleep(interval)
