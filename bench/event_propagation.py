@@ -54,10 +54,16 @@ async def main(events: int, rate: float) -> dict[str, float]:
         await relay_broker.connect()
         await ensure_streams(relay_broker.config.connection_state.stream)
         consumer_broker = make_broker(nats_url)
-        subscribe_events(consumer_broker, service="bench", purpose="latency",
-                         subject="identity.user.updated", tables=tables,
-                         sessionmaker=sessionmaker, handler=handler,
-                         policy=ConsumerPolicy(batch_size=16))  # fmt: skip
+        subscribe_events(
+            consumer_broker,
+            service="bench",
+            purpose="latency",
+            subject="identity.user.updated",
+            tables=tables,
+            sessionmaker=sessionmaker,
+            handler=handler,
+            policy=ConsumerPolicy(batch_size=16),
+        )
         await consumer_broker.start()
         relay = OutboxRelay(engine, tables, relay_broker, sweep_seconds=5)
         await relay.start()
@@ -89,8 +95,10 @@ async def main(events: int, rate: float) -> dict[str, float]:
     }
     print(f"event commit -> consumer effect ({machine()})")
     print(f"  {events} events, one per transaction, {rate:.0f}/s, one relay, one consumer")
-    print(f"  delivered {figures['delivered']}/{events}; p50 {figures['p50_ms']:.1f} ms, "
-          f"p99 {figures['p99_ms']:.1f} ms, max {figures['max_ms']:.1f} ms")  # fmt: skip
+    print(
+        f"  delivered {figures['delivered']}/{events}; p50 {figures['p50_ms']:.1f} ms, "
+        f"p99 {figures['p99_ms']:.1f} ms, max {figures['max_ms']:.1f} ms"
+    )
     return figures
 
 

@@ -24,11 +24,12 @@ PASSWORD = "correct horse battery staple"
 async def main(logins: int, verifications: int) -> dict[str, float]:
     async with servers() as (database_url, nats_url):
         settings = IdentitySettings(
-            common=CommonSettings(env="test", database_url=database_url, nats_url=nats_url,
-                                  log_level="WARNING"),
+            common=CommonSettings(
+                env="test", database_url=database_url, nats_url=nats_url, log_level="WARNING"
+            ),
             key_encryption_key="bench-key-encryption-key-0123456789abcdef",
             internal_token="bench-internal-token-0123456789abcdef",
-        )  # fmt: skip
+        )
         app = create_app(settings)
         async with serve_app(app) as base_url, app_client(app) as client:
             email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
@@ -49,8 +50,9 @@ async def main(logins: int, verifications: int) -> dict[str, float]:
                 passwords.hash(PASSWORD)
                 hash_times.append((time.perf_counter() - started) * 1000)
 
-            verifier = JWTVerifier(f"{base_url}/.well-known/jwks.json", "agentmesh-identity",
-                                   "agentmesh")  # fmt: skip
+            verifier = JWTVerifier(
+                f"{base_url}/.well-known/jwks.json", "agentmesh-identity", "agentmesh"
+            )
             await verifier.verify(token)  # warm the JWKS cache
             started = time.perf_counter()
             for _ in range(verifications):
@@ -65,11 +67,15 @@ async def main(logins: int, verifications: int) -> dict[str, float]:
     }
     print(f"identity login and token verification ({machine()})")
     print(f"  logins: {logins} sequential, over in-process HTTP (ASGI), one account")
-    print(f"  login latency p50 {figures['login_p50_ms']:.1f} ms, p95 "
-          f"{figures['login_p95_ms']:.1f} ms (Argon2id m=19 MiB t=2 p=1; one hash "
-          f"{figures['argon2_hash_p50_ms']:.1f} ms)")  # fmt: skip
-    print(f"  token verification (shared JWTVerifier, EdDSA, cached JWKS, 1 core): "
-          f"{figures['verifications_per_second']:,.0f} per second")  # fmt: skip
+    print(
+        f"  login latency p50 {figures['login_p50_ms']:.1f} ms, p95 "
+        f"{figures['login_p95_ms']:.1f} ms (Argon2id m=19 MiB t=2 p=1; one hash "
+        f"{figures['argon2_hash_p50_ms']:.1f} ms)"
+    )
+    print(
+        f"  token verification (shared JWTVerifier, EdDSA, cached JWKS, 1 core): "
+        f"{figures['verifications_per_second']:,.0f} per second"
+    )
     return figures
 
 

@@ -19,8 +19,16 @@ from agentmesh.shared.local.ports import free_port
 
 
 def up_command(data_dir: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "agentmesh.shared.cli", "up", "--data-dir", str(data_dir),
-            "--port", str(port)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "agentmesh.shared.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+    ]
 
 
 def clean_env() -> dict[str, str]:
@@ -53,17 +61,21 @@ def leftovers(data_dir: Path, ports: list[int]) -> list[str]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(data_dir) in cmdline or any(f"--port {p}" in cmdline or f"-p {p}" in cmdline
-                                           for p in ports):  # fmt: skip
+        if str(data_dir) in cmdline or any(
+            f"--port {p}" in cmdline or f"-p {p}" in cmdline for p in ports
+        ):
             found.append(f"{proc.info['pid']}: {cmdline[:120]}")
     return found
 
 
 def run_once(data_dir: Path, port: int) -> dict[str, str]:
     process = subprocess.Popen(
-        up_command(data_dir, port), env=clean_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        up_command(data_dir, port),
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         urls = wait_for_banner(process)
         gateway = urls["gateway"]
@@ -98,8 +110,11 @@ def test_up_runs_the_platform_stops_cleanly_and_restarts_with_data(tmp_path):
     data_dir = tmp_path / "data"
     port = free_port()
     urls = run_once(data_dir, port)
-    ports = [port] + [int(u.rsplit(":", 1)[1].split("/")[0]) for k, u in urls.items()
-                      if k in ("identity", "agents", "chat")]  # fmt: skip
+    ports = [port] + [
+        int(u.rsplit(":", 1)[1].split("/")[0])
+        for k, u in urls.items()
+        if k in ("identity", "agents", "chat")
+    ]
     assert leftovers(data_dir, ports) == []
     secrets_before = (data_dir / "secrets.env").read_text()
     assert oct((data_dir / "secrets.env").stat().st_mode & 0o777) == "0o600"
@@ -116,19 +131,31 @@ def test_occupied_port_fails_at_once_with_one_line(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run(up_command(tmp_path / "d", port), env=clean_env(),
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            up_command(tmp_path / "d", port),
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [f"agentmesh up: port {port} on 127.0.0.1 is already in use "
-                     "(set --port or AGENTMESH_GATEWAY_PORT)"]  # fmt: skip
+    assert lines == [
+        f"agentmesh up: port {port} on 127.0.0.1 is already in use "
+        "(set --port or AGENTMESH_GATEWAY_PORT)"
+    ]
 
 
 def test_unwritable_data_dir_fails_at_once_with_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    result = subprocess.run(up_command(blocker / "data", free_port()), env=clean_env(),
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        up_command(blocker / "data", free_port()),
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("agentmesh up: cannot write the data directory")

@@ -58,8 +58,9 @@ def b64(data: bytes) -> str:
 
 async def test_good_token_gives_a_principal(jwks, verifier):
     user_id = uuid.uuid4()
-    token = jwks.keys[0].sign(make_claims(user_id, roles=("admin", "user"), scopes=("chat",),
-                                          akid="k1"))  # fmt: skip
+    token = jwks.keys[0].sign(
+        make_claims(user_id, roles=("admin", "user"), scopes=("chat",), akid="k1")
+    )
     principal = await verifier.verify(token)
     assert principal.user_id == user_id
     assert principal.is_admin and principal.has_scope("chat") and not principal.has_scope("x")
@@ -102,8 +103,11 @@ async def test_alg_none_is_rejected(jwks, verifier):
 @pytest.mark.parametrize("secret", ["raw", "pem", "jwk-x"])
 async def test_hs256_signed_with_the_public_key_is_rejected(jwks, verifier, secret):
     key = jwks.keys[0]
-    material = {"raw": key.public_raw, "pem": key.public_pem,
-                "jwk-x": key.public_jwk()["x"].encode()}[secret]  # fmt: skip
+    material = {
+        "raw": key.public_raw,
+        "pem": key.public_pem,
+        "jwk-x": key.public_jwk()["x"].encode(),
+    }[secret]
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
     payload = b64(json.dumps(make_claims(uuid.uuid4())).encode())
     signature = b64(hmac.new(material, f"{header}.{payload}".encode(), hashlib.sha256).digest())

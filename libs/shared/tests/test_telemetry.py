@@ -39,9 +39,13 @@ async def test_consumer_span_is_in_the_request_trace(backbone, database_url, nat
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = ServiceSettings(
-        common={"env": "test", "database_url": database_url, "nats_url": nats_url,
-                "outbox_sweep_seconds": 0.5}
-    )  # fmt: skip
+        common={
+            "env": "test",
+            "database_url": database_url,
+            "nats_url": nats_url,
+            "outbox_sweep_seconds": 0.5,
+        }
+    )
     runtime = ServiceRuntime(
         "identity", settings, tables=tables, tracer_provider=provider, configure_logs=False
     )
@@ -51,8 +55,9 @@ async def test_consumer_span_is_in_the_request_trace(backbone, database_url, nat
         seen["trace_id"] = trace.get_current_span().get_span_context().trace_id
         seen["span_id"] = trace.get_current_span().get_span_context().span_id
 
-    runtime.subscribe(purpose=f"trace-{uuid.uuid4().hex[:6]}", subject="identity.user.>",
-                      handler=handler)  # fmt: skip
+    runtime.subscribe(
+        purpose=f"trace-{uuid.uuid4().hex[:6]}", subject="identity.user.>", handler=handler
+    )
     router = APIRouter()
 
     @router.post("/emit")

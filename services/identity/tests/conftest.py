@@ -80,8 +80,7 @@ def make_account(identity):
                     update(User).where(User.email == email).values(roles=["admin", "user"])
                 )
         tokens = await _login(identity, email)
-        return Account(user["id"], email, PASSWORD, tokens["access_token"],
-                       tokens["refresh_token"])  # fmt: skip
+        return Account(user["id"], email, PASSWORD, tokens["access_token"], tokens["refresh_token"])
 
     return make
 

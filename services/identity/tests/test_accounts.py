@@ -28,8 +28,11 @@ async def test_register_normalizes_email_and_emits_event(identity, outbox_events
     events = await outbox_events("identity.user.registered", user["id"])
     assert len(events) == 1
     assert events[0]["data"] == {
-        "user_id": user["id"], "email": user["email"], "name": "Ada", "roles": ["user"],
-    }  # fmt: skip
+        "user_id": user["id"],
+        "email": user["email"],
+        "name": "Ada",
+        "roles": ["user"],
+    }
     assert events[0]["source"] == "identity" and events[0]["version"] == 1
 
 
@@ -38,17 +41,24 @@ async def test_duplicate_email_is_409_even_with_other_case_in_domain(identity):
     first = await identity.post(REGISTER, json={"email": email, "password": PASSWORD, "name": "A"})
     assert first.status_code == 201
     again = await identity.post(
-        REGISTER, json={"email": email.replace("example.com", "EXAMPLE.COM"),
-                        "password": PASSWORD, "name": "B"},
-    )  # fmt: skip
+        REGISTER,
+        json={
+            "email": email.replace("example.com", "EXAMPLE.COM"),
+            "password": PASSWORD,
+            "name": "B",
+        },
+    )
     assert again.status_code == 409
     assert problem_type(again) == "email-taken"
 
 
 async def test_password_policy(identity):
     def body(password, email=None):
-        return {"email": email or f"p-{uuid.uuid4().hex[:8]}@example.com", "password": password,
-                "name": "P"}  # fmt: skip
+        return {
+            "email": email or f"p-{uuid.uuid4().hex[:8]}@example.com",
+            "password": password,
+            "name": "P",
+        }
 
     too_short = await identity.post(REGISTER, json=body("short-pass1"))
     assert too_short.status_code == 422 and problem_type(too_short) == "validation-error"
@@ -130,9 +140,12 @@ async def test_ip_throttle_after_twenty_failures(identity, make_account):
     account = await make_account()
     for i in range(20):
         r = await identity.post(
-            LOGIN, json={"email": f"nobody-{i}-{uuid.uuid4().hex[:6]}@example.com",
-                         "password": "wrong" * 3},
-        )  # fmt: skip
+            LOGIN,
+            json={
+                "email": f"nobody-{i}-{uuid.uuid4().hex[:6]}@example.com",
+                "password": "wrong" * 3,
+            },
+        )
         assert r.status_code == 401
     # The right password of a real account, but from an IP that guessed too much.
     blocked = await identity.post(LOGIN, json={"email": account.email, "password": PASSWORD})

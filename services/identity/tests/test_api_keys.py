@@ -22,8 +22,9 @@ async def create_key(identity, account, **body):
     return response.json()
 
 
-async def test_key_is_shown_once_and_only_its_prefix_is_listed(identity, make_account,
-                                                               outbox_events):  # fmt: skip
+async def test_key_is_shown_once_and_only_its_prefix_is_listed(
+    identity, make_account, outbox_events
+):
     account = await make_account()
     created = await create_key(identity, account, scopes=["chat", "agents:read"])
     key = created["key"]
@@ -65,19 +66,22 @@ async def test_exchange_needs_the_service_credential(identity, make_account):
         EXCHANGE, json={"key": created["key"]}, headers={"Authorization": "Bearer nope"}
     )
     assert wrong.status_code == 401
-    user_token = await identity.post(EXCHANGE, json={"key": created["key"]},
-                                     headers=account.headers)  # fmt: skip
+    user_token = await identity.post(
+        EXCHANGE, json={"key": created["key"]}, headers=account.headers
+    )
     assert user_token.status_code == 401
 
 
-async def test_revoked_expired_and_malformed_keys_are_refused(identity, make_account,
-                                                             outbox_events):  # fmt: skip
+async def test_revoked_expired_and_malformed_keys_are_refused(
+    identity, make_account, outbox_events
+):
     account = await make_account()
     revoked = await create_key(identity, account)
     response = await identity.delete(f"{KEYS}/{revoked['id']}", headers=account.headers)
     assert response.status_code == 204
-    assert (await identity.post(EXCHANGE, json={"key": revoked["key"]},
-                                headers=INTERNAL)).status_code == 401  # fmt: skip
+    assert (
+        await identity.post(EXCHANGE, json={"key": revoked["key"]}, headers=INTERNAL)
+    ).status_code == 401
     assert await outbox_events("identity.apikey.revoked", revoked["key"].split("_")[1])
 
     expiring = await create_key(
@@ -85,23 +89,28 @@ async def test_revoked_expired_and_malformed_keys_are_refused(identity, make_acc
     )
     async with identity.app.state.sessionmaker() as session, session.begin():
         await session.execute(
-            update(ApiKey).where(ApiKey.id == uuid.UUID(expiring["id"]))
+            update(ApiKey)
+            .where(ApiKey.id == uuid.UUID(expiring["id"]))
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )  # fmt: skip
-    assert (await identity.post(EXCHANGE, json={"key": expiring["key"]},
-                                headers=INTERNAL)).status_code == 401  # fmt: skip
+        )
+    assert (
+        await identity.post(EXCHANGE, json={"key": expiring["key"]}, headers=INTERNAL)
+    ).status_code == 401
     for bad in ("am_nope", "sk-123", expiring["key"][:-3] + "xyz"):
-        assert (await identity.post(EXCHANGE, json={"key": bad},
-                                    headers=INTERNAL)).status_code == 401  # fmt: skip
+        assert (
+            await identity.post(EXCHANGE, json={"key": bad}, headers=INTERNAL)
+        ).status_code == 401
 
 
 async def test_past_expiry_and_bad_scopes_are_422(identity, make_account):
     account = await make_account()
-    past = await identity.post(KEYS, json={"name": "x", "expires_at": "2000-01-01T00:00:00Z"},
-                               headers=account.headers)  # fmt: skip
+    past = await identity.post(
+        KEYS, json={"name": "x", "expires_at": "2000-01-01T00:00:00Z"}, headers=account.headers
+    )
     assert past.status_code == 422
-    scopes = await identity.post(KEYS, json={"name": "x", "scopes": ["NOT VALID"]},
-                                 headers=account.headers)  # fmt: skip
+    scopes = await identity.post(
+        KEYS, json={"name": "x", "scopes": ["NOT VALID"]}, headers=account.headers
+    )
     assert scopes.status_code == 422
 
 

@@ -19,8 +19,9 @@ from agentmesh.shared.testing.backbone import wait_until
 
 async def reply_as(js, payload, source: str) -> None:
     envelope = Envelope.wrap(payload, source=source)
-    await js.publish(envelope.type, envelope.model_dump_json().encode(),
-                     headers={"Nats-Msg-Id": envelope.id})  # fmt: skip
+    await js.publish(
+        envelope.type, envelope.model_dump_json().encode(), headers={"Nats-Msg-Id": envelope.id}
+    )
 
 
 async def test_erasure_saga_removes_the_account_after_both_services(
@@ -44,14 +45,18 @@ async def test_erasure_saga_removes_the_account_after_both_services(
         assert login.status_code == 403
         async with identity.app.state.sessionmaker() as session:
             live_keys = await session.scalar(
-                select(func.count()).select_from(ApiKey)
+                select(func.count())
+                .select_from(ApiKey)
                 .where(ApiKey.user_id == account.id, ApiKey.revoked_at.is_(None))
-            )  # fmt: skip
+            )
             live_sessions = await session.scalar(
-                select(func.count()).select_from(RefreshTokenFamily)
-                .where(RefreshTokenFamily.user_id == account.id,
-                       RefreshTokenFamily.revoked_at.is_(None))
-            )  # fmt: skip
+                select(func.count())
+                .select_from(RefreshTokenFamily)
+                .where(
+                    RefreshTokenFamily.user_id == account.id,
+                    RefreshTokenFamily.revoked_at.is_(None),
+                )
+            )
         assert live_keys == 0 and live_sessions == 0
 
         # Step 2: identity.user.deleted reaches the other services over JetStream.

@@ -72,8 +72,10 @@ async def test_logout_all_ends_every_session(identity, make_account, login):
     other = await login(account.email)
     response = await identity.post("/api/v1/auth/logout-all", headers=account.headers)
     assert response.status_code == 204
-    for tokens in ({"access_token": account.access_token, "refresh_token": account.refresh_token},
-                   other):  # fmt: skip
+    for tokens in (
+        {"access_token": account.access_token, "refresh_token": account.refresh_token},
+        other,
+    ):
         assert (await identity.get(ME, headers=bearer(tokens["access_token"]))).status_code == 401
         refreshed = await identity.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
         assert refreshed.status_code == 401

@@ -37,8 +37,10 @@ async def register_and_login(client) -> dict:
 async def test_tokens_verify_with_the_shared_verifier(served):
     base_url, client = served
     jwks = (await client.get("/.well-known/jwks.json")).json()
-    assert jwks["keys"] and all(k["kty"] == "OKP" and k["crv"] == "Ed25519" and k["kid"]
-                                and "d" not in k for k in jwks["keys"])  # fmt: skip
+    assert jwks["keys"] and all(
+        k["kty"] == "OKP" and k["crv"] == "Ed25519" and k["kid"] and "d" not in k
+        for k in jwks["keys"]
+    )
     tokens = await register_and_login(client)
     verifier = JWTVerifier(f"{base_url}/.well-known/jwks.json", "agentmesh-identity", "agentmesh")
     try:
@@ -72,13 +74,13 @@ async def test_rotation_keeps_old_tokens_valid_until_they_expire(served):
         # Once the old key's last token has expired, it leaves the JWKS.
         async with app.state.sessionmaker() as session, session.begin():
             await session.execute(
-                update(SigningKey).where(SigningKey.kid == old_kid)
+                update(SigningKey)
+                .where(SigningKey.kid == old_kid)
                 .values(retired_at=datetime.now(UTC) - timedelta(hours=1))
-            )  # fmt: skip
+            )
         kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
         assert old_kid not in kids and new_key.kid in kids
-        fresh = JWTVerifier(f"{base_url}/.well-known/jwks.json", "agentmesh-identity",
-                            "agentmesh")  # fmt: skip
+        fresh = JWTVerifier(f"{base_url}/.well-known/jwks.json", "agentmesh-identity", "agentmesh")
         with pytest.raises(Unauthorized):
             await fresh.verify(old_tokens["access_token"])
         await fresh.aclose()

@@ -28,14 +28,16 @@ async def test_password_change_needs_current_password_and_ends_other_sessions(
     account = await make_account()
     other = await login(account.email)
     wrong = await identity.patch(
-        ME, json={"password": NEW_PASSWORD, "current_password": "wrong password!"},
+        ME,
+        json={"password": NEW_PASSWORD, "current_password": "wrong password!"},
         headers=account.headers,
-    )  # fmt: skip
+    )
     assert wrong.status_code == 401
     changed = await identity.patch(
-        ME, json={"password": NEW_PASSWORD, "current_password": account.password},
+        ME,
+        json={"password": NEW_PASSWORD, "current_password": account.password},
         headers=account.headers,
-    )  # fmt: skip
+    )
     assert changed.status_code == 200
     assert (await identity.get(ME, headers=account.headers)).status_code == 200  # this session
     assert (await identity.get(ME, headers=bearer(other["access_token"]))).status_code == 401
@@ -73,27 +75,32 @@ async def test_admin_lists_filters_and_sorts_users(identity, make_account):
     for i in range(3):
         email = f"{tag}-{i}@example.com"
         emails.append(email)
-        await identity.post("/api/v1/auth/register",
-                            json={"email": email, "password": "correct horse battery staple",
-                                  "name": f"U{i}"})  # fmt: skip
+        await identity.post(
+            "/api/v1/auth/register",
+            json={"email": email, "password": "correct horse battery staple", "name": f"U{i}"},
+        )
     page = await identity.get(
-        "/api/v1/users", params={"email": tag, "sort": "email", "limit": 2},
+        "/api/v1/users",
+        params={"email": tag, "sort": "email", "limit": 2},
         headers=admin.headers,
-    )  # fmt: skip
+    )
     assert page.status_code == 200
     body = page.json()
     assert body["total"] == 3
     assert [u["email"] for u in body["items"]] == emails[:2]
     second = await identity.get(
-        "/api/v1/users", params={"email": tag, "sort": "email", "limit": 2, "offset": 2},
+        "/api/v1/users",
+        params={"email": tag, "sort": "email", "limit": 2, "offset": 2},
         headers=admin.headers,
-    )  # fmt: skip
+    )
     assert [u["email"] for u in second.json()["items"]] == emails[2:]
-    admins = await identity.get("/api/v1/users", params={"role": "admin", "email": admin.email},
-                                headers=admin.headers)  # fmt: skip
+    admins = await identity.get(
+        "/api/v1/users", params={"role": "admin", "email": admin.email}, headers=admin.headers
+    )
     assert [u["email"] for u in admins.json()["items"]] == [admin.email]
-    bad_sort = await identity.get("/api/v1/users", params={"sort": "password"},
-                                  headers=admin.headers)  # fmt: skip
+    bad_sort = await identity.get(
+        "/api/v1/users", params={"sort": "password"}, headers=admin.headers
+    )
     assert bad_sort.status_code == 422
 
 
@@ -114,10 +121,10 @@ async def test_admin_promotes_and_deactivates(identity, make_account, outbox_eve
     )
     assert login.status_code == 403
     assert login.json()["type"].endswith("/account-deactivated")
-    refresh = await identity.post("/api/v1/auth/refresh",
-                                  json={"refresh_token": user.refresh_token})  # fmt: skip
+    refresh = await identity.post(
+        "/api/v1/auth/refresh", json={"refresh_token": user.refresh_token}
+    )
     assert refresh.status_code == 401
     assert (await identity.get(ME, headers=user.headers)).status_code == 401
-    missing = await identity.post(f"/api/v1/users/{uuid.uuid4()}/deactivate",
-                                  headers=admin.headers)  # fmt: skip
+    missing = await identity.post(f"/api/v1/users/{uuid.uuid4()}/deactivate", headers=admin.headers)
     assert missing.status_code == 404

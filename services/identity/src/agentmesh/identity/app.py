@@ -58,9 +58,12 @@ async def bootstrap(app: FastAPI) -> None:
             email = normalize_email(email)
             if not await session.scalar(select(User.id).where(User.email == email)):
                 await auth.register(
-                    session, email=email, password=password.get_secret_value(),
-                    name="Administrator", roles=["admin", "user"],
-                )  # fmt: skip
+                    session,
+                    email=email,
+                    password=password.get_secret_value(),
+                    name="Administrator",
+                    roles=["admin", "user"],
+                )
                 logger.info("bootstrap admin created", extra={"email": email})
 
 

@@ -69,12 +69,26 @@ def _remembered_port(state: dict[str, int], name: str) -> int:
 def _start_service(name: str, port: int, host: str, env: dict[str, str], logs: Path) -> Child:
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"agentmesh.{name}.app:create_app", "--factory",
-         "--host", host, "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown",
-         "10"],
-        env=env, stdout=log, stderr=log, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"agentmesh.{name}.app:create_app",
+            "--factory",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "10",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
         preexec_fn=die_with_parent(),
-    )  # fmt: skip
+    )
     log.close()
     return Child(name, port, process)
 
@@ -160,8 +174,11 @@ def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
 
         migrate = subprocess.run(
             [sys.executable, "-m", "agentmesh.shared.cli", "migrate"],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if migrate.returncode != 0:
             (logs / "migrate.log").write_text(migrate.stdout + migrate.stderr)
             raise UpError(f"migrations failed; see {logs / 'migrate.log'}")

@@ -144,9 +144,17 @@ async def handle_delivery(
                 await handler(session, envelope, payload)
     except Exception as exc:
         await _on_failure(
-            msg, exc, body, service=service, consumer=consumer, subject=subject,
-            event_id=event_id, delivered=delivered, policy=policy, broker=broker,
-        )  # fmt: skip
+            msg,
+            exc,
+            body,
+            service=service,
+            consumer=consumer,
+            subject=subject,
+            event_id=event_id,
+            delivered=delivered,
+            policy=policy,
+            broker=broker,
+        )
     else:
         await msg.ack()
     finally:

@@ -28,9 +28,12 @@ class EmbeddedNats:
     """A NATS server with JetStream storing under ``data_dir``; restartable in place."""
 
     def __init__(
-        self, data_dir: Path, port: int, monitor_port: int | None = None,
+        self,
+        data_dir: Path,
+        port: int,
+        monitor_port: int | None = None,
         host: str = "127.0.0.1",
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.monitor_port = monitor_port
@@ -44,15 +47,26 @@ class EmbeddedNats:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-js", "-sd", str(self.data_dir / "jetstream"),
-                "-a", self.host, "-p", str(self.port)]  # fmt: skip
+        args = [
+            nats_server_binary(),
+            "-js",
+            "-sd",
+            str(self.data_dir / "jetstream"),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+        ]
         if self.monitor_port:
             args += ["-m", str(self.monitor_port)]
         log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=log, start_new_session=True,
+            args,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             preexec_fn=die_with_parent(),
-        )  # fmt: skip
+        )
         log.close()
         if not wait_for_port(self.host, self.port, 15):
             self.stop()

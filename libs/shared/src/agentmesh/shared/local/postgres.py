@@ -50,8 +50,12 @@ class EmbeddedPostgres:
             # Files, not pipes: pg_ctl's background postmaster can hold a pipe open forever.
             return subprocess.run(
                 [str(self.bin / args[0]), *args[1:]],
-                stdout=out, stderr=out, user=self._user, timeout=timeout, check=False,
-            )  # fmt: skip
+                stdout=out,
+                stderr=out,
+                user=self._user,
+                timeout=timeout,
+                check=False,
+            )
 
     def _prepare_as_root(self) -> None:
         with warnings.catch_warnings():
@@ -77,9 +81,15 @@ class EmbeddedPostgres:
             self._prepare_as_root()
         if not (self.data_dir / "PG_VERSION").exists():
             result = self._run(
-                "initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                "--encoding=utf8", "--no-sync",
-            )  # fmt: skip
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=utf8",
+                "--no-sync",
+            )
             if result.returncode != 0:
                 raise RuntimeError(f"initdb failed; see {self.data_dir.parent}")
         self._stop_stale()
@@ -88,9 +98,18 @@ class EmbeddedPostgres:
             "-c max_connections=300"
         )
         result = self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
-            "-l", str(self.data_dir / "server.log"), "-o", options, "start",
-        )  # fmt: skip
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            options,
+            "start",
+        )
         if result.returncode != 0 or not wait_for_port(self.host, self.port, 30):
             raise RuntimeError(f"postgres did not start; see {self.data_dir / 'server.log'}")
 
@@ -119,10 +138,24 @@ class EmbeddedPostgres:
     def _psql(self, database: str, sql: str) -> None:
         for attempt in range(50):
             result = subprocess.run(
-                [str(self.bin / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres",
-                 "-d", database, "-tAc", sql],
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
+                [
+                    str(self.bin / "psql"),
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    database,
+                    "-tAc",
+                    sql,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             if result.returncode == 0:
                 self._last = result.stdout
                 return

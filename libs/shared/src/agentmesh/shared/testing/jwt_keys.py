@@ -33,8 +33,14 @@ class SigningKey:
 
     def public_jwk(self) -> dict[str, Any]:
         x = base64.urlsafe_b64encode(self.public_raw).rstrip(b"=").decode()
-        return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA",
-                "use": "sig"}  # fmt: skip
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": x,
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
 
     def sign(self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None) -> str:
         return jwt.encode(
@@ -56,6 +62,14 @@ def make_claims(
     **extra: Any,
 ) -> dict[str, Any]:
     now = int(time.time())
-    return {"iss": issuer, "aud": audience, "sub": str(sub), "roles": list(roles),
-            "scopes": list(scopes), "jti": uuid.uuid4().hex, "iat": now, "exp": now + ttl,
-            **extra}  # fmt: skip
+    return {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(sub),
+        "roles": list(roles),
+        "scopes": list(scopes),
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + ttl,
+        **extra,
+    }

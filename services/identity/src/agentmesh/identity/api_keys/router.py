@@ -21,9 +21,12 @@ internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_sc
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 async def create_api_key(
-    body: ApiKeyCreate, caller: CurrentCaller, request: Request, session: Session,
+    body: ApiKeyCreate,
+    caller: CurrentCaller,
+    request: Request,
+    session: Session,
     response: Response,
-) -> ApiKeyCreated:  # fmt: skip
+) -> ApiKeyCreated:
     """Issue an API key. The returned ``key`` is shown this once; store it now."""
     api_key, key = await service.create(request.app.state.auth, session, caller.user, body)
     response.headers["Cache-Control"] = "no-store"
@@ -36,8 +39,11 @@ async def list_api_keys(caller: CurrentCaller, session: Session) -> list[ApiKeyO
     return [ApiKeyOut.model_validate(k) for k in await service.list_keys(session, caller.user)]
 
 
-@router.delete("/{api_key_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={404: {"description": "No such key"}})  # fmt: skip
+@router.delete(
+    "/{api_key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such key"}},
+)
 async def revoke_api_key(
     api_key_id: uuid.UUID, caller: CurrentCaller, request: Request, session: Session
 ) -> None:
@@ -47,15 +53,21 @@ async def revoke_api_key(
 
 @internal_router.post("/api-keys/exchange", response_model=ExchangeResponse)
 async def exchange_api_key(
-    body: ExchangeRequest, _: InternalService, request: Request, session: Session,
+    body: ExchangeRequest,
+    _: InternalService,
+    request: Request,
+    session: Session,
     response: Response,
-) -> ExchangeResponse:  # fmt: skip
+) -> ExchangeResponse:
     """Gateway only: trade an API key for a short-lived access token with its scopes."""
     api_key, user, token, expires_in = await service.exchange(
         request.app.state.auth, session, body.key
     )
     response.headers["Cache-Control"] = "no-store"
     return ExchangeResponse(
-        access_token=token, expires_in=expires_in, api_key_id=api_key.key_id,
-        user_id=user.id, scopes=api_key.scopes,
-    )  # fmt: skip
+        access_token=token,
+        expires_in=expires_in,
+        api_key_id=api_key.key_id,
+        user_id=user.id,
+        scopes=api_key.scopes,
+    )

@@ -48,9 +48,14 @@ async def create(auth: AuthService, session, user: User, body: ApiKeyCreate) -> 
     await session.refresh(api_key)
     await auth.outbox.add(
         session,
-        ApiKeyCreated(api_key_id=key_id, user_id=user.id, name=api_key.name,
-                      scopes=api_key.scopes, expires_at=api_key.expires_at),
-    )  # fmt: skip
+        ApiKeyCreated(
+            api_key_id=key_id,
+            user_id=user.id,
+            name=api_key.name,
+            scopes=api_key.scopes,
+            expires_at=api_key.expires_at,
+        ),
+    )
     return api_key, f"{KEY_PREFIX}{key_id}_{secret}"
 
 

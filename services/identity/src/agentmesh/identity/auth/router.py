@@ -32,8 +32,12 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
-             responses={409: {"description": "Email already registered"}})  # fmt: skip
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses={409: {"description": "Email already registered"}},
+)
 async def register(body: RegisterRequest, session: Session, auth: Auth) -> UserOut:
     """Create an account. The email is normalized; the password must be 12 to 256
     characters and not one of the most common passwords."""
@@ -80,8 +84,12 @@ async def logout(caller: CurrentCaller, session: Session, auth: Auth) -> None:
     """End the current session (its refresh-token family)."""
     family = caller.claims.get("sid")
     if family is None:
-        raise AppError("This token is not tied to a login session.", status=400,
-                       type="no-session", title="No session")  # fmt: skip
+        raise AppError(
+            "This token is not tied to a login session.",
+            status=400,
+            type="no-session",
+            title="No session",
+        )
     await auth.revoke_families(session, caller.user.id, reason="logout", only=uuid.UUID(family))
 
 

@@ -41,9 +41,14 @@ class AuthService:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     async def register(
-        self, session: AsyncSession, *, email: str, password: str, name: str,
+        self,
+        session: AsyncSession,
+        *,
+        email: str,
+        password: str,
+        name: str,
         roles: list[str] | None = None,
-    ) -> User:  # fmt: skip
+    ) -> User:
         """Create an account and emit ``identity.user.registered``."""
         check_password_policy(password, email=email)
         if await session.scalar(select(User.id).where(User.email == email)):

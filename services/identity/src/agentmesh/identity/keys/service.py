@@ -35,8 +35,14 @@ def _b64url(raw: bytes) -> str:
 
 def public_jwk(kid: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw), "kid": kid, "alg": "EdDSA",
-            "use": "sig"}  # fmt: skip
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": _b64url(raw),
+        "kid": kid,
+        "alg": "EdDSA",
+        "use": "sig",
+    }
 
 
 class SigningKeyStore:

@@ -35,9 +35,12 @@ async def update_me(
     """Rename, or change the password with ``current_password``; a password change ends
     every other session."""
     user = await service.update_profile(
-        request.app.state.auth, session, caller.user, body,
+        request.app.state.auth,
+        session,
+        caller.user,
+        body,
         current_family=caller.claims.get("sid"),
-    )  # fmt: skip
+    )
     return UserOut.of(user)
 
 

@@ -28,9 +28,12 @@ SORTS = {
 
 def _updated(user: User) -> UserUpdated:
     return UserUpdated(
-        user_id=user.id, email=user.email, name=user.name, roles=user.roles,
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        roles=user.roles,
         is_active=user.is_active,
-    )  # fmt: skip
+    )
 
 
 async def update_profile(
@@ -105,8 +108,12 @@ async def start_erasure(auth: AuthService, session, user: User) -> Erasure:
     The account row goes once agents and chat report their part done."""
     existing = await session.get(Erasure, user.id)
     if existing is not None:
-        raise AppError("Erasure is already in progress.", status=409, type="erasure-pending",
-                       title="Erasure pending")  # fmt: skip
+        raise AppError(
+            "Erasure is already in progress.",
+            status=409,
+            type="erasure-pending",
+            title="Erasure pending",
+        )
     await deactivate(auth, session, user, reason="erasure")
     await session.execute(
         update(ApiKey)
