@@ -83,9 +83,8 @@ def main(requests: int, concurrency: int) -> dict[str, float]:
         server.terminate()
     print(f"upstream client under load ({machine()}; {requests} GETs, {concurrency} at once)")
     for kind in ("httpx", "aiohttp"):
-        print(
-            f"  {kind:8s} {figures[kind + '_rps']:7.0f} req/s, p50 {figures[kind + '_p50_ms']:.1f} ms"
-        )
+        rps, p50 = figures[f"{kind}_rps"], figures[f"{kind}_p50_ms"]
+        print(f"  {kind:8s} {rps:7.0f} req/s, p50 {p50:.1f} ms")
     return figures
 
 
