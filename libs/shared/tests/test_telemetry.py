@@ -91,3 +91,10 @@ async def test_consumer_span_is_in_the_request_trace(backbone, database_url, nat
         ancestors.append(current)
     assert server in ancestors
     assert any(s.kind == SpanKind.PRODUCER for s in ancestors)
+    # SQLAlchemy spans: the request's INSERT into the outbox is part of the same trace.
+    sql = [s for s in spans if s.attributes and s.attributes.get("db.system") == "postgresql"]
+    assert any(
+        s.context.trace_id == server.context.trace_id
+        and "outbox" in s.attributes.get("db.statement", "")
+        for s in sql
+    )

@@ -81,6 +81,8 @@ class ServiceRuntime:
                 reconnect_time_wait=1,
                 middlewares=[telemetry.broker_middleware(self.tracer_provider)],
                 logger=logging.getLogger(f"agentmesh.{name}.broker"),
+                # Per-message access lines only at DEBUG; failures are logged by us.
+                log_level=logging.DEBUG,
             )
             document_publications(self.broker, name)
         self.tables = tables
@@ -160,6 +162,7 @@ class ServiceRuntime:
         title: str,
         description: str = "",
         routers: Iterable[APIRouter] = (),
+        serve_asyncapi: bool = True,
         **fastapi_kwargs: Any,
     ) -> FastAPI:
         """The service's FastAPI app, with every shared default installed."""
@@ -176,7 +179,7 @@ class ServiceRuntime:
         app.state.outbox = self.outbox
         install_error_handlers(app)
         app.include_router(health_router(self.readiness))
-        if self.broker is not None:
+        if self.broker is not None and serve_asyncapi:
             broker = self.broker
 
             @app.get("/asyncapi", tags=["events"], summary="AsyncAPI document of this service")

@@ -28,6 +28,12 @@ def upgrade_with_connection_of(service: str) -> Any:
     return lambda sync_conn: upgrade_with_connection(service, sync_conn)
 
 
+#: Secrets every test suite shares: the test database is shared too, and a signing key
+#: written with one key-encryption key must stay readable by every other test.
+TEST_KEY_ENCRYPTION_KEY = "test-key-encryption-key-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e"
+TEST_INTERNAL_TOKEN = "test-internal-token-1b3d5f7a9c2e4f6a8b0d2f4a6c8e0b2d"  # noqa: S105
+
+
 @pytest.fixture(scope="session")
 async def migrated_database_url(database_url: str) -> str:
     """The test database with every service's migrations applied (``alembic upgrade``)."""
