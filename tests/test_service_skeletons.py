@@ -10,14 +10,19 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentmesh.shared.events.contracts import CATALOG
 from agentmesh.shared.settings import CommonSettings
-from agentmesh.shared.testing.fixtures import app_client, serve_app
+from agentmesh.shared.testing.fixtures import (
+    TEST_INTERNAL_TOKEN,
+    TEST_KEY_ENCRYPTION_KEY,
+    app_client,
+    serve_app,
+)
 
 DB_SERVICES = ["identity", "agents", "chat"]
 #: Secrets a service refuses to start without (outside development).
 TEST_SECRETS = {
     "identity": {
-        "key_encryption_key": "skeleton-test-kek-5f2a9c1e7b3d4a6f8e0c2b4d6f8a0c2e",
-        "internal_token": "skeleton-test-internal-token-1b3d5f7a9c2e4f6a",
+        "key_encryption_key": TEST_KEY_ENCRYPTION_KEY,
+        "internal_token": TEST_INTERNAL_TOKEN,
     },
 }
 
@@ -109,6 +114,7 @@ async def test_gateway_ready_aggregates_every_upstream(common_settings):
         gateway = create_app(
             GatewaySettings(
                 common=common_settings,
+                internal_token=TEST_INTERNAL_TOKEN,
                 identity_url=identity_url,
                 agents_url=agents_url,
                 chat_url=chat_url,

@@ -10,18 +10,21 @@ from sqlalchemy import select, update
 from agentmesh.identity.app import create_app
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
-from agentmesh.shared.testing.fixtures import app_client
+from agentmesh.shared.testing.fixtures import (
+    TEST_INTERNAL_TOKEN,
+    TEST_KEY_ENCRYPTION_KEY,
+    app_client,
+)
 
 PASSWORD = "correct horse battery staple"
-INTERNAL_TOKEN = "internal-service-token-for-tests-0123456789"
 
 
 @pytest.fixture
 def identity_settings(common_settings) -> IdentitySettings:
     return IdentitySettings(
         common=common_settings,
-        key_encryption_key="kek-for-tests-3c9f1e7a5b2d4c6e8f0a1b3c5d7e9f1a",
-        internal_token=INTERNAL_TOKEN,
+        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+        internal_token=TEST_INTERNAL_TOKEN,
     )
 
 

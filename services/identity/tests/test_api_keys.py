@@ -9,10 +9,11 @@ import jwt
 from sqlalchemy import update
 
 from agentmesh.identity.api_keys.models import ApiKey
+from agentmesh.shared.testing.fixtures import TEST_INTERNAL_TOKEN
 
 KEYS = "/api/v1/api-keys"
 EXCHANGE = "/internal/api-keys/exchange"
-INTERNAL = {"Authorization": "Bearer internal-service-token-for-tests-0123456789"}
+INTERNAL = {"Authorization": f"Bearer {TEST_INTERNAL_TOKEN}"}
 
 
 async def create_key(identity, account, **body):

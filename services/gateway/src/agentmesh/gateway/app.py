@@ -1,32 +1,141 @@
-"""The gateway: app factory and lifespan. Stateless: no database."""
+"""The gateway: app factory and lifespan. Stateless: no database, any number of replicas."""
 
-from fastapi import FastAPI
+from __future__ import annotations
 
+import aiohttp
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.middleware.cors import CORSMiddleware
+
+from agentmesh.gateway import events
+from agentmesh.gateway.docs import DocsCache
+from agentmesh.gateway.principals import Authenticator
+from agentmesh.gateway.proxy import Proxy
+from agentmesh.gateway.ratelimit import RateLimiter
+from agentmesh.gateway.routing import resolve
+from agentmesh.gateway.security import SecurityHeaders
 from agentmesh.gateway.settings import GatewaySettings
-from agentmesh.gateway.upstreams import create_client, readiness_checks
+from agentmesh.gateway.upstreams import readiness_checks
+from agentmesh.shared.auth import JWTVerifier
+from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.runtime import ServiceRuntime
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+
+
+class RateLimited(AppError):
+    status, type, title = 429, "rate-limited", "Too Many Requests"
+
+
+def client_ip(request: Request, settings: GatewaySettings) -> str:
+    peer = request.client.host if request.client else "unknown"
+    if peer in settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return peer
+
+
+def request_scheme(request: Request, settings: GatewaySettings) -> str:
+    if request.client and request.client.host in settings.trusted_proxies:
+        return request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0]
+    return request.url.scheme
 
 
 def create_app(settings: GatewaySettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the gateway app; ``runtime_options`` go to ``ServiceRuntime``."""
     settings = settings or GatewaySettings()
-    runtime = ServiceRuntime(
-        "gateway",
-        settings,
-        use_database=False,
-        use_broker=False,
-        **runtime_options,  # type: ignore[arg-type]
+    if "*" in settings.cors_origins and settings.cors_allow_credentials:
+        raise ValueError("GATEWAY_CORS_ORIGINS='*' cannot be combined with credentials")
+    runtime = ServiceRuntime("gateway", settings, use_database=False, **runtime_options)  # type: ignore[arg-type]
+    # NATS only carries cache evictions here; an outage must not take the gateway out.
+    runtime.readiness.pop("nats", None)
+    limiter = RateLimiter()
+    state: dict[str, object] = {}
+
+    async def open_clients(app: FastAPI) -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300),
+            auto_decompress=False,
+        )
+        verifier = JWTVerifier(
+            f"{settings.upstreams()['identity']}/.well-known/jwks.json",
+            settings.common.jwt_issuer,
+            settings.common.jwt_audience,
+        )
+        app.state.http = session
+        app.state.verifier = verifier
+        app.state.proxy = Proxy(settings, session)
+        app.state.docs = DocsCache(settings, session)
+        authenticator.session = session
+        authenticator.verifier = verifier
+        state["ready"] = True
+
+    async def close_clients(app: FastAPI) -> None:
+        await app.state.verifier.aclose()
+        await app.state.http.close()
+
+    authenticator = Authenticator(settings, None, None)  # type: ignore[arg-type]
+    events.register(runtime, authenticator)
+    runtime.startup_hooks.append(open_clients)
+    runtime.shutdown_hooks.append(close_clients)
+    app = runtime.create_app(
+        title="AgentMesh gateway",
+        serve_asyncapi=False,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
-
-    async def open_client(app: FastAPI) -> None:
-        app.state.http = create_client(settings)
-
-    async def close_client(app: FastAPI) -> None:
-        await app.state.http.aclose()
-
-    runtime.startup_hooks.append(open_client)
-    runtime.shutdown_hooks.append(close_client)
-    app = runtime.create_app(title="AgentMesh gateway")
-    # The health router reads this mapping per request, so adding checks now is enough.
+    app.state.authenticator = authenticator
+    app.state.limiter = limiter
     runtime.readiness.update(readiness_checks(app, settings))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(await request.app.state.docs.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="AgentMesh API")
+
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi(request: Request) -> JSONResponse:
+        return JSONResponse(await request.app.state.docs.asyncapi())
+
+    @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
+    async def forward(request: Request) -> Response:
+        route = resolve(request.method, request.url.path)
+        if route is None:
+            raise NotFound(f"No resource at {request.method} {request.url.path}")
+        ip = client_ip(request, settings)
+        caller = None
+        if not route.public and request.method != "OPTIONS":
+            caller = await authenticator.authenticate(request.headers)
+        key = caller.limit_key if caller else f"ip:{ip}"
+        decision = limiter.take(route.group, key, settings.policy(route.group).rate_limit)
+        if not decision.allowed:
+            raise RateLimited("Slow down: the rate limit of this route is exceeded.",
+                              headers=decision.headers())  # fmt: off
+        response = await request.app.state.proxy.forward(
+            request, route, caller, ip, request_scheme(request, settings)
+        )
+        response.headers.update(decision.headers())
+        return response
+
+    app.add_middleware(
+        SecurityHeaders, hsts_seconds=settings.hsts_seconds,
+        trusted_proxies=settings.trusted_proxies,
+    )  # fmt: off
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=METHODS,
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID",
+                           "Last-Event-ID"],
+            expose_headers=["X-Request-ID", "RateLimit-Limit", "RateLimit-Remaining",
+                            "RateLimit-Reset", "Retry-After"],
+        )  # fmt: off
     return app

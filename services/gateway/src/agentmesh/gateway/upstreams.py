@@ -1,20 +1,12 @@
-"""The gateway's shared upstream HTTP client and readiness probes."""
+"""Readiness probes of the gateway's upstreams."""
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.shared.health import ReadinessCheck
-
-
-def create_client(settings: GatewaySettings) -> httpx.AsyncClient:
-    """One pooled client for every upstream."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_health_timeout, connect=1.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
-    )
 
 
 def readiness_checks(app: FastAPI, settings: GatewaySettings) -> dict[str, ReadinessCheck]:
@@ -22,10 +14,11 @@ def readiness_checks(app: FastAPI, settings: GatewaySettings) -> dict[str, Readi
 
     def probe(base_url: str) -> ReadinessCheck:
         async def check() -> None:
-            client: httpx.AsyncClient = app.state.http
-            response = await client.get(f"{base_url}/health/ready")
-            if response.status_code != 200:
-                raise ConnectionError(f"not ready ({response.status_code})")
+            session: aiohttp.ClientSession = app.state.http
+            timeout = aiohttp.ClientTimeout(total=settings.upstream_health_timeout)
+            async with session.get(f"{base_url}/health/ready", timeout=timeout) as response:
+                if response.status != 200:
+                    raise ConnectionError(f"not ready ({response.status})")
 
         return check
 

@@ -1,0 +1,165 @@
+"""Who is calling: a verified access token, or an API key exchanged with identity.
+
+Exchanged tokens are cached until shortly before they expire, and evicted when identity
+broadcasts ``identity.apikey.revoked``, ``identity.user.deactivated`` or
+``identity.user.deleted``. Tokens of a deactivated user are refused until they expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import aiohttp
+from starlette.datastructures import Headers
+
+from agentmesh.gateway.settings import GatewaySettings
+from agentmesh.shared.auth import JWTVerifier
+from agentmesh.shared.errors import AppError, ServiceUnavailable, Unauthorized
+
+
+class InvalidApiKey(Unauthorized):
+    type, title = "invalid-api-key", "Invalid API key"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A verified caller: the token to send upstream and the rate-limit key."""
+
+    token: str
+    user_id: uuid.UUID
+    api_key_id: str | None
+
+    @property
+    def limit_key(self) -> str:
+        return f"key:{self.api_key_id}" if self.api_key_id else f"user:{self.user_id}"
+
+
+@dataclass
+class CachedKey:
+    caller: Caller
+    valid_until: float
+
+
+def credentials(headers: Headers) -> tuple[str, str] | None:
+    """("jwt" | "api_key", value) from ``Authorization: Bearer`` or ``X-API-Key``."""
+    api_key = headers.get("x-api-key")
+    if api_key:
+        return "api_key", api_key.strip()
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return None
+    return ("api_key" if value.startswith("am_") else "jwt"), value
+
+
+class Authenticator:
+    def __init__(
+        self, settings: GatewaySettings, session: aiohttp.ClientSession, verifier: JWTVerifier
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.verifier = verifier
+        self.exchange_url = f"{settings.upstreams()['identity']}/internal/api-keys/exchange"
+        self._keys: OrderedDict[str, CachedKey] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[Caller]] = {}
+        self._denied_users: dict[uuid.UUID, float] = {}
+        self.exchanges = 0
+
+    async def authenticate(self, headers: Headers) -> Caller:
+        found = credentials(headers)
+        if found is None:
+            raise Unauthorized("missing bearer token or API key")
+        kind, value = found
+        caller = await (self._api_key(value) if kind == "api_key" else self._jwt(value))
+        denied_until = self._denied_users.get(caller.user_id)
+        if denied_until is not None:
+            if denied_until > time.monotonic():
+                raise Unauthorized("account is not active")
+            del self._denied_users[caller.user_id]
+        return caller
+
+    async def _jwt(self, token: str) -> Caller:
+        principal = await self.verifier.verify(token)
+        return Caller(token=token, user_id=principal.user_id, api_key_id=principal.api_key_id)
+
+    async def _api_key(self, key: str) -> Caller:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        cached = self._keys.get(digest)
+        if cached is not None and cached.valid_until > time.monotonic():
+            self._keys.move_to_end(digest)
+            return cached.caller
+        inflight = self._inflight.get(digest)
+        if inflight is not None:  # concurrent first uses share one exchange
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[Caller] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        try:
+            caller, expires_in = await self._exchange(key)
+            margin = min(self.settings.api_key_cache_margin_seconds, expires_in / 2)
+            self._keys[digest] = CachedKey(caller, time.monotonic() + expires_in - margin)
+            if len(self._keys) > self.settings.api_key_cache_size:
+                self._keys.popitem(last=False)
+            future.set_result(caller)
+            return caller
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[digest]
+
+    async def _exchange(self, key: str) -> tuple[Caller, float]:
+        self.exchanges += 1
+        token = self.settings.internal_token.get_secret_value()
+        try:
+            async with self.session.post(
+                self.exchange_url,
+                json={"key": key},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=5, sock_connect=1),
+            ) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ServiceUnavailable("cannot check API keys right now") from exc
+        if status in (401, 403, 422):
+            raise InvalidApiKey("The API key is invalid, expired or revoked.")
+        if status != 200:
+            raise AppError(
+                "cannot check API keys right now",
+                status=503,
+                type="service-unavailable",
+                title="Service Unavailable",
+            )
+        caller = Caller(
+            token=body["access_token"],
+            user_id=uuid.UUID(body["user_id"]),
+            api_key_id=body["api_key_id"],
+        )
+        return caller, float(body["expires_in"])
+
+    # ------------------------------------------------------------------ eviction
+
+    def evict_api_key(self, api_key_id: str) -> int:
+        """Drop every cached token of ``api_key_id``; returns how many."""
+        stale = [d for d, c in self._keys.items() if c.caller.api_key_id == api_key_id]
+        for digest in stale:
+            del self._keys[digest]
+        return len(stale)
+
+    def allow_user(self, user_id: uuid.UUID) -> None:
+        """A re-activated user's new tokens work again."""
+        self._denied_users.pop(user_id, None)
+
+    def evict_user(self, user_id: uuid.UUID) -> int:
+        """Drop the user's cached tokens and refuse their access tokens until expiry."""
+        self._denied_users[user_id] = time.monotonic() + self.settings.access_token_ttl_seconds + 60
+        stale = [d for d, c in self._keys.items() if c.caller.user_id == user_id]
+        for digest in stale:
+            del self._keys[digest]
+        return len(stale)

@@ -1,0 +1,152 @@
+"""Forwarding a request to its upstream and the answer back, streams unbuffered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from opentelemetry import propagate
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from agentmesh.gateway.breaker import CircuitBreaker
+from agentmesh.gateway.principals import Caller
+from agentmesh.gateway.routing import Route
+from agentmesh.gateway.settings import GatewaySettings
+from agentmesh.shared.context import REQUEST_ID_HEADER, current_request_id
+from agentmesh.shared.errors import AppError
+
+logger = logging.getLogger("agentmesh.gateway.proxy")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+})  # fmt: off
+#: Never accepted from clients: identity and routing facts only the gateway may assert.
+INTERNAL_PREFIXES = ("x-agentmesh-", "x-internal-", "x-forwarded-", "x-real-ip", "forwarded",
+                     "x-user-", "x-api-key", "authorization")  # fmt: off
+NO_STORE_GROUPS = frozenset({"auth"})
+
+
+class PayloadTooLarge(AppError):
+    status, type, title = 413, "payload-too-large", "Payload Too Large"
+
+
+class UpstreamUnavailable(AppError):
+    status, type, title = 503, "upstream-unavailable", "Upstream unavailable"
+
+
+class UpstreamTimeout(AppError):
+    status, type, title = 504, "upstream-timeout", "Upstream timed out"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes, declared or not."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise AppError("The client went away.", status=400, type="client-disconnected") from None
+    return b"".join(chunks)
+
+
+def upstream_headers(request: Request, caller: Caller | None, client_ip: str, scheme: str):
+    headers = {
+        k: v for k, v in request.headers.items()
+        if k not in HOP_BY_HOP and not k.startswith(INTERNAL_PREFIXES)
+    }  # fmt: off
+    if caller is not None:
+        headers["authorization"] = f"Bearer {caller.token}"
+    headers["x-forwarded-for"] = client_ip
+    headers["x-forwarded-proto"] = scheme
+    headers["x-forwarded-host"] = request.headers.get("host", "")
+    request_id = current_request_id()
+    if request_id:
+        headers[REQUEST_ID_HEADER.lower()] = request_id
+    propagate.inject(headers)  # the upstream's spans join this request's trace
+    return headers
+
+
+class Proxy:
+    def __init__(self, settings: GatewaySettings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.session = session
+        self.upstreams = settings.upstreams()
+        self.breakers = {
+            name: CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
+            for name in self.upstreams
+        }
+
+    async def forward(
+        self, request: Request, route: Route, caller: Caller | None, client_ip: str, scheme: str
+    ) -> Response:
+        policy = self.settings.policy(route.group)
+        body = await read_body(request, policy.max_body_bytes)
+        breaker = self.breakers[route.upstream]
+        if not breaker.allow():
+            raise UpstreamUnavailable(
+                f"The {route.upstream} service is failing; try again shortly.",
+                headers={"Retry-After": str(breaker.retry_after())},
+            )
+        url = self.upstreams[route.upstream] + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
+        )
+        try:
+            upstream = await self.session.request(
+                request.method, url, data=body or None,
+                headers=upstream_headers(request, caller, client_ip, scheme),
+                timeout=timeout, allow_redirects=False, auto_decompress=False,
+            )  # fmt: off
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError) as exc:  # fmt: off
+            breaker.failure()
+            logger.warning("upstream %s unreachable: %s", route.upstream, exc)
+            raise UpstreamUnavailable(f"The {route.upstream} service is unavailable.") from exc
+        except TimeoutError as exc:
+            breaker.failure()
+            raise UpstreamTimeout(f"The {route.upstream} service did not answer in time.") from exc
+        if upstream.status >= 500:
+            breaker.failure()
+        else:
+            breaker.success()
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        if route.group in NO_STORE_GROUPS or route.upstream == "identity":
+            headers["Cache-Control"] = "no-store"
+        streaming = (
+            upstream.headers.get("content-type", "").startswith("text/event-stream")
+            or "content-length" not in upstream.headers
+        )
+        if not streaming:
+            try:
+                content = await upstream.read()
+            except TimeoutError as exc:
+                raise UpstreamTimeout(f"The {route.upstream} service stalled.") from exc
+            finally:
+                upstream.release()
+            return Response(content, status_code=upstream.status, headers=headers)
+        headers.pop("Content-Length", None)
+        return StreamingResponse(relay(upstream, route.upstream), status_code=upstream.status,
+                                 headers=headers)  # fmt: off
+
+
+async def relay(upstream: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:
+    """Pass chunks on as they arrive. When the client goes away Starlette cancels this
+    generator, and closing the upstream response tells the service the client left."""
+    try:
+        async for chunk in upstream.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("stream from %s broke off: %s", name, exc)
+    finally:
+        upstream.close()

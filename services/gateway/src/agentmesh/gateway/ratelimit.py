@@ -1,0 +1,62 @@
+"""Token buckets per principal (or per IP on public routes), held in this replica.
+
+The limit is per replica: with N gateway replicas behind a balancer a client gets up to
+N times the configured rate. Size ``rate`` as the cluster-wide limit divided by N.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from agentmesh.gateway.settings import RateLimit
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after: int = 0
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit-*`` headers (draft-ietf-httpapi-ratelimit-headers)."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+class RateLimiter:
+    """Buckets keyed by ``(group, principal)``; the least recently used are dropped."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+
+    def take(self, group: str, key: str, limit: RateLimit) -> Decision:
+        now = time.monotonic()
+        bucket_key = (group, key)
+        tokens, updated = self._buckets.pop(bucket_key, (float(limit.burst), now))
+        tokens = min(float(limit.burst), tokens + (now - updated) * limit.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[bucket_key] = (tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        full_in = (limit.burst - tokens) / limit.rate
+        return Decision(
+            allowed=allowed,
+            limit=limit.burst,
+            remaining=int(tokens),
+            reset_seconds=math.ceil(full_in),
+            retry_after=0 if allowed else max(1, math.ceil((1.0 - tokens) / limit.rate)),
+        )

@@ -1,0 +1,56 @@
+"""Which upstream and route group serve a path, and which routes are public."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: (path prefix, upstream, group), most specific first.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("/api/v1/auth/", "identity", "auth"),
+    ("/api/v1/users", "identity", "identity"),
+    ("/api/v1/api-keys", "identity", "identity"),
+    ("/.well-known/jwks.json", "identity", "auth"),
+    ("/api/v1/agents", "agents", "agents"),
+    ("/api/v1/providers", "agents", "agents"),
+    ("/api/v1/tools", "agents", "agents"),
+    ("/api/v1/mcp-servers", "agents", "agents"),
+    ("/api/v1/knowledge-bases", "agents", "knowledge"),
+    ("/api/v1/conversations", "chat", "chat"),
+    ("/api/v1/runs", "chat", "chat"),
+    ("/api/v1/usage", "chat", "chat"),
+    ("/v1/", "chat", "chat"),
+)
+
+#: Routes anyone may call (limited per IP instead of per principal).
+PUBLIC = {
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/.well-known/jwks.json"),
+}
+
+_CHAT_RUN = re.compile(
+    r"^(/api/v1/conversations/[^/]+/messages(/[^/]+/regenerate)?|/v1/chat/completions)$"
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    upstream: str
+    group: str
+    public: bool
+
+
+def resolve(method: str, path: str) -> Route | None:
+    """The route serving ``method path``, or None (the gateway answers 404 itself)."""
+    if ".." in path or "//" in path:
+        return None
+    for prefix, upstream, group in ROUTES:
+        exact = prefix.rstrip("/")
+        if path == exact or path.startswith(exact + "/"):
+            if method == "POST" and _CHAT_RUN.match(path):
+                group = "chat_runs"
+            return Route(upstream, group, (method, path) in PUBLIC)
+    return None
