@@ -269,3 +269,12 @@ async def test_merged_openapi_has_every_service_and_one_security_scheme(platform
     assert events["asyncapi"].startswith("3.")
     addresses = {c.get("address") for c in events["channels"].values()}
     assert "identity.user.registered" in addresses
+
+
+def test_group_settings_override_only_what_they_name(common_settings, monkeypatch):
+    monkeypatch.setenv("GATEWAY_GROUPS", '{"chat_runs": {"rate_limit": {"rate": 3}}}')
+    settings = GatewaySettings(common=common_settings, internal_token="x" * 40)
+    runs = settings.policy("chat_runs")
+    assert runs.rate_limit.rate == 3 and runs.rate_limit.burst == 5  # burst kept
+    assert runs.read_timeout == 600
+    assert settings.policy("knowledge").max_body_bytes == 25 * 1024 * 1024  # untouched

@@ -10,7 +10,6 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -47,17 +46,33 @@ def broker_middleware(provider: TracerProviderApi) -> NatsTelemetryMiddleware:
 
 
 def instrument_app(app: FastAPI, provider: TracerProviderApi) -> None:
+    # No span per ASGI send/receive: a streamed answer would get one per token.
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls="health/live,health/ready"
+        app,
+        tracer_provider=provider,
+        excluded_urls="health/live,health/ready",
+        exclude_spans=["receive", "send"],
     )
 
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProviderApi) -> None:
-    # The instrumentor declares SQLAlchemy < 2.1 and would silently do nothing on 2.1;
-    # its event hooks work on 2.1 (the telemetry test asserts a database span).
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
-    )
+    """Trace every statement of ``engine`` with ``provider``.
+
+    Per engine, not through ``SQLAlchemyInstrumentor().instrument()``: that one is a
+    process-wide singleton (a second engine would silently go untraced) and declares
+    SQLAlchemy < 2.1, doing nothing at all on 2.1. Its engine hooks work on 2.1; the
+    telemetry test asserts a database span.
+    """
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import get_meter
+
+    tracer = trace.get_tracer("opentelemetry.instrumentation.sqlalchemy",
+                              tracer_provider=provider)  # fmt: off
+    usage = get_meter("opentelemetry.instrumentation.sqlalchemy").create_up_down_counter(
+        name="db.client.connections.usage", unit="connections",
+        description="Connections in the state described by the state attribute.",
+    )  # fmt: off
+    EngineTracer(tracer, engine.sync_engine, usage)
 
 
 def instrument_httpx(provider: TracerProviderApi) -> None:

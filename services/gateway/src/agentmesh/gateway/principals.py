@@ -68,6 +68,9 @@ class Authenticator:
         self._keys: OrderedDict[str, CachedKey] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Caller]] = {}
         self._denied_users: dict[uuid.UUID, float] = {}
+        #: Verified JWTs by digest, until they expire: a token is immutable, so checking
+        #: its signature once is enough (expiry and the deny list are checked every time).
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
         self.exchanges = 0
 
     async def authenticate(self, headers: Headers) -> Caller:
@@ -84,8 +87,16 @@ class Authenticator:
         return caller
 
     async def _jwt(self, token: str) -> Caller:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        hit = self._verified.get(digest)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
         principal = await self.verifier.verify(token)
-        return Caller(token=token, user_id=principal.user_id, api_key_id=principal.api_key_id)
+        caller = Caller(token=token, user_id=principal.user_id, api_key_id=principal.api_key_id)
+        self._verified[digest] = (caller, principal.expires_at.timestamp())
+        if len(self._verified) > self.settings.api_key_cache_size:
+            self._verified.popitem(last=False)
+        return caller
 
     async def _api_key(self, key: str) -> Caller:
         digest = hashlib.sha256(key.encode()).hexdigest()
@@ -162,4 +173,6 @@ class Authenticator:
         stale = [d for d, c in self._keys.items() if c.caller.user_id == user_id]
         for digest in stale:
             del self._keys[digest]
+        for digest in [d for d, (c, _) in self._verified.items() if c.user_id == user_id]:
+            del self._verified[digest]
         return len(stale)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from agentmesh.shared.settings import ServiceSettings
@@ -76,6 +78,26 @@ class GatewaySettings(ServiceSettings):
     docs_cache_seconds: float = Field(default=30.0, ge=0)
     #: Tokens of deactivated users are refused until they would have expired.
     access_token_ttl_seconds: int = Field(default=900, ge=30)
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _merge_groups(cls, value: Any) -> Any:
+        """Given groups override only the fields they name; the other defaults stay."""
+        if not isinstance(value, dict):
+            return value
+        merged = {name: policy.model_dump() for name, policy in _default_groups().items()}
+        for name, given in value.items():
+            if isinstance(given, RouteGroupPolicy):
+                given = given.model_dump(exclude_unset=True)
+            base = merged.setdefault(name, RouteGroupPolicy().model_dump())
+            for key, item in dict(given).items():
+                if isinstance(item, BaseModel):
+                    item = item.model_dump(exclude_unset=True)
+                if isinstance(item, dict) and isinstance(base.get(key), dict):
+                    base[key] = {**base[key], **item}
+                else:
+                    base[key] = item
+        return merged
 
     def upstreams(self) -> dict[str, str]:
         """Upstream base URLs by service name."""
