@@ -1,7 +1,8 @@
 # The two commands of the README. Each installs uv when missing and syncs the locked env.
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
-UV_SYNC = uv sync --frozen
+# --frozen installs exactly the lock; with no lock yet, resolve and write one.
+UV_SYNC = if [ -f uv.lock ]; then uv sync --frozen; else uv sync; fi
 
 .PHONY: up test lint bench install-uv sync
 

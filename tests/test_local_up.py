@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -38,7 +39,7 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def wait_for_banner(process: subprocess.Popen, timeout: float = 120) -> dict[str, str]:
+def wait_for_banner(process: subprocess.Popen, timeout: float = 90) -> dict[str, str]:
     """Read stdout until the ready banner; returns {name: url}."""
     urls: dict[str, str] = {}
     deadline = time.monotonic() + timeout
@@ -58,13 +59,14 @@ def wait_for_banner(process: subprocess.Popen, timeout: float = 120) -> dict[str
 
 
 def leftovers(data_dir: Path, ports: list[int]) -> list[str]:
+    """Processes whose command line names the data dir or listens on one of ``ports``."""
+    wanted = {str(p) for p in ports}
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(data_dir) in cmdline or any(
-            f"--port {p}" in cmdline or f"-p {p}" in cmdline for p in ports
-        ):
-            found.append(f"{proc.info['pid']}: {cmdline[:120]}")
+        args = proc.info["cmdline"] or []
+        on_port = any(a in ("-p", "--port") and b in wanted for a, b in itertools.pairwise(args))
+        if on_port or any(str(data_dir) in a for a in args):
+            found.append(f"{proc.info['pid']}: {' '.join(args)[:160]}")
     return found
 
 
@@ -95,7 +97,7 @@ def run_once(data_dir: Path, port: int) -> dict[str, str]:
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            code = process.wait(60)
+            code = process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
@@ -160,3 +162,95 @@ def test_unwritable_data_dir_fails_at_once_with_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("agentmesh up: cannot write the data directory")
     assert "Traceback" not in result.stderr
+
+
+def test_invalid_gateway_port_in_env_fails_with_one_line(tmp_path):
+    env = clean_env() | {"AGENTMESH_GATEWAY_PORT": "eighty"}
+    command = up_command(tmp_path / "d", 0)[:-2]  # no --port: the environment decides
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "agentmesh up: invalid gateway port 'eighty' (set --port or AGENTMESH_GATEWAY_PORT)"
+    )
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_start_up_stops_what_was_started(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    process = subprocess.Popen(
+        up_command(data_dir, port),
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Embedded Postgres is up once its pid file exists; the services may not be.
+    deadline = time.monotonic() + 60
+    while not (data_dir / "postgres" / "postmaster.pid").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "Stopping" in stdout
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    assert leftovers(data_dir, [port]) == []
+
+
+async def test_embedded_nats_restarts_on_its_port_with_jetstream_data(tmp_path):
+    import nats
+
+    from agentmesh.shared.local.nats import EmbeddedNats
+
+    server = EmbeddedNats(tmp_path / "nats", free_port())
+    server.start()
+    try:
+        client = await nats.connect(server.url)
+        js = client.jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep.>"])
+        await js.publish("keep.one", b"1")
+        await client.close()
+
+        server.stop()
+        assert not server.running
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+
+        server.start()
+        client = await nats.connect(server.url)
+        info = await client.jetstream().stream_info("KEEP")
+        await client.close()
+        assert info.state.messages == 1
+    finally:
+        server.stop()
+    assert leftovers(tmp_path, [server.port]) == []
+
+
+async def test_embedded_postgres_keeps_data_and_survives_a_stale_pid_file(tmp_path):
+    import asyncpg
+
+    from agentmesh.shared.local.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path / "pgdata", free_port())
+    dsn = f"postgresql://postgres@127.0.0.1:{server.port}/kept"
+    server.start()
+    try:
+        server.ensure_database("kept")
+        server.ensure_database("kept")  # idempotent
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("CREATE TABLE t (v vector(3)); INSERT INTO t VALUES ('[1,2,3]')")
+        await conn.close()
+        server.stop()
+        server.stop()  # idempotent
+
+        # A crash leaves a pid file naming a process that is gone.
+        (tmp_path / "pgdata" / "postmaster.pid").write_text("999999\n")
+        server.start()
+        conn = await asyncpg.connect(dsn)
+        assert await conn.fetchval("SELECT v::text FROM t") == "[1,2,3]"
+        await conn.close()
+    finally:
+        server.stop()
+    assert leftovers(tmp_path, [server.port]) == []

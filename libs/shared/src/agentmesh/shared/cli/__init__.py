@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.shared.migrations import MIGRATING_SERVICES
+#: What ``agentmesh migrate`` migrates by default (kept equal to migrations.MIGRATING_SERVICES,
+#: which is not imported here so that ``agentmesh --help`` stays fast and never needs Alembic).
+DEFAULT_MIGRATING_SERVICES = ("identity", "agents", "chat")
 
 app = typer.Typer(
     help="AgentMesh: a self-hostable backend for AI agents.",
@@ -43,20 +45,24 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply each service's migrations (run this as a job, not at replica start)."""
-    from agentmesh.shared.migrations import upgrade
-
     if not database_url:
         typer.echo("agentmesh migrate: set AGENTMESH_DATABASE_URL or --database-url", err=True)
         raise typer.Exit(1)
-    for service in services or MIGRATING_SERVICES:
-        if service not in MIGRATING_SERVICES:
-            typer.echo(f"agentmesh migrate: unknown service {service!r}", err=True)
-            raise typer.Exit(1)
+    selected = services or list(DEFAULT_MIGRATING_SERVICES)
+    unknown = [s for s in selected if s not in DEFAULT_MIGRATING_SERVICES]
+    if unknown:
+        known = ", ".join(DEFAULT_MIGRATING_SERVICES)
+        typer.echo(f"agentmesh migrate: unknown service {unknown[0]!r} (one of {known})", err=True)
+        raise typer.Exit(1)
+    from agentmesh.shared.migrations import upgrade
+
+    for service in selected:
         upgrade(service, database_url)
         typer.echo(f"{service}: migrated to head")
 
 
 def _add_service_commands() -> None:
+    """Add every ``agentmesh.cli`` entry point (a ``typer.Typer``) as a group of its name."""
     for entry in entry_points(group="agentmesh.cli"):
         try:
             group = entry.load()

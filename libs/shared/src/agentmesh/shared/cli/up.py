@@ -2,11 +2,16 @@
 
 The supervisor starts each child in its own session (so Ctrl-C reaches only us and we
 stop children in order: services, then NATS, then Postgres) with a parent-death signal
-(so a killed supervisor leaves no orphan behind).
+(so a killed supervisor leaves no orphan uvicorn behind). Postgres is daemonized by
+pg_ctl, so it is stopped in ``finally`` and, as a last resort, at exit; a postmaster left
+by a SIGKILLed supervisor is stopped by the next ``agentmesh up`` on the same data dir.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -14,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,26 +32,31 @@ from agentmesh.shared.local.postgres import EmbeddedPostgres
 from agentmesh.shared.local.process import die_with_parent
 
 SERVICES = ("identity", "agents", "chat", "gateway")
-READY_TIMEOUT = 90.0
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+MIGRATE_TIMEOUT = 300.0
 
 
 class UpError(Exception):
     """A reason to stop, said in one line."""
 
 
+class StopRequested(Exception):
+    """SIGINT/SIGTERM/SIGHUP arrived while starting."""
+
+
 @dataclass
 class Child:
+    """One service process and the loopback port it listens on."""
+
     name: str
     port: int
     process: subprocess.Popen[bytes]
 
     @property
     def url(self) -> str:
+        """Its loopback base URL."""
         return f"http://127.0.0.1:{self.port}"
-
-
-def _say(message: str) -> None:
-    typer.echo(message)
 
 
 def _check_data_dir(data_dir: Path) -> Path:
@@ -59,43 +70,85 @@ def _check_data_dir(data_dir: Path) -> Path:
     return data_dir.resolve()
 
 
-def _remembered_port(state: dict[str, int], name: str) -> int:
+def _gateway_port(port: int | None) -> int:
+    raw = str(port) if port is not None else os.environ.get("AGENTMESH_GATEWAY_PORT", "8080")
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise UpError(f"invalid gateway port {raw!r} (set --port or AGENTMESH_GATEWAY_PORT)")
+    return int(raw)
+
+
+def _pick_port(state: dict[str, int], name: str, taken: set[int]) -> int:
+    """The port ``name`` had last time when still free, else a new free one; never reused."""
     port = state.get(name)
-    if port and port_is_free("127.0.0.1", port):
-        return port
-    return free_port()
+    if not (port and port not in taken and port_is_free("127.0.0.1", port)):
+        port = free_port()
+        while port in taken:
+            port = free_port()
+    taken.add(port)
+    return port
 
 
-def _start_service(name: str, port: int, host: str, env: dict[str, str], logs: Path) -> Child:
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"agentmesh.{name}.app:create_app",
-            "--factory",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "10",
-        ],
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        preexec_fn=die_with_parent(),
-    )
-    log.close()
-    return Child(name, port, process)
+def _service_command(name: str, host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        f"agentmesh.{name}.app:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        str(int(STOP_TIMEOUT)),
+    ]
 
 
-def _wait_ready(children: list[Child], deadline: float, logs: Path) -> None:
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:  # files, not pipes: nobody reads a pipe while we wait
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+
+
+def _migrate(env: dict[str, str], logs: Path, check_stop: Callable[[], None]) -> None:
+    log = logs / "migrate.log"
+    log.unlink(missing_ok=True)
+    process = _spawn([sys.executable, "-m", "agentmesh.shared.cli", "migrate"], env, log)
+    deadline = time.monotonic() + MIGRATE_TIMEOUT
+    try:
+        while process.poll() is None:
+            check_stop()
+            if time.monotonic() > deadline:
+                raise UpError(f"migrations did not finish in {MIGRATE_TIMEOUT:.0f}s; see {log}")
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        raise UpError(f"migrations failed; see {log}")
+
+
+def _is_ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/health/ready", timeout=2) as response:  # noqa: S310
+            return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _wait_ready(children: list[Child], logs: Path, check_stop: Callable[[], None]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
     pending = list(children)
     while pending:
+        check_stop()
         for child in list(pending):
             code = child.process.poll()
             if code is not None:
@@ -103,12 +156,8 @@ def _wait_ready(children: list[Child], deadline: float, logs: Path) -> None:
                     f"{child.name} exited with code {code} during start-up; "
                     f"see {logs / (child.name + '.log')}"
                 )
-            try:
-                with urllib.request.urlopen(f"{child.url}/health/ready", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        pending.remove(child)
-            except OSError:
-                pass
+            if _is_ready(child.url):
+                pending.remove(child)
         if pending and time.monotonic() > deadline:
             names = ", ".join(c.name for c in pending)
             raise UpError(f"not ready within {READY_TIMEOUT:.0f}s: {names}; see {logs}")
@@ -117,34 +166,56 @@ def _wait_ready(children: list[Child], deadline: float, logs: Path) -> None:
 
 
 def _stop_children(children: list[Child]) -> None:
+    """SIGTERM to all, wait for uvicorn's graceful shutdown, then SIGKILL the stragglers."""
     for child in children:
         if child.process.poll() is None:
             child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + STOP_TIMEOUT + 2  # uvicorn's own timeout, then a margin
     for child in children:
         try:
             child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(child.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait(5)
 
 
+def _banner(root: Path, logs: Path, host: str, children: list[Child], env: dict[str, str]) -> None:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    gateway = next(c for c in children if c.name == "gateway")
+    base = f"http://{shown}:{gateway.port}"
+    typer.echo(f"  gateway:  {base}")
+    typer.echo(f"  docs:     {base}/docs")
+    for child in children:
+        if child.name != "gateway":
+            typer.echo(f"  {child.name + ':':<9} {child.url}")
+    typer.echo(f"  postgres: {env['AGENTMESH_DATABASE_URL']}")
+    typer.echo(f"  nats:     {env['AGENTMESH_NATS_URL']}")
+    typer.echo(f"  data:     {root} (logs in {logs})")
+    typer.echo("Press Ctrl-C to stop.")
+    sys.stdout.flush()
+
+
 def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit code. Errors are one line on stderr."""
+    """Run until SIGINT/SIGTERM/SIGHUP; returns the exit code. Errors: one line on stderr."""
     stop_requested = False
 
-    def request_stop(signum: int, _frame: object) -> None:
+    def request_stop(_signum: int, _frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    def check_stop() -> None:
+        if stop_requested:
+            raise StopRequested
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     postgres: EmbeddedPostgres | None = None
     nats: EmbeddedNats | None = None
     children: list[Child] = []
     code = 0
     try:
-        gateway_port = port or int(os.environ.get("AGENTMESH_GATEWAY_PORT", "8080"))
+        gateway_port = _gateway_port(port)
         if not port_is_free(host, gateway_port):
             raise UpError(
                 f"port {gateway_port} on {host} is already in use "
@@ -154,36 +225,32 @@ def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
         logs = root / "logs"
         logs.mkdir(exist_ok=True)
         state_file = root / "ports.json"
-        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        state: dict[str, int] = json.loads(state_file.read_text()) if state_file.exists() else {}
+        taken = {gateway_port}
         env = dict(os.environ)
         env.update(load_or_create(root / "secrets.env"))
         env.setdefault("AGENTMESH_ENV", "development")
 
         started = time.monotonic()
         if not env.get("AGENTMESH_DATABASE_URL"):
-            postgres = EmbeddedPostgres(root / "postgres", _remembered_port(state, "postgres"))
+            postgres = EmbeddedPostgres(root / "postgres", port=0)
+            atexit.register(postgres.stop)  # idempotent; covers an unexpected exit path
+            postgres.stop()  # a postmaster left by a killed run holds the port we remember
+            postgres.port = _pick_port(state, "postgres", taken)
             postgres.start()
             postgres.ensure_database("agentmesh")
             env["AGENTMESH_DATABASE_URL"] = postgres.url("agentmesh")
             state["postgres"] = postgres.port
+        check_stop()
         if not env.get("AGENTMESH_NATS_URL"):
-            nats = EmbeddedNats(root / "nats", _remembered_port(state, "nats"))
+            nats = EmbeddedNats(root / "nats", _pick_port(state, "nats", taken))
             nats.start()
             env["AGENTMESH_NATS_URL"] = nats.url
             state["nats"] = nats.port
+        check_stop()
+        _migrate(env, logs, check_stop)
 
-        migrate = subprocess.run(
-            [sys.executable, "-m", "agentmesh.shared.cli", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            (logs / "migrate.log").write_text(migrate.stdout + migrate.stderr)
-            raise UpError(f"migrations failed; see {logs / 'migrate.log'}")
-
-        ports = {name: _remembered_port(state, name) for name in SERVICES[:-1]}
+        ports = {name: _pick_port(state, name, taken) for name in SERVICES[:-1]}
         ports["gateway"] = gateway_port
         state.update(ports)
         state_file.write_text(json.dumps(state))
@@ -192,23 +259,14 @@ def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
             env[f"GATEWAY_{name.upper()}_URL"] = f"http://127.0.0.1:{ports[name]}"
         for name in SERVICES:
             service_host = host if name == "gateway" else "127.0.0.1"
-            children.append(_start_service(name, ports[name], service_host, env, logs))
-        _wait_ready(children, time.monotonic() + READY_TIMEOUT, logs)
+            process = _spawn(
+                _service_command(name, service_host, ports[name]), env, logs / f"{name}.log"
+            )
+            children.append(Child(name, ports[name], process))
+        _wait_ready(children, logs, check_stop)
 
-        gateway = f"http://{host}:{gateway_port}"
-        _say(f"AgentMesh is up in {time.monotonic() - started:.1f}s")
-        _say(f"  gateway:  {gateway}")
-        _say(f"  docs:     {gateway}/docs")
-        for child in children[:-1]:
-            _say(f"  {child.name + ':':<9} {child.url}")
-        if postgres:
-            _say(f"  postgres: {env['AGENTMESH_DATABASE_URL']}")
-        if nats:
-            _say(f"  nats:     {nats.url}")
-        _say(f"  data:     {root} (logs in {logs})")
-        _say("Press Ctrl-C to stop.")
-        sys.stdout.flush()
-
+        typer.echo(f"AgentMesh is up in {time.monotonic() - started:.1f}s")
+        _banner(root, logs, host, children, env)
         while not stop_requested:
             for child in children:
                 if child.process.poll() is not None:
@@ -217,21 +275,33 @@ def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
                         f"see {logs / (child.name + '.log')}"
                     )
             time.sleep(0.2)
-        _say("Stopping...")
-    except UpError as exc:
-        typer.echo(f"agentmesh up: {exc}", err=True)
-        code = 1
-    except RuntimeError as exc:  # an embedded server failed to start
+        typer.echo("Stopping...")
+    except StopRequested:
+        typer.echo("Stopping before start-up finished...")
+    except (UpError, RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+        # RuntimeError: an embedded server failed to start; OSError: a binary or file.
         typer.echo(f"agentmesh up: {exc}", err=True)
         code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop_children(children)
-        if nats:
-            nats.stop()
-        if postgres:
-            postgres.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        _shutdown(children, nats, postgres)
     if code == 0:
-        _say("Stopped.")
+        typer.echo("Stopped.")
     return code
+
+
+def _shutdown(
+    children: list[Child], nats: EmbeddedNats | None, postgres: EmbeddedPostgres | None
+) -> None:
+    """Services, then NATS, then Postgres; one failing step never skips the next."""
+    steps: list[Callable[[], None]] = [lambda: _stop_children(children)]
+    if nats:
+        steps.append(nats.stop)
+    if postgres:
+        steps.append(postgres.stop)
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            typer.echo(f"agentmesh up: while stopping: {exc}", err=True)

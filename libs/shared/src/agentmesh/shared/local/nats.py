@@ -42,10 +42,16 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
+        """Client URL, ``nats://127.0.0.1:<port>``."""
         return f"nats://{self.host}:{self.port}"
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it accepts connections (no-op when running).
+
+        Raises ``RuntimeError`` when it exits or does not listen within 10 seconds.
+        """
+        if self.running:
+            return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             nats_server_binary(),
@@ -68,7 +74,7 @@ class EmbeddedNats:
             preexec_fn=die_with_parent(),
         )
         log.close()
-        if not wait_for_port(self.host, self.port, 15):
+        if not wait_for_port(self.host, self.port, 10, alive=lambda: self.running):
             self.stop()
             raise RuntimeError(f"nats-server did not start; see {self.data_dir / 'nats.log'}")
 
@@ -87,4 +93,5 @@ class EmbeddedNats:
 
     @property
     def running(self) -> bool:
+        """True while the server process is alive."""
         return self.process is not None and self.process.poll() is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -24,10 +25,17 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
-    """Wait until ``host:port`` accepts TCP connections."""
+def wait_for_port(
+    host: str, port: int, timeout: float = 10.0, alive: Callable[[], bool] | None = None
+) -> bool:
+    """Wait until ``host:port`` accepts TCP connections.
+
+    Gives up early (returns False) as soon as ``alive()`` says the server process died.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return True

@@ -44,9 +44,13 @@ class EmbeddedPostgres:
         """SQLAlchemy (asyncpg) URL of ``database`` on this server."""
         return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{database}"
 
+    @property
+    def ctl_log(self) -> Path:
+        """Output of initdb and pg_ctl (the server's own log is ``<data_dir>/server.log``)."""
+        return self.data_dir.parent / f"{self.data_dir.name}-ctl.log"
+
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-        log = self.data_dir.parent / f"{self.data_dir.name}-ctl.log"
-        with open(log, "ab") as out:
+        with open(self.ctl_log, "ab") as out:
             # Files, not pipes: pg_ctl's background postmaster can hold a pipe open forever.
             return subprocess.run(
                 [str(self.bin / args[0]), *args[1:]],
@@ -75,7 +79,10 @@ class EmbeddedPostgres:
         os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
 
     def start(self) -> None:
-        """Init the cluster when new (so a restart keeps data), then start it."""
+        """Init the cluster when new (so a restart keeps data), then start it.
+
+        Raises ``RuntimeError`` (naming the log to read) when initdb or the start fails.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user:
             self._prepare_as_root()
@@ -91,7 +98,7 @@ class EmbeddedPostgres:
                 "--no-sync",
             )
             if result.returncode != 0:
-                raise RuntimeError(f"initdb failed; see {self.data_dir.parent}")
+                raise RuntimeError(f"initdb failed; see {self.ctl_log}")
         self._stop_stale()
         options = (
             f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories='' "
@@ -116,26 +123,34 @@ class EmbeddedPostgres:
     def _stop_stale(self) -> None:
         """A postmaster left by a crashed run would refuse our start: stop it."""
         pid_file = self.data_dir / "postmaster.pid"
-        if pid_file.exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
-            pid_file.unlink(missing_ok=True)
+        if not pid_file.exists():
+            return
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
+        pid = _postmaster_pid(pid_file)
+        if pid is not None and _pid_alive(pid):
+            raise RuntimeError(
+                f"a postmaster (pid {pid}) still runs on {self.data_dir} and would not stop"
+            )
+        pid_file.unlink(missing_ok=True)  # left by a crash; postgres would trip over it
 
     def stop(self) -> None:
-        """Fast shutdown (rolls back open transactions, keeps committed data)."""
+        """Fast shutdown (rolls back open transactions, keeps committed data). Idempotent."""
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
 
     def ensure_database(self, name: str) -> None:
         """Create ``name`` (with the pgvector extension) unless it exists."""
-        self._psql("postgres", f"SELECT 'x' FROM pg_database WHERE datname = '{name}'")
-        if "x" not in self._last:
+        found = self._psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if found.strip() != "1":
             self._psql("postgres", f'CREATE DATABASE "{name}"')
         self._psql(name, "CREATE EXTENSION IF NOT EXISTS vector")
 
     def drop_database(self, name: str) -> None:
+        """Drop ``name`` if it exists, disconnecting its sessions."""
         self._psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def _psql(self, database: str, sql: str) -> None:
+    def _psql(self, database: str, sql: str) -> str:
+        """Run one statement as ``postgres`` over TCP; returns the unaligned output."""
         for attempt in range(50):
             result = subprocess.run(
                 [
@@ -157,8 +172,29 @@ class EmbeddedPostgres:
                 check=False,
             )
             if result.returncode == 0:
-                self._last = result.stdout
-                return
+                return result.stdout
             if "starting up" not in result.stderr or attempt == 49:
                 raise RuntimeError(f"psql failed: {result.stderr.strip()}")
             time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+
+def _postmaster_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when ``pid`` runs and (where /proc tells) is a postgres, not a reused pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True

@@ -33,11 +33,13 @@ def _chosen() -> tuple[str, str]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    """Say which servers the session uses (decided by the same rule as the fixtures)."""
     return describe(*_chosen())
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[TestPostgres]:
+    """The session's Postgres, stopped at session end when we started it."""
     server = start_postgres(_chosen()[0])
     try:
         yield server
@@ -47,6 +49,7 @@ def postgres_server() -> Iterator[TestPostgres]:
 
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[TestNats]:
+    """The session's NATS (``.restartable`` when tests may stop and start it)."""
     server = start_nats(_chosen()[1])
     try:
         yield server
@@ -63,6 +66,7 @@ async def database_url(postgres_server: TestPostgres) -> str:
 
 @pytest.fixture(scope="session")
 def nats_url(nats_server: TestNats) -> str:
-    if nats_server.restartable and not nats_server.embedded.running:  # type: ignore[union-attr]
+    """URL of the session's NATS (restarted first if a test left it stopped)."""
+    if not nats_server.running:
         nats_server.start()
     return nats_server.url

