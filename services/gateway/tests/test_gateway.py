@@ -278,3 +278,25 @@ def test_group_settings_override_only_what_they_name(common_settings, monkeypatc
     assert runs.rate_limit.rate == 3 and runs.rate_limit.burst == 5  # burst kept
     assert runs.read_timeout == 600
     assert settings.policy("knowledge").max_body_bytes == 25 * 1024 * 1024  # untouched
+
+
+async def test_identity_throttles_the_real_client_ip_behind_the_gateway(platform, account):
+    """The gateway passes the client's IP on, so one noisy client can't lock out others."""
+    from agentmesh.shared.testing.fixtures import app_client
+
+    email, _ = await account()
+    async with app_client(platform.app, client_ip="10.77.0.1") as noisy:
+        for i in range(20):
+            r = await noisy.post(
+                "/api/v1/auth/login", json={"email": f"nobody{i}@example.com", "password": "x" * 14}
+            )
+            assert r.status_code == 401
+        blocked = await noisy.post(
+            "/api/v1/auth/login", json={"email": email, "password": "correct horse battery staple"}
+        )
+        assert blocked.status_code == 429
+    async with app_client(platform.app, client_ip="10.77.0.2") as other:
+        fine = await other.post(
+            "/api/v1/auth/login", json={"email": email, "password": "correct horse battery staple"}
+        )
+        assert fine.status_code == 200

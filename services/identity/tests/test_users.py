@@ -128,3 +128,28 @@ async def test_admin_promotes_and_deactivates(identity, make_account, outbox_eve
     assert (await identity.get(ME, headers=user.headers)).status_code == 401
     missing = await identity.post(f"/api/v1/users/{uuid.uuid4()}/deactivate", headers=admin.headers)
     assert missing.status_code == 404
+
+
+async def test_bootstrap_admin_from_settings_is_created_once(identity_settings):
+    from pydantic import SecretStr
+
+    from agentmesh.identity.app import create_app
+    from agentmesh.shared.testing.fixtures import app_client
+
+    email = f"boot-{uuid.uuid4().hex[:8]}@example.com"
+    settings = identity_settings.model_copy(
+        update={"bootstrap_admin_email": email, "bootstrap_admin_password": SecretStr(NEW_PASSWORD)}
+    )
+    for _ in range(2):  # a restart must not fail or duplicate the admin
+        async with app_client(create_app(settings)) as client:
+            tokens = await client.post(
+                "/api/v1/auth/login", json={"email": email, "password": NEW_PASSWORD}
+            )
+            assert tokens.status_code == 200
+            listing = await client.get(
+                "/api/v1/users",
+                params={"email": email},
+                headers=bearer(tokens.json()["access_token"]),
+            )
+            assert listing.status_code == 200
+            assert [u["role"] for u in listing.json()["items"]] == ["admin"]

@@ -102,6 +102,9 @@ def _service_command(name: str, host: str, port: int) -> list[str]:
         "--no-access-log",
         "--timeout-graceful-shutdown",
         str(int(STOP_TIMEOUT)),
+        # The gateway is the edge: a client's X-Forwarded-For must never become its
+        # address (rate limits are per IP). Services behind it do trust the gateway's.
+        *(["--no-proxy-headers"] if name == "gateway" else ["--proxy-headers"]),
     ]
 
 
