@@ -47,7 +47,7 @@ async def main(logins: int, verifications: int) -> dict[str, float]:
             passwords = app.state.auth.passwords
             for _ in range(20):
                 started = time.perf_counter()
-                passwords.hash(PASSWORD)
+                await passwords.hash(PASSWORD)
                 hash_times.append((time.perf_counter() - started) * 1000)
 
             verifier = JWTVerifier(

@@ -98,3 +98,27 @@ async def test_consumer_span_is_in_the_request_trace(backbone, database_url, nat
         and "outbox" in s.attributes.get("db.statement", "")
         for s in sql
     )
+
+
+async def test_each_request_gets_exactly_one_server_span():
+    """One server span per request and no span per ASGI send/receive message."""
+    from agentmesh.shared.settings import CommonSettings
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = ServiceSettings(common=CommonSettings(env="test"))
+    runtime = ServiceRuntime("demo", settings, use_database=False, use_broker=False,
+                             tracer_provider=provider, configure_logs=False)  # fmt: off
+    router = APIRouter()
+
+    @router.get("/ping")
+    async def ping() -> dict:
+        return {"pong": True}
+
+    app = runtime.create_app(title="spans", routers=[router])
+    async with app_client(app) as client:
+        assert (await client.get("/ping")).status_code == 200
+    servers = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(servers) == 1
+    assert not [s for s in exporter.get_finished_spans() if s.name.endswith((" send", " receive"))]

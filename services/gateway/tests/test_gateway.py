@@ -188,6 +188,23 @@ async def test_unknown_path_is_the_gateways_own_404(platform):
         assert_problem(response, 404, "not-found")
 
 
+async def test_encoded_traversal_cannot_reach_unrouted_upstream_paths(platform, account):
+    _, token = await account()
+    sneaky = [
+        "/api/v1/users/%252e%252e/%252e%252e/%252e%252e/internal/api-keys/exchange",
+        "/api/v1/runs/%2e%2e/%2e%2e/%2e%2e/v1/chat/completions",
+        "/api/v1/users/..%2f..%2f..%2finternal/api-keys/exchange",
+        "/api/v1/conversations/%5c..%5cecho",
+    ]
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        for path in sneaky:
+            # Sent verbatim: httpx must not normalize the path before the gateway sees it.
+            request = client.build_request("POST", path, headers=bearer(token), json={})
+            request.url = request.url.copy_with(raw_path=path.encode())
+            response = await client.send(request)
+            assert_problem(response, 404, "not-found")
+
+
 async def test_streams_pass_through_unbuffered_and_disconnects_reach_upstream(platform, account):
     _, token = await account()
     standin = platform.standin

@@ -163,3 +163,16 @@ async def test_argon2id_parameters_follow_owasp(identity, make_account):
         stored = await session.scalar(select(User.password_hash).where(User.email == account.email))
     # OWASP password storage cheat sheet: Argon2id, m=19 MiB, t=2, p=1.
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+async def test_nul_characters_are_422_not_500(identity, make_account):
+    email = f"nul-{uuid.uuid4().hex[:8]}@example.com"
+    name = await identity.post(
+        REGISTER, json={"email": email, "password": PASSWORD, "name": "a\u0000b"}
+    )
+    assert name.status_code == 422 and problem_type(name) == "invalid-data"
+    login = await identity.post(LOGIN, json={"email": "a\u0000@example.com", "password": PASSWORD})
+    assert login.status_code in (401, 422)
+    account = await make_account()
+    key = await identity.post("/api/v1/api-keys", json={"name": "k\u0000"}, headers=account.headers)
+    assert key.status_code == 422

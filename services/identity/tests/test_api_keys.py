@@ -123,3 +123,28 @@ async def test_other_users_cannot_revoke_my_key(identity, make_account):
     assert response.status_code == 404
     assert len((await identity.get(KEYS, headers=owner.headers)).json()) == 1
     assert (await identity.get(KEYS, headers=other.headers)).json() == []
+
+
+async def test_an_api_key_cannot_manage_the_account(identity, make_account):
+    """A key (whatever its scopes) must not mint keys, change the password or erase."""
+    account = await make_account(admin=True)
+    created = await create_key(identity, account, scopes=["agents:read"])
+    exchanged = await identity.post(EXCHANGE, json={"key": created["key"]}, headers=INTERNAL)
+    key_token = {"Authorization": f"Bearer {exchanged.json()['access_token']}"}
+    assert (await identity.get("/api/v1/users/me", headers=key_token)).status_code == 200
+    for method, path, body in (
+        ("POST", KEYS, {"name": "escalate", "scopes": ["admin"]}),
+        ("GET", KEYS, None),
+        ("DELETE", f"{KEYS}/{created['id']}", None),
+        (
+            "PATCH",
+            "/api/v1/users/me",
+            {"password": "new password 123456", "current_password": account.password},
+        ),
+        ("DELETE", "/api/v1/users/me", None),
+        ("POST", "/api/v1/auth/logout-all", None),
+        ("GET", "/api/v1/users", None),  # the user is an admin, the key has no admin scope
+    ):
+        response = await identity.request(method, path, json=body, headers=key_token)
+        assert response.status_code == 403, (method, path, response.text)
+    assert len((await identity.get(KEYS, headers=account.headers)).json()) == 1

@@ -49,6 +49,8 @@ def create_engine(settings: CommonSettings, *, application_name: str = "agentmes
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
         pool_pre_ping=True,
+        # Parameters can hold password hashes and tokens: keep them out of error logs.
+        hide_parameters=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentmesh.shared.context import REQUEST_ID_HEADER, current_request_id
@@ -189,6 +190,32 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
     )
 
 
+async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Postgres "data exception" errors (SQLSTATE class 22: a NUL byte in text, a number
+    out of range, ...) come from what the client sent: a 422, not a 500."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    if sqlstate.startswith("22"):
+        logger.info("rejected data", extra={"sqlstate": sqlstate, "path": request.url.path})
+        return problem_response(
+            request,
+            status=422,
+            slug="invalid-data",
+            title="Invalid data",
+            detail="A value in the request cannot be stored (for example a NUL character "
+            "in text, or a number out of range).",
+        )
+    if isinstance(exc, OperationalError | InterfaceError) or sqlstate.startswith(("08", "57P")):
+        logger.error("database unavailable", extra={"path": request.url.path})
+        return problem_response(
+            request,
+            status=503,
+            detail="The database is unavailable right now; try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+    return await _unhandled_error_handler(request, exc)
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the log (with the request id), never to the client.
     logger.error(
@@ -208,4 +235,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(DBAPIError, _database_error_handler)
     app.add_exception_handler(Exception, _unhandled_error_handler)

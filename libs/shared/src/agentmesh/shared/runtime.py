@@ -171,6 +171,9 @@ class ServiceRuntime:
             description=description,
             version=_version(),
             lifespan=self.lifespan,
+            # FastAPI's own OpenTelemetry switches itself on once a tracer provider exists
+            # and would trace every request a second time beside the instrumentation below.
+            telemetry={"tracing": False, "metrics": False, "logs": False},
             **fastapi_kwargs,
         )
         app.state.runtime = self

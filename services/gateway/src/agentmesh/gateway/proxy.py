@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
+import yarl
 from opentelemetry import propagate
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -96,15 +97,19 @@ class Proxy:
                 f"The {route.upstream} service is failing; try again shortly.",
                 headers={"Retry-After": str(breaker.retry_after())},
             )
-        url = self.upstreams[route.upstream] + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
+        # Forward the path exactly as received (still percent-encoded), so the upstream
+        # client never decodes it a second time.
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        url = self.upstreams[route.upstream] + raw_path.decode("latin-1")
+        query = request.scope.get("query_string", b"")
+        if query:
+            url += "?" + query.decode("latin-1")
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
         )
         try:
             upstream = await self.session.request(
-                request.method, url, data=body or None,
+                request.method, yarl.URL(url, encoded=True), data=body or None,
                 headers=upstream_headers(request, caller, client_ip, scheme),
                 timeout=timeout, allow_redirects=False, auto_decompress=False,
             )  # fmt: off

@@ -43,9 +43,17 @@ class Route:
     public: bool
 
 
+_SUSPICIOUS = ("..", "//", "\\", "%2e", "%2f", "%5c", "\x00")
+
+
 def resolve(method: str, path: str) -> Route | None:
-    """The route serving ``method path``, or None (the gateway answers 404 itself)."""
-    if ".." in path or "//" in path:
+    """The route serving ``method path`` (decoded once), or None (the gateway's own 404).
+
+    Dot segments, doubled slashes, backslashes and encoded dots or slashes (double
+    encoding) are refused outright rather than normalized: a path must mean the same to
+    the gateway and to the service behind it."""
+    lowered = path.lower()
+    if any(token in lowered for token in _SUSPICIOUS):
         return None
     for prefix, upstream, group in ROUTES:
         exact = prefix.rstrip("/")

@@ -8,6 +8,7 @@ import hmac
 import secrets
 from functools import cached_property
 
+import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
@@ -16,28 +17,37 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
 class Passwords:
-    """Argon2id with the OWASP password-storage parameters (m=19 MiB, t=2, p=1)."""
+    """Argon2id with the OWASP password-storage parameters (m=19 MiB, t=2, p=1).
 
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int) -> None:
+    Hashing takes tens of milliseconds of CPU, so it runs in worker threads (argon2
+    releases the GIL), at most ``concurrency`` at once: the event loop keeps serving
+    token checks and health probes meanwhile."""
+
+    def __init__(
+        self, *, memory_kib: int, time_cost: int, parallelism: int, concurrency: int = 4
+    ) -> None:
         self.hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
         )
+        self._limiter = anyio.CapacityLimiter(concurrency)
 
     @cached_property
     def _dummy_hash(self) -> str:
         return self.hasher.hash(secrets.token_urlsafe(16))
 
-    def hash(self, password: str) -> str:
-        return self.hasher.hash(password)
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self.hasher.hash, password, limiter=self._limiter)
 
-    def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str) -> bool:
         """Check ``password``; with no hash (unknown user) spend the same time and fail."""
+        target = password_hash or self._dummy_hash
         try:
-            return self.hasher.verify(password_hash or self._dummy_hash, password) and bool(
-                password_hash
+            matched = await anyio.to_thread.run_sync(
+                self.hasher.verify, target, password, limiter=self._limiter
             )
         except (VerificationError, InvalidHashError):
             return False
+        return matched and bool(password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self.hasher.check_needs_rehash(password_hash)

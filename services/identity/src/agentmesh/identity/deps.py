@@ -37,6 +37,17 @@ async def current_caller(
     return Caller(principal=principal, user=user, claims=claims)
 
 
+async def session_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    """A caller signed in with a password session, not with an API key.
+
+    Account management (API keys, profile changes, erasure, logout) needs a session: a
+    key, whatever its scopes, must not mint keys, change the password or delete the
+    account it belongs to."""
+    if "akid" in caller.claims:
+        raise Forbidden("This action needs a signed-in session; API keys cannot do it.")
+    return caller
+
+
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
     if "admin" not in caller.principal.roles or not caller.user.is_admin:
         raise Forbidden("admin role required")
@@ -54,5 +65,6 @@ async def internal_service(
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
+SessionCaller = Annotated[Caller, Depends(session_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
 InternalService = Annotated[None, Depends(internal_service)]

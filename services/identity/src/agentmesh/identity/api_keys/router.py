@@ -12,7 +12,7 @@ from agentmesh.identity.api_keys.schemas import (
     ExchangeRequest,
     ExchangeResponse,
 )
-from agentmesh.identity.deps import CurrentCaller, InternalService
+from agentmesh.identity.deps import InternalService, SessionCaller
 from agentmesh.shared.db import Session
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
@@ -22,7 +22,7 @@ internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_sc
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 async def create_api_key(
     body: ApiKeyCreate,
-    caller: CurrentCaller,
+    caller: SessionCaller,
     request: Request,
     session: Session,
     response: Response,
@@ -34,7 +34,7 @@ async def create_api_key(
 
 
 @router.get("", response_model=list[ApiKeyOut])
-async def list_api_keys(caller: CurrentCaller, session: Session) -> list[ApiKeyOut]:
+async def list_api_keys(caller: SessionCaller, session: Session) -> list[ApiKeyOut]:
     """The caller's active API keys (never their secrets)."""
     return [ApiKeyOut.model_validate(k) for k in await service.list_keys(session, caller.user)]
 
@@ -45,7 +45,7 @@ async def list_api_keys(caller: CurrentCaller, session: Session) -> list[ApiKeyO
     responses={404: {"description": "No such key"}},
 )
 async def revoke_api_key(
-    api_key_id: uuid.UUID, caller: CurrentCaller, request: Request, session: Session
+    api_key_id: uuid.UUID, caller: SessionCaller, request: Request, session: Session
 ) -> None:
     """Revoke a key at once; gateways drop its cached token."""
     await service.revoke(request.app.state.auth, session, caller.user, api_key_id)

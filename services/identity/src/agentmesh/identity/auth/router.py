@@ -8,7 +8,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from agentmesh.identity.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair
 from agentmesh.identity.auth.service import AuthService
-from agentmesh.identity.deps import CurrentCaller
+from agentmesh.identity.deps import SessionCaller
 from agentmesh.identity.users.schemas import UserOut
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import AppError
@@ -80,7 +80,7 @@ async def refresh(body: RefreshRequest, response: Response, session: Session, au
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
-async def logout(caller: CurrentCaller, session: Session, auth: Auth) -> None:
+async def logout(caller: SessionCaller, session: Session, auth: Auth) -> None:
     """End the current session (its refresh-token family)."""
     family = caller.claims.get("sid")
     if family is None:
@@ -94,6 +94,6 @@ async def logout(caller: CurrentCaller, session: Session, auth: Auth) -> None:
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
-async def logout_all(caller: CurrentCaller, session: Session, auth: Auth) -> None:
+async def logout_all(caller: SessionCaller, session: Session, auth: Auth) -> None:
     """End every session of the caller."""
     await auth.revoke_families(session, caller.user.id, reason="logout-all")

@@ -56,7 +56,7 @@ class AuthService:
         user = User(
             email=email,
             name=name.strip(),
-            password_hash=self.passwords.hash(password),
+            password_hash=await self.passwords.hash(password),
             roles=roles or ["user"],
             is_active=True,
         )
@@ -111,14 +111,14 @@ class AuthService:
         await self._check_throttle(session, email, ip)
         user = await session.scalar(select(User).where(User.email == email))
         # Unknown email or wrong password: the same work (one Argon2 verify) and answer.
-        if not self.passwords.verify(user.password_hash if user else None, password):
+        if not await self.passwords.verify(user.password_hash if user else None, password):
             await self._record_failure(email, ip)
             raise InvalidCredentials("Invalid email or password.")
         assert user is not None
         if not user.is_active:
             raise AccountDeactivated("This account is deactivated.")
         if self.passwords.needs_rehash(user.password_hash):
-            user.password_hash = self.passwords.hash(password)
+            user.password_hash = await self.passwords.hash(password)
         await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
         family = RefreshTokenFamily(user_id=user.id)
         session.add(family)

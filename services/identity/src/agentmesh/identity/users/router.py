@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
 
-from agentmesh.identity.deps import AdminCaller, CurrentCaller
+from agentmesh.identity.deps import AdminCaller, CurrentCaller, SessionCaller
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.users import service
 from agentmesh.identity.users.schemas import (
@@ -30,7 +30,7 @@ async def me(caller: CurrentCaller) -> UserOut:
 
 @router.patch("/me", response_model=UserOut)
 async def update_me(
-    body: ProfileUpdate, caller: CurrentCaller, request: Request, session: Session
+    body: ProfileUpdate, caller: SessionCaller, request: Request, session: Session
 ) -> UserOut:
     """Rename, or change the password with ``current_password``; a password change ends
     every other session."""
@@ -45,7 +45,7 @@ async def update_me(
 
 
 @router.delete("/me", status_code=status.HTTP_202_ACCEPTED, response_model=ErasureOut)
-async def delete_me(caller: CurrentCaller, request: Request, session: Session) -> ErasureOut:
+async def delete_me(caller: SessionCaller, request: Request, session: Session) -> ErasureOut:
     """Erase the account: it is deactivated at once and removed once every service has
     deleted the user's data."""
     erasure = await service.start_erasure(request.app.state.auth, session, caller.user)

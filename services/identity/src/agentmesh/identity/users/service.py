@@ -41,12 +41,12 @@ async def update_profile(
 ) -> User:
     """Rename, or change the password (which ends every other session)."""
     if body.password is not None:
-        if body.current_password is None or not auth.passwords.verify(
+        if body.current_password is None or not await auth.passwords.verify(
             user.password_hash, body.current_password
         ):
             raise InvalidCredentials("The current password is wrong.")
         check_password_policy(body.password, email=user.email)
-        user.password_hash = auth.passwords.hash(body.password)
+        user.password_hash = await auth.passwords.hash(body.password)
         keep = uuid.UUID(current_family) if current_family else None
         await auth.revoke_families(session, user.id, reason="password changed", keep=keep)
     if body.name is not None:
