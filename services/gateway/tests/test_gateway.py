@@ -317,3 +317,34 @@ async def test_identity_throttles_the_real_client_ip_behind_the_gateway(platform
             "/api/v1/auth/login", json={"email": email, "password": "correct horse battery staple"}
         )
         assert fine.status_code == 200
+
+
+async def test_failed_authentications_are_rate_limited_per_ip(platform):
+    from agentmesh.shared.testing.fixtures import app_client
+
+    authenticator = platform.app.state.authenticator
+    before = authenticator.exchanges
+    statuses = []
+    async with app_client(platform.app, client_ip="10.66.0.1") as guesser:
+        for _ in range(22):
+            response = await guesser.get(ME, headers={"X-API-Key": "am_guess_not-a-real-secret"})
+            statuses.append(response.status_code)
+    assert statuses[:20] == [401] * 20
+    assert statuses[-1] == 429
+    # The same refused key was remembered: identity saw one exchange, not twenty.
+    assert authenticator.exchanges == before + 1
+    async with app_client(platform.app, client_ip="10.66.0.2") as other:
+        assert (await other.get(ME, headers={"X-API-Key": "am_x_y"})).status_code == 401
+
+
+async def test_forwarded_for_takes_the_rightmost_untrusted_hop(platform, account):
+    from agentmesh.shared.testing.fixtures import app_client
+
+    _, token = await account()
+    async with app_client(platform.app, client_ip="10.9.9.9") as via_proxy:
+        echoed = await via_proxy.get(
+            "/api/v1/conversations/echo",
+            headers={**bearer(token), "X-Forwarded-For": "6.6.6.6, 203.0.113.7, 10.9.9.9"},
+        )
+    # 6.6.6.6 was written by the client; the trusted proxy appended the real peer.
+    assert echoed.json()["headers"]["x-forwarded-for"] == "203.0.113.7"

@@ -18,7 +18,7 @@ from agentmesh.gateway.security import SecurityHeaders
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.gateway.upstreams import readiness_checks
 from agentmesh.shared.auth import JWTVerifier
-from agentmesh.shared.errors import AppError, NotFound
+from agentmesh.shared.errors import AppError, NotFound, Unauthorized
 from agentmesh.shared.runtime import ServiceRuntime
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
@@ -29,11 +29,15 @@ class RateLimited(AppError):
 
 
 def client_ip(request: Request, settings: GatewaySettings) -> str:
+    """The caller's address: the peer, or behind trusted proxies the right-most
+    ``X-Forwarded-For`` entry that is not one of them (the left ones are client-made)."""
     peer = request.client.host if request.client else "unknown"
-    if peer in settings.trusted_proxies:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+    if peer not in settings.trusted_proxies:
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in settings.trusted_proxies:
+            return hop
     return peer
 
 
@@ -111,7 +115,18 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         ip = client_ip(request, settings)
         caller = None
         if not route.public and request.method != "OPTIONS":
-            caller = await authenticator.authenticate(request.headers)
+            try:
+                caller = await authenticator.authenticate(request.headers)
+            except Unauthorized:
+                # Bad credentials cost the caller's IP, so guessing keys or flooding
+                # random tokens is limited too (each may cost identity a lookup).
+                failed = limiter.take("auth_failures", f"ip:{ip}", settings.auth_failure_limit)
+                if not failed.allowed:
+                    raise RateLimited(
+                        "Too many failed authentications from this address.",
+                        headers=failed.headers(),
+                    ) from None
+                raise
         key = caller.limit_key if caller else f"ip:{ip}"
         decision = limiter.take(route.group, key, settings.policy(route.group).rate_limit)
         if not decision.allowed:

@@ -43,6 +43,10 @@ class CircuitBreaker:
         if self.opened_at is not None or self.consecutive_failures >= self.threshold:
             self.opened_at = time.monotonic()
 
+    def release(self) -> None:
+        """A request ended without a verdict (cancelled): let another trial through."""
+        self._trial_in_flight = False
+
     def retry_after(self) -> int:
         if self.opened_at is None:
             return 0

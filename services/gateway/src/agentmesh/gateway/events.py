@@ -33,6 +33,7 @@ def register(runtime: ServiceRuntime, authenticator: Authenticator) -> None:
             ):
                 authenticator.evict_user(uuid.UUID(str(data["user_id"])))
             elif subject == "identity.user.updated":
+                # Roles may have changed: drop cached tokens; new ones carry the new roles.
                 authenticator.allow_user(uuid.UUID(str(data["user_id"])))
         except (KeyError, ValueError):
             logger.warning("malformed eviction event", extra={"subject": subject})

@@ -71,6 +71,7 @@ class Authenticator:
         #: Verified JWTs by digest, until they expire: a token is immutable, so checking
         #: its signature once is enough (expiry and the deny list are checked every time).
         self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+        self._refused: OrderedDict[str, float] = OrderedDict()
         self.exchanges = 0
 
     async def authenticate(self, headers: Headers) -> Caller:
@@ -104,6 +105,9 @@ class Authenticator:
         if cached is not None and cached.valid_until > time.monotonic():
             self._keys.move_to_end(digest)
             return cached.caller
+        refused_until = self._refused.get(digest)
+        if refused_until is not None and refused_until > time.monotonic():
+            raise InvalidApiKey("The API key is invalid, expired or revoked.")
         inflight = self._inflight.get(digest)
         if inflight is not None:  # concurrent first uses share one exchange
             return await asyncio.shield(inflight)
@@ -118,6 +122,12 @@ class Authenticator:
             future.set_result(caller)
             return caller
         except BaseException as exc:
+            if isinstance(exc, InvalidApiKey):
+                self._refused[digest] = (
+                    time.monotonic() + self.settings.api_key_negative_cache_seconds
+                )
+                if len(self._refused) > self.settings.api_key_cache_size:
+                    self._refused.popitem(last=False)
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
@@ -164,8 +174,17 @@ class Authenticator:
         return len(stale)
 
     def allow_user(self, user_id: uuid.UUID) -> None:
-        """A re-activated user's new tokens work again."""
+        """A re-activated user's tokens work again; cached ones are dropped all the same,
+        so a changed role is picked up by the next exchange."""
         self._denied_users.pop(user_id, None)
+        self.forget_user(user_id)
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Drop what is cached for the user (exchanged key tokens, verified JWTs)."""
+        for digest in [d for d, c in self._keys.items() if c.caller.user_id == user_id]:
+            del self._keys[digest]
+        for digest in [d for d, (c, _) in self._verified.items() if c.user_id == user_id]:
+            del self._verified[digest]
 
     def evict_user(self, user_id: uuid.UUID) -> int:
         """Drop the user's cached tokens and refuse their access tokens until expiry."""

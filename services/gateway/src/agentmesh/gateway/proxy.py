@@ -38,6 +38,10 @@ class UpstreamUnavailable(AppError):
     status, type, title = 503, "upstream-unavailable", "Upstream unavailable"
 
 
+class BadGateway(AppError):
+    status, type, title = 502, "bad-gateway", "Bad Gateway"
+
+
 class UpstreamTimeout(AppError):
     status, type, title = 504, "upstream-timeout", "Upstream timed out"
 
@@ -121,6 +125,12 @@ class Proxy:
         except TimeoutError as exc:
             breaker.failure()
             raise UpstreamTimeout(f"The {route.upstream} service did not answer in time.") from exc
+        except aiohttp.ClientError as exc:  # a malformed answer, a broken connection
+            breaker.failure()
+            raise BadGateway(f"The {route.upstream} service answered badly.") from exc
+        except BaseException:  # cancelled (the client left): not the upstream's fault
+            breaker.release()
+            raise
         if upstream.status >= 500:
             breaker.failure()
         else:
@@ -137,6 +147,8 @@ class Proxy:
                 content = await upstream.read()
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"The {route.upstream} service stalled.") from exc
+            except aiohttp.ClientError as exc:
+                raise BadGateway(f"The {route.upstream} service answered badly.") from exc
             finally:
                 upstream.release()
             return Response(content, status_code=upstream.status, headers=headers)

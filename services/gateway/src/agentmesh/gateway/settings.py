@@ -63,6 +63,10 @@ class GatewaySettings(ServiceSettings):
     #: An exchanged API-key token is dropped this many seconds before it expires.
     api_key_cache_margin_seconds: float = Field(default=30, ge=0)
     api_key_cache_size: int = Field(default=10_000, ge=1)
+    #: Failed authentications allowed per IP (a bucket, then 429).
+    auth_failure_limit: RateLimit = RateLimit(rate=1, burst=20)
+    #: A refused API key is remembered this long, so repeats cost identity nothing.
+    api_key_negative_cache_seconds: float = Field(default=5.0, ge=0)
     #: Consecutive upstream failures that open its circuit, and for how long.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=10.0, gt=0)
