@@ -132,3 +132,45 @@ async def test_gateway_ready_aggregates_every_upstream(common_settings):
     assert chat_down.json()["checks"]["chat"].startswith("unavailable")
     assert unknown.status_code == 404
     assert unknown.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_service_starts_and_takes_writes_while_nats_is_down(common_settings):
+    from agentmesh.shared.local.ports import free_port
+
+    offline = common_settings.model_copy(
+        update={"nats_url": f"nats://127.0.0.1:{free_port()}", "nats_connect_wait_seconds": 0.5}
+    )
+    app = build_app("identity", offline)
+    async with app_client(app) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "ok"
+        assert ready.json()["checks"]["nats"].startswith("unavailable")
+        import uuid
+
+        email = f"offline-{uuid.uuid4().hex[:8]}@example.com"
+        registered = await client.post(
+            "/api/v1/auth/register",
+            json={"email": email, "password": "correct horse battery staple", "name": "Offline"},
+        )
+        assert registered.status_code == 201  # the event waits in the outbox
+
+
+async def test_the_gateway_serves_while_nats_is_down(common_settings):
+    from agentmesh.gateway.app import create_app
+    from agentmesh.gateway.settings import GatewaySettings
+    from agentmesh.shared.local.ports import free_port
+
+    offline = common_settings.model_copy(
+        update={"nats_url": f"nats://127.0.0.1:{free_port()}", "nats_connect_wait_seconds": 0.5}
+    )
+    async with serve_app(build_app("identity", common_settings)) as identity_url:
+        gateway = create_app(
+            GatewaySettings(
+                common=offline, identity_url=identity_url, internal_token=TEST_INTERNAL_TOKEN
+            )
+        )
+        async with app_client(gateway) as client:
+            jwks = await client.get("/.well-known/jwks.json")
+    assert jwks.status_code == 200 and jwks.json()["keys"]

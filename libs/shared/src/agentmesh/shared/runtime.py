@@ -7,6 +7,7 @@ tracing, health and ``/asyncapi``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -131,14 +132,28 @@ class ServiceRuntime:
         if not await self.broker.ping(timeout=1.0):
             raise ConnectionError("NATS is not connected")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        if self.broker is not None:
-            await self.broker.connect()
+    async def _start_broker(self) -> None:
+        """Connect (retrying for as long as NATS is away), declare streams, subscribe."""
+        assert self.broker is not None
+        await self.broker.connect()
+        if self.tables is not None:  # publishers declare streams; the gateway needs none
             await ensure_streams(
                 self.broker.config.connection_state.stream, self.settings.common.stream_replicas
             )
-            await self.broker.start()
+        await self.broker.start()
+        logger.info("connected to NATS", extra={"service": self.name})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        broker_task: asyncio.Task[None] | None = None
+        if self.broker is not None:
+            broker_task = asyncio.create_task(self._start_broker(), name="broker-start")
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(broker_task), self.settings.common.nats_connect_wait_seconds
+                )
+            except TimeoutError:
+                logger.warning("NATS unreachable; serving without it and still connecting")
         if self.relay is not None:
             await self.relay.start()
         for hook in self.startup_hooks:
@@ -151,8 +166,13 @@ class ServiceRuntime:
                 await hook(app)
             if self.relay is not None:
                 await self.relay.stop()
+            if broker_task is not None and not broker_task.done():
+                broker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await broker_task
             if self.broker is not None:
-                await self.broker.stop()
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
             if self.engine is not None:
                 await self.engine.dispose()
 

@@ -65,6 +65,9 @@ class CommonSettings(BaseSettings):
     #: First redelivery delay; doubles on each attempt, capped by ``consumer_backoff_max``.
     consumer_backoff_seconds: float = Field(default=0.5, gt=0)
     consumer_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    #: Start-up waits this long for NATS, then serves anyway (readiness says NATS is down;
+    #: writes still commit, their events wait in the outbox) while connecting goes on.
+    nats_connect_wait_seconds: float = Field(default=10.0, ge=0)
     #: JetStream stream replicas (3 in a clustered production NATS).
     stream_replicas: int = Field(default=1, ge=1, le=5)
     #: Auth: where the verifier fetches identity's public keys, and what it expects.
