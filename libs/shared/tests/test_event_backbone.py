@@ -310,3 +310,30 @@ async def test_streams_capture_events_but_not_rpc_subjects(js):
     with pytest.raises(NotFoundError):
         await js.find_stream_name_by_subject("agents.rpc.knowledge.search")
     assert info.config.duplicate_window >= 120
+
+
+async def test_an_unpublishable_event_holds_back_only_its_own_aggregate(harness, backbone):
+    _, effects, outbox = backbone
+    await harness.consumer()
+    await harness.relay()
+    huge_owner, other = uuid.uuid4(), uuid.uuid4()
+    # Over NATS's 1 MiB max_payload: this event can never be published.
+    await harness.write(outbox, [[event(huge_owner, "x" * 1_200_000)]])
+    await harness.write(outbox, [[event(huge_owner, "after-huge")], [event(other, "fine-1")],
+                                 [event(other, "fine-2")]])  # fmt: skip
+    await effects_reach(harness, 2)
+    await asyncio.sleep(1.0)
+    async with harness.engine.connect() as conn:
+        markers = sorted((await conn.execute(select(effects.c.marker))).scalars().all())
+        error = await conn.scalar(
+            select(harness.tables.outbox.c.last_error)
+            .where(
+                harness.tables.outbox.c.subject_id == str(huge_owner),
+                harness.tables.outbox.c.sent_at.is_(None),
+            )
+            .order_by(harness.tables.outbox.c.id)
+            .limit(1)
+        )
+    # The other aggregate flowed; the huge event's aggregate keeps its order (held back).
+    assert markers == ["fine-1", "fine-2"]
+    assert "MaxPayload" in error

@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncpg
 from faststream.nats import NatsBroker
+from nats.errors import MaxPayloadError
+from nats.js.errors import BadRequestError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from sqlalchemy import bindparam, text
@@ -28,6 +30,9 @@ from agentmesh.shared.events.streams import stream_name
 from agentmesh.shared.events.tables import EventTables
 
 logger = logging.getLogger("agentmesh.outbox")
+
+#: Errors about one message, not the broker: retrying the same bytes cannot succeed.
+UNPUBLISHABLE = (MaxPayloadError, BadRequestError)
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -186,15 +191,29 @@ class OutboxRelay:
             if not rows:
                 return 0, 0, False
             blocked = await self._blocked_aggregates(conn, rows)
+            stuck: set[str] = set()
             sent_ids: list[int] = []
             failed = False
             for row in rows:
                 first_held = blocked.get(row.subject_id)
                 if first_held is not None and first_held < row.id:
                     continue  # an earlier event of this aggregate is held by another relay
+                if row.subject_id in stuck:
+                    continue  # keep this aggregate's order behind its unpublishable event
                 try:
                     await self._publish(row)
+                except UNPUBLISHABLE as exc:
+                    # This message can never go (too big, refused by the stream): log it,
+                    # hold its aggregate back, and let every other aggregate flow.
+                    stuck.add(row.subject_id)
+                    error = f"{type(exc).__name__}: {exc}"
+                    await conn.execute(self._mark_failed_sql, {"id": row.id, "error": error})
+                    logger.error("outbox event cannot be published",
+                                 extra={"event_id": str(row.event_id), "subject": row.subject,
+                                        "error": error})  # fmt: off
+                    continue
                 except Exception as exc:
+                    # The broker is away: stop here, the sweep retries the rest.
                     failed = True
                     await conn.execute(self._mark_failed_sql, {"id": row.id, "error": str(exc)})
                     break
