@@ -55,7 +55,7 @@ class StandIn:
                     for i in range(5):
                         self.sent_at.append(time.perf_counter())
                         yield f"id: {i}\nevent: message.delta\ndata: token-{i}\n\n".encode()
-                        await asyncio.sleep(0.3)
+                        await asyncio.sleep(0.5)
                     yield b"event: done\ndata: {}\n\n"
                 finally:
                     self.disconnected.set()
@@ -98,10 +98,12 @@ async def platform(common_settings):
                 "auth": {"rate_limit": {"rate": 50, "burst": 100}},
                 "identity": {"rate_limit": {"rate": 50, "burst": 100}},
                 "agents": {"connect_timeout": 0.5, "rate_limit": {"rate": 50, "burst": 100}},
-                "chat": {"read_timeout": 0.5, "max_body_bytes": 1024,
+                "chat": {"read_timeout": 1.5, "max_body_bytes": 1024,
                          "rate_limit": {"rate": 50, "burst": 100}},
-                "chat_runs": {"rate_limit": {"rate": 0.5, "burst": 2}},
+                # Refills so slowly that even a very slow CI run can't refill mid-test.
+                "chat_runs": {"rate_limit": {"rate": 0.001, "burst": 2}},
             },
+            auth_failure_limit={"rate": 0.001, "burst": 20},
             cors_origins=["https://app.example.com"],
             trusted_proxies=["10.9.9.9"],
         )  # fmt: off
