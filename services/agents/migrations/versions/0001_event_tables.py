@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from agentmesh.agents.models import EVENT_TABLES
+from agentmesh.agents.base import EVENT_TABLES
 from agentmesh.shared.events.tables import create_event_tables, drop_event_tables
 
 revision: str = "0001"

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agentmesh.shared import db, telemetry
 from agentmesh.shared.asyncapi import asyncapi_document, document_publications
+from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.errors import install_error_handlers
 from agentmesh.shared.events.inbox import ConsumerPolicy, EventHandler, subscribe_events
 from agentmesh.shared.events.outbox import Outbox
@@ -108,6 +109,8 @@ class ServiceRuntime:
             self.readiness["database"] = lambda: db.ping(engine)
         if self.broker is not None:
             self.readiness["nats"] = self._nats_ready
+        #: Verifies callers' access tokens against identity's JWKS (``CurrentPrincipal``).
+        self.verifier = JWTVerifier(common.jwks_url, common.jwt_issuer, common.jwt_audience)
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
 
@@ -173,6 +176,7 @@ class ServiceRuntime:
             if self.broker is not None:
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
+            await self.verifier.aclose()
             if self.engine is not None:
                 await self.engine.dispose()
 
@@ -200,6 +204,7 @@ class ServiceRuntime:
         app.state.settings = self.settings
         app.state.sessionmaker = self.sessionmaker
         app.state.outbox = self.outbox
+        app.state.verifier = self.verifier
         install_error_handlers(app)
         app.include_router(health_router(self.readiness))
         if self.broker is not None and serve_asyncapi:

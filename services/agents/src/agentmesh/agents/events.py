@@ -1,12 +1,18 @@
 """What the agents service publishes (through its outbox) and consumes.
 
-Publishes: agents.agent.created, agents.agent.updated, agents.agent.deleted,
-    agents.knowledge.document.indexed, agents.erasure.completed.
-Consumes: nothing yet; its domain issue adds the consumers.
+Publishes: agents.agent.created, agents.agent.updated, agents.agent.deleted (each with the
+    full config snapshot and version), agents.knowledge.document.indexed,
+    agents.erasure.completed.
+Consumes: identity.user.deleted (erasure).
 """
 
+from agentmesh.agents.erasure import on_user_deleted
 from agentmesh.shared.runtime import ServiceRuntime
 
 
 def register(runtime: ServiceRuntime) -> None:
-    """Attach this service's consumers to the runtime (none until its domain lands)."""
+    """Attach the agents service's consumers."""
+    assert runtime.outbox is not None
+    runtime.subscribe(
+        purpose="erasure", subject="identity.user.deleted", handler=on_user_deleted(runtime.outbox)
+    )

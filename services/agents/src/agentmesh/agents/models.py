@@ -1,10 +1,8 @@
-"""Tables of the ``agents`` schema."""
+"""Every table of the ``agents`` schema (Alembic reads ``metadata`` from here)."""
 
-from agentmesh.shared.db import make_base
-from agentmesh.shared.events.tables import event_tables
+from agentmesh.agents.agents.models import Agent, AgentVersion
+from agentmesh.agents.base import EVENT_TABLES, SCHEMA, Base
 
-SCHEMA = "agents"
-
-Base = make_base(SCHEMA)
 metadata = Base.metadata
-EVENT_TABLES = event_tables(metadata)
+
+__all__ = ["EVENT_TABLES", "SCHEMA", "Agent", "AgentVersion", "metadata"]

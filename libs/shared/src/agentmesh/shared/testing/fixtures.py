@@ -104,3 +104,42 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+class TokenIssuer:
+    """Signs access tokens for any user, verifiable through a JWKS served over HTTP.
+
+    For service tests that need callers but not the identity service."""
+
+    def __init__(self, jwks_url: str, key: Any) -> None:
+        self.jwks_url = jwks_url
+        self.key = key
+
+    def token(self, user_id: Any = None, *, roles: tuple[str, ...] = ("user",), **claims: Any):
+        """A signed access token (and its user id) for ``user_id`` (a new one if None)."""
+        import uuid as _uuid
+
+        from agentmesh.shared.testing.jwt_keys import make_claims
+
+        user_id = user_id or _uuid.uuid4()
+        return self.key.sign(make_claims(user_id, roles=roles, **claims)), user_id
+
+    def headers(self, user_id: Any = None, **kwargs: Any) -> dict[str, str]:
+        token, _ = self.token(user_id, **kwargs)
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+async def token_issuer() -> AsyncIterator[TokenIssuer]:
+    """A JWKS endpoint on loopback and a key to sign tokens with (session-wide)."""
+    from agentmesh.shared.testing.jwt_keys import SigningKey, jwks
+
+    key = SigningKey()
+    app = FastAPI()
+
+    @app.get("/.well-known/jwks.json")
+    async def published() -> dict[str, Any]:
+        return jwks([key])
+
+    async with serve_app(app) as base_url:
+        yield TokenIssuer(f"{base_url}/.well-known/jwks.json", key)

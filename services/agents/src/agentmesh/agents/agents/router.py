@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from agentmesh.agents.agents import service
+from agentmesh.agents.agents.models import AgentVersion
+from agentmesh.agents.agents.schemas import (
+    AgentCreate,
+    AgentFields,
+    AgentOut,
+    AgentPage,
+    Sort,
+    VersionOut,
+)
+from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.db import Session
+from agentmesh.shared.errors import NotFound
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+IfMatch = Annotated[str | None, Header(description="An ETag from a read; 412 when stale")]
+NOT_YOURS = {404: {"description": "No such agent, or not yours"}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AgentOut,
+    responses={422: {"description": "Invalid field or unknown tool/provider/KB"}},
+)
+async def create_agent(
+    body: AgentCreate,
+    caller: CurrentPrincipal,
+    request: Request,
+    response: Response,
+    session: Session,
+) -> AgentOut:
+    """Create an agent. With no ``provider_id`` it runs on the built-in offline provider
+    (model ``offline``): ``{"name": "Keeper", "instructions": "...", "model": "offline"}``
+    is a complete agent."""
+    agent, config = await service.create(session, request.app.state.outbox, caller, body)
+    response.headers["ETag"] = service.etag(agent)
+    response.headers["Location"] = f"/api/v1/agents/{agent.id}"
+    return service.to_out(agent, config)
+
+
+@router.get("", response_model=AgentPage)
+async def list_agents(
+    caller: CurrentPrincipal,
+    session: Session,
+    tag: Annotated[str | None, Query(max_length=50)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
+    sort: Sort = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> AgentPage:
+    """Your agents (admins: everyone's), newest first by default, one page at a time."""
+    items, next_cursor = await service.list_agents(
+        session, caller, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
+    )
+    return AgentPage(items=[service.to_out(a, c) for a, c in items], next_cursor=next_cursor)
+
+
+@router.get("/{agent_id}", response_model=AgentOut, responses=NOT_YOURS)
+async def get_agent(
+    agent_id: uuid.UUID, caller: CurrentPrincipal, response: Response, session: Session
+) -> AgentOut:
+    """One agent's current config; the ``ETag`` names its version."""
+    agent = await service.get_visible(session, caller, agent_id)
+    response.headers["ETag"] = service.etag(agent)
+    return service.to_out(agent, await service._snapshot(session, agent))
+
+
+@router.patch(
+    "/{agent_id}",
+    response_model=AgentOut,
+    responses={**NOT_YOURS, 412: {"description": "If-Match is stale"}},
+)
+async def update_agent(
+    agent_id: uuid.UUID,
+    body: AgentFields,
+    caller: CurrentPrincipal,
+    request: Request,
+    response: Response,
+    session: Session,
+    if_match: IfMatch = None,
+) -> AgentOut:
+    """Change some fields; every change is a new immutable version. Send ``If-Match``
+    with the ETag you read to be told (412) when someone else changed it meanwhile."""
+    agent, config = await service.update(
+        session, request.app.state.outbox, caller, agent_id, body, if_match
+    )
+    response.headers["ETag"] = service.etag(agent)
+    return service.to_out(agent, config)
+
+
+@router.delete(
+    "/{agent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_YOURS, 412: {"description": "If-Match is stale"}},
+)
+async def delete_agent(
+    agent_id: uuid.UUID,
+    caller: CurrentPrincipal,
+    request: Request,
+    session: Session,
+    if_match: IfMatch = None,
+) -> None:
+    """Delete an agent: it can no longer be chatted with (its history stays in chat)."""
+    await service.soft_delete(session, request.app.state.outbox, caller, agent_id, if_match)
+
+
+@router.get("/{agent_id}/versions", response_model=list[VersionOut], responses=NOT_YOURS)
+async def list_versions(
+    agent_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> list[VersionOut]:
+    """Every version, newest first."""
+    agent = await service.get_visible(session, caller, agent_id)
+    return [
+        VersionOut.model_validate(v, from_attributes=True)
+        for v in await service.versions(session, agent)
+    ]
+
+
+@router.get("/{agent_id}/versions/{version}", response_model=VersionOut, responses=NOT_YOURS)
+async def get_version(
+    agent_id: uuid.UUID, version: int, caller: CurrentPrincipal, session: Session
+) -> VersionOut:
+    """One version's config."""
+    agent = await service.get_visible(session, caller, agent_id)
+    row = await session.get(AgentVersion, (agent.id, version))
+    if row is None:
+        raise NotFound(f"Agent {agent_id} has no version {version}.")
+    return VersionOut.model_validate(row, from_attributes=True)
+
+
+@router.post(
+    "/{agent_id}/versions/{version}/restore",
+    response_model=AgentOut,
+    responses={**NOT_YOURS, 412: {"description": "If-Match is stale"}},
+)
+async def restore_version(
+    agent_id: uuid.UUID,
+    version: int,
+    caller: CurrentPrincipal,
+    request: Request,
+    response: Response,
+    session: Session,
+    if_match: IfMatch = None,
+) -> AgentOut:
+    """Make an old version current again, as a new version."""
+    agent, config = await service.restore(
+        session, request.app.state.outbox, caller, agent_id, version, if_match
+    )
+    response.headers["ETag"] = service.etag(agent)
+    return service.to_out(agent, config)

@@ -1,0 +1,318 @@
+"""Agent use cases: versioned configs, optimistic concurrency, events with the snapshot."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.agents.agents.models import Agent, AgentVersion
+from agentmesh.agents.agents.schemas import AgentCreate, AgentFields, AgentOut, MemoryConfig
+from agentmesh.agents.tools.catalog import BUILTIN_TOOLS
+from agentmesh.shared.auth import Principal
+from agentmesh.shared.errors import AppError, NotFound
+from agentmesh.shared.events.contracts import (
+    AgentConfig,
+    AgentCreated,
+    AgentDeleted,
+    AgentUpdated,
+)
+from agentmesh.shared.events.outbox import Outbox
+
+
+class AgentNotFound(NotFound):
+    type, title = "agent-not-found", "Agent not found"
+
+
+class PreconditionFailed(AppError):
+    status, type, title = 412, "precondition-failed", "Precondition Failed"
+
+
+class InvalidReference(AppError):
+    """A referenced tool, provider or knowledge base does not exist or isn't the caller's."""
+
+    status, type, title = 422, "invalid-reference", "Invalid reference"
+
+
+def etag(agent: Agent) -> str:
+    return f'"{agent.version}"'
+
+
+def check_if_match(agent: Agent, if_match: str | None) -> None:
+    """A write with ``If-Match`` must name the current version (412 otherwise)."""
+    if if_match is None:
+        return
+    wanted = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if "*" not in wanted and etag(agent) not in wanted:
+        raise PreconditionFailed(
+            f"The agent is at version {agent.version}; reload it and apply your change again.",
+            headers={"ETag": etag(agent)},
+        )
+
+
+def _check_references(config: dict[str, Any]) -> None:
+    for index, tool in enumerate(config["tools"]):
+        if tool["id"] not in BUILTIN_TOOLS:
+            raise InvalidReference(
+                f"tools[{index}].id: no tool {tool['id']!r}; see GET /api/v1/tools.",
+                extra={"field": f"tools[{index}].id"},
+            )
+    # Providers and knowledge bases are created through their own endpoints, owned by a
+    # user; until the caller has one with this id, the reference is refused.
+    if config["provider_id"] is not None:
+        raise InvalidReference(
+            "provider_id: no such provider of yours; omit it for the built-in offline one.",
+            extra={"field": "provider_id"},
+        )
+    if config["knowledge_base_ids"]:
+        raise InvalidReference(
+            "knowledge_base_ids: no such knowledge base of yours.",
+            extra={"field": "knowledge_base_ids"},
+        )
+
+
+def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A complete config: ``base`` (the current one) with the given fields applied."""
+    defaults = {
+        "name": "",
+        "description": None,
+        "instructions": "",
+        "provider_id": None,
+        "model": "offline",
+        "temperature": None,
+        "max_output_tokens": None,
+        "tools": [],
+        "knowledge_base_ids": [],
+        "memory": MemoryConfig().model_dump(),
+        "tags": [],
+        "metadata": {},
+    }
+    config = {**defaults, **(base or {})}
+    config.update(fields.model_dump(mode="json", exclude_unset=True))
+    for key in ("tools", "knowledge_base_ids", "tags"):
+        config[key] = config[key] or []
+    config["metadata"] = config["metadata"] or {}
+    config["memory"] = config["memory"] or MemoryConfig().model_dump()
+    if config["tags"]:
+        config["tags"] = sorted(set(config["tags"]))
+    _check_references(config)
+    AgentConfig.model_validate(config)  # what chat receives must parse
+    return config
+
+
+def to_out(agent: Agent, config: dict[str, Any]) -> AgentOut:
+    return AgentOut(
+        id=agent.id,
+        owner_id=agent.owner_id,
+        version=agent.version,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+        **config,
+    )
+
+
+async def _snapshot(session: AsyncSession, agent: Agent) -> dict[str, Any]:
+    row = await session.get(AgentVersion, (agent.id, agent.version))
+    assert row is not None
+    return row.config
+
+
+async def get_visible(
+    session: AsyncSession, principal: Principal, agent_id: uuid.UUID, *, lock: bool = False
+) -> Agent:
+    """The agent if it exists, isn't deleted, and is the caller's (or the caller is admin)."""
+    query = select(Agent).where(Agent.id == agent_id, Agent.deleted_at.is_(None))
+    if not principal.is_admin:
+        query = query.where(Agent.owner_id == principal.user_id)
+    if lock:
+        query = query.with_for_update()
+    agent = await session.scalar(query)
+    if agent is None:
+        raise AgentNotFound("No such agent.")
+    return agent
+
+
+async def create(
+    session: AsyncSession, outbox: Outbox, principal: Principal, body: AgentCreate
+) -> tuple[Agent, dict[str, Any]]:
+    config = _config(body)
+    agent = Agent(owner_id=principal.user_id, version=1, name=config["name"], tags=config["tags"])
+    session.add(agent)
+    await session.flush()
+    session.add(AgentVersion(agent_id=agent.id, version=1, config=config))
+    await session.flush()
+    await session.refresh(agent)
+    await outbox.add(
+        session,
+        AgentCreated(agent_id=agent.id, owner_id=agent.owner_id, agent_version=1, config=config),
+    )
+    return agent, config
+
+
+async def _new_version(
+    session: AsyncSession,
+    outbox: Outbox,
+    agent: Agent,
+    config: dict[str, Any],
+    restored_from: int | None = None,
+) -> dict[str, Any]:
+    agent.version += 1
+    agent.name, agent.tags = config["name"], config["tags"]
+    agent.updated_at = datetime.now(UTC)
+    session.add(
+        AgentVersion(
+            agent_id=agent.id, version=agent.version, config=config, restored_from=restored_from
+        )
+    )
+    await session.flush()
+    await outbox.add(
+        session,
+        AgentUpdated(
+            agent_id=agent.id, owner_id=agent.owner_id, agent_version=agent.version, config=config
+        ),
+    )
+    return config
+
+
+async def update(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    patch: AgentFields,
+    if_match: str | None,
+) -> tuple[Agent, dict[str, Any]]:
+    # The row lock serializes writers of one agent: versions and events stay in order.
+    agent = await get_visible(session, principal, agent_id, lock=True)
+    check_if_match(agent, if_match)
+    config = _config(patch, await _snapshot(session, agent))
+    return agent, await _new_version(session, outbox, agent, config)
+
+
+async def restore(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    version: int,
+    if_match: str | None,
+) -> tuple[Agent, dict[str, Any]]:
+    agent = await get_visible(session, principal, agent_id, lock=True)
+    check_if_match(agent, if_match)
+    old = await session.get(AgentVersion, (agent.id, version))
+    if old is None:
+        raise NotFound(f"Agent {agent_id} has no version {version}.")
+    config = _config(AgentFields(), old.config)
+    return agent, await _new_version(session, outbox, agent, config, restored_from=version)
+
+
+async def soft_delete(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    if_match: str | None,
+) -> None:
+    agent = await get_visible(session, principal, agent_id, lock=True)
+    check_if_match(agent, if_match)
+    agent.deleted_at = datetime.now(UTC)
+    agent.version += 1  # the deletion is the agent's newest state; readers order by it
+    await session.flush()
+    await outbox.add(
+        session,
+        AgentDeleted(agent_id=agent.id, owner_id=agent.owner_id, agent_version=agent.version),
+    )
+
+
+# ---------------------------------------------------------------------- listing
+
+SORT_COLUMNS = {"created_at": Agent.created_at, "updated_at": Agent.updated_at}
+
+
+def encode_cursor(value: datetime, agent_id: uuid.UUID) -> str:
+    raw = json.dumps([value.isoformat(), str(agent_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, agent_id = json.loads(raw)
+        return datetime.fromisoformat(value), uuid.UUID(agent_id)
+    except (ValueError, TypeError) as exc:
+        raise AppError(
+            "The cursor is not one this API gave out.",
+            status=400,
+            type="invalid-cursor",
+            title="Invalid cursor",
+        ) from exc
+
+
+async def list_agents(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    tag: str | None,
+    q: str | None,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[Agent, dict[str, Any]]], str | None]:
+    field = sort.lstrip("-")
+    column = SORT_COLUMNS[field]
+    descending = sort.startswith("-")
+    query: Select[tuple[Agent]] = select(Agent).where(Agent.deleted_at.is_(None))
+    if not principal.is_admin:
+        query = query.where(Agent.owner_id == principal.user_id)
+    if tag:
+        query = query.where(Agent.tags.contains([tag]))
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Agent.name.ilike(f"%{escaped}%", escape="\\"))
+    if cursor:
+        value, last_id = decode_cursor(cursor)
+        after = (column < value) if descending else (column > value)
+        tie = and_(column == value, (Agent.id < last_id) if descending else (Agent.id > last_id))
+        query = query.where(or_(after, tie))
+    order = (column.desc(), Agent.id.desc()) if descending else (column.asc(), Agent.id.asc())
+    agents = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
+    page, more = agents[:limit], len(agents) > limit
+    configs = await _configs(session, page)
+    items = [(agent, configs[agent.id]) for agent in page]
+    next_cursor = encode_cursor(getattr(page[-1], field), page[-1].id) if more else None
+    return items, next_cursor
+
+
+async def _configs(session: AsyncSession, agents: list[Agent]) -> dict[uuid.UUID, dict]:
+    if not agents:
+        return {}
+    keys = [(a.id, a.version) for a in agents]
+    rows = await session.execute(
+        select(AgentVersion.agent_id, AgentVersion.config).where(
+            func.row(AgentVersion.agent_id, AgentVersion.version).in_(
+                [func.row(agent_id, version) for agent_id, version in keys]
+            )
+        )
+    )
+    return {agent_id: config for agent_id, config in rows}
+
+
+async def versions(session: AsyncSession, agent: Agent) -> list[AgentVersion]:
+    return list(
+        await session.scalars(
+            select(AgentVersion)
+            .where(AgentVersion.agent_id == agent.id)
+            .order_by(AgentVersion.version.desc())
+        )
+    )
+
+
+async def erase_user(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Delete every agent of ``user_id`` (versions go with them); returns how many."""
+    result = await session.execute(delete(Agent).where(Agent.owner_id == user_id))
+    return result.rowcount or 0

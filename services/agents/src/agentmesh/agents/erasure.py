@@ -1,0 +1,25 @@
+"""Erasure: on ``identity.user.deleted`` delete the user's data, then say so."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.agents.agents.service import erase_user
+from agentmesh.shared.events.contracts import AgentsErasureCompleted, UserDeleted
+from agentmesh.shared.events.envelope import Envelope, EventPayload
+from agentmesh.shared.events.outbox import Outbox
+
+logger = logging.getLogger("agentmesh.agents.erasure")
+
+
+def on_user_deleted(outbox: Outbox):
+    async def handle(session: AsyncSession, envelope: Envelope, payload: EventPayload) -> None:
+        assert isinstance(payload, UserDeleted)
+        agents = await erase_user(session, payload.user_id)
+        # Same transaction as the deletes and the inbox row: exactly one completion.
+        await outbox.add(session, AgentsErasureCompleted(user_id=payload.user_id))
+        logger.info("user erased", extra={"user_id": str(payload.user_id), "agents": agents})
+
+    return handle

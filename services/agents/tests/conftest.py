@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from agentmesh.agents.app import create_app
+from agentmesh.agents.settings import AgentsSettings
+from agentmesh.shared.testing.fixtures import app_client
+
+
+@pytest.fixture
+async def agents(common_settings, token_issuer):
+    """The agents app (NATS, relay, erasure consumer) with tokens from ``token_issuer``."""
+    common = common_settings.model_copy(update={"jwks_url": token_issuer.jwks_url})
+    app = create_app(AgentsSettings(common=common))
+    async with app_client(app) as client:
+        client.app = app
+        yield client
+
+
+@pytest.fixture
+def outbox_events(agents):
+    """``await outbox_events(subject, subject_id)`` -> envelopes in the agents outbox."""
+
+    async def fetch(subject: str, subject_id: str) -> list[dict]:
+        outbox = agents.app.state.runtime.tables.outbox
+        async with agents.app.state.sessionmaker() as session:
+            rows = await session.scalars(
+                select(outbox.c.envelope)
+                .where(outbox.c.subject == subject, outbox.c.subject_id == str(subject_id))
+                .order_by(outbox.c.id)
+            )
+            return list(rows)
+
+    return fetch
