@@ -24,6 +24,10 @@ TEST_SECRETS = {
         "key_encryption_key": TEST_KEY_ENCRYPTION_KEY,
         "internal_token": TEST_INTERNAL_TOKEN,
     },
+    "agents": {
+        "provider_encryption_key": TEST_KEY_ENCRYPTION_KEY,
+        "internal_token": TEST_INTERNAL_TOKEN,
+    },
 }
 
 

@@ -5,14 +5,24 @@ from sqlalchemy import select
 
 from agentmesh.agents.app import create_app
 from agentmesh.agents.settings import AgentsSettings
-from agentmesh.shared.testing.fixtures import app_client
+from agentmesh.shared.testing.fixtures import (
+    TEST_INTERNAL_TOKEN,
+    TEST_KEY_ENCRYPTION_KEY,
+    app_client,
+)
 
 
 @pytest.fixture
 async def agents(common_settings, token_issuer):
     """The agents app (NATS, relay, erasure consumer) with tokens from ``token_issuer``."""
     common = common_settings.model_copy(update={"jwks_url": token_issuer.jwks_url})
-    app = create_app(AgentsSettings(common=common))
+    app = create_app(
+        AgentsSettings(
+            common=common,
+            provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+        )
+    )
     async with app_client(app) as client:
         client.app = app
         yield client

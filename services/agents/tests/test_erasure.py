@@ -19,6 +19,12 @@ async def test_user_deleted_erases_agents_once(agents, token_issuer, nats_url):
     for name in ("One", "Two"):
         created = await agents.post("/api/v1/agents", json={"name": name}, headers=headers)
         assert created.status_code == 201
+    provider = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={"kind": "openai", "name": "P", "api_key": "sk-x-1234"},
+    )
+    assert provider.status_code == 201
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     completions = await js.subscribe("agents.erasure.completed", deliver_policy=DeliverPolicy.NEW)
@@ -38,6 +44,8 @@ async def test_user_deleted_erases_agents_once(agents, token_issuer, nats_url):
                 break
         listing = await agents.get("/api/v1/agents", headers=headers)
         assert listing.json()["items"] == []
+        providers = await agents.get("/api/v1/providers", headers=headers)
+        assert [p["id"] for p in providers.json()] == ["offline"]
         outbox = agents.app.state.runtime.tables.outbox
         async with agents.app.state.sessionmaker() as session:
             from sqlalchemy import func, select

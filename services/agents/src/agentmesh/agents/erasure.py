@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.service import erase_user
+from agentmesh.agents.providers.models import Provider
 from agentmesh.shared.events.contracts import AgentsErasureCompleted, UserDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.outbox import Outbox
@@ -18,6 +20,7 @@ def on_user_deleted(outbox: Outbox):
     async def handle(session: AsyncSession, envelope: Envelope, payload: EventPayload) -> None:
         assert isinstance(payload, UserDeleted)
         agents = await erase_user(session, payload.user_id)
+        await session.execute(delete(Provider).where(Provider.owner_id == payload.user_id))
         # Same transaction as the deletes and the inbox row: exactly one completion.
         await outbox.add(session, AgentsErasureCompleted(user_id=payload.user_id))
         logger.info("user erased", extra={"user_id": str(payload.user_id), "agents": agents})

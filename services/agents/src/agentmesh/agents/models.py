@@ -2,7 +2,8 @@
 
 from agentmesh.agents.agents.models import Agent, AgentVersion
 from agentmesh.agents.base import EVENT_TABLES, SCHEMA, Base
+from agentmesh.agents.providers.models import Provider
 
 metadata = Base.metadata
 
-__all__ = ["EVENT_TABLES", "SCHEMA", "Agent", "AgentVersion", "metadata"]
+__all__ = ["EVENT_TABLES", "SCHEMA", "Agent", "AgentVersion", "Provider", "metadata"]

@@ -1,5 +1,6 @@
 """Settings of the agents service: ``AGENTS_*`` plus the shared ``AGENTMESH_*``."""
 
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from agentmesh.shared.settings import ServiceSettings
@@ -9,3 +10,13 @@ class AgentsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTS_", extra="ignore")
 
     service_name: str = "agents"
+    port: int = Field(default=8082, ge=0, le=65535)
+    #: Encrypts provider API keys at rest (any long random string).
+    provider_encryption_key: SecretStr = SecretStr("")
+    #: Callers of agents.rpc.* (chat) present this; shared by the platform.
+    internal_token: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("AGENTMESH_INTERNAL_TOKEN", "AGENTS_INTERNAL_TOKEN"),
+    )
+    #: Timeout of POST /providers/{id}/test.
+    provider_test_timeout_seconds: float = Field(default=10.0, gt=0, le=60)

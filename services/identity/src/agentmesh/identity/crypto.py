@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -11,9 +10,8 @@ from functools import cached_property
 import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from agentmesh.shared.crypto import SecretBox
 
 
 class Passwords:
@@ -66,22 +64,12 @@ def same_secret(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-class KeyEncryption:
-    """Encrypts private keys with a key derived (HKDF-SHA256) from the configured secret."""
+class KeyEncryption(SecretBox):
+    """Encrypts signing keys with a key derived from ``IDENTITY_KEY_ENCRYPTION_KEY``."""
 
     def __init__(self, key_encryption_key: str) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentmesh-identity-kek"
-        ).derive(key_encryption_key.encode())
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
-
-    def encrypt(self, plaintext: bytes) -> bytes:
-        return self._fernet.encrypt(plaintext)
-
-    def decrypt(self, ciphertext: bytes) -> bytes:
-        try:
-            return self._fernet.decrypt(ciphertext)
-        except InvalidToken as exc:
-            raise RuntimeError(
-                "cannot decrypt a signing key: IDENTITY_KEY_ENCRYPTION_KEY changed?"
-            ) from exc
+        super().__init__(
+            key_encryption_key,
+            purpose="agentmesh-identity-kek",
+            setting="IDENTITY_KEY_ENCRYPTION_KEY",
+        )

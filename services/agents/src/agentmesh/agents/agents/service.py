@@ -55,6 +55,21 @@ def check_if_match(agent: Agent, if_match: str | None) -> None:
         )
 
 
+async def _check_provider(
+    session: AsyncSession, owner_id: uuid.UUID, config: dict[str, Any]
+) -> None:
+    if config["provider_id"] is None:
+        return
+    from agentmesh.agents.providers.models import Provider
+
+    provider = await session.get(Provider, uuid.UUID(str(config["provider_id"])))
+    if provider is None or provider.owner_id != owner_id:
+        raise InvalidReference(
+            "provider_id: no such provider of yours; omit it for the built-in offline one.",
+            extra={"field": "provider_id"},
+        )
+
+
 def _check_references(config: dict[str, Any]) -> None:
     for index, tool in enumerate(config["tools"]):
         if tool["id"] not in BUILTIN_TOOLS:
@@ -62,13 +77,7 @@ def _check_references(config: dict[str, Any]) -> None:
                 f"tools[{index}].id: no tool {tool['id']!r}; see GET /api/v1/tools.",
                 extra={"field": f"tools[{index}].id"},
             )
-    # Providers and knowledge bases are created through their own endpoints, owned by a
-    # user; until the caller has one with this id, the reference is refused.
-    if config["provider_id"] is not None:
-        raise InvalidReference(
-            "provider_id: no such provider of yours; omit it for the built-in offline one.",
-            extra={"field": "provider_id"},
-        )
+    # Knowledge bases are not built yet: no id can name one of the caller's.
     if config["knowledge_base_ids"]:
         raise InvalidReference(
             "knowledge_base_ids: no such knowledge base of yours.",
@@ -141,6 +150,7 @@ async def create(
     session: AsyncSession, outbox: Outbox, principal: Principal, body: AgentCreate
 ) -> tuple[Agent, dict[str, Any]]:
     config = _config(body)
+    await _check_provider(session, principal.user_id, config)
     agent = Agent(owner_id=principal.user_id, version=1, name=config["name"], tags=config["tags"])
     session.add(agent)
     await session.flush()
@@ -191,6 +201,7 @@ async def update(
     agent = await get_visible(session, principal, agent_id, lock=True)
     check_if_match(agent, if_match)
     config = _config(patch, await _snapshot(session, agent))
+    await _check_provider(session, agent.owner_id, config)
     return agent, await _new_version(session, outbox, agent, config)
 
 
@@ -208,6 +219,7 @@ async def restore(
     if old is None:
         raise NotFound(f"Agent {agent_id} has no version {version}.")
     config = _config(AgentFields(), old.config)
+    await _check_provider(session, agent.owner_id, config)
     return agent, await _new_version(session, outbox, agent, config, restored_from=version)
 
 

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, status
+
+from agentmesh.agents.providers import service
+from agentmesh.agents.providers.schemas import (
+    ProviderCreate,
+    ProviderOut,
+    ProviderTestResult,
+    ProviderUpdate,
+)
+from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.db import Session
+
+router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
+NOT_YOURS = {404: {"description": "No such provider, or not yours"}}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut)
+async def create_provider(
+    body: ProviderCreate, caller: CurrentPrincipal, request: Request, session: Session
+) -> ProviderOut:
+    """Add a model provider: ``openai`` (any OpenAI-compatible ``base_url``),
+    ``anthropic`` or ``ollama``. The API key is encrypted at rest; only its last 4
+    characters are ever shown again."""
+    provider = await service.create(session, request.app.state.secret_box, caller, body)
+    return service.to_out(provider)
+
+
+@router.get("", response_model=list[ProviderOut])
+async def list_providers(caller: CurrentPrincipal, session: Session) -> list[ProviderOut]:
+    """The built-in offline provider, then yours."""
+    return [service.OFFLINE] + [
+        service.to_out(p) for p in await service.list_owned(session, caller)
+    ]
+
+
+@router.get("/{provider_id}", response_model=ProviderOut, responses=NOT_YOURS)
+async def get_provider(
+    provider_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> ProviderOut:
+    """One provider (never its key)."""
+    return service.to_out(await service.get_owned(session, caller, provider_id))
+
+
+@router.patch("/{provider_id}", response_model=ProviderOut, responses=NOT_YOURS)
+async def update_provider(
+    provider_id: uuid.UUID,
+    body: ProviderUpdate,
+    caller: CurrentPrincipal,
+    request: Request,
+    session: Session,
+) -> ProviderOut:
+    """Rename, move or re-key a provider (``"api_key": null`` removes the key)."""
+    provider = await service.get_owned(session, caller, provider_id)
+    updated = await service.update(session, request.app.state.secret_box, provider, body)
+    return service.to_out(updated)
+
+
+@router.delete("/{provider_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
+async def delete_provider(
+    provider_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> None:
+    """Remove a provider and its key."""
+    await session.delete(await service.get_owned(session, caller, provider_id))
+
+
+@router.post("/{provider_id}/test", response_model=ProviderTestResult, responses=NOT_YOURS)
+async def test_provider(
+    provider_id: uuid.UUID, caller: CurrentPrincipal, request: Request, session: Session
+) -> ProviderTestResult:
+    """Make a minimal real call (list the provider's models) and report success, or the
+    provider's own error."""
+    provider = await service.get_owned(session, caller, provider_id)
+    settings = request.app.state.settings
+    return await service.test_call(
+        request.app.state.secret_box, provider, settings.provider_test_timeout_seconds
+    )

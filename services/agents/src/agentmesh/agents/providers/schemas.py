@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+Kind = Literal["openai", "anthropic", "ollama"]
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://127.0.0.1:11434",
+}
+
+
+class ProviderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind
+    name: str = Field(min_length=1, max_length=200)
+    base_url: AnyHttpUrl | None = Field(
+        default=None, description="OpenAI-compatible servers (vLLM, LM Studio, ...) and Ollama"
+    )
+    api_key: SecretStr | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _needs_key(self) -> ProviderCreate:
+        if self.kind == "anthropic" and not self.api_key:
+            raise ValueError("an anthropic provider needs an api_key")
+        return self
+
+
+class ProviderUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    base_url: AnyHttpUrl | None = None
+    api_key: SecretStr | None = Field(default=None, max_length=1000)
+
+
+class ProviderOut(BaseModel):
+    id: str = Field(description="A UUID, or 'offline' for the built-in provider")
+    kind: Literal["openai", "anthropic", "ollama", "offline"]
+    name: str
+    base_url: str | None
+    api_key_last4: str | None = Field(description="Only the last 4 characters are ever shown")
+    builtin: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ProviderTestResult(BaseModel):
+    ok: bool
+    status: int | None = Field(default=None, description="The provider's HTTP status")
+    latency_ms: float | None = None
+    models: list[str] = Field(default_factory=list, description="Models the provider lists")
+    error: str | None = None
