@@ -5,6 +5,9 @@ from fastapi import FastAPI
 from agentmesh.agents import events
 from agentmesh.agents.agents.router import router as agents_router
 from agentmesh.agents.base import EVENT_TABLES
+from agentmesh.agents.embeddings.local import shared_model
+from agentmesh.agents.knowledge.ingest import resume_unfinished
+from agentmesh.agents.knowledge.router import router as knowledge_router
 from agentmesh.agents.providers import rpc
 from agentmesh.agents.providers.router import router as providers_router
 from agentmesh.agents.settings import AgentsSettings
@@ -30,7 +33,18 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     app = runtime.create_app(
         title="AgentMesh agents",
         description="Agents with versioned configs, model providers, the tools catalog.",
-        routers=[agents_router, providers_router, tools_router],
+        routers=[agents_router, providers_router, knowledge_router, tools_router],
     )
     app.state.secret_box = box
+    app.state.embeddings = shared_model()
+
+    async def resume(app: FastAPI) -> None:
+        import asyncio
+
+        # Not awaited: indexing left over by a crash must not hold up start-up.
+        app.state.resume_task = asyncio.create_task(
+            resume_unfinished(runtime.sessionmaker, runtime.outbox, app.state.embeddings)
+        )
+
+    runtime.startup_hooks.append(resume)
     return app

@@ -8,6 +8,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.service import erase_user
+from agentmesh.agents.knowledge.models import KnowledgeBase
 from agentmesh.agents.providers.models import Provider
 from agentmesh.shared.events.contracts import AgentsErasureCompleted, UserDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
@@ -21,6 +22,10 @@ def on_user_deleted(outbox: Outbox):
         assert isinstance(payload, UserDeleted)
         agents = await erase_user(session, payload.user_id)
         await session.execute(delete(Provider).where(Provider.owner_id == payload.user_id))
+        # Documents and chunks go with their knowledge bases (ON DELETE CASCADE).
+        await session.execute(
+            delete(KnowledgeBase).where(KnowledgeBase.owner_id == payload.user_id)
+        )
         # Same transaction as the deletes and the inbox row: exactly one completion.
         await outbox.add(session, AgentsErasureCompleted(user_id=payload.user_id))
         logger.info("user erased", extra={"user_id": str(payload.user_id), "agents": agents})

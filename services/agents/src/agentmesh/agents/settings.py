@@ -18,5 +18,9 @@ class AgentsSettings(ServiceSettings):
         default=SecretStr(""),
         validation_alias=AliasChoices("AGENTMESH_INTERNAL_TOKEN", "AGENTS_INTERNAL_TOKEN"),
     )
+    #: Largest document accepted by POST /knowledge-bases/{id}/documents.
+    max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    #: HNSW candidate list size at query time (recall vs speed).
+    hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
     #: Timeout of POST /providers/{id}/test.
     provider_test_timeout_seconds: float = Field(default=10.0, gt=0, le=60)

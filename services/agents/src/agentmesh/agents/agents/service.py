@@ -58,6 +58,23 @@ def check_if_match(agent: Agent, if_match: str | None) -> None:
 async def _check_provider(
     session: AsyncSession, owner_id: uuid.UUID, config: dict[str, Any]
 ) -> None:
+    """The provider and knowledge bases an agent names must be its owner's."""
+    from agentmesh.agents.knowledge.models import KnowledgeBase
+
+    wanted = {uuid.UUID(str(kb)) for kb in config["knowledge_base_ids"]}
+    if wanted:
+        owned = set(
+            await session.scalars(
+                select(KnowledgeBase.id).where(
+                    KnowledgeBase.id.in_(wanted), KnowledgeBase.owner_id == owner_id
+                )
+            )
+        )
+        if wanted - owned:
+            raise InvalidReference(
+                "knowledge_base_ids: no such knowledge base of yours.",
+                extra={"field": "knowledge_base_ids"},
+            )
     if config["provider_id"] is None:
         return
     from agentmesh.agents.providers.models import Provider
@@ -77,12 +94,6 @@ def _check_references(config: dict[str, Any]) -> None:
                 f"tools[{index}].id: no tool {tool['id']!r}; see GET /api/v1/tools.",
                 extra={"field": f"tools[{index}].id"},
             )
-    # Knowledge bases are not built yet: no id can name one of the caller's.
-    if config["knowledge_base_ids"]:
-        raise InvalidReference(
-            "knowledge_base_ids: no such knowledge base of yours.",
-            extra={"field": "knowledge_base_ids"},
-        )
 
 
 def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str, Any]:

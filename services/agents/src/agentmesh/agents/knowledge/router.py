@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import json
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, Request, status
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from agentmesh.agents.knowledge import service
+from agentmesh.agents.knowledge.ingest import ingest
+from agentmesh.agents.knowledge.models import Document, KnowledgeBase
+from agentmesh.agents.knowledge.schemas import (
+    DocumentOut,
+    KnowledgeBaseCreate,
+    KnowledgeBaseOut,
+    SearchRequest,
+    SearchResponse,
+    TextDocument,
+)
+from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.db import Session
+from agentmesh.shared.errors import AppError, NotFound
+
+router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"])
+NOT_YOURS = {404: {"description": "No such knowledge base, or not yours"}}
+
+
+class DocumentTooLarge(AppError):
+    status, type, title = 413, "payload-too-large", "Payload Too Large"
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KnowledgeBaseOut)
+async def create_kb(
+    body: KnowledgeBaseCreate, caller: CurrentPrincipal, session: Session
+) -> KnowledgeBaseOut:
+    """A knowledge base; its embedding model and dimension are fixed at creation
+    (the local all-MiniLM-L6-v2, 384 dimensions)."""
+    kb = KnowledgeBase(owner_id=caller.user_id, **body.model_dump())
+    session.add(kb)
+    await session.flush()
+    await session.refresh(kb)
+    return KnowledgeBaseOut.model_validate(kb)
+
+
+@router.get("", response_model=list[KnowledgeBaseOut])
+async def list_kbs(caller: CurrentPrincipal, session: Session) -> list[KnowledgeBaseOut]:
+    """Your knowledge bases."""
+    query = select(KnowledgeBase).order_by(KnowledgeBase.created_at.desc())
+    if not caller.is_admin:
+        query = query.where(KnowledgeBase.owner_id == caller.user_id)
+    return [KnowledgeBaseOut.model_validate(kb) for kb in await session.scalars(query)]
+
+
+@router.get("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
+async def get_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
+    """One knowledge base."""
+    return KnowledgeBaseOut.model_validate(await service.get_owned(session, caller, kb_id))
+
+
+@router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
+async def delete_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session) -> None:
+    """Delete a knowledge base with its documents and chunks."""
+    await session.delete(await service.get_owned(session, caller, kb_id))
+
+
+@router.post(
+    "/{kb_id}/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DocumentOut,
+    responses={
+        **NOT_YOURS,
+        413: {"description": "Too large"},
+        415: {"description": "Not txt, md, html or pdf"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": TextDocument.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "metadata": {"type": "string", "description": "A JSON object"},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+async def upload(
+    kb_id: uuid.UUID,
+    request: Request,
+    caller: CurrentPrincipal,
+    session: Session,
+    background: BackgroundTasks,
+) -> DocumentOut:
+    """Add a document as a multipart ``file`` (txt, md, html, pdf) or as JSON
+    ``{text, filename?, metadata?}``. Indexing runs in the background: poll the document
+    until ``status`` is ``ready`` or ``failed``. The same content twice is not re-embedded."""
+    kb = await service.get_owned(session, caller, kb_id)
+    limit = request.app.state.settings.max_document_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise DocumentTooLarge(f"Documents are limited to {limit} bytes.")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_part_size=limit)
+        file = form.get("file")
+        if file is None or isinstance(file, str):
+            raise AppError(
+                "Send the document in a multipart field named 'file'.",
+                status=422,
+                type="validation-error",
+                title="Unprocessable Content",
+            )
+        raw = await file.read()
+        filename = file.filename or "upload.txt"
+        try:
+            metadata = json.loads(str(form.get("metadata") or "{}"))
+        except ValueError as exc:
+            raise AppError(
+                "metadata must be a JSON object.",
+                status=422,
+                type="validation-error",
+                title="Unprocessable Content",
+            ) from exc
+    else:
+        try:
+            body = TextDocument.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise AppError(
+                str(exc.errors()[0]["msg"]),
+                status=422,
+                type="validation-error",
+                title="Unprocessable Content",
+            ) from exc
+        raw, filename, metadata = body.text.encode(), body.filename, body.metadata
+    if len(raw) > limit:
+        raise DocumentTooLarge(f"Documents are limited to {limit} bytes.")
+    if not isinstance(metadata, dict):
+        raise AppError(
+            "metadata must be a JSON object.",
+            status=422,
+            type="validation-error",
+            title="Unprocessable Content",
+        )
+    document, duplicate = await service.add_document(
+        session, kb, raw=raw, filename=filename, metadata=metadata
+    )
+    if not duplicate:
+        state = request.app.state
+        background.add_task(ingest, state.sessionmaker, state.outbox, state.embeddings, document.id)
+    return service.document_out(document, duplicate=duplicate)
+
+
+async def _document(session, caller, kb_id: uuid.UUID, document_id: uuid.UUID) -> Document:
+    await service.get_owned(session, caller, kb_id)
+    document = await session.get(Document, document_id)
+    if document is None or document.knowledge_base_id != kb_id:
+        raise NotFound("No such document.")
+    return document
+
+
+@router.get("/{kb_id}/documents", response_model=list[DocumentOut], responses=NOT_YOURS)
+async def list_documents(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
+    """The knowledge base's documents and their indexing status."""
+    await service.get_owned(session, caller, kb_id)
+    rows = await session.scalars(
+        select(Document).where(Document.knowledge_base_id == kb_id).order_by(Document.created_at)
+    )
+    return [service.document_out(d) for d in rows]
+
+
+@router.get("/{kb_id}/documents/{document_id}", response_model=DocumentOut, responses=NOT_YOURS)
+async def get_document(
+    kb_id: uuid.UUID, document_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> DocumentOut:
+    """A document's ``status``: pending, indexing, ready or failed (with ``error``)."""
+    return service.document_out(await _document(session, caller, kb_id, document_id))
+
+
+@router.delete(
+    "/{kb_id}/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS
+)
+async def delete_document(
+    kb_id: uuid.UUID, document_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> None:
+    """Delete a document and its chunks."""
+    await session.delete(await _document(session, caller, kb_id, document_id))
+
+
+@router.post("/{kb_id}/search", response_model=SearchResponse, responses=NOT_YOURS)
+async def search(
+    kb_id: uuid.UUID,
+    body: SearchRequest,
+    caller: CurrentPrincipal,
+    request: Request,
+    session: Session,
+) -> SearchResponse:
+    """Search chunks: ``vector``, ``keyword`` or ``hybrid`` (reciprocal rank fusion,
+    the default). Results carry their score, document and position."""
+    kb = await service.get_owned(session, caller, kb_id)
+    hits = await service.search(
+        session,
+        request.app.state.embeddings,
+        kb,
+        query=body.query,
+        top_k=body.top_k,
+        mode=body.mode,
+        filter=body.filter,
+        ef_search=request.app.state.settings.hnsw_ef_search,
+    )
+    return SearchResponse(mode=body.mode, results=hits)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Status = Literal["pending", "indexing", "ready", "failed"]
+
+
+class KnowledgeBaseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    chunk_size: int = Field(default=800, ge=100, le=8000, description="Characters per chunk")
+    chunk_overlap: int = Field(default=100, ge=0, le=2000)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> KnowledgeBaseCreate:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class KnowledgeBaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    embedding_model: str
+    dimension: int
+    chunk_size: int
+    chunk_overlap: int
+    created_at: datetime
+
+
+class TextDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=5_000_000)
+    filename: str = Field(default="text.md", min_length=1, max_length=255)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentOut(BaseModel):
+    id: uuid.UUID
+    knowledge_base_id: uuid.UUID
+    filename: str
+    content_type: str
+    size_bytes: int
+    status: Status
+    error: str | None
+    chunk_count: int
+    metadata: dict[str, Any]
+    duplicate: bool = Field(default=False, description="Same content was already here")
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(default=5, ge=1, le=50)
+    mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
+    filter: dict[str, Any] = Field(
+        default_factory=dict, description="Document metadata that must match exactly"
+    )
+
+
+class SearchHit(BaseModel):
+    chunk_id: int
+    document_id: uuid.UUID
+    filename: str
+    position: int
+    content: str
+    headings: dict[str, Any]
+    score: float
+
+
+class SearchResponse(BaseModel):
+    mode: str
+    results: list[SearchHit]

@@ -1,0 +1,143 @@
+"""Knowledge bases: CRUD, uploads (deduplicated by content hash) and hybrid search."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.agents.knowledge.models import Document, KnowledgeBase
+from agentmesh.agents.knowledge.schemas import DocumentOut, SearchHit
+from agentmesh.shared.auth import Principal
+from agentmesh.shared.errors import AppError, NotFound
+
+CONTENT_TYPES = {
+    ".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
+    ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
+}  # fmt: off
+RRF_K = 60
+#: Any of the query's words, not all of them: "money back refund" finds a chunk about
+#: refunds. ts_rank_cd still ranks chunks with more of the words higher.
+ANY_WORD_QUERY = (
+    "CAST(replace(CAST(plainto_tsquery('english', :text) AS text), '&', '|') AS tsquery)"
+)
+
+
+class KnowledgeBaseNotFound(NotFound):
+    type, title = "knowledge-base-not-found", "Knowledge base not found"
+
+
+class UnsupportedMediaType(AppError):
+    status, type, title = 415, "unsupported-media-type", "Unsupported Media Type"
+
+
+def content_type_of(filename: str) -> str:
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if suffix not in CONTENT_TYPES:
+        raise UnsupportedMediaType(f"Upload txt, md, html or pdf, not {filename!r}.")
+    return CONTENT_TYPES[suffix]
+
+
+async def get_owned(session: AsyncSession, owner: Principal | uuid.UUID,
+                    kb_id: uuid.UUID) -> KnowledgeBase:  # fmt: skip
+    kb = await session.get(KnowledgeBase, kb_id)
+    user_id = owner if isinstance(owner, uuid.UUID) else owner.user_id
+    admin = not isinstance(owner, uuid.UUID) and owner.is_admin
+    if kb is None or (kb.owner_id != user_id and not admin):
+        raise KnowledgeBaseNotFound("No such knowledge base.")
+    return kb
+
+
+def document_out(document: Document, *, duplicate: bool = False) -> DocumentOut:
+    return DocumentOut(
+        id=document.id, knowledge_base_id=document.knowledge_base_id, filename=document.filename,
+        content_type=document.content_type, size_bytes=document.size_bytes,
+        status=document.status, error=document.error,  # type: ignore[arg-type]
+        chunk_count=document.chunk_count, metadata=document.doc_metadata, duplicate=duplicate,
+        created_at=document.created_at, updated_at=document.updated_at,
+    )  # fmt: off
+
+
+async def add_document(
+    session: AsyncSession, kb: KnowledgeBase, *, raw: bytes, filename: str,
+    metadata: dict[str, Any],
+) -> tuple[Document, bool]:  # fmt: skip
+    """A new pending document, or the existing one with the same content (no re-embedding)."""
+    content_type = content_type_of(filename)
+    digest = hashlib.sha256(raw).hexdigest()
+    existing = await session.scalar(select(Document).where(
+        Document.knowledge_base_id == kb.id, Document.content_hash == digest))  # fmt: off
+    if existing is not None:
+        return existing, True
+    document = Document(knowledge_base_id=kb.id, owner_id=kb.owner_id, filename=filename,
+                        content_type=content_type, content_hash=digest, raw=raw,
+                        size_bytes=len(raw), status="pending", doc_metadata=metadata)  # fmt: off
+    session.add(document)
+    await session.flush()
+    await session.refresh(document)
+    return document, False
+
+
+async def search(
+    session: AsyncSession, model: Any, kb: KnowledgeBase, *, query: str, top_k: int, mode: str,
+    filter: dict[str, Any], ef_search: int,
+) -> list[SearchHit]:  # fmt: skip
+    """``vector`` (HNSW, cosine), ``keyword`` (Postgres full text) or ``hybrid``
+    (reciprocal rank fusion of both). A metadata filter uses pgvector's iterative index
+    scans, so a filtered search still returns ``top_k`` when enough chunks match."""
+    pool = top_k if mode != "hybrid" else top_k * 4
+    params: dict[str, Any] = {"kb": kb.id, "limit": pool, "filter": json.dumps(filter)}
+    where = "c.knowledge_base_id = :kb AND d.metadata @> CAST(:filter AS jsonb)"
+    vector_hits: list[Any] = []
+    keyword_hits: list[Any] = []
+    if mode in ("vector", "hybrid"):
+        params["q"] = str(await model.aembed_query(query))
+        await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
+        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        vector_hits = list(
+            await session.execute(
+                text(f"""
+            SELECT c.id, c.document_id, d.filename, c.position, c.content, c.headings,
+                   1 - (c.embedding <=> CAST(:q AS vector)) AS score
+            FROM agents.chunks c JOIN agents.documents d ON d.id = c.document_id
+            WHERE {where}
+            ORDER BY c.embedding <=> CAST(:q AS vector)
+            LIMIT :limit"""),
+                params,
+            )
+        )
+    if mode in ("keyword", "hybrid"):
+        params["text"] = query
+        keyword_hits = list(
+            await session.execute(
+                text(f"""
+            SELECT c.id, c.document_id, d.filename, c.position, c.content, c.headings,
+                   ts_rank_cd(c.tsv, {ANY_WORD_QUERY}) AS score
+            FROM agents.chunks c JOIN agents.documents d ON d.id = c.document_id
+            WHERE {where} AND c.tsv @@ {ANY_WORD_QUERY}
+            ORDER BY score DESC, c.id
+            LIMIT :limit"""),
+                params,
+            )
+        )
+    if mode == "vector":
+        ranked = [(row, float(row.score)) for row in vector_hits]
+    elif mode == "keyword":
+        ranked = [(row, float(row.score)) for row in keyword_hits]
+    else:
+        fused: dict[int, tuple[Any, float]] = {}
+        for hits in (vector_hits, keyword_hits):
+            for rank, row in enumerate(hits):
+                previous = fused.get(row.id, (row, 0.0))[1]
+                fused[row.id] = (row, previous + 1.0 / (RRF_K + rank + 1))
+        ranked = sorted(fused.values(), key=lambda item: -item[1])
+    return [
+        SearchHit(chunk_id=row.id, document_id=row.document_id, filename=row.filename,
+                  position=row.position, content=row.content, headings=row.headings,
+                  score=round(score, 6))
+        for row, score in ranked[:top_k]
+    ]  # fmt: off
