@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("embedding_provider_id", sa.Uuid(), nullable=True),
         sa.Column("embedding_model", sa.Text(), nullable=False),
         sa.Column("dimension", sa.Integer(), nullable=False),
         sa.Column("chunk_size", sa.Integer(), nullable=False),

@@ -6,6 +6,8 @@ from agentmesh.agents import events
 from agentmesh.agents.agents.router import router as agents_router
 from agentmesh.agents.base import EVENT_TABLES
 from agentmesh.agents.embeddings.local import shared_model
+from agentmesh.agents.knowledge import rpc as knowledge_rpc
+from agentmesh.agents.knowledge.embedding import Embedder
 from agentmesh.agents.knowledge.ingest import resume_unfinished
 from agentmesh.agents.knowledge.router import router as knowledge_router
 from agentmesh.agents.providers import rpc
@@ -37,13 +39,18 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     )
     app.state.secret_box = box
     app.state.embeddings = shared_model()
+    app.state.embedder = Embedder(app.state.embeddings, box)
+    knowledge_rpc.register(
+        runtime.broker, runtime.sessionmaker, app.state.embedder,
+        settings.internal_token.get_secret_value(), settings.hnsw_ef_search,
+    )  # fmt: skip
 
     async def resume(app: FastAPI) -> None:
         import asyncio
 
         # Not awaited: indexing left over by a crash must not hold up start-up.
         app.state.resume_task = asyncio.create_task(
-            resume_unfinished(runtime.sessionmaker, runtime.outbox, app.state.embeddings)
+            resume_unfinished(runtime.sessionmaker, runtime.outbox, app.state.embedder)
         )
 
     runtime.startup_hooks.append(resume)

@@ -13,7 +13,7 @@ from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharac
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentmesh.agents.embeddings.local import LocalMiniLM
+from agentmesh.agents.knowledge.embedding import Embedder
 from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
 from agentmesh.shared.events.contracts import KnowledgeDocumentIndexed
 from agentmesh.shared.events.outbox import Outbox
@@ -79,7 +79,7 @@ def split(text: str, chunk_size: int, overlap: int) -> list[tuple[str, dict[str,
 
 
 async def ingest(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, model: LocalMiniLM,
+    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, embedder: Embedder,
     document_id: uuid.UUID,
 ) -> None:  # fmt: skip
     """Index one document: pending -> indexing -> ready, or failed with the reason."""
@@ -97,7 +97,8 @@ async def ingest(
         async with sessionmaker() as session:
             kb = await session.get(KnowledgeBase, kb_id)
             assert kb is not None
-            chunk_size, overlap = kb.chunk_size, kb.chunk_overlap
+            chunk_size, overlap, dimension = kb.chunk_size, kb.chunk_overlap, kb.dimension
+            model = await embedder.for_kb(session, kb)
         text = extract_text(raw, content_type)
         pieces = split(text, chunk_size, overlap)
         if not pieces:
@@ -106,6 +107,10 @@ async def ingest(
         for start in range(0, len(pieces), EMBED_BATCH):
             batch = [content for content, _ in pieces[start : start + EMBED_BATCH]]
             vectors += await model.aembed_documents(batch)
+        if any(len(vector) != dimension for vector in vectors):
+            raise ValueError(
+                f"the embedding model returned vectors of another size than {dimension}"
+            )
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         logger.warning("ingest failed", extra={"document_id": str(document_id), "error": reason})
@@ -137,13 +142,20 @@ async def _finish(
         ))  # fmt: off
 
 
+async def ingest_many(
+    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, embedder: Embedder,
+    document_ids: list[uuid.UUID],
+) -> None:  # fmt: skip
+    for document_id in document_ids:
+        await ingest(sessionmaker, outbox, embedder, document_id)
+
+
 async def resume_unfinished(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, model: LocalMiniLM
+    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, embedder: Embedder
 ) -> None:
     """At start-up: index what a crash or a restart left pending or half done."""
     async with sessionmaker() as session:
         ids = list(await session.scalars(
             select(Document.id).where(Document.status.in_(["pending", "indexing"]))
         ))  # fmt: off
-    for document_id in ids:
-        await ingest(sessionmaker, outbox, model, document_id)
+    await ingest_many(sessionmaker, outbox, embedder, ids)

@@ -37,6 +37,8 @@ class KnowledgeBase(Base):
     name: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     #: Fixed per knowledge base: changing them means re-indexing, never mixed vectors.
+    #: No provider: the local all-MiniLM-L6-v2; else an OpenAI-compatible provider's model.
+    embedding_provider_id: Mapped[uuid.UUID | None] = mapped_column()
     embedding_model: Mapped[str] = mapped_column(Text, default=MODEL_NAME)
     dimension: Mapped[int] = mapped_column(Integer, default=DIMENSION)
     chunk_size: Mapped[int] = mapped_column(Integer, default=800)

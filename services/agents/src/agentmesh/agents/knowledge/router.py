@@ -8,12 +8,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from agentmesh.agents.knowledge import service
-from agentmesh.agents.knowledge.ingest import ingest
+from agentmesh.agents.knowledge.ingest import ingest, ingest_many
 from agentmesh.agents.knowledge.models import Document, KnowledgeBase
 from agentmesh.agents.knowledge.schemas import (
     DocumentOut,
     KnowledgeBaseCreate,
     KnowledgeBaseOut,
+    KnowledgeBaseUpdate,
     SearchRequest,
     SearchResponse,
     TextDocument,
@@ -34,13 +35,10 @@ class DocumentTooLarge(AppError):
 async def create_kb(
     body: KnowledgeBaseCreate, caller: CurrentPrincipal, session: Session
 ) -> KnowledgeBaseOut:
-    """A knowledge base; its embedding model and dimension are fixed at creation
-    (the local all-MiniLM-L6-v2, 384 dimensions)."""
-    kb = KnowledgeBase(owner_id=caller.user_id, **body.model_dump())
-    session.add(kb)
-    await session.flush()
-    await session.refresh(kb)
-    return KnowledgeBaseOut.model_validate(kb)
+    """A knowledge base. Its embedding model and dimension are fixed per knowledge base:
+    by default the local all-MiniLM-L6-v2 (384 dimensions, no network), or a model of one
+    of your OpenAI-compatible providers (``embedding_provider_id`` + ``embedding_model``)."""
+    return KnowledgeBaseOut.model_validate(await service.create(session, caller, body))
 
 
 @router.get("", response_model=list[KnowledgeBaseOut])
@@ -56,6 +54,45 @@ async def list_kbs(caller: CurrentPrincipal, session: Session) -> list[Knowledge
 async def get_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
     """One knowledge base."""
     return KnowledgeBaseOut.model_validate(await service.get_owned(session, caller, kb_id))
+
+
+@router.patch("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
+async def update_kb(
+    kb_id: uuid.UUID, body: KnowledgeBaseUpdate, caller: CurrentPrincipal, session: Session,
+    request: Request, background: BackgroundTasks,
+) -> KnowledgeBaseOut:  # fmt: skip
+    """Rename, re-chunk or change the embedding model. A new model or chunking re-indexes
+    every document in the background (their ``status`` goes back to ``pending``)."""
+    kb = await service.get_owned(session, caller, kb_id)
+    _schedule(request, background, await service.update_kb(session, kb, body))
+    await session.flush()
+    await session.refresh(kb)
+    return KnowledgeBaseOut.model_validate(kb)
+
+
+@router.post(
+    "/{kb_id}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=list[DocumentOut],
+    responses=NOT_YOURS,
+)  # fmt: skip
+async def reindex(
+    kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request,
+    background: BackgroundTasks,
+) -> list[DocumentOut]:  # fmt: skip
+    """Re-embed every document with the knowledge base's current model."""
+    kb = await service.get_owned(session, caller, kb_id)
+    ids = await service.mark_for_reindex(session, kb, drop_vectors=False)
+    _schedule(request, background, ids)
+    rows = await session.scalars(
+        select(Document).where(Document.knowledge_base_id == kb_id)
+        .order_by(Document.created_at).execution_options(populate_existing=True)
+    )  # fmt: off
+    return [service.document_out(d) for d in rows]
+
+
+def _schedule(request: Request, background: BackgroundTasks, ids: list[uuid.UUID]) -> None:
+    if ids:
+        state = request.app.state
+        background.add_task(ingest_many, state.sessionmaker, state.outbox, state.embedder, ids)
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
@@ -151,7 +188,7 @@ async def upload(
     )
     if not duplicate:
         state = request.app.state
-        background.add_task(ingest, state.sessionmaker, state.outbox, state.embeddings, document.id)
+        background.add_task(ingest, state.sessionmaker, state.outbox, state.embedder, document.id)
     return service.document_out(document, duplicate=duplicate)
 
 
@@ -204,7 +241,7 @@ async def search(
     kb = await service.get_owned(session, caller, kb_id)
     hits = await service.search(
         session,
-        request.app.state.embeddings,
+        await request.app.state.embedder.for_kb(session, kb),
         kb,
         query=body.query,
         top_k=body.top_k,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Status = Literal["pending", "indexing", "ready", "failed"]
+SearchMode = Literal["vector", "keyword", "hybrid"]
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -16,6 +17,13 @@ class KnowledgeBaseCreate(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     chunk_size: int = Field(default=800, ge=100, le=8000, description="Characters per chunk")
     chunk_overlap: int = Field(default=100, ge=0, le=2000)
+    embedding_provider_id: uuid.UUID | None = Field(
+        default=None, description="An OpenAI-compatible provider of yours; none: the local model"
+    )
+    embedding_model: str | None = Field(
+        default=None, max_length=200, description="Default: all-MiniLM-L6-v2 (local)"
+    )
+    dimension: int = Field(default=384, description="Vector size; 384 in this deployment")
 
     @model_validator(mode="after")
     def _overlap(self) -> KnowledgeBaseCreate:
@@ -24,12 +32,27 @@ class KnowledgeBaseCreate(BaseModel):
         return self
 
 
+class KnowledgeBaseUpdate(BaseModel):
+    """A partial update. Changing the embedding model or the chunking re-indexes every
+    document (a model change first removes the old vectors: never mixed vectors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    chunk_size: int | None = Field(default=None, ge=100, le=8000)
+    chunk_overlap: int | None = Field(default=None, ge=0, le=2000)
+    embedding_provider_id: uuid.UUID | None = None
+    embedding_model: str | None = Field(default=None, max_length=200)
+
+
 class KnowledgeBaseOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
     name: str
     description: str | None
+    embedding_provider_id: uuid.UUID | None
     embedding_model: str
     dimension: int
     chunk_size: int
@@ -65,7 +88,7 @@ class SearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=2000)
     top_k: int = Field(default=5, ge=1, le=50)
-    mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
+    mode: SearchMode = "hybrid"
     filter: dict[str, Any] = Field(
         default_factory=dict, description="Document metadata that must match exactly"
     )

@@ -7,11 +7,17 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.agents.knowledge.models import Document, KnowledgeBase
-from agentmesh.agents.knowledge.schemas import DocumentOut, SearchHit
+from agentmesh.agents.knowledge.embedding import check_config
+from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
+from agentmesh.agents.knowledge.schemas import (
+    DocumentOut,
+    KnowledgeBaseCreate,
+    KnowledgeBaseUpdate,
+    SearchHit,
+)
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -50,6 +56,66 @@ async def get_owned(session: AsyncSession, owner: Principal | uuid.UUID,
     if kb is None or (kb.owner_id != user_id and not admin):
         raise KnowledgeBaseNotFound("No such knowledge base.")
     return kb
+
+
+async def create(
+    session: AsyncSession, caller: Principal, body: KnowledgeBaseCreate
+) -> KnowledgeBase:
+    fields = body.model_dump()
+    fields["embedding_model"] = await check_config(
+        session, caller.user_id, body.embedding_provider_id, body.embedding_model, body.dimension
+    )
+    kb = KnowledgeBase(owner_id=caller.user_id, **fields)
+    session.add(kb)
+    await session.flush()
+    await session.refresh(kb)
+    return kb
+
+
+async def update_kb(
+    session: AsyncSession, kb: KnowledgeBase, body: KnowledgeBaseUpdate
+) -> list[uuid.UUID]:
+    """Apply a partial update; returns the documents to re-index (none for a rename)."""
+    changes = body.model_dump(exclude_unset=True)
+    model_keys = {"embedding_provider_id", "embedding_model"}
+    new_model = False
+    if model_keys & changes.keys():
+        provider_id = changes.get("embedding_provider_id", kb.embedding_provider_id)
+        model = changes.get("embedding_model")
+        if model is None and provider_id == kb.embedding_provider_id:
+            model = kb.embedding_model
+        changes["embedding_model"] = await check_config(
+            session, kb.owner_id, provider_id, model, kb.dimension
+        )
+        changes["embedding_provider_id"] = provider_id
+        new_model = (provider_id, changes["embedding_model"]) != (
+            kb.embedding_provider_id, kb.embedding_model)  # fmt: skip
+    size = changes.get("chunk_size", kb.chunk_size)
+    overlap = changes.get("chunk_overlap", kb.chunk_overlap)
+    if size is None or overlap is None or overlap >= size:
+        raise AppError("chunk_overlap must be smaller than chunk_size.", status=422,
+                       type="validation-error", title="Unprocessable Content",
+                       extra={"field": "chunk_overlap"})  # fmt: skip
+    rechunk = (size, overlap) != (kb.chunk_size, kb.chunk_overlap)
+    for key, value in changes.items():
+        setattr(kb, key, value)
+    if not (new_model or rechunk):
+        return []
+    return await mark_for_reindex(session, kb, drop_vectors=new_model)
+
+
+async def mark_for_reindex(
+    session: AsyncSession, kb: KnowledgeBase, *, drop_vectors: bool
+) -> list[uuid.UUID]:
+    """Every document back to ``pending``. A new model drops the old vectors at once,
+    so a search never compares vectors of two models."""
+    if drop_vectors:
+        await session.execute(delete(Chunk).where(Chunk.knowledge_base_id == kb.id))
+    ids = await session.scalars(
+        update(Document).where(Document.knowledge_base_id == kb.id)
+        .values(status="pending", error=None).returning(Document.id)
+    )  # fmt: off
+    return list(ids)
 
 
 def document_out(document: Document, *, duplicate: bool = False) -> DocumentOut:

@@ -1,0 +1,96 @@
+"""Which LangChain ``Embeddings`` a knowledge base uses: the local model, or a remote one.
+
+The remote kind is any OpenAI-compatible ``/v1/embeddings`` (an ``openai`` provider of the
+knowledge base's owner), asked for the knowledge base's dimension. Chunks live in one
+``vector(384)`` column with one HNSW index, so every knowledge base has 384 dimensions:
+OpenAI's ``text-embedding-3-*`` and most servers honour ``dimensions``; a model that
+returns another size fails the document with that reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.agents.embeddings.local import DIMENSION, MODEL_NAME, LocalMiniLM
+from agentmesh.agents.knowledge.models import KnowledgeBase
+from agentmesh.agents.providers import service as providers
+from agentmesh.agents.providers.models import Provider
+from agentmesh.shared.crypto import SecretBox
+from agentmesh.shared.errors import AppError
+
+SUPPORTED_DIMENSIONS = (DIMENSION,)
+
+
+class InvalidEmbeddingConfig(AppError):
+    status, type, title = 422, "invalid-reference", "Unprocessable Content"
+
+
+class Embedder:
+    """Resolves a knowledge base's embeddings; the local model is loaded once."""
+
+    def __init__(self, local: LocalMiniLM, box: SecretBox, timeout: float = 30.0) -> None:
+        self.local = local
+        self.box = box
+        self.timeout = timeout
+
+    async def for_kb(self, session: AsyncSession, kb: KnowledgeBase) -> Embeddings:
+        if kb.embedding_provider_id is None:
+            return self.local
+        provider = await session.get(Provider, kb.embedding_provider_id)
+        if provider is None:
+            raise InvalidEmbeddingConfig("The knowledge base's embedding provider was deleted.")
+        return self.remote(providers.credentials(self.box, provider), kb.embedding_model,
+                           kb.dimension)  # fmt: skip
+
+    def remote(self, creds: dict[str, Any], model: str, dimension: int) -> Embeddings:
+        from langchain_openai import OpenAIEmbeddings
+
+        return OpenAIEmbeddings(
+            model=model,
+            base_url=creds["base_url"],
+            api_key=creds["api_key"] or "unused",  # type: ignore[arg-type]
+            dimensions=dimension,
+            check_embedding_ctx_length=False,  # send text, not tiktoken ids (offline-safe)
+            max_retries=2,
+            timeout=self.timeout,
+        )
+
+
+async def check_config(
+    session: AsyncSession, owner_id: uuid.UUID, provider_id: uuid.UUID | None,
+    model: str | None, dimension: int,
+) -> str:  # fmt: skip
+    """Validate an embedding choice; returns the model name to store."""
+    if dimension not in SUPPORTED_DIMENSIONS:
+        raise InvalidEmbeddingConfig(
+            f"dimension: this deployment indexes {DIMENSION}-dimensional vectors.",
+            extra={"field": "dimension"},
+        )
+    if provider_id is None:
+        if model not in (None, MODEL_NAME):
+            raise InvalidEmbeddingConfig(
+                f"embedding_model: the local model is {MODEL_NAME!r}; name a provider for others.",
+                extra={"field": "embedding_model"},
+            )
+        return MODEL_NAME
+    provider = await session.get(Provider, provider_id)
+    if provider is None or provider.owner_id != owner_id:
+        raise InvalidEmbeddingConfig(
+            "embedding_provider_id: no such provider of yours.",
+            extra={"field": "embedding_provider_id"},
+        )
+    if provider.kind != "openai":
+        raise InvalidEmbeddingConfig(
+            "embedding_provider_id: remote embeddings need an OpenAI-compatible provider.",
+            extra={"field": "embedding_provider_id"},
+        )
+    if not model:
+        raise InvalidEmbeddingConfig(
+            "embedding_model: name the provider's embedding model.",
+            extra={"field": "embedding_model"},
+        )
+    return model

@@ -1,0 +1,66 @@
+"""``agents.rpc.knowledge.search``: chat's ``knowledge_search`` tool, over NATS request/reply.
+
+The same search as ``POST /knowledge-bases/{id}/search``, across the agent's knowledge
+bases, for one user: a knowledge base that isn't that user's is refused, whatever the
+agent config says. Services only (the internal token), like the credentials RPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from faststream.nats import NatsBroker, NatsMessage
+from pydantic import BaseModel, Field, ValidationError
+
+from agentmesh.agents.knowledge import service
+from agentmesh.agents.knowledge.embedding import Embedder
+from agentmesh.agents.knowledge.schemas import SearchMode
+from agentmesh.shared.errors import NotFound
+
+SUBJECT = "agents.rpc.knowledge.search"
+logger = logging.getLogger("agentmesh.agents.rpc")
+
+
+class SearchCall(BaseModel):
+    user_id: uuid.UUID
+    knowledge_base_ids: list[uuid.UUID] = Field(min_length=1, max_length=32)
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(default=5, ge=1, le=50)
+    mode: SearchMode = "hybrid"
+    filter: dict[str, Any] = Field(default_factory=dict)
+
+
+def register(
+    broker: NatsBroker, sessionmaker: Any, embedder: Embedder, internal_token: str,
+    ef_search: int,
+) -> None:  # fmt: skip
+    from agentmesh.agents.deps import same_secret
+
+    @broker.subscriber(
+        SUBJECT, queue="agents-rpc", title=SUBJECT,
+        description="Search a user's knowledge bases (services only)",
+    )  # fmt: skip
+    async def knowledge_search(body: dict[str, Any], msg: NatsMessage) -> dict[str, Any]:
+        token = (msg.raw_message.headers or {}).get("Authorization", "").removeprefix("Bearer ")
+        if not internal_token or not same_secret(token, internal_token):
+            logger.warning("knowledge search request without the service credential")
+            return {"error": "unauthorized"}
+        try:
+            call = SearchCall.model_validate(body)
+        except ValidationError as exc:
+            return {"error": "bad_request", "detail": str(exc.errors()[0]["msg"])}
+        hits = []
+        async with sessionmaker() as session:
+            for kb_id in dict.fromkeys(call.knowledge_base_ids):
+                try:
+                    kb = await service.get_owned(session, call.user_id, kb_id)
+                except NotFound:
+                    return {"error": "not_found", "knowledge_base_id": str(kb_id)}
+                hits += await service.search(
+                    session, await embedder.for_kb(session, kb), kb, query=call.query,
+                    top_k=call.top_k, mode=call.mode, filter=call.filter, ef_search=ef_search,
+                )  # fmt: skip
+        hits.sort(key=lambda hit: -hit.score)
+        return {"results": [hit.model_dump(mode="json") for hit in hits[: call.top_k]]}
