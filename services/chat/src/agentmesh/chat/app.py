@@ -1,9 +1,18 @@
 """The chat service: app factory and lifespan."""
 
+import contextlib
+import uuid
+
 from fastapi import FastAPI
 
 from agentmesh.chat import events
+from agentmesh.chat.agents_client import AgentsClient
+from agentmesh.chat.conversations.router import router as conversations_router
 from agentmesh.chat.models import EVENT_TABLES
+from agentmesh.chat.runs.executor import RunExecutor
+from agentmesh.chat.runs.hub import RunHub
+from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local
+from agentmesh.chat.runs.router import router as runs_router
 from agentmesh.chat.settings import ChatSettings
 from agentmesh.shared.runtime import ServiceRuntime
 
@@ -13,4 +22,25 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     settings = settings or ChatSettings()
     runtime = ServiceRuntime("chat", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
-    return runtime.create_app(title="AgentMesh chat")
+    assert runtime.broker is not None
+    hub = RunHub(runtime.broker)
+
+    @runtime.broker.subscriber(f"{CANCEL_SUBJECT}.*", title="chat.control.cancel.<run_id>",
+                               description="Cancel a run on whichever replica runs it")  # fmt: skip
+    async def on_cancel(body: bytes, msg: object) -> None:
+        subject = getattr(getattr(msg, "raw_message", None), "subject", "")
+        with contextlib.suppress(ValueError):
+            cancel_local(hub, uuid.UUID(subject.rsplit(".", 1)[-1]))
+
+    app = runtime.create_app(
+        title="AgentMesh chat",
+        description="Conversations, LangChain runs with tools and memory, resumable streams.",
+        routers=[conversations_router, runs_router],
+    )
+    app.state.hub = hub
+    app.state.agents_client = AgentsClient(
+        runtime.broker, settings.internal_token.get_secret_value(),
+        timeout=settings.rpc_timeout_seconds, ttl=settings.credentials_ttl_seconds,
+    )  # fmt: skip
+    app.state.executor = RunExecutor(app.state)
+    return app

@@ -1,6 +1,33 @@
-"""Tables of the ``chat`` schema."""
+"""Tables of the ``chat`` schema.
+
+A run's usage lives on its ``runs`` row (tokens, model, provider, latency, time to first
+token, cost), written in the same statement as the assistant message: "the usage row
+commits with the message". Budgets count spend per user and month in ``budget_spend``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
 
 from agentmesh.shared.db import make_base
+from agentmesh.shared.events.envelope import uuid7
 from agentmesh.shared.events.tables import event_tables
 
 SCHEMA = "chat"
@@ -8,3 +35,115 @@ SCHEMA = "chat"
 Base = make_base(SCHEMA)
 metadata = Base.metadata
 EVENT_TABLES = event_tables(metadata)
+
+
+def new_id() -> uuid.UUID:
+    return uuid.UUID(uuid7())
+
+
+class AgentSnapshot(Base):
+    """The read-model of ``agents.agent.*``: the newest config version seen per agent."""
+
+    __tablename__ = "agent_snapshots"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_user_created", "user_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    agent_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    auto_title: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Summary of the turns before ``summary_upto`` (memory with summarization on).
+    summary: Mapped[str | None] = mapped_column(Text)
+    summary_upto: Mapped[uuid.UUID | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Message(Base):
+    """One turn. The branch shown is the chain of ``parent_id`` from the newest message;
+    a regenerated answer or an edited question is a new sibling, the old one a variant."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column()
+    role: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text, default="")
+    #: ``[{id, name, args, result}]`` of an assistant turn, in call order.
+    tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    status: Mapped[str] = mapped_column(Text, default="completed")
+    run_id: Mapped[uuid.UUID | None] = mapped_column()
+    agent_version: Mapped[int | None] = mapped_column(Integer)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Run(Base):
+    """A generation, with its usage. ``conversation_id`` is null for stateless
+    ``/v1/chat/completions`` runs."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_user_created", "user_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    agent_id: Mapped[uuid.UUID] = mapped_column()
+    agent_version: Mapped[int] = mapped_column(Integer)
+    user_message_id: Mapped[uuid.UUID | None] = mapped_column()
+    assistant_message_id: Mapped[uuid.UUID | None] = mapped_column()
+    status: Mapped[str] = mapped_column(Text, default="running")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    model: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), default=0)
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float | None] = mapped_column()
+    ttft_ms: Mapped[float | None] = mapped_column()
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Budget(Base):
+    """A user's monthly limits, set by an admin. Null: no limit of that kind."""
+
+    __tablename__ = "budgets"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(Integer)
+    monthly_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BudgetSpend(Base):
+    """Spend and in-flight reservations of a user with a budget, per calendar month (UTC)."""
+
+    __tablename__ = "budget_spend"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), default=0)
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,6 +16,11 @@ from agentmesh.shared.events.contracts import CATALOG
 #: JetStream deduplicates on Nats-Msg-Id inside this window (ARCHITECTURE: >= 2 minutes).
 DUPLICATE_WINDOW_SECONDS = 300
 DLQ_STREAM = "DLQ"
+#: Run events (``chat.run.<run_id>``), published on core NATS and kept a few hours so a
+#: client can resume a stream on any chat replica with Last-Event-ID.
+RUNS_STREAM = "CHAT_RUNS"
+RUNS_SUBJECT_PREFIX = "chat.run."
+RUNS_MAX_AGE_SECONDS = 6 * 3600
 SERVICES = ("identity", "agents", "chat")
 
 
@@ -56,6 +61,17 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             max_age=30 * 24 * 3600,
+            num_replicas=replicas,
+        )
+    )
+    configs.append(
+        StreamConfig(
+            name=RUNS_STREAM,
+            subjects=[RUNS_SUBJECT_PREFIX + ">"],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_age=RUNS_MAX_AGE_SECONDS,
             num_replicas=replicas,
         )
     )

@@ -1,0 +1,81 @@
+"""Chat's client of the agents RPCs (core NATS request/reply, internal token).
+
+Provider credentials are cached briefly in memory, never stored in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from agentmesh.shared.errors import AppError
+
+
+class AgentsUnavailable(AppError):
+    status, type, title = 503, "agents-unavailable", "Service Unavailable"
+
+
+class ProviderMissing(AppError):
+    status, type, title = 409, "provider-unavailable", "Conflict"
+
+
+def nats_client(broker: Any) -> Any:
+    """The broker's nats-py client, or None before the first connection."""
+    try:
+        return broker.config.connection_state.connection
+    except Exception:
+        return None
+
+
+class AgentsClient:
+    def __init__(self, broker: Any, internal_token: str, *, timeout: float, ttl: float) -> None:
+        self.broker = broker
+        self.token = internal_token
+        self.timeout = timeout
+        self.ttl = ttl
+        self._cache: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, dict[str, Any]]] = {}
+
+    async def _request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+        nc = nats_client(self.broker)
+        if nc is None or not nc.is_connected:
+            raise AgentsUnavailable("The agents service can't be reached (no NATS connection).")
+        try:
+            reply = await nc.request(
+                subject, json.dumps(body).encode(), timeout=self.timeout,
+                headers={"Authorization": f"Bearer {self.token}"},
+            )  # fmt: skip
+        except Exception as exc:  # timeout, no responders
+            raise AgentsUnavailable(
+                f"The agents service did not answer ({type(exc).__name__})."
+            ) from exc
+        return json.loads(reply.data)
+
+    async def credentials(self, user_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
+        key = (user_id, provider_id)
+        hit = self._cache.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        answer = await self._request(
+            "agents.rpc.provider.credentials",
+            {"user_id": str(user_id), "provider_id": str(provider_id)},
+        )
+        if "error" in answer:
+            raise ProviderMissing(
+                "The agent's model provider is gone or not yours; update the agent."
+            )
+        self._cache[key] = (time.monotonic() + self.ttl, answer)
+        return answer
+
+    async def knowledge_search(
+        self, user_id: uuid.UUID, kb_ids: list[str], query: str, top_k: int
+    ) -> list[dict[str, Any]]:
+        answer = await self._request(
+            "agents.rpc.knowledge.search",
+            {"user_id": str(user_id), "knowledge_base_ids": kb_ids, "query": query,
+             "top_k": top_k},
+        )  # fmt: skip
+        if "error" in answer:
+            raise RuntimeError(f"knowledge search failed: {answer['error']}")
+        return list(answer["results"])

@@ -1,0 +1,164 @@
+"""``/api/v1/conversations``: CRUD, history, and turns (streamed or not)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy import select
+
+from agentmesh.chat.conversations import service
+from agentmesh.chat.conversations.schemas import (
+    ConversationCreate,
+    ConversationOut,
+    ConversationPage,
+    ConversationUpdate,
+    MessageEdit,
+    MessageIn,
+    MessageOut,
+    MessagePage,
+    RegenerateIn,
+)
+from agentmesh.chat.conversations.turns import start_turn
+from agentmesh.chat.models import AgentSnapshot, Conversation, Message
+from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.db import Session
+from agentmesh.shared.errors import NotFound
+from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
+
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+NOT_YOURS = {404: {"description": "No such conversation, or not yours"}}
+TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **NOT_YOURS,
+    200: {
+        "description": "The assistant message; with stream: true, text/event-stream",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    402: {"description": "Over the monthly budget"},
+    409: {"description": "The agent was deleted"},
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ConversationOut)
+async def create(
+    body: ConversationCreate, caller: CurrentPrincipal, session: Session, request: Request
+) -> ConversationOut:
+    """Start a conversation with one of your agents."""
+    snapshot = await session.get(AgentSnapshot, body.agent_id)
+    if (
+        snapshot is None
+        or snapshot.deleted
+        or (snapshot.owner_id != caller.user_id and not caller.is_admin)
+    ):
+        raise NotFound("agent_id: no such agent of yours.", extra={"field": "agent_id"})
+    conversation = Conversation(
+        user_id=caller.user_id, agent_id=body.agent_id, title=body.title,
+        auto_title=body.auto_title and body.title is None,
+    )  # fmt: skip
+    session.add(conversation)
+    await session.flush()
+    await session.refresh(conversation)
+    await request.app.state.outbox.add(
+        session,
+        ConversationCreated(
+            conversation_id=conversation.id, user_id=caller.user_id, agent_id=body.agent_id
+        ),
+    )
+    return ConversationOut.model_validate(conversation)
+
+
+@router.get("", response_model=ConversationPage)
+async def list_conversations(
+    caller: CurrentPrincipal, session: Session,
+    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ConversationPage:  # fmt: skip
+    """Your conversations, newest first."""
+    rows, next_cursor = await service.page(
+        session, service.visible(select(Conversation), caller), Conversation, cursor, limit,
+        newest_first=True,
+    )  # fmt: skip
+    return ConversationPage(items=[ConversationOut.model_validate(r) for r in rows],
+                            next_cursor=next_cursor)  # fmt: skip
+
+
+@router.get("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
+async def get(conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
+    return ConversationOut.model_validate(await service.get_owned(session, caller, conversation_id))
+
+
+@router.patch("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
+async def rename(
+    conversation_id: uuid.UUID, body: ConversationUpdate, caller: CurrentPrincipal,
+    session: Session,
+) -> ConversationOut:  # fmt: skip
+    conversation = await service.get_owned(session, caller, conversation_id)
+    conversation.title, conversation.auto_title = body.title, False
+    conversation.updated_at = datetime.now(UTC)
+    await session.flush()
+    return ConversationOut.model_validate(conversation)
+
+
+@router.delete("/{conversation_id}", status_code=204, responses=NOT_YOURS)
+async def delete(
+    conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request
+) -> Response:
+    """Delete a conversation with its messages and runs."""
+    conversation = await service.get_owned(session, caller, conversation_id)
+    await session.delete(conversation)
+    await request.app.state.outbox.add(session, ConversationDeleted(
+        conversation_id=conversation.id, user_id=conversation.user_id))  # fmt: skip
+    return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/messages", response_model=MessagePage, responses=NOT_YOURS)
+async def history(
+    conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session,
+    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> MessagePage:  # fmt: skip
+    """Every message, oldest first: earlier variants (regenerated answers, edited
+    questions) are kept and linked by ``parent_id``; the current branch ends at the newest."""
+    await service.get_owned(session, caller, conversation_id)
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    rows, next_cursor = await service.page(session, query, Message, cursor, limit,
+                                           newest_first=False)  # fmt: skip
+    return MessagePage(items=[MessageOut.model_validate(r) for r in rows],
+                       next_cursor=next_cursor)  # fmt: skip
+
+
+@router.post("/{conversation_id}/messages", responses=TURN_RESPONSES, response_model=MessageOut)
+async def post_message(
+    conversation_id: uuid.UUID, body: MessageIn, caller: CurrentPrincipal, session: Session,
+    request: Request,
+) -> Any:  # fmt: skip
+    """Send a message and run the agent. ``stream: false`` answers with the assistant
+    message when the run ends; ``stream: true`` with Server-Sent Events: ``run.started``,
+    ``message.delta``, ``tool.call``, ``tool.result``, ``message.completed`` (with usage),
+    ``run.failed`` (problem details), ``run.cancelled``, then ``done``."""
+    return await start_turn(request, session, caller, conversation_id, content=body.content,
+                            stream=body.stream)  # fmt: skip
+
+
+@router.post("/{conversation_id}/messages/{message_id}/regenerate", responses=TURN_RESPONSES,
+             response_model=MessageOut)  # fmt: skip
+async def regenerate(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, body: RegenerateIn,
+    caller: CurrentPrincipal, session: Session, request: Request,
+) -> Any:  # fmt: skip
+    """Answer the question of assistant message ``message_id`` again. The new answer
+    replaces it in the branch; the old one stays as a prior variant (same ``parent_id``)."""
+    return await start_turn(request, session, caller, conversation_id, regenerate=message_id,
+                            stream=body.stream)  # fmt: skip
+
+
+@router.patch("/{conversation_id}/messages/{message_id}", responses=TURN_RESPONSES,
+              response_model=MessageOut)  # fmt: skip
+async def edit(
+    conversation_id: uuid.UUID, message_id: uuid.UUID, body: MessageEdit,
+    caller: CurrentPrincipal, session: Session, request: Request,
+) -> Any:  # fmt: skip
+    """Edit a user message: the conversation branches from that point (the edited
+    question gets a new answer; the old question and everything after it stay as a variant)."""
+    return await start_turn(request, session, caller, conversation_id, content=body.content,
+                            edit=message_id, stream=body.stream)  # fmt: skip

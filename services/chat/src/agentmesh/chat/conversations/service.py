@@ -1,0 +1,132 @@
+"""Conversations: ownership, listing, the branch a reply continues, starting a turn."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.chat.models import AgentSnapshot, Budget, Conversation
+from agentmesh.shared.auth import Principal
+from agentmesh.shared.errors import AppError, NotFound
+
+
+class ConversationNotFound(NotFound):
+    type, title = "conversation-not-found", "Conversation not found"
+
+
+class AgentUnavailable(AppError):
+    status, type, title = 409, "agent-unavailable", "Conflict"
+
+
+class BadCursor(AppError):
+    status, type, title = 422, "invalid-cursor", "Unprocessable Content"
+
+
+class OverBudget(AppError):
+    status, type, title = 402, "budget-exceeded", "Payment Required"
+
+
+def encode_cursor(created_at: datetime, id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        stamp, id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(id)
+    except Exception as exc:
+        raise BadCursor("The cursor is not one this API returned.") from exc
+
+
+def visible(query: Any, caller: Principal) -> Any:
+    return query if caller.is_admin else query.where(Conversation.user_id == caller.user_id)
+
+
+async def get_owned(session: AsyncSession, caller: Principal, id: uuid.UUID) -> Conversation:
+    conversation = await session.get(Conversation, id)
+    if conversation is None or (conversation.user_id != caller.user_id and not caller.is_admin):
+        raise ConversationNotFound("No such conversation.")
+    return conversation
+
+
+async def get_for_turn(
+    session: AsyncSession, caller: Principal, id: uuid.UUID
+) -> tuple[Conversation, AgentSnapshot, bool]:
+    """The conversation, its agent's current snapshot, and whether its owner has a budget:
+    one round trip."""
+    row = (await session.execute(
+        select(Conversation, AgentSnapshot, Budget.user_id)
+        .join(AgentSnapshot, AgentSnapshot.agent_id == Conversation.agent_id, isouter=True)
+        .join(Budget, Budget.user_id == Conversation.user_id, isouter=True)
+        .where(Conversation.id == id)
+    )).first()  # fmt: off
+    if row is None or (row[0].user_id != caller.user_id and not caller.is_admin):
+        raise ConversationNotFound("No such conversation.")
+    conversation, snapshot, budget = row
+    if snapshot is None or snapshot.deleted:
+        raise AgentUnavailable("The conversation's agent was deleted; it can't start new runs.")
+    return conversation, snapshot, budget is not None
+
+
+BRANCH = text("""
+WITH RECURSIVE branch AS (
+  SELECT m.*, 1 AS depth FROM chat.messages m
+  WHERE m.id = COALESCE(CAST(:leaf AS uuid), (SELECT id FROM chat.messages
+                 WHERE conversation_id = :conversation_id ORDER BY id DESC LIMIT 1))
+    AND m.conversation_id = :conversation_id
+  UNION ALL
+  SELECT m.*, b.depth + 1 FROM chat.messages m JOIN branch b ON m.id = b.parent_id
+  WHERE b.depth < :limit)
+SELECT id, parent_id, role, content, tool_calls, status FROM branch ORDER BY depth DESC
+""")
+
+
+async def branch(
+    session: AsyncSession, conversation_id: uuid.UUID, leaf: uuid.UUID | None = None,
+    limit: int = 400,
+) -> list[Any]:  # fmt: skip
+    """The messages from the first to ``leaf`` (default: the newest message), oldest first."""
+    rows = await session.execute(BRANCH, {"leaf": leaf, "conversation_id": conversation_id,
+                                          "limit": limit})  # fmt: skip
+    return list(rows)
+
+
+def to_langchain(rows: list[Any]) -> list[BaseMessage]:
+    """Stored turns as LangChain messages, tool calls and their results included."""
+    messages: list[BaseMessage] = []
+    for row in rows:
+        if row.role == "user":
+            messages.append(HumanMessage(row.content))
+            continue
+        if row.status == "failed" and not row.content:
+            continue
+        calls = row.tool_calls or []
+        if calls:
+            messages.append(AIMessage("", tool_calls=[
+                {"id": c["id"], "name": c["name"], "args": c["args"]} for c in calls]))  # fmt: skip
+            messages += [ToolMessage(str(c.get("result", "")), tool_call_id=c["id"])
+                         for c in calls]  # fmt: skip
+        messages.append(AIMessage(row.content))
+    return messages
+
+
+async def page(
+    session: AsyncSession, query: Any, model: Any, cursor: str | None, limit: int, *,
+    newest_first: bool,
+) -> tuple[list[Any], str | None]:  # fmt: skip
+    key = tuple_(model.created_at, model.id)
+    if cursor:
+        stamp, id = decode_cursor(cursor)
+        query = query.where(key < (stamp, id) if newest_first else key > (stamp, id))
+    order = (model.created_at.desc(), model.id.desc()) if newest_first else (
+        model.created_at, model.id)  # fmt: skip
+    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None

@@ -1,0 +1,101 @@
+"""Starting a turn: a new message, a regenerated answer, or an edited question."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from langchain_core.messages import HumanMessage
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.chat.conversations import service
+from agentmesh.chat.conversations.schemas import MessageOut
+from agentmesh.chat.models import Message, new_id
+from agentmesh.chat.runs.executor import RunPlan
+from agentmesh.chat.runs.sse import event_stream
+from agentmesh.chat.runs.store import reserve_budget, start_run
+from agentmesh.shared.auth import Principal
+from agentmesh.shared.errors import NotFound, problem_response
+
+
+async def _message(session: AsyncSession, conversation_id: uuid.UUID, id: uuid.UUID,
+                   role: str) -> Message:  # fmt: skip
+    message = await session.get(Message, id)
+    if message is None or message.conversation_id != conversation_id or message.role != role:
+        raise NotFound(f"No such {role} message in this conversation.")
+    return message
+
+
+async def start_turn(
+    request: Request, session: AsyncSession, caller: Principal, conversation_id: uuid.UUID, *,
+    content: str | None = None, regenerate: uuid.UUID | None = None,
+    edit: uuid.UUID | None = None, stream: bool,
+) -> Any:  # fmt: skip
+    state = request.app.state
+    conversation, snapshot, has_budget = await service.get_for_turn(
+        session, caller, conversation_id
+    )
+    new_question: tuple[uuid.UUID, uuid.UUID | None, str] | None = None
+    if regenerate is not None:
+        answer = await _message(session, conversation_id, regenerate, "assistant")
+        question = await _message(session, conversation_id, answer.parent_id, "user") \
+            if answer.parent_id else None  # fmt: skip
+        if question is None:
+            raise NotFound("That answer has no question to answer again.")
+        rows = await service.branch(session, conversation_id, leaf=question.id)
+        parent_id, history = question.id, service.to_langchain(rows)
+    else:
+        assert content is not None
+        if edit is not None:
+            old = await _message(session, conversation_id, edit, "user")
+            before = old.parent_id
+            rows = await service.branch(session, conversation_id, leaf=before) if before else []
+        else:
+            rows = await service.branch(session, conversation_id)
+            before = rows[-1].id if rows else None
+        parent_id = new_id()
+        new_question = (parent_id, before, content)
+        history = [*service.to_langchain(rows), HumanMessage(content)]
+    config = snapshot.config
+    reserved = 0
+    if has_budget:
+        reserved = int(config.get("max_output_tokens") or state.settings.default_reserve_tokens)
+        if not await reserve_budget(session, conversation.user_id, reserved):
+            raise service.OverBudget("This month's budget is spent; ask an admin to raise it.")
+    run_id = new_id()
+    await start_run(
+        session, run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
+        agent_version=snapshot.version, model=config.get("model") or "offline",
+        reserved=reserved, conversation_id=conversation_id, user_message=new_question,
+        user_message_id=parent_id,
+    )  # fmt: skip
+    title_seed = content if conversation.auto_title and conversation.title is None and \
+        not rows else None  # fmt: skip
+    await session.commit()  # the edge: the run's own writes come after this one
+    plan = RunPlan(
+        run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
+        agent_version=snapshot.version, config=config, history=history,
+        conversation_id=conversation_id, parent_id=parent_id, summary=conversation.summary,
+        reserved_tokens=reserved, title_seed=title_seed,
+    )  # fmt: skip
+    channel = state.executor.start(plan)
+    headers = {"X-Run-Id": str(run_id)}
+    if stream:
+        return event_stream(state.hub.follow_local(channel, 0),
+                            state.settings.heartbeat_seconds, headers)  # fmt: skip
+    assert channel.task is not None
+    outcome = await asyncio.shield(channel.task)  # a dropped client doesn't stop the run
+    if outcome.status == "failed":
+        error = outcome.error or {}
+        return problem_response(
+            request, status=int(error.get("status", 502)),
+            slug=str(error.get("type", "run-failed")).rsplit("/", 1)[-1],
+            title=error.get("title", "Run failed"), detail=error.get("detail"),
+            headers=headers, extra={"run_id": str(run_id)},
+        )  # fmt: skip
+    message = await session.get(Message, outcome.message_id)
+    return JSONResponse(MessageOut.model_validate(message).model_dump(mode="json"),
+                        headers=headers)  # fmt: skip

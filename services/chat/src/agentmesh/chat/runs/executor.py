@@ -1,0 +1,266 @@
+"""One run: resolve the model, build the prompt, stream, call tools, record usage.
+
+A run is an asyncio task of its own, not of the request that started it: a client that
+disconnects does not stop it, and its answer is saved. ``POST /runs/{id}/cancel`` cancels
+the task; what was produced is kept, marked cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
+
+from agentmesh.chat.llm.memory import build_prompt
+from agentmesh.chat.llm.resolve import resolve_chat_model
+from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
+from agentmesh.chat.runs.hub import RunChannel, RunHub
+from agentmesh.chat.runs.store import FinishedRun, finish_run
+from agentmesh.shared.errors import problem_type
+from agentmesh.shared.tools.builtin import build_tools
+
+logger = logging.getLogger("agentmesh.chat.runs")
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, gathered by the request that starts it."""
+
+    run_id: uuid.UUID
+    user_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent_version: int
+    config: dict[str, Any]
+    history: list[BaseMessage]
+    conversation_id: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = None
+    summary: str | None = None
+    reserved_tokens: int = 0
+    temperature: float | None = None
+    max_tokens: int | None = None
+    #: The first question of a conversation whose title is to be generated.
+    title_seed: str | None = None
+    #: OpenAI-format tools given by a /v1/chat/completions caller: returned, not run.
+    client_tools: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class RunOutcome:
+    status: str = "completed"
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    pending_tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: dict[str, Any] | None = None
+    ttft_ms: float | None = None
+    message_id: uuid.UUID | None = None
+    cost_usd: Decimal = Decimal(0)
+
+
+def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
+    return "offline" if creds is None else str(creds.get("kind", "openai"))
+
+
+class RunExecutor:
+    def __init__(self, state: Any) -> None:
+        self.state = state  # app.state: settings, hub, agents_client, sessionmaker, outbox
+
+    @property
+    def hub(self) -> RunHub:
+        return self.state.hub
+
+    def start(self, plan: RunPlan) -> RunChannel:
+        channel = self.hub.open(plan.run_id)
+        channel.task = asyncio.create_task(self._run(plan, channel), name=f"run-{plan.run_id}")
+        return channel
+
+    async def _model(self, plan: RunPlan) -> tuple[Any, str]:
+        settings = self.state.settings
+        config = plan.config
+        creds = None
+        if config.get("provider_id"):
+            creds = await self.state.agents_client.credentials(
+                plan.user_id, uuid.UUID(str(config["provider_id"]))
+            )
+        temperature = plan.temperature if plan.temperature is not None else config.get(
+            "temperature")  # fmt: skip
+        model = resolve_chat_model(
+            provider_kind=None if creds is None else creds["kind"],
+            model=config.get("model") or "offline",
+            base_url=None if creds is None else creds.get("base_url"),
+            api_key=None if creds is None else creds.get("api_key"),
+            temperature=temperature,
+            max_tokens=plan.max_tokens or config.get("max_output_tokens"),
+            timeout=settings.model_timeout_seconds,
+        )
+        return model, provider_label(config, creds)
+
+    def _tools(self, plan: RunPlan) -> list[Any]:
+        refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
+        kb_ids = [str(kb) for kb in plan.config.get("knowledge_base_ids", [])]
+        if kb_ids and not any(ref.get("id") == "knowledge_search" for ref in refs):
+            refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
+
+        async def search(query: str, top_k: int) -> list[dict[str, Any]]:
+            return await self.state.agents_client.knowledge_search(
+                plan.user_id, kb_ids, query, top_k
+            )
+
+        return build_tools(
+            refs,
+            allow_private_network=self.state.settings.allow_private_network,
+            knowledge_search=search if kb_ids else None,
+        )
+
+    async def _run(self, plan: RunPlan, channel: RunChannel) -> RunOutcome:
+        outcome = RunOutcome()
+        started = time.perf_counter()
+        model_name = plan.config.get("model") or "offline"
+        provider = "offline"
+        await self.hub.emit(channel, "run.started", {
+            "run_id": plan.run_id, "conversation_id": plan.conversation_id,
+            "agent_id": plan.agent_id, "agent_version": plan.agent_version, "model": model_name,
+        })  # fmt: skip
+        model = None
+        try:
+            model, provider = await self._model(plan)
+            await self._loop(plan, channel, model, outcome, started)
+        except asyncio.CancelledError:
+            outcome.status = "cancelled"
+        except (ModelCallFailed, StreamInterrupted) as exc:
+            outcome.status = "failed"
+            outcome.error = exc.problem()
+        except Exception as exc:  # a run must always end with a recorded state
+            logger.exception("run failed", extra={"run_id": str(plan.run_id)})
+            detail = getattr(exc, "detail", None) or "The run failed unexpectedly."
+            outcome.status = "failed"
+            outcome.error = {"type": problem_type(getattr(exc, "type", "run-failed")),
+                             "title": "Run failed", "status": getattr(exc, "status", 500),
+                             "detail": detail}  # fmt: skip
+        latency_ms = (time.perf_counter() - started) * 1000
+        price = self.state.settings.prices.get(model_name)
+        if price is not None:
+            spent = price.input * outcome.input_tokens + price.output * outcome.output_tokens
+            outcome.cost_usd = spent / Decimal(1_000_000)
+        await asyncio.shield(self._finish(plan, channel, outcome, model_name, provider,
+                                          latency_ms))  # fmt: skip
+        if plan.title_seed and model is not None and outcome.status == "completed":
+            asyncio.create_task(self._title(plan, model, outcome.content))  # noqa: RUF006
+        return outcome
+
+    async def _title(self, plan: RunPlan, model: Any, answer: str) -> None:
+        """Name the conversation after its first exchange, with the agent's own model."""
+        from langchain_core.messages import HumanMessage, SystemMessage
+        from sqlalchemy import update
+
+        from agentmesh.chat.models import Conversation
+
+        try:
+            reply = await model.ainvoke([
+                SystemMessage("Write a title of at most six words for this conversation. "
+                              "Answer with the title only."),
+                HumanMessage(f"User: {plan.title_seed}\nAssistant: {answer[:1000]}"),
+            ])  # fmt: skip
+            title = str(reply.content).strip().strip('"').splitlines()[0][:200] or None
+            async with self.state.sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == plan.conversation_id, Conversation.title.is_(None))
+                    .values(title=title)
+                )
+        except Exception:  # a title is a nicety: never fail a run for it
+            logger.warning("title not generated", extra={"run_id": str(plan.run_id)})
+
+    async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
+                    started: float) -> None:  # fmt: skip
+        tools = [] if plan.client_tools is not None else self._tools(plan)
+        by_name = {tool.name: tool for tool in tools}
+        bound = model.bind_tools(plan.client_tools or tools) if (tools or plan.client_tools) \
+            else model  # fmt: skip
+        memory = plan.config.get("memory") or {}
+        messages = build_prompt(
+            plan.config.get("instructions") or "", plan.history,
+            window_tokens=int(memory.get("window_tokens", 4000)), summary=plan.summary,
+        )  # fmt: skip
+        settings = self.state.settings
+        for _step in range(settings.max_tool_steps):
+            full: AIMessageChunk | None = None
+            async for chunk in stream_with_retry(bound, messages,
+                                                 attempts=settings.model_attempts):  # fmt: skip
+                full = chunk if full is None else full + chunk
+                text = chunk.text if isinstance(chunk.text, str) else chunk.text()
+                if text:
+                    if outcome.ttft_ms is None:
+                        outcome.ttft_ms = (time.perf_counter() - started) * 1000
+                    outcome.content += text
+                    await self.hub.emit(channel, "message.delta", {"delta": text})
+            if full is None:
+                return
+            usage = full.usage_metadata or {}
+            outcome.input_tokens += int(usage.get("input_tokens", 0))
+            outcome.output_tokens += int(usage.get("output_tokens", 0))
+            calls = list(full.tool_calls or [])
+            if not calls:
+                return
+            if plan.client_tools is not None:  # the OpenAI caller runs its own tools
+                outcome.pending_tool_calls = [dict(call) for call in calls]
+                return
+            messages.append(full)
+            for call in calls:
+                record = {"id": call["id"], "name": call["name"], "args": call["args"]}
+                await self.hub.emit(channel, "tool.call", record)
+                tool = by_name.get(call["name"])
+                if tool is None:
+                    result = f"Error: no tool named {call['name']!r}."
+                else:
+                    result = str(await tool.ainvoke(call["args"]))
+                record["result"] = result
+                outcome.tool_calls.append(record)
+                await self.hub.emit(
+                    channel,
+                    "tool.result",
+                    {"id": call["id"], "name": call["name"], "result": result},
+                )
+                messages.append(ToolMessage(content=result, tool_call_id=call["id"]))
+        outcome.content += "" if outcome.content else "(stopped: tool step limit reached)"
+
+    async def _finish(self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome,
+                      model: str, provider: str, latency_ms: float) -> None:  # fmt: skip
+        finished = FinishedRun(
+            plan=plan,
+            outcome=outcome,
+            model=model,
+            provider=provider,
+            latency_ms=latency_ms,
+            last_event_id=len(channel.events) + 2,
+        )
+        try:
+            outcome.message_id = await finish_run(self.state, finished)
+        except Exception:
+            logger.exception("run not recorded", extra={"run_id": str(plan.run_id)})
+            outcome.status, outcome.error = "failed", {
+                "type": problem_type("run-not-recorded"), "title": "Run failed", "status": 503,
+                "detail": "The answer could not be saved; try again."}  # fmt: skip
+        usage = {"input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
+                 "total_tokens": outcome.input_tokens + outcome.output_tokens}  # fmt: skip
+        if outcome.status == "completed":
+            await self.hub.emit(channel, "message.completed", {
+                "message_id": outcome.message_id, "content": outcome.content,
+                "tool_calls": outcome.tool_calls, "usage": usage,
+                "cost_usd": str(outcome.cost_usd), "status": "completed"})  # fmt: skip
+        elif outcome.status == "cancelled":
+            await self.hub.emit(
+                channel,
+                "run.cancelled",
+                {"message_id": outcome.message_id, "content": outcome.content, "usage": usage},
+            )
+        else:
+            await self.hub.emit(channel, "run.failed", outcome.error or {})
+        await self.hub.emit(channel, "done", {"status": outcome.status})

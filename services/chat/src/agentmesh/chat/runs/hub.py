@@ -1,0 +1,127 @@
+"""Run events: kept in memory on the replica running the run, and published on core NATS
+(``chat.run.<run_id>``), where the ``CHAT_RUNS`` stream keeps them for a few hours.
+
+The replica running a run serves its own clients from memory (no broker hop on the token
+path). Any other replica replays and follows a run from the stream, so a client that
+drops can reconnect anywhere with ``Last-Event-ID`` and get exactly the events it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmesh.chat.agents_client import nats_client
+from agentmesh.shared.events.streams import RUNS_STREAM, RUNS_SUBJECT_PREFIX
+
+logger = logging.getLogger("agentmesh.chat.runs")
+TERMINAL = "done"
+#: How long a finished run's events stay in memory for late followers on this replica.
+LINGER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    id: int
+    type: str
+    data: dict[str, Any]
+
+    def sse(self) -> bytes:
+        payload = json.dumps(self.data, separators=(",", ":"), default=str)
+        return f"id: {self.id}\nevent: {self.type}\ndata: {payload}\n\n".encode()
+
+
+@dataclass
+class RunChannel:
+    run_id: uuid.UUID
+    events: list[RunEvent] = field(default_factory=list)
+    waiters: set[asyncio.Event] = field(default_factory=set)
+    task: asyncio.Task[Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.events) and self.events[-1].type == TERMINAL
+
+
+class RunHub:
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self.local: dict[uuid.UUID, RunChannel] = {}
+
+    def open(self, run_id: uuid.UUID) -> RunChannel:
+        channel = RunChannel(run_id)
+        self.local[run_id] = channel
+        return channel
+
+    async def emit(self, channel: RunChannel, type: str, data: dict[str, Any]) -> RunEvent:
+        event = RunEvent(len(channel.events) + 1, type, data)
+        channel.events.append(event)
+        for waiter in channel.waiters:
+            waiter.set()
+        nc = nats_client(self.broker)
+        if nc is not None and nc.is_connected:
+            body = json.dumps({"id": event.id, "type": type, "data": data}, default=str)
+            try:  # core publish: no ack wait on the token path; the stream captures it
+                await nc.publish(
+                    f"{RUNS_SUBJECT_PREFIX}{channel.run_id}", body.encode(),
+                    headers={"Nats-Msg-Id": f"{channel.run_id}:{event.id}"},
+                )  # fmt: skip
+            except Exception:  # a broker outage must not stop the run
+                logger.warning("run event not published", extra={"run_id": str(channel.run_id)})
+        if type == TERMINAL:
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self.local.pop, channel.run_id,
+                                                  None)  # fmt: skip
+        return event
+
+    async def follow_local(self, channel: RunChannel, after: int) -> AsyncIterator[RunEvent]:
+        position = after
+        waiter = asyncio.Event()
+        channel.waiters.add(waiter)
+        try:
+            while True:
+                while position < len(channel.events):
+                    event = channel.events[position]
+                    position += 1
+                    yield event
+                    if event.type == TERMINAL:
+                        return
+                waiter.clear()
+                await waiter.wait()
+        finally:
+            channel.waiters.discard(waiter)
+
+    async def follow_stream(
+        self, run_id: uuid.UUID, after: int, *, idle_timeout: float
+    ) -> AsyncIterator[RunEvent | None]:
+        """Replay then follow ``chat.run.<run_id>`` from the stream. Yields ``None`` after
+        ``idle_timeout`` without an event (the caller sends a heartbeat and checks the run)."""
+        from nats.js.api import DeliverPolicy
+
+        js = self.broker.config.connection_state.stream
+        subscription = await js.subscribe(
+            f"{RUNS_SUBJECT_PREFIX}{run_id}", stream=RUNS_STREAM, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )  # fmt: skip
+        try:
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=idle_timeout)
+                except TimeoutError:
+                    yield None
+                    continue
+                body = json.loads(message.data)
+                if body["id"] <= after:
+                    continue
+                event = RunEvent(body["id"], body["type"], body["data"])
+                yield event
+                if event.type == TERMINAL:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

@@ -1,0 +1,149 @@
+"""``/api/v1/runs``: a run's state, cancelling it, and replaying/following its events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, status
+from pydantic import BaseModel, ConfigDict
+
+from agentmesh.chat.agents_client import nats_client
+from agentmesh.chat.models import Run
+from agentmesh.chat.runs.hub import RunEvent
+from agentmesh.chat.runs.sse import event_stream
+from agentmesh.shared.auth import CurrentPrincipal, Principal
+from agentmesh.shared.db import Session
+from agentmesh.shared.errors import NotFound
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+NOT_YOURS = {404: {"description": "No such run, or not yours"}}
+CANCEL_SUBJECT = "chat.control.cancel"
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    agent_id: uuid.UUID
+    agent_version: int
+    status: str
+    error: dict[str, Any] | None
+    model: str
+    provider: str
+    user_message_id: uuid.UUID | None
+    assistant_message_id: uuid.UUID | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    latency_ms: float | None
+    ttft_ms: float | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+async def _owned(session: Any, caller: Principal, run_id: uuid.UUID) -> Run:
+    run = await session.get(Run, run_id)
+    if run is None or (run.user_id != caller.user_id and not caller.is_admin):
+        raise NotFound("No such run.")
+    return run
+
+
+@router.get("/{run_id}", response_model=RunOut, responses=NOT_YOURS)
+async def get_run(run_id: uuid.UUID, caller: CurrentPrincipal, session: Session) -> RunOut:
+    """A run's state: ``running``, ``completed``, ``failed`` or ``cancelled``, with usage."""
+    return RunOut.model_validate(await _owned(session, caller, run_id))
+
+
+@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
+             responses=NOT_YOURS)  # fmt: skip
+async def cancel(
+    run_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request
+) -> RunOut:
+    """Stop generating. What was produced is kept, marked ``cancelled``. Works from any
+    replica: the one running the run gets the request over NATS."""
+    run = await _owned(session, caller, run_id)
+    if run.status == "running" and not cancel_local(request.app.state.hub, run_id):
+        nc = nats_client(request.app.state.runtime.broker)
+        if nc is not None and nc.is_connected:
+            await nc.publish(f"{CANCEL_SUBJECT}.{run_id}", b"")
+    return RunOut.model_validate(run)
+
+
+def cancel_local(hub: Any, run_id: uuid.UUID) -> bool:
+    channel = hub.local.get(run_id)
+    if channel is None or channel.task is None or channel.task.done():
+        return False
+    channel.task.cancel()
+    return True
+
+
+@router.get(
+    "/{run_id}/events",
+    responses={
+        **NOT_YOURS,
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    },
+)
+async def events(
+    run_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Any:  # fmt: skip
+    """Replay a run's events, then follow them until ``done``. Send ``Last-Event-ID`` to
+    get only what came after it; any chat replica can serve this."""
+    run = await _owned(session, caller, run_id)
+    try:
+        after = max(0, int(last_event_id or 0))
+    except ValueError:
+        after = 0
+    state = request.app.state
+    channel = state.hub.local.get(run_id)
+    if channel is not None:
+        source: AsyncIterator[RunEvent | None] = state.hub.follow_local(channel, after)
+    else:
+        source = _from_stream(state, run, after)
+    await session.commit()  # release the connection before a long stream
+    return event_stream(source, state.settings.heartbeat_seconds)
+
+
+async def _from_stream(state: Any, run: Run, after: int) -> AsyncIterator[RunEvent | None]:
+    """The stream's events; when it has none left (expired) for a finished run, the end
+    of the run rebuilt from its row."""
+    seen = after
+    async for event in state.hub.follow_stream(
+        run.id, after, idle_timeout=state.settings.heartbeat_seconds
+    ):
+        if event is not None:
+            seen = event.id
+            yield event
+            continue
+        yield None
+        async with state.sessionmaker() as session:
+            current = await session.get(Run, run.id)
+        if current is not None and current.status != "running" and seen < current.last_event_id:
+            for event in _rebuilt_end(current):
+                if event.id > seen:
+                    yield event
+            return
+
+
+def _rebuilt_end(run: Run) -> list[RunEvent]:
+    usage = {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens,
+             "total_tokens": run.input_tokens + run.output_tokens}  # fmt: skip
+    end = run.last_event_id
+    if run.status == "completed":
+        last = RunEvent(
+            end - 1,
+            "message.completed",
+            {"message_id": run.assistant_message_id, "usage": usage, "status": "completed"},
+        )
+    elif run.status == "cancelled":
+        last = RunEvent(end - 1, "run.cancelled", {"message_id": run.assistant_message_id,
+                                                     "usage": usage})  # fmt: skip
+    else:
+        last = RunEvent(end - 1, "run.failed", run.error or {})
+    return [last, RunEvent(end, "done", {"status": run.status})]

@@ -1,0 +1,161 @@
+"""The database side of a run, in as few round trips as possible.
+
+One streamed turn on the conversation path costs: the conversation with its agent snapshot
+and budget (1), the branch history (1), a budget reservation when the user has a budget
+(1), the user message with the run (1), commit (1); then at the end the assistant message
+with the run's usage and the budget spend (1), the outbox event (1), commit (1).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.chat.models import new_id
+from agentmesh.shared.events.contracts import MessageCompleted
+
+if TYPE_CHECKING:
+    from agentmesh.chat.runs.executor import RunOutcome, RunPlan
+
+
+def this_month() -> date:
+    return datetime.now(UTC).date().replace(day=1)
+
+
+@dataclass
+class FinishedRun:
+    plan: RunPlan
+    outcome: RunOutcome
+    model: str
+    provider: str
+    latency_ms: float
+    last_event_id: int
+
+
+RESERVE = text("""
+INSERT INTO chat.budget_spend AS s (user_id, month, tokens, cost_usd, reserved_tokens)
+SELECT :user_id, :month, 0, 0, :reserve
+WHERE EXISTS (SELECT 1 FROM chat.budgets b WHERE b.user_id = :user_id
+              AND (b.monthly_tokens IS NULL OR b.monthly_tokens > 0)
+              AND (b.monthly_cost_usd IS NULL OR b.monthly_cost_usd > 0))
+ON CONFLICT (user_id, month) DO UPDATE SET reserved_tokens = s.reserved_tokens + :reserve
+WHERE EXISTS (SELECT 1 FROM chat.budgets b WHERE b.user_id = :user_id
+              AND (b.monthly_tokens IS NULL OR s.tokens + s.reserved_tokens < b.monthly_tokens)
+              AND (b.monthly_cost_usd IS NULL OR s.cost_usd < b.monthly_cost_usd))
+RETURNING 1
+""")
+
+
+async def reserve_budget(session: AsyncSession, user_id: uuid.UUID, tokens: int) -> bool:
+    """Atomically start a run against the user's monthly budget: False when the tokens
+    spent plus those in flight, or the cost spent, already reach the limit. The row lock
+    of ``ON CONFLICT DO UPDATE`` serializes concurrent starts of one user."""
+    row = await session.execute(
+        RESERVE, {"user_id": user_id, "month": this_month(), "reserve": tokens}
+    )
+    return row.first() is not None
+
+
+START_TURN = text("""
+WITH m AS (
+  INSERT INTO chat.messages (id, conversation_id, user_id, parent_id, role, content, tool_calls,
+                             status, run_id, agent_version)
+  VALUES (:message_id, :conversation_id, :user_id, :parent_id, 'user', :content, '[]',
+          'completed', :run_id, :agent_version)
+  RETURNING id)
+INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, user_message_id,
+                       status, model, provider, input_tokens, output_tokens, cost_usd,
+                       reserved_tokens, last_event_id)
+SELECT :run_id, :user_id, :conversation_id, :agent_id, :agent_version, m.id, 'running',
+       :model, :provider, 0, 0, 0, :reserved, 0 FROM m
+RETURNING created_at
+""")
+
+START_RUN = text("""
+INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, user_message_id,
+                       status, model, provider, input_tokens, output_tokens, cost_usd,
+                       reserved_tokens, last_event_id)
+VALUES (:run_id, :user_id, :conversation_id, :agent_id, :agent_version, :user_message_id,
+        'running', :model, :provider, 0, 0, 0, :reserved, 0)
+""")
+
+
+async def start_run(
+    session: AsyncSession, *, run_id: uuid.UUID, user_id: uuid.UUID, agent_id: uuid.UUID,
+    agent_version: int, model: str, reserved: int, conversation_id: uuid.UUID | None = None,
+    user_message: tuple[uuid.UUID, uuid.UUID | None, str] | None = None,
+    user_message_id: uuid.UUID | None = None,
+) -> None:  # fmt: skip
+    """Insert the run (and, on the conversation path, the user's message with it)."""
+    params = {"run_id": run_id, "user_id": user_id, "conversation_id": conversation_id,
+              "agent_id": agent_id, "agent_version": agent_version, "model": model,
+              "provider": "pending", "reserved": reserved}  # fmt: skip
+    if user_message is not None:
+        message_id, parent_id, content = user_message
+        params |= {"message_id": message_id, "parent_id": parent_id, "content": content}
+        await session.execute(START_TURN, params)
+    else:
+        await session.execute(START_RUN, params | {"user_message_id": user_message_id})
+
+
+FINISH = """
+{message_cte}
+, spend AS (
+  UPDATE chat.budget_spend SET tokens = tokens + :total_tokens, cost_usd = cost_usd + :cost,
+         reserved_tokens = GREATEST(reserved_tokens - :reserved, 0)
+  WHERE user_id = :user_id AND month = :month AND :has_budget)
+UPDATE chat.runs SET status = :status, error = CAST(:error AS jsonb), model = :model,
+       provider = :provider, input_tokens = :input_tokens, output_tokens = :output_tokens,
+       cost_usd = :cost, latency_ms = :latency_ms, ttft_ms = :ttft_ms,
+       assistant_message_id = :assistant_id, last_event_id = :last_event_id,
+       finished_at = now()
+WHERE id = :run_id
+"""
+MESSAGE_CTE = """WITH m AS (
+  INSERT INTO chat.messages (id, conversation_id, user_id, parent_id, role, content, tool_calls,
+                             status, run_id, agent_version, input_tokens, output_tokens)
+  VALUES (:assistant_id, :conversation_id, :user_id, :parent_id, 'assistant', :content,
+          CAST(:tool_calls AS jsonb), :status, :run_id, :agent_version, :input_tokens,
+          :output_tokens))"""
+NO_MESSAGE_CTE = "WITH m AS (SELECT 1)"
+
+
+async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
+    """Record the answer, the run's usage and spend, and ``chat.message.completed``, in
+    one transaction. Returns the assistant message id (None for stateless runs)."""
+    plan, outcome = finished.plan, finished.outcome
+    conversational = plan.conversation_id is not None
+    assistant_id = new_id() if conversational else None
+    params: dict[str, Any] = {
+        "assistant_id": assistant_id, "conversation_id": plan.conversation_id,
+        "user_id": plan.user_id, "parent_id": plan.parent_id, "content": outcome.content,
+        "tool_calls": json.dumps(outcome.tool_calls, default=str), "status": outcome.status,
+        "run_id": plan.run_id, "agent_version": plan.agent_version,
+        "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
+        "total_tokens": outcome.input_tokens + outcome.output_tokens,
+        "cost": outcome.cost_usd, "reserved": plan.reserved_tokens, "month": this_month(),
+        "has_budget": plan.reserved_tokens > 0,
+        "error": json.dumps(outcome.error) if outcome.error else None,
+        "model": finished.model, "provider": finished.provider,
+        "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,
+        "last_event_id": finished.last_event_id,
+    }  # fmt: skip
+    sql = FINISH.format(message_cte=MESSAGE_CTE if conversational else NO_MESSAGE_CTE)
+    async with state.sessionmaker() as session, session.begin():
+        await session.execute(text(sql), params)
+        await state.outbox.add(session, MessageCompleted(
+            message_id=assistant_id or plan.run_id, conversation_id=plan.conversation_id,
+            run_id=plan.run_id, user_id=plan.user_id, agent_id=plan.agent_id,
+            agent_version=plan.agent_version, model=finished.model, provider=finished.provider,
+            status=outcome.status, input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens, cost_usd=str(outcome.cost_usd),
+            latency_ms=round(finished.latency_ms, 3),
+            time_to_first_token_ms=None if outcome.ttft_ms is None else round(outcome.ttft_ms, 3),
+        ))  # fmt: skip
+    return assistant_id

@@ -1,0 +1,53 @@
+"""The agent read-model: ``agents.agent.*`` into ``agent_snapshots``, newest version wins.
+
+Events of one agent arrive in order, but a redelivery or a replay may bring an older one:
+an upsert only moves a snapshot forward (``version`` greater than stored), and a delete
+marks the snapshot deleted at its version, so a late update can't bring it back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.chat.models import AgentSnapshot
+from agentmesh.shared.events.contracts import AgentCreated, AgentDeleted, AgentUpdated
+from agentmesh.shared.events.envelope import Envelope, EventPayload
+
+logger = logging.getLogger("agentmesh.chat.snapshots")
+
+
+async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: EventPayload) -> None:
+    if isinstance(payload, AgentCreated | AgentUpdated):
+        values = {
+            "agent_id": payload.agent_id,
+            "owner_id": payload.owner_id,
+            "version": payload.agent_version,
+            "config": payload.config.model_dump(mode="json"),
+            "deleted": False,
+        }
+        newer = AgentSnapshot.version < payload.agent_version
+    elif isinstance(payload, AgentDeleted):
+        values = {
+            "agent_id": payload.agent_id,
+            "owner_id": payload.owner_id,
+            "version": payload.agent_version,
+            "config": {},
+            "deleted": True,
+        }
+        newer = AgentSnapshot.version <= payload.agent_version
+    else:  # pragma: no cover - the subscription only carries agent events
+        return
+    statement = insert(AgentSnapshot).values(**values)
+    update = {key: statement.excluded[key] for key in ("owner_id", "version", "deleted")}
+    if not values["deleted"]:
+        update["config"] = statement.excluded.config
+    update["updated_at"] = func.now()
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[AgentSnapshot.agent_id], set_=update, where=newer
+        )
+    )

@@ -1,0 +1,89 @@
+"""Conversations over HTTP: turns with the offline model, streaming, tools, ownership."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+CONV = "/api/v1/conversations"
+
+
+def parse_sse(body: str) -> list[dict]:
+    events = []
+    for block in body.split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ": " not in line:
+                continue
+            key, value = line.split(": ", 1)
+            fields[key] = value
+        if "event" in fields:
+            events.append(
+                {
+                    "id": int(fields["id"]),
+                    "event": fields["event"],
+                    "data": json.loads(fields["data"]),
+                }
+            )
+    return events
+
+
+async def test_a_turn_answers_and_is_kept(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    created = await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)
+    assert created.status_code == 201, created.text
+    conversation = created.json()
+    answer = await chat.post(
+        f"{CONV}/{conversation['id']}/messages", json={"content": "Hello there"}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    message = answer.json()
+    assert message["role"] == "assistant" and message["content"]
+    assert message["status"] == "completed" and message["output_tokens"] > 0
+    assert message["agent_version"] == 1
+    history = (await chat.get(f"{CONV}/{conversation['id']}/messages", headers=headers)).json()
+    assert [m["role"] for m in history["items"]] == ["user", "assistant"]
+    assert history["items"][1]["parent_id"] == history["items"][0]["id"]
+
+
+async def test_streaming_events_in_order(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers, tools=[{"id": "calculator"}])
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    response = await chat.post(
+        f"{CONV}/{conversation['id']}/messages",
+        json={"content": "Use the calculator for 6*7", "stream": True},
+        headers=headers,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.text)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run.started" and kinds[-1] == "done"
+    assert "tool.call" in kinds and "tool.result" in kinds and "message.delta" in kinds
+    result = next(e for e in events if e["event"] == "tool.result")
+    assert "42" in result["data"]["result"]
+    completed = next(e for e in events if e["event"] == "message.completed")
+    assert completed["data"]["usage"]["output_tokens"] > 0
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_other_users_get_404(chat, make_agent, token_issuer):
+    owner, stranger = token_issuer.headers(), token_issuer.headers()
+    agent = await make_agent(owner)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=owner)).json()
+    url = f"{CONV}/{conversation['id']}"
+    for method, path, body in (
+        ("GET", "", None),
+        ("PATCH", "", {"title": "x"}),
+        ("DELETE", "", None),
+        ("GET", "/messages", None),
+        ("POST", "/messages", {"content": "hi"}),
+    ):
+        response = await chat.request(method, url + path, json=body, headers=stranger)
+        assert response.status_code == 404, (method, path)
+        assert response.headers["content-type"] == "application/problem+json"
+    stolen = await chat.post(CONV, json={"agent_id": agent["id"]}, headers=stranger)
+    assert stolen.status_code == 404
