@@ -10,6 +10,7 @@ from agentmesh.agents.knowledge import rpc as knowledge_rpc
 from agentmesh.agents.knowledge.embedding import Embedder
 from agentmesh.agents.knowledge.ingest import resume_unfinished
 from agentmesh.agents.knowledge.router import router as knowledge_router
+from agentmesh.agents.mcp.router import router as mcp_router
 from agentmesh.agents.providers import rpc
 from agentmesh.agents.providers.router import router as providers_router
 from agentmesh.agents.settings import AgentsSettings
@@ -35,7 +36,7 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     app = runtime.create_app(
         title="AgentMesh agents",
         description="Agents with versioned configs, model providers, the tools catalog.",
-        routers=[agents_router, providers_router, knowledge_router, tools_router],
+        routers=[agents_router, providers_router, knowledge_router, mcp_router, tools_router],
     )
     app.state.secret_box = box
     app.state.embeddings = shared_model()

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.service import erase_user
 from agentmesh.agents.knowledge.models import KnowledgeBase
+from agentmesh.agents.mcp.models import McpServer
 from agentmesh.agents.providers.models import Provider
 from agentmesh.shared.events.contracts import AgentsErasureCompleted, UserDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
@@ -22,6 +23,7 @@ def on_user_deleted(outbox: Outbox):
         assert isinstance(payload, UserDeleted)
         agents = await erase_user(session, payload.user_id)
         await session.execute(delete(Provider).where(Provider.owner_id == payload.user_id))
+        await session.execute(delete(McpServer).where(McpServer.owner_id == payload.user_id))
         # Documents and chunks go with their knowledge bases (ON DELETE CASCADE).
         await session.execute(
             delete(KnowledgeBase).where(KnowledgeBase.owner_id == payload.user_id)

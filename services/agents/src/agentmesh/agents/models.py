@@ -3,6 +3,7 @@
 from agentmesh.agents.agents.models import Agent, AgentVersion
 from agentmesh.agents.base import EVENT_TABLES, SCHEMA, Base
 from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
+from agentmesh.agents.mcp.models import McpServer
 from agentmesh.agents.providers.models import Provider
 
 metadata = Base.metadata
@@ -15,6 +16,7 @@ __all__ = [
     "Chunk",
     "Document",
     "KnowledgeBase",
+    "McpServer",
     "Provider",
     "metadata",
 ]

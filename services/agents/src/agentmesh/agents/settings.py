@@ -24,3 +24,13 @@ class AgentsSettings(ServiceSettings):
     hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
     #: Timeout of POST /providers/{id}/test.
     provider_test_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: Let MCP servers (and other outbound calls) reach private, loopback and link-local
+    #: addresses. Off by default: users could otherwise probe the platform's own network.
+    allow_private_network: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "AGENTMESH_ALLOW_PRIVATE_NETWORK", "AGENTS_ALLOW_PRIVATE_NETWORK"
+        ),
+    )
+    #: Timeout of connecting to an MCP server and listing its tools.
+    mcp_timeout_seconds: float = Field(default=10.0, gt=0, le=60)

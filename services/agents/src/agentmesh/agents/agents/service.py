@@ -58,7 +58,7 @@ def check_if_match(agent: Agent, if_match: str | None) -> None:
 async def _check_provider(
     session: AsyncSession, owner_id: uuid.UUID, config: dict[str, Any]
 ) -> None:
-    """The provider and knowledge bases an agent names must be its owner's."""
+    """The provider, knowledge bases and MCP servers an agent names must be its owner's."""
     from agentmesh.agents.knowledge.models import KnowledgeBase
 
     wanted = {uuid.UUID(str(kb)) for kb in config["knowledge_base_ids"]}
@@ -75,6 +75,7 @@ async def _check_provider(
                 "knowledge_base_ids: no such knowledge base of yours.",
                 extra={"field": "knowledge_base_ids"},
             )
+    await _check_mcp_servers(session, owner_id, config["tools"])
     if config["provider_id"] is None:
         return
     from agentmesh.agents.providers.models import Provider
@@ -87,9 +88,46 @@ async def _check_provider(
         )
 
 
+async def _check_mcp_servers(
+    session: AsyncSession, owner_id: uuid.UUID, tools: list[dict[str, Any]]
+) -> None:
+    """The MCP servers an agent takes tools from must be its owner's. They are not contacted:
+    a server that is down must not stop an agent from being saved."""
+    from agentmesh.agents.mcp.models import McpServer
+
+    for index, tool in enumerate(tools):
+        if tool["id"] != "mcp":
+            continue
+        server = await session.get(McpServer, uuid.UUID(str(tool["config"]["server_id"])))
+        if server is None or server.owner_id != owner_id:
+            raise InvalidReference(
+                f"tools[{index}].config.server_id: no such MCP server of yours.",
+                extra={"field": f"tools[{index}].config.server_id"},
+            )
+
+
+def _check_mcp_config(index: int, config: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from agentmesh.agents.mcp.schemas import McpToolsConfig
+
+    try:
+        McpToolsConfig.model_validate(config)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join([f"tools[{index}].config", *(str(part) for part in error["loc"])])
+        raise InvalidReference(
+            f"{field}: {error['msg']}; an MCP tool's config is "
+            '{"server_id": "<uuid>", "tools": ["<tool name>", ...]}.',
+            extra={"field": field},
+        ) from None
+
+
 def _check_references(config: dict[str, Any]) -> None:
     for index, tool in enumerate(config["tools"]):
-        if tool["id"] not in BUILTIN_TOOLS:
+        if tool["id"] == "mcp":
+            _check_mcp_config(index, tool["config"])
+        elif tool["id"] not in BUILTIN_TOOLS:
             raise InvalidReference(
                 f"tools[{index}].id: no tool {tool['id']!r}; see GET /api/v1/tools.",
                 extra={"field": f"tools[{index}].id"},

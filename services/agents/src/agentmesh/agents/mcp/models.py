@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, LargeBinary, Text, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from agentmesh.agents.base import Base
+from agentmesh.shared.events.envelope import uuid7
+
+
+class McpServer(Base):
+    """A remote MCP server of one user. The auth header's value is stored encrypted."""
+
+    __tablename__ = "mcp_servers"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=lambda: uuid.UUID(uuid7()))
+    owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    name: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    auth_header_name: Mapped[str | None] = mapped_column(Text)
+    auth_header_value_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    auth_header_value_last4: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, status
+
+from agentmesh.agents.mcp import service
+from agentmesh.agents.mcp.schemas import (
+    McpServerCreate,
+    McpServerOut,
+    McpServerUpdate,
+    McpToolOut,
+)
+from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.db import Session
+
+router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"])
+NOT_YOURS = {404: {"description": "No such MCP server, or not yours"}}
+BLOCKED = {422: {"description": "Invalid body, or the URL reaches a private address"}}
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=McpServerOut, responses=BLOCKED
+)
+async def create_mcp_server(
+    body: McpServerCreate, caller: CurrentPrincipal, request: Request, session: Session
+) -> McpServerOut:
+    """Register a remote MCP server by its streamable HTTP URL, with an optional auth header
+    (e.g. ``Authorization: Bearer ...``). The header's value is encrypted at rest and never
+    shown again. Private, loopback and metadata addresses are refused, as for
+    ``http_request``."""
+    server = await service.create(
+        session,
+        request.app.state.secret_box,
+        caller,
+        body,
+        allow_private=request.app.state.settings.allow_private_network,
+    )
+    return service.to_out(server)
+
+
+@router.get("", response_model=list[McpServerOut])
+async def list_mcp_servers(caller: CurrentPrincipal, session: Session) -> list[McpServerOut]:
+    """Your MCP servers, oldest first."""
+    return [service.to_out(s) for s in await service.list_owned(session, caller)]
+
+
+@router.get("/{server_id}", response_model=McpServerOut, responses=NOT_YOURS)
+async def get_mcp_server(
+    server_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> McpServerOut:
+    """One MCP server (never its auth header's value)."""
+    return service.to_out(await service.get_owned(session, caller, server_id))
+
+
+@router.patch("/{server_id}", response_model=McpServerOut, responses={**NOT_YOURS, **BLOCKED})
+async def update_mcp_server(
+    server_id: uuid.UUID,
+    body: McpServerUpdate,
+    caller: CurrentPrincipal,
+    request: Request,
+    session: Session,
+) -> McpServerOut:
+    """Rename, move or re-key an MCP server (``"auth_header_value": null`` removes the
+    header)."""
+    server = await service.get_owned(session, caller, server_id)
+    updated = await service.update(
+        session,
+        request.app.state.secret_box,
+        server,
+        body,
+        allow_private=request.app.state.settings.allow_private_network,
+    )
+    return service.to_out(updated)
+
+
+@router.delete("/{server_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
+async def delete_mcp_server(
+    server_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+) -> None:
+    """Remove an MCP server and its auth header. Agents that enable its tools keep their
+    config until they are next saved, which then fails until the tools are removed."""
+    await session.delete(await service.get_owned(session, caller, server_id))
+
+
+@router.get(
+    "/{server_id}/tools",
+    response_model=list[McpToolOut],
+    responses={
+        **NOT_YOURS,
+        422: {"description": "The URL now reaches a private address"},
+        502: {"description": "The server could not be reached, refused the auth, or failed"},
+    },
+)
+async def list_mcp_server_tools(
+    server_id: uuid.UUID, caller: CurrentPrincipal, request: Request, session: Session
+) -> list[McpToolOut]:
+    """Connect to the server now and list its tools, with the JSON schema of each tool's
+    arguments. Agents enable them by name: ``{"id": "mcp", "config": {"server_id": ...,
+    "tools": [...]}}``."""
+    server = await service.get_owned(session, caller, server_id)
+    settings = request.app.state.settings
+    return await service.list_tools(
+        request.app.state.secret_box,
+        server,
+        timeout=settings.mcp_timeout_seconds,
+        allow_private=settings.allow_private_network,
+    )
