@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
 CONV = "/api/v1/conversations"
 
 

@@ -1,0 +1,97 @@
+"""From an agent's model settings to a LangChain chat model.
+
+Every remote model is built with ``max_retries=0``. Retries happen in
+``agentmesh.chat.llm.streaming.stream_with_retry``, which knows whether tokens already
+reached the user. A retry inside the SDK would not know that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain.chat_models import init_chat_model
+from langchain_core.language_models import BaseChatModel
+
+from agentmesh.chat.llm.offline import OFFLINE_MODEL, OfflineChatModel
+from agentmesh.chat.llm.streaming import ModelCallFailed
+
+PROVIDER_KINDS = ("offline", "openai", "anthropic", "ollama")
+# OpenAI-compatible servers (Ollama, vLLM, LM Studio) ignore the key, but the SDK needs one.
+_UNUSED_KEY = "unused"
+
+
+class ModelMisconfigured(ModelCallFailed):
+    """The model settings cannot work (unknown provider kind, missing key)."""
+
+    type, title = "model-misconfigured", "Model misconfigured"
+
+
+def resolve_chat_model(
+    *,
+    provider_kind: str | None,
+    model: str,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float = 60.0,
+) -> BaseChatModel:
+    """The chat model for a provider kind: offline (or None), openai, anthropic, ollama.
+
+    ``timeout`` bounds each HTTP request. Streaming also has a per-chunk timeout of the same
+    length, so a stream that stalls fails instead of hanging.
+    """
+    kind = (provider_kind or "offline").lower()
+    if kind == "offline":
+        return OfflineChatModel(model=model or OFFLINE_MODEL, max_tokens=max_tokens)
+    options: dict[str, Any] = {}
+    if temperature is not None:
+        options["temperature"] = temperature
+    if kind == "openai":
+        if not api_key and not base_url:
+            raise ModelMisconfigured("The openai provider needs an API key.")
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        return init_chat_model(
+            model,
+            model_provider="openai",
+            base_url=base_url,
+            api_key=api_key or _UNUSED_KEY,
+            max_retries=0,
+            timeout=timeout,
+            stream_usage=True,
+            stream_chunk_timeout=timeout,
+            **options,
+        )
+    if kind == "anthropic":
+        if not api_key:
+            raise ModelMisconfigured("The anthropic provider needs an API key.")
+        if base_url:
+            options["base_url"] = base_url
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        return init_chat_model(
+            model,
+            model_provider="anthropic",
+            api_key=api_key,
+            max_retries=0,
+            timeout=timeout,
+            stream_usage=True,
+            **options,
+        )
+    if kind == "ollama":
+        if max_tokens is not None:
+            options["num_predict"] = max_tokens
+        client_kwargs: dict[str, Any] = {"timeout": timeout}
+        if api_key:  # Ollama behind a proxy that checks a bearer token
+            client_kwargs["headers"] = {"Authorization": f"Bearer {api_key}"}
+        return init_chat_model(
+            model,
+            model_provider="ollama",
+            base_url=base_url,
+            client_kwargs=client_kwargs,
+            **options,
+        )
+    raise ModelMisconfigured(
+        f"Unknown model provider kind {kind!r}; expected one of {PROVIDER_KINDS}."
+    )

@@ -1,0 +1,180 @@
+"""Runs: a real provider over HTTP, resuming on another replica, cancelling, round trips."""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from agentmesh.chat.app import create_app as create_chat
+from agentmesh.shared.testing.fixtures import serve_app
+from agentmesh.shared.testing.openai_server import FakeOpenAI
+
+from .conftest import chat_settings
+from .test_conversations import CONV, parse_sse
+
+REPLY = " ".join(f"word{i}" for i in range(40))
+
+
+@pytest.fixture
+async def fake_llm():
+    async with FakeOpenAI(reply=REPLY) as server:
+        yield server
+
+
+@pytest.fixture
+async def remote_agent(agents, make_agent, token_issuer, fake_llm):
+    """An agent on an OpenAI-compatible provider (the fake server, over real HTTP)."""
+    headers = token_issuer.headers()
+    provider = await agents.post("/api/v1/providers", headers=headers, json={
+        "kind": "openai", "name": "local", "base_url": fake_llm.base_url,
+        "api_key": fake_llm.api_key})  # fmt: skip
+    assert provider.status_code == 201, provider.text
+    agent = await make_agent(headers, provider_id=provider.json()["id"], model="fake-model")
+    return headers, agent
+
+
+@pytest.fixture
+async def replicas(common, agents):
+    """Two chat replicas over real HTTP on the same Postgres and NATS."""
+    async with AsyncExitStack() as stack:
+        urls = []
+        for _ in range(2):
+            app = create_chat(chat_settings(common, heartbeat_seconds=0.5))
+            urls.append(await stack.enter_async_context(serve_app(app)))
+        yield urls
+
+
+async def test_a_real_provider_streams_over_http(chat, remote_agent, fake_llm):
+    headers, agent = remote_agent
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    response = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
+                               json={"content": "hi", "stream": True})  # fmt: skip
+    events = parse_sse(response.text)
+    text = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
+    assert text == REPLY
+    completed = next(e for e in events if e["event"] == "message.completed")
+    assert completed["data"]["usage"]["output_tokens"] > 0
+    assert fake_llm.requests[0].authorized and fake_llm.requests[0].body["stream"] is True
+
+
+async def test_provider_errors_retry_then_fail_cleanly(chat, remote_agent, fake_llm):
+    headers, agent = remote_agent
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    url = f"{CONV}/{conversation['id']}/messages"
+    fake_llm.fail_next("429")
+    retried = await chat.post(url, headers=headers, json={"content": "again"})
+    assert retried.status_code == 200 and retried.json()["content"] == REPLY
+    fake_llm.fail_next("error_after_tokens")
+    broken = await chat.post(url, headers=headers, json={"content": "and again", "stream": True})
+    kinds = [e["event"] for e in parse_sse(broken.text)]
+    assert kinds[-2:] == ["run.failed", "done"] and "message.delta" in kinds
+    fake_llm.fail_next("500", times=5)
+    failed = await chat.post(url, headers=headers, json={"content": "once more"})
+    assert failed.status_code == 502
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert "Traceback" not in failed.text and fake_llm.api_key not in failed.text
+
+
+async def test_resume_on_another_replica_with_last_event_id(replicas, remote_agent, fake_llm):
+    headers, agent = remote_agent
+    fake_llm.token_delay_seconds = 0.03
+    first, second = replicas
+    async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client:
+        conversation = (await client.post(CONV, json={"agent_id": agent["id"]})).json()
+        seen: list[dict] = []
+        async with client.stream(
+            "POST",
+            f"{CONV}/{conversation['id']}/messages",
+            json={"content": "tell me", "stream": True},
+        ) as response:
+            run_id = response.headers["X-Run-Id"]
+            buffer = ""
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                *blocks, buffer = buffer.split("\n\n")
+                seen += parse_sse("\n\n".join(blocks))
+                if sum(e["event"] == "message.delta" for e in seen) >= 3:
+                    break  # the client drops mid-stream
+    last = seen[-1]["id"]
+    async with httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as client:
+        resumed = await client.get(f"/api/v1/runs/{run_id}/events",
+                                   headers={"Last-Event-ID": str(last)})  # fmt: skip
+        rest = parse_sse(resumed.text)
+        assert [e["id"] for e in rest] == list(range(last + 1, last + 1 + len(rest)))
+        assert rest[-1]["event"] == "done"
+        events = seen + rest
+        text = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
+        assert text == REPLY
+        run = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        assert run["status"] == "completed" and run["output_tokens"] > 0
+
+
+async def test_cancel_from_another_replica_keeps_what_was_said(replicas, remote_agent, fake_llm):
+    headers, agent = remote_agent
+    fake_llm.token_delay_seconds = 0.05
+    first, second = replicas
+    async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client, \
+            httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as other:  # fmt: skip
+        conversation = (await client.post(CONV, json={"agent_id": agent["id"]})).json()
+        events: list[dict] = []
+        async with client.stream(
+            "POST",
+            f"{CONV}/{conversation['id']}/messages",
+            json={"content": "talk", "stream": True},
+        ) as response:
+            run_id = response.headers["X-Run-Id"]
+            buffer, cancelled = "", False
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                *blocks, buffer = buffer.split("\n\n")
+                events += parse_sse("\n\n".join(blocks))
+                deltas = sum(e["event"] == "message.delta" for e in events)
+                if deltas >= 2 and not cancelled:
+                    assert (await other.post(f"/api/v1/runs/{run_id}/cancel")).status_code == 202
+                    cancelled = True
+        kinds = [e["event"] for e in events]
+        assert kinds[-2:] == ["run.cancelled", "done"]
+        partial = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
+        assert partial and partial != REPLY
+        history = (await client.get(f"{CONV}/{conversation['id']}/messages")).json()["items"]
+        assert history[-1]["status"] == "cancelled" and history[-1]["content"] == partial
+
+
+COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", default=False)
+
+
+async def test_one_streamed_turn_costs_at_most_ten_round_trips(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "Counted"},
+                                    headers=headers)).json()  # fmt: skip
+    url = f"{CONV}/{conversation['id']}/messages"
+    await chat.post(url, json={"content": "warm up"}, headers=headers)
+    statements: list[str] = []
+    engine = chat.app.state.runtime.engine.sync_engine
+
+    def on_execute(conn, cursor, statement, *args):
+        if COUNTING.get():
+            statements.append(statement.split()[0])
+
+    def on_commit(conn):
+        if COUNTING.get():
+            statements.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    token = COUNTING.set(True)
+    try:
+        response = await chat.post(url, json={"content": "count me", "stream": True},
+                                   headers=headers)  # fmt: skip
+    finally:
+        COUNTING.reset(token)
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+    assert parse_sse(response.text)[-1]["event"] == "done"
+    print(f"\nround trips of one streamed turn: {len(statements)} {statements}")
+    assert 0 < len(statements) <= 10
