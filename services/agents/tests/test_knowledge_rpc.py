@@ -104,3 +104,33 @@ async def test_search_rpc_checks_the_callers_ownership(agents, indexed, nats_url
         assert (await ask({**call, "top_k": 0}))["error"] == "bad_request"
     finally:
         await nc.close()
+
+
+async def test_a_remote_openai_compatible_embedding_model(agents, token_issuer):
+    from agentmesh.shared.testing.openai_server import FakeOpenAI
+
+    headers = token_issuer.headers()
+    async with FakeOpenAI() as server:
+        provider = await agents.post("/api/v1/providers", headers=headers, json={
+            "kind": "openai", "name": "emb", "base_url": server.base_url,
+            "api_key": server.api_key})  # fmt: skip
+        body = {"name": "Remote", "embedding_provider_id": provider.json()["id"],
+                "embedding_model": "text-embedding-3-small"}  # fmt: skip
+        kb = (await agents.post(KBS, json=body, headers=headers)).json()
+        await agents.post(f"{KBS}/{kb['id']}/documents", headers=headers,
+                          json={"text": TEXT, "filename": "p.txt"})  # fmt: skip
+        document = (await ready_all(agents, headers, kb["id"]))[0]
+        assert document["status"] == "ready", document
+        found = await agents.post(f"{KBS}/{kb['id']}/search", headers=headers,
+                                  json={"query": "refund", "mode": "vector"})  # fmt: skip
+        assert found.status_code == 200 and found.json()["results"]
+        calls = [r for r in server.requests if r.path.endswith("/embeddings")]
+        assert calls and all(r.authorized for r in calls)
+        assert calls[0].body["model"] == "text-embedding-3-small"
+        assert calls[0].body["dimensions"] == 384
+        # Back to the local model: the remote vectors go, every document is re-indexed.
+        patched = await agents.patch(f"{KBS}/{kb['id']}", headers=headers,
+                                     json={"embedding_provider_id": None})  # fmt: skip
+        assert patched.json()["embedding_model"] == "all-MiniLM-L6-v2"
+        assert (await ready_all(agents, headers, kb["id"]))[0]["status"] == "ready"
+        assert len([r for r in server.requests if r.path.endswith("/embeddings")]) == len(calls)
