@@ -10,6 +10,7 @@ from agentmesh.agents.knowledge import rpc as knowledge_rpc
 from agentmesh.agents.knowledge.embedding import Embedder
 from agentmesh.agents.knowledge.ingest import resume_unfinished
 from agentmesh.agents.knowledge.router import router as knowledge_router
+from agentmesh.agents.mcp import rpc as mcp_rpc
 from agentmesh.agents.mcp.router import router as mcp_router
 from agentmesh.agents.providers import rpc
 from agentmesh.agents.providers.router import router as providers_router
@@ -31,6 +32,9 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     )
     assert runtime.broker is not None and runtime.sessionmaker is not None
     rpc.register(
+        runtime.broker, runtime.sessionmaker, box, settings.internal_token.get_secret_value()
+    )
+    mcp_rpc.register(
         runtime.broker, runtime.sessionmaker, box, settings.internal_token.get_secret_value()
     )
     app = runtime.create_app(

@@ -1,6 +1,7 @@
 """Chat's client of the agents RPCs (core NATS request/reply, internal token).
 
-Provider credentials are cached briefly in memory, never stored in the database.
+Provider credentials and MCP connections are cached briefly in memory, never stored in
+the database.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class ProviderMissing(AppError):
     status, type, title = 409, "provider-unavailable", "Conflict"
 
 
+class McpServerMissing(AppError):
+    status, type, title = 409, "mcp-server-unavailable", "Conflict"
+
+
 def nats_client(broker: Any) -> Any:
     """The broker's nats-py client, or None before the first connection."""
     try:
@@ -36,6 +41,7 @@ class AgentsClient:
         self.timeout = timeout
         self.ttl = ttl
         self._cache: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, dict[str, Any]]] = {}
+        self._mcp_cache: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, dict[str, Any]]] = {}
 
     async def _request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         nc = nats_client(self.broker)
@@ -66,6 +72,20 @@ class AgentsClient:
                 "The agent's model provider is gone or not yours; update the agent."
             )
         self._cache[key] = (time.monotonic() + self.ttl, answer)
+        return answer
+
+    async def mcp_connection(self, user_id: uuid.UUID, server_id: uuid.UUID) -> dict[str, Any]:
+        """``{"url", "headers"}`` of the user's MCP server (headers hold its auth value)."""
+        key = (user_id, server_id)
+        hit = self._mcp_cache.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        answer = await self._request(
+            "agents.rpc.mcp.connection", {"user_id": str(user_id), "server_id": str(server_id)}
+        )
+        if "error" in answer:
+            raise McpServerMissing(f"The MCP server is gone or not yours ({answer['error']}).")
+        self._mcp_cache[key] = (time.monotonic() + self.ttl, answer)
         return answer
 
     async def knowledge_search(

@@ -42,6 +42,8 @@ class ChatSettings(ServiceSettings):
     #: Provider credentials fetched over the agents RPC are reused this long.
     credentials_ttl_seconds: float = Field(default=60.0, ge=0)
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+    #: Per MCP session (connect, list or call a tool) with an agent's MCP server.
+    mcp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     #: Per model call (connect + read) of a real provider.
     model_timeout_seconds: float = Field(default=60.0, gt=0)
     model_attempts: int = Field(default=3, ge=1, le=10)

@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
 from agentmesh.chat.llm.memory import build_prompt
 from agentmesh.chat.llm.resolve import resolve_chat_model
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
+from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.store import FinishedRun, finish_run
 from agentmesh.shared.errors import problem_type
@@ -102,8 +103,9 @@ class RunExecutor:
         )
         return model, provider_label(config, creds)
 
-    def _tools(self, plan: RunPlan) -> list[Any]:
+    async def _tools(self, plan: RunPlan) -> list[Any]:
         refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
+        mcp_refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") == "mcp"]
         kb_ids = [str(kb) for kb in plan.config.get("knowledge_base_ids", [])]
         if kb_ids and not any(ref.get("id") == "knowledge_search" for ref in refs):
             refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
@@ -113,11 +115,25 @@ class RunExecutor:
                 plan.user_id, kb_ids, query, top_k
             )
 
-        return build_tools(
+        settings = self.state.settings
+        tools = build_tools(
             refs,
-            allow_private_network=self.state.settings.allow_private_network,
+            allow_private_network=settings.allow_private_network,
             knowledge_search=search if kb_ids else None,
         )
+        if mcp_refs:  # over MCP; a server that can't be reached is left out (logged)
+            names = {tool.name for tool in tools}
+            for tool in await mcp_tools(
+                self.state.agents_client, plan.user_id, mcp_refs,
+                allow_private=settings.allow_private_network,
+                timeout=settings.mcp_timeout_seconds,
+            ):  # fmt: skip
+                if tool.name in names:
+                    logger.warning("mcp tool %r shadows another tool; skipped", tool.name)
+                    continue
+                names.add(tool.name)
+                tools.append(tool)
+        return tools
 
     async def _run(self, plan: RunPlan, channel: RunChannel) -> RunOutcome:
         outcome = RunOutcome()
@@ -180,7 +196,7 @@ class RunExecutor:
 
     async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
                     started: float) -> None:  # fmt: skip
-        tools = [] if plan.client_tools is not None else self._tools(plan)
+        tools = [] if plan.client_tools is not None else await self._tools(plan)
         by_name = {tool.name: tool for tool in tools}
         bound = model.bind_tools(plan.client_tools or tools) if (tools or plan.client_tools) \
             else model  # fmt: skip
