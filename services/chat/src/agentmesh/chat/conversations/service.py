@@ -101,19 +101,29 @@ def to_langchain(rows: list[Any]) -> list[BaseMessage]:
     """Stored turns as LangChain messages, tool calls and their results included."""
     messages: list[BaseMessage] = []
     for row in rows:
+        id = str(row.id)  # the stored turn each message comes from (memory summaries)
         if row.role == "user":
-            messages.append(HumanMessage(row.content))
+            messages.append(HumanMessage(row.content, id=id))
             continue
         if row.status == "failed" and not row.content:
             continue
         calls = row.tool_calls or []
         if calls:
-            messages.append(AIMessage("", tool_calls=[
+            messages.append(AIMessage("", id=id, tool_calls=[
                 {"id": c["id"], "name": c["name"], "args": c["args"]} for c in calls]))  # fmt: skip
-            messages += [ToolMessage(str(c.get("result", "")), tool_call_id=c["id"])
+            messages += [ToolMessage(str(c.get("result", "")), tool_call_id=c["id"], id=id)
                          for c in calls]  # fmt: skip
-        messages.append(AIMessage(row.content))
+        messages.append(AIMessage(row.content, id=id))
     return messages
+
+
+def after_summary(rows: list[Any], conversation: Any) -> tuple[list[Any], str | None]:
+    """The turns the conversation's summary doesn't cover, and the summary, when the
+    summary belongs to this branch; else every turn and no summary."""
+    ids = [row.id for row in rows]
+    if conversation.summary and conversation.summary_upto in ids:
+        return rows[ids.index(conversation.summary_upto) + 1 :], conversation.summary
+    return rows, None
 
 
 async def page(

@@ -46,6 +46,8 @@ async def start_turn(
         if question is None:
             raise NotFound("That answer has no question to answer again.")
         rows = await service.branch(session, conversation_id, leaf=question.id)
+        first_turn = len(rows) <= 1
+        rows, summary = service.after_summary(rows, conversation)
         parent_id, history = question.id, service.to_langchain(rows)
     else:
         assert content is not None
@@ -58,6 +60,8 @@ async def start_turn(
             before = rows[-1].id if rows else None
         parent_id = new_id()
         new_question = (parent_id, before, content)
+        first_turn = not rows
+        rows, summary = service.after_summary(rows, conversation)
         history = [*service.to_langchain(rows), HumanMessage(content)]
     config = snapshot.config
     reserved = 0
@@ -73,12 +77,12 @@ async def start_turn(
         user_message_id=parent_id,
     )  # fmt: skip
     title_seed = content if conversation.auto_title and conversation.title is None and \
-        not rows else None  # fmt: skip
+        first_turn else None  # fmt: skip
     await session.commit()  # the edge: the run's own writes come after this one
     plan = RunPlan(
         run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, config=config, history=history,
-        conversation_id=conversation_id, parent_id=parent_id, summary=conversation.summary,
+        conversation_id=conversation_id, parent_id=parent_id, summary=summary,
         reserved_tokens=reserved, title_seed=title_seed,
     )  # fmt: skip
     channel = state.executor.start(plan)

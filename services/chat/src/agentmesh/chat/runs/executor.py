@@ -17,11 +17,11 @@ from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
 
-from agentmesh.chat.llm.memory import build_prompt
 from agentmesh.chat.llm.resolve import resolve_chat_model
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
+from agentmesh.chat.runs.memory import prompt_for
 from agentmesh.chat.runs.store import FinishedRun, finish_run
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.tools.builtin import build_tools
@@ -200,11 +200,7 @@ class RunExecutor:
         by_name = {tool.name: tool for tool in tools}
         bound = model.bind_tools(plan.client_tools or tools) if (tools or plan.client_tools) \
             else model  # fmt: skip
-        memory = plan.config.get("memory") or {}
-        messages = build_prompt(
-            plan.config.get("instructions") or "", plan.history,
-            window_tokens=int(memory.get("window_tokens", 4000)), summary=plan.summary,
-        )  # fmt: skip
+        messages = await prompt_for(self.state, plan, model)
         settings = self.state.settings
         for _step in range(settings.max_tool_steps):
             full: AIMessageChunk | None = None
