@@ -85,3 +85,42 @@ async def test_other_users_get_404(chat, make_agent, token_issuer):
         assert response.headers["content-type"] == "application/problem+json"
     stolen = await chat.post(CONV, json={"agent_id": agent["id"]}, headers=stranger)
     assert stolen.status_code == 404
+
+
+async def test_regenerate_keeps_the_old_answer_and_edit_branches(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    url = f"{CONV}/{conversation['id']}/messages"
+    first = (await chat.post(url, json={"content": "First question"}, headers=headers)).json()
+    second = (await chat.post(url, json={"content": "Second question"}, headers=headers)).json()
+    again = await chat.post(f"{url}/{second['id']}/regenerate", json={}, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] != second["id"]
+    assert again.json()["parent_id"] == second["parent_id"]  # a sibling: the old is a variant
+    items = (await chat.get(url, headers=headers)).json()["items"]
+    assert [m["id"] for m in items].count(second["id"]) == 1 and len(items) == 5
+    question = first["parent_id"]
+    edited = await chat.patch(f"{url}/{question}", json={"content": "Edited question"},
+                              headers=headers)  # fmt: skip
+    assert edited.status_code == 200, edited.text
+    items = (await chat.get(url, headers=headers)).json()["items"]
+    new_question = next(m for m in items if m["content"] == "Edited question")
+    assert new_question["parent_id"] is None  # branched from where the edited one was
+    assert edited.json()["parent_id"] == new_question["id"]
+    assert "Second question" not in edited.json()["content"]  # the old branch isn't in it
+    not_an_answer = await chat.post(f"{url}/{question}/regenerate", json={}, headers=headers)
+    assert not_an_answer.status_code == 404
+
+
+async def test_bad_input_is_problem_json(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    url = f"{CONV}/{conversation['id']}/messages"
+    for body in ({"content": ""}, {"content": "x", "stream": "maybe"}, {}):
+        response = await chat.post(url, json=body, headers=headers)
+        assert response.status_code == 422, body
+        assert response.headers["content-type"] == "application/problem+json"
+    assert (await chat.get(f"{CONV}?cursor=nonsense", headers=headers)).status_code == 422
+    assert (await chat.get(f"{CONV}/not-a-uuid", headers=headers)).status_code == 422
