@@ -115,7 +115,10 @@ async def test_rate_limit_answers_429_with_headers(platform, account):
         statuses.append(response.status_code)
     assert statuses[2] == 429
     limited = response
-    assert_problem(limited, 429, "rate-limited")
+    # On /v1 (the OpenAI-compatible API) the gateway's own errors are in OpenAI's shape.
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert limited.headers["x-request-id"]
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.headers["ratelimit-limit"] == "2"
     assert limited.headers["ratelimit-remaining"] == "0"

@@ -4,16 +4,20 @@ import contextlib
 import uuid
 
 from fastapi import FastAPI
+from faststream.nats import NatsMessage
 
 from agentmesh.chat import events
 from agentmesh.chat.agents_client import AgentsClient
 from agentmesh.chat.conversations.router import router as conversations_router
 from agentmesh.chat.models import EVENT_TABLES
+from agentmesh.chat.openai_compat.router import router as openai_router
 from agentmesh.chat.runs.executor import RunExecutor
 from agentmesh.chat.runs.hub import RunHub
 from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local
 from agentmesh.chat.runs.router import router as runs_router
 from agentmesh.chat.settings import ChatSettings
+from agentmesh.chat.usage.router import budgets_router
+from agentmesh.chat.usage.router import router as usage_router
 from agentmesh.shared.runtime import ServiceRuntime
 
 
@@ -27,15 +31,15 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
 
     @runtime.broker.subscriber(f"{CANCEL_SUBJECT}.*", title="chat.control.cancel.<run_id>",
                                description="Cancel a run on whichever replica runs it")  # fmt: skip
-    async def on_cancel(body: bytes, msg: object) -> None:
-        subject = getattr(getattr(msg, "raw_message", None), "subject", "")
+    async def on_cancel(body: bytes, msg: NatsMessage) -> None:
+        subject = msg.raw_message.subject
         with contextlib.suppress(ValueError):
             cancel_local(hub, uuid.UUID(subject.rsplit(".", 1)[-1]))
 
     app = runtime.create_app(
         title="AgentMesh chat",
         description="Conversations, LangChain runs with tools and memory, resumable streams.",
-        routers=[conversations_router, runs_router],
+        routers=[conversations_router, runs_router, usage_router, budgets_router, openai_router],
     )
     app.state.hub = hub
     app.state.agents_client = AgentsClient(

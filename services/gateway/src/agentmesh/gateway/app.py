@@ -19,6 +19,7 @@ from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.gateway.upstreams import readiness_checks
 from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.errors import AppError, NotFound, Unauthorized
+from agentmesh.shared.openai_errors import openai_error
 from agentmesh.shared.runtime import ServiceRuntime
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
@@ -109,6 +110,19 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
 
     @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
     async def forward(request: Request) -> Response:
+        if not request.url.path.startswith("/v1/"):
+            return await _forward(request)
+        try:
+            return await _forward(request)
+        except AppError as error:  # OpenAI clients parse OpenAI's error shape on /v1
+            body = openai_error(error.status, error.detail or error.title, slug=error.type)
+            headers = dict(error.headers or {})
+            rid = getattr(request.state, "request_id", None)
+            if rid:
+                headers["X-Request-ID"] = rid
+            return JSONResponse(body, status_code=error.status, headers=headers)
+
+    async def _forward(request: Request) -> Response:
         route = resolve(request.method, request.url.path)
         if route is None:
             raise NotFound(f"No resource at {request.method} {request.url.path}")

@@ -19,6 +19,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/api/v1/conversations", "chat", "chat"),
     ("/api/v1/runs", "chat", "chat"),
     ("/api/v1/usage", "chat", "chat"),
+    ("/api/v1/budgets", "chat", "chat"),
     ("/v1/", "chat", "chat"),
 )
 

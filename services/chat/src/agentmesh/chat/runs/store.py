@@ -109,7 +109,9 @@ FINISH = """
 , spend AS (
   UPDATE chat.budget_spend SET tokens = tokens + :total_tokens, cost_usd = cost_usd + :cost,
          reserved_tokens = GREATEST(reserved_tokens - :reserved, 0)
-  WHERE user_id = :user_id AND month = :month AND :has_budget)
+  -- Not only runs that reserved: one that started before the budget of its user was set
+  -- (seeded from the runs) counts too. The row exists only while a budget does.
+  WHERE user_id = :user_id AND month = :month)
 UPDATE chat.runs SET status = :status, error = CAST(:error AS jsonb), model = :model,
        provider = :provider, input_tokens = :input_tokens, output_tokens = :output_tokens,
        cost_usd = :cost, latency_ms = :latency_ms, ttft_ms = :ttft_ms,
@@ -140,7 +142,6 @@ async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
         "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
         "total_tokens": outcome.input_tokens + outcome.output_tokens,
         "cost": outcome.cost_usd, "reserved": plan.reserved_tokens, "month": this_month(),
-        "has_budget": plan.reserved_tokens > 0,
         "error": json.dumps(outcome.error) if outcome.error else None,
         "model": finished.model, "provider": finished.provider,
         "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,

@@ -1,0 +1,163 @@
+"""Agents as OpenAI models, and stateless runs of them.
+
+A caller's agents are listed twice: by id and by a slug of their name. Agents whose
+names give the same slug are told apart by the last 8 hex digits of their id
+(``keeper-3f9a0c12``): agent ids are UUIDv7, whose first digits are a timestamp shared by
+agents created within the same minute.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import Counter
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentmesh.chat.conversations.service import OverBudget
+from agentmesh.chat.models import AgentSnapshot, Budget, new_id
+from agentmesh.chat.openai_compat.schemas import ChatCompletionRequest, ChatMessage
+from agentmesh.chat.runs.executor import RunPlan
+from agentmesh.chat.runs.store import reserve_budget, start_run
+from agentmesh.shared.auth import Principal
+from agentmesh.shared.errors import AppError, NotFound
+
+
+class ModelNotFound(NotFound):
+    type, title = "model-not-found", "Model not found"
+
+
+class InvalidRequest(AppError):
+    status, type, title = 400, "invalid-request", "Bad Request"
+
+
+def slugify(name: str) -> str:
+    """``"Keeper of Keys!"`` -> ``"keeper-of-keys"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "agent"
+
+
+def model_slugs(snapshots: list[AgentSnapshot]) -> dict[uuid.UUID, str]:
+    """Each agent's slug, suffixed with the end of its id when its name's slug is shared."""
+    base = {s.agent_id: slugify(str(s.config.get("name") or "")) for s in snapshots}
+    counts = Counter(base.values())
+    return {
+        agent_id: slug if counts[slug] == 1 else f"{slug}-{agent_id.hex[-8:]}"
+        for agent_id, slug in base.items()
+    }
+
+
+async def caller_agents(
+    session: AsyncSession, caller: Principal
+) -> list[tuple[AgentSnapshot, bool]]:
+    """The caller's live agents, oldest id first, each with whether the caller has a budget."""
+    rows = await session.execute(
+        select(AgentSnapshot, Budget.user_id)
+        .join(Budget, Budget.user_id == AgentSnapshot.owner_id, isouter=True)
+        .where(AgentSnapshot.owner_id == caller.user_id, AgentSnapshot.deleted.is_(False))
+        .order_by(AgentSnapshot.agent_id)
+    )
+    return [(snapshot, budget is not None) for snapshot, budget in rows]
+
+
+async def resolve_model(
+    session: AsyncSession, caller: Principal, model: str
+) -> tuple[AgentSnapshot, bool]:
+    """The caller's agent named by ``model`` (id or slug), and whether a budget applies."""
+    agents = await caller_agents(session, caller)
+    try:
+        wanted: uuid.UUID | None = uuid.UUID(model)
+    except ValueError:
+        wanted = None
+    if wanted is None:
+        slugs = model_slugs([snapshot for snapshot, _ in agents])
+        wanted = next((agent_id for agent_id, slug in slugs.items() if slug == model), None)
+    for snapshot, has_budget in agents:
+        if snapshot.agent_id == wanted:
+            return snapshot, has_budget
+    raise ModelNotFound(
+        f"The model {model!r} does not exist or you do not have access to it.",
+        extra={"param": "model"},
+    )
+
+
+def _arguments(raw: str, param: str) -> dict[str, Any]:
+    try:
+        args = json.loads(raw or "{}")
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise InvalidRequest("Tool call arguments must be a JSON object.", extra={"param": param})
+    return args
+
+
+def to_langchain(messages: list[ChatMessage]) -> tuple[str, list[BaseMessage]]:
+    """The caller's system text (system and developer messages, joined) and the rest of
+    the messages as LangChain messages."""
+    system: list[str] = []
+    history: list[BaseMessage] = []
+    for index, message in enumerate(messages):
+        if message.role in ("system", "developer"):
+            system.append(message.text)
+        elif message.role == "user":
+            history.append(HumanMessage(message.text))
+        elif message.role == "assistant":
+            calls = [
+                {"id": call.id, "name": call.function.name,
+                 "args": _arguments(call.function.arguments, f"messages[{index}].tool_calls")}
+                for call in message.tool_calls or []
+            ]  # fmt: skip
+            history.append(AIMessage(message.text, tool_calls=calls))
+        else:
+            if not message.tool_call_id:
+                raise InvalidRequest(
+                    "A tool message needs the tool_call_id it answers.",
+                    extra={"param": f"messages[{index}].tool_call_id"},
+                )
+            history.append(ToolMessage(message.text, tool_call_id=message.tool_call_id,
+                                       name=message.name))  # fmt: skip
+    return "\n\n".join(part for part in system if part.strip()), history
+
+
+def effective_max_tokens(body: ChatCompletionRequest, config: dict[str, Any]) -> int | None:
+    """The caller's max_tokens, capped at the agent's max_output_tokens when it sets one."""
+    requested, limit = body.requested_max_tokens, config.get("max_output_tokens")
+    if requested is None:
+        return limit
+    return min(requested, limit) if limit else requested
+
+
+async def start_completion(
+    state: Any, session: AsyncSession, caller: Principal, body: ChatCompletionRequest
+) -> RunPlan:
+    """Check the request, reserve the budget, record the run and commit: the plan to run."""
+    snapshot, has_budget = await resolve_model(session, caller, body.model)
+    caller_system, history = to_langchain(body.messages)
+    config = dict(snapshot.config)
+    if caller_system:  # the caller's system messages come after the agent's instructions
+        config["instructions"] = "\n\n".join(
+            part for part in (config.get("instructions") or "", caller_system) if part.strip()
+        )
+    max_tokens = effective_max_tokens(body, config)
+    reserved = 0
+    if has_budget:
+        reserved = max_tokens or state.settings.default_reserve_tokens
+        if not await reserve_budget(session, caller.user_id, reserved):
+            raise OverBudget("This month's budget is spent; ask an admin to raise it.")
+    run_id = new_id()
+    await start_run(
+        session, run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
+        agent_version=snapshot.version, model=config.get("model") or "offline",
+        reserved=reserved,
+    )  # fmt: skip
+    await session.commit()  # the edge: the run's own writes come after this one
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+    return RunPlan(
+        run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
+        agent_version=snapshot.version, config=config, history=history,
+        reserved_tokens=reserved, temperature=body.temperature, max_tokens=max_tokens,
+        client_tools=tools or None,
+    )  # fmt: skip

@@ -1,0 +1,75 @@
+"""``/api/v1/usage`` (your figures; anyone's for an admin) and ``/api/v1/budgets`` (admin)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from agentmesh.chat.usage import service
+from agentmesh.chat.usage.schemas import BudgetIn, BudgetOut, GroupBy, UsageReport
+from agentmesh.shared.auth import AdminPrincipal, CurrentPrincipal
+from agentmesh.shared.db import Session
+
+logger = logging.getLogger("agentmesh.chat.usage")
+
+router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
+budgets_router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
+NO_BUDGET = {404: {"description": "The user has no budget"}}
+
+
+FOREIGN = {403: {"description": "Someone else's, and you are not an admin"}}
+
+
+@router.get("", response_model=UsageReport, responses=FOREIGN)
+async def get_usage(
+    caller: CurrentPrincipal,
+    session: Session,
+    from_: Annotated[str | None, Query(alias="from", description="Date or datetime, inclusive",
+                                       examples=["2025-01-01"])] = None,
+    to: Annotated[str | None, Query(description="Exclusive datetime, or a date included "
+                                    "whole", examples=["2025-01-31"])] = None,
+    group_by: GroupBy = "day",
+    user_id: Annotated[uuid.UUID | None, Query(description="Admins only")] = None,
+) -> UsageReport:  # fmt: skip
+    """Tokens, cost, latency and time to first token of your finished runs, grouped by
+    ``agent``, ``model`` or UTC ``day``, with totals. The range defaults to this calendar
+    month (UTC). Admins may pass ``user_id`` to see anyone's."""
+    subject = service.usage_subject(caller, user_id)
+    start, end = service.usage_range(
+        service.parse_bound(from_, "from", end=False), service.parse_bound(to, "to", end=True)
+    )
+    return await service.usage_report(session, subject, start, end, group_by)
+
+
+@budgets_router.put("/{user_id}", response_model=BudgetOut)
+async def put_budget(
+    user_id: uuid.UUID, body: BudgetIn, admin: AdminPrincipal, session: Session
+) -> BudgetOut:
+    """Set a user's monthly token and/or cost limit (admins). A run that would start with
+    this month's spend plus in-flight reservations at the limit is refused with 402. Spend
+    recorded earlier this month counts."""
+    budget = await service.set_budget(session, user_id, body)
+    logger.info("budget set", extra={"user_id": str(user_id), "admin_id": str(admin.user_id),
+                                      "monthly_tokens": body.monthly_tokens,
+                                      "monthly_cost_usd": str(body.monthly_cost_usd)})  # fmt: skip
+    return budget
+
+
+@budgets_router.get("/{user_id}", response_model=BudgetOut, responses={**NO_BUDGET, **FOREIGN})
+async def read_budget(user_id: uuid.UUID, caller: CurrentPrincipal, session: Session) -> BudgetOut:
+    """A user's limits with this month's spend and in-flight reservations (admins, or the
+    user themself)."""
+    return await service.get_budget(session, service.usage_subject(caller, user_id))
+
+
+@budgets_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT,
+                       responses=NO_BUDGET)  # fmt: skip
+async def remove_budget(user_id: uuid.UUID, admin: AdminPrincipal, session: Session) -> Response:
+    """Remove a user's budget (admins): their runs are no longer limited."""
+    await service.delete_budget(session, user_id)
+    logger.info("budget removed", extra={"user_id": str(user_id),
+                                         "admin_id": str(admin.user_id)})  # fmt: skip
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
