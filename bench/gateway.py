@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,16 +33,18 @@ STANDIN = Path(__file__).with_name("sse_standin.py")
 
 
 def spawn(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A service process; its output goes to ``$TMPDIR/agentmesh-bench-<service>.log``."""
+    log = Path(tempfile.gettempdir()) / f"agentmesh-bench-{module.split('.')[1]}.log"
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", module, "--factory", "--port", str(port),
          "--no-access-log", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: off
 
 
-async def wait_ready(url: str) -> None:
+async def wait_ready(url: str, seconds: float = 30) -> None:
     async with aiohttp.ClientSession() as session:
-        for _ in range(300):
+        for _ in range(int(seconds * 10)):
             try:
                 async with session.get(url) as response:
                     if response.status == 200:
