@@ -124,3 +124,23 @@ async def test_bad_input_is_problem_json(chat, make_agent, token_issuer):
         assert response.headers["content-type"] == "application/problem+json"
     assert (await chat.get(f"{CONV}?cursor=nonsense", headers=headers)).status_code == 422
     assert (await chat.get(f"{CONV}/not-a-uuid", headers=headers)).status_code == 422
+
+
+async def test_a_title_is_generated_unless_switched_off(chat, make_agent, token_issuer):
+    import asyncio
+
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    titled = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    plain = (await chat.post(CONV, json={"agent_id": agent["id"], "auto_title": False},
+                             headers=headers)).json()  # fmt: skip
+    for conversation in (titled, plain):
+        await chat.post(f"{CONV}/{conversation['id']}/messages",
+                        json={"content": "Plan a picnic in Lyon"}, headers=headers)  # fmt: skip
+    for _ in range(100):
+        title = (await chat.get(f"{CONV}/{titled['id']}", headers=headers)).json()["title"]
+        if title:
+            break
+        await asyncio.sleep(0.05)
+    assert title and len(title) <= 200
+    assert (await chat.get(f"{CONV}/{plain['id']}", headers=headers)).json()["title"] is None
