@@ -96,10 +96,16 @@ class EmbeddedPostgres:
                 _add_mode(Path(root) / f, readable)
         for f in self.bin.iterdir():
             _add_mode(f, readable | traversable)
-        for ancestor in reversed(self.data_dir.parents):  # every ancestor traversable
-            _add_mode(ancestor, traversable)
+        self._traversable()
         pw = pwd.getpwnam(SYSTEM_USER)
         os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+
+    def _traversable(self) -> None:
+        """Every ancestor of the data dir traversable by the server's user. Again before
+        each pg_ctl call: another process may tighten one meanwhile (pytest resets its
+        ``/tmp/pytest-of-<user>`` to 0700 at every session start)."""
+        for ancestor in reversed(self.data_dir.parents):
+            _add_mode(ancestor, stat.S_IXGRP | stat.S_IXOTH)
 
     def start(self) -> None:
         """Init the cluster when new (so a restart keeps data), then start it.
@@ -159,6 +165,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions, keeps committed data). Idempotent."""
         if (self.data_dir / "postmaster.pid").exists():
+            if self._user:
+                self._traversable()
             self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
 
     def ensure_database(self, name: str) -> None:
