@@ -32,6 +32,7 @@ from agentmesh.shared.events.tables import EventTables
 from agentmesh.shared.health import ReadinessCheck, health_router
 from agentmesh.shared.logging import configure_logging
 from agentmesh.shared.middleware import RequestIdMiddleware
+from agentmesh.shared.openapi import install_problem_docs
 from agentmesh.shared.settings import ServiceSettings
 
 logger = logging.getLogger("agentmesh.runtime")
@@ -206,6 +207,7 @@ class ServiceRuntime:
         app.state.outbox = self.outbox
         app.state.verifier = self.verifier
         install_error_handlers(app)
+        install_problem_docs(app)
         app.include_router(health_router(self.readiness))
         if self.broker is not None and serve_asyncapi:
             broker = self.broker

@@ -11,6 +11,7 @@ import aiohttp
 
 from agentmesh.gateway.routing import PUBLIC, resolve
 from agentmesh.gateway.settings import GatewaySettings
+from agentmesh.shared.openapi import PROBLEM_SCHEMAS, problem_response
 
 SECURITY_SCHEMES = {
     "bearerAuth": {
@@ -86,9 +87,10 @@ class DocsCache:
                     if route is None or route.upstream != service:
                         continue  # not routed publicly (health, internal, asyncapi)
                     operation = {k: v for k, v in operation.items() if k != "security"}
-                    if (method.upper(), path) in PUBLIC:
+                    public = (method.upper(), path) in PUBLIC
+                    if public:
                         operation["security"] = []
-                    kept[method] = operation
+                    kept[method] = _with_gateway_errors(operation, public)
                 if kept:
                     paths[path] = kept
         description = "Every AgentMesh service's API, through the gateway."
@@ -98,7 +100,10 @@ class DocsCache:
             "openapi": "3.1.0",
             "info": {"title": "AgentMesh API", "version": "1", "description": description},
             "paths": dict(sorted(paths.items())),
-            "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+            "components": {
+                "schemas": {**PROBLEM_SCHEMAS, **schemas},
+                "securitySchemes": SECURITY_SCHEMES,
+            },
             "security": [{"bearerAuth": []}, {"apiKey": []}],
         }
         return document, not missing
@@ -125,6 +130,21 @@ class DocsCache:
                     document.get("components", {}).get(section, {})
                 )
         return merged, all(doc is not None for doc in documents.values())
+
+
+def _with_gateway_errors(operation: dict[str, Any], public: bool) -> dict[str, Any]:
+    """``operation`` with the errors the gateway answers itself before the service sees the
+    request: 401 (credentials), 429 (rate limits), 413 (body size). An operation with a
+    ``default`` response (OpenAI's error shape on /v1) already covers them."""
+    responses = dict(operation.get("responses", {}))
+    if "default" in responses:
+        return operation
+    if not public:
+        responses.setdefault("401", problem_response("Missing, invalid or expired credentials"))
+    responses.setdefault("429", problem_response("Rate limited; see Retry-After"))
+    if "requestBody" in operation:
+        responses.setdefault("413", problem_response("The body is over this route's limit"))
+    return {**operation, "responses": responses}
 
 
 def _rename_conflicts(service: str, document: dict[str, Any], seen: dict[str, Any]):

@@ -46,7 +46,7 @@ async def create_agent(
     return service.to_out(agent, config)
 
 
-@router.get("", response_model=AgentPage)
+@router.get("", response_model=AgentPage, responses={400: {"description": "An invalid cursor"}})
 async def list_agents(
     caller: CurrentPrincipal,
     session: Session,

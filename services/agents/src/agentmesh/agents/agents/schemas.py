@@ -23,16 +23,22 @@ class MemoryConfig(BaseModel):
     summarize: bool = False
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """For a PATCH field that may be left out (kept as is) but not be null: its schema
+    shows no ``default: null``."""
+    schema.pop("default", None)
+
+
 class AgentFields(BaseModel):
     """Everything an agent is made of; every field optional, for PATCH."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str = Field(None, min_length=1, max_length=200, json_schema_extra=_not_null)
     description: str | None = Field(default=None, max_length=2000)
-    instructions: str | None = Field(default=None, max_length=100_000)
+    instructions: str = Field(None, max_length=100_000, json_schema_extra=_not_null)
     provider_id: uuid.UUID | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    model: str = Field(None, min_length=1, max_length=200, json_schema_extra=_not_null)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     tools: list[ToolRef] | None = Field(default=None, max_length=32)

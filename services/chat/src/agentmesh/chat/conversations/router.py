@@ -27,6 +27,7 @@ from agentmesh.shared.auth import CurrentPrincipal
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
+from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 NOT_YOURS = {404: {"description": "No such conversation, or not yours"}}
@@ -34,14 +35,22 @@ TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **NOT_YOURS,
     200: {
         "description": "The assistant message; with stream: true, text/event-stream",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": sse_content(),
     },
     402: {"description": "Over the monthly budget"},
     409: {"description": "The agent was deleted"},
+    502: {"description": "The agent's model provider failed or could not be reached"},
+    503: {"description": "The model provider is rate limiting or unavailable"},
+    504: {"description": "The model provider did not answer in time"},
 }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ConversationOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ConversationOut,
+    responses={404: {"description": "No such agent, or not yours"}},
+)
 async def create(
     body: ConversationCreate, caller: CurrentPrincipal, session: Session, request: Request
 ) -> ConversationOut:

@@ -12,6 +12,7 @@ import json
 
 from fastapi.routing import APIRoute
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentmesh.shared.errors import PROBLEM_JSON
@@ -57,6 +58,21 @@ def openai_errors(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, rewrite)
+        except HTTPException as exc:
+            # The route's own refusal (a method it doesn't serve: 405), raised before any
+            # handler could render it.
+            if started:
+                raise
+            message = str(exc.detail)
+            if exc.status_code == 405:
+                message = f"{scope['method']} is not allowed on {scope['path']}"
+            content = json.dumps(openai_error(exc.status_code, message)).encode()
+            headers = MutableHeaders(headers=exc.headers or {})
+            headers["content-type"] = "application/json"
+            headers["content-length"] = str(len(content))
+            await send({"type": "http.response.start", "status": exc.status_code,
+                        "headers": headers.raw})  # fmt: skip
+            await send({"type": "http.response.body", "body": content})
         except Exception:
             if not started:  # the app's last-resort handler would answer problem+json
                 content = json.dumps(openai_error(

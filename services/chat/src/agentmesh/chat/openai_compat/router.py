@@ -25,6 +25,7 @@ from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.auth import CurrentPrincipal
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
+from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -58,7 +59,7 @@ async def list_models(caller: CurrentPrincipal, session: Session) -> ModelList:
     "/chat/completions", response_model=ChatCompletion,
     responses={**ERRORS, 200: {"description": "A chat.completion; with stream: true, "
                                "text/event-stream of chat.completion.chunk objects",
-                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+                               "content": sse_content()}},
 )  # fmt: skip
 async def create_chat_completion(
     body: ChatCompletionRequest, caller: CurrentPrincipal, session: Session, request: Request

@@ -21,6 +21,7 @@ NO_BUDGET = {404: {"description": "The user has no budget"}}
 
 
 FOREIGN = {403: {"description": "Someone else's, and you are not an admin"}}
+ADMIN_ONLY = {403: {"description": "Admins only"}}
 
 
 @router.get("", response_model=UsageReport, responses=FOREIGN)
@@ -44,7 +45,7 @@ async def get_usage(
     return await service.usage_report(session, subject, start, end, group_by)
 
 
-@budgets_router.put("/{user_id}", response_model=BudgetOut)
+@budgets_router.put("/{user_id}", response_model=BudgetOut, responses=ADMIN_ONLY)
 async def put_budget(
     user_id: uuid.UUID, body: BudgetIn, admin: AdminPrincipal, session: Session
 ) -> BudgetOut:
@@ -66,7 +67,7 @@ async def read_budget(user_id: uuid.UUID, caller: CurrentPrincipal, session: Ses
 
 
 @budgets_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT,
-                       responses=NO_BUDGET)  # fmt: skip
+                       responses={**NO_BUDGET, **ADMIN_ONLY})  # fmt: skip
 async def remove_budget(user_id: uuid.UUID, admin: AdminPrincipal, session: Session) -> Response:
     """Remove a user's budget (admins): their runs are no longer limited."""
     await service.delete_budget(session, user_id)
