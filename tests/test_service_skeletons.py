@@ -28,6 +28,7 @@ TEST_SECRETS = {
         "provider_encryption_key": TEST_KEY_ENCRYPTION_KEY,
         "internal_token": TEST_INTERNAL_TOKEN,
     },
+    "chat": {"internal_token": TEST_INTERNAL_TOKEN},
 }
 
 

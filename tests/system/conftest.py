@@ -1,70 +1,13 @@
-"""The platform over real HTTP: identity, agents and chat behind the gateway.
-
-Identity issues the tokens; agents and chat verify them against its JWKS. Tests talk to
-the gateway only, as a user (or an SDK) would.
-"""
+"""OpenAI-compatible clients against the platform (``gateway`` and ``signup`` come from
+``tests/conftest.py``): a user with an API key and an agent."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
 import pytest
-
-from agentmesh.agents.app import create_app as create_agents
-from agentmesh.agents.settings import AgentsSettings
-from agentmesh.chat.app import create_app as create_chat
-from agentmesh.chat.settings import ChatSettings
-from agentmesh.gateway.app import create_app as create_gateway
-from agentmesh.gateway.settings import GatewaySettings
-from agentmesh.identity.app import create_app as create_identity
-from agentmesh.identity.settings import IdentitySettings
-from agentmesh.shared.testing.fixtures import (
-    TEST_INTERNAL_TOKEN,
-    TEST_KEY_ENCRYPTION_KEY,
-    serve_app,
-)
-
-PASSWORD = "correct horse battery staple"
-#: Generous limits: these tests check behaviour, not the gateway's rate limits.
-GENEROUS = {"rate_limit": {"rate": 100, "burst": 200}}
-
-
-@pytest.fixture
-async def gateway(common_settings):
-    """A client of the gateway (``base_url`` is its real HTTP address) in front of
-    identity, agents and chat, each served over HTTP."""
-    async with AsyncExitStack() as stack:
-        identity_url = await stack.enter_async_context(serve_app(create_identity(
-            IdentitySettings(common=common_settings, key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                             internal_token=TEST_INTERNAL_TOKEN),
-        )))  # fmt: skip
-        common = common_settings.model_copy(
-            update={"jwks_url": f"{identity_url}/.well-known/jwks.json"}
-        )
-        agents_url = await stack.enter_async_context(serve_app(create_agents(
-            AgentsSettings(common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                           internal_token=TEST_INTERNAL_TOKEN, allow_private_network=True),
-        )))  # fmt: skip
-        chat_url = await stack.enter_async_context(serve_app(create_chat(
-            ChatSettings(common=common, internal_token=TEST_INTERNAL_TOKEN,
-                         allow_private_network=True),
-        )))  # fmt: skip
-        gateway_url = await stack.enter_async_context(serve_app(create_gateway(
-            GatewaySettings(
-                common=common_settings, identity_url=identity_url, agents_url=agents_url,
-                chat_url=chat_url, internal_token=TEST_INTERNAL_TOKEN,
-                groups={name: GENEROUS for name in
-                        ("auth", "identity", "agents", "knowledge", "chat", "chat_runs")},
-            ),
-        )))  # fmt: skip
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=gateway_url, timeout=30)
-        )
-        yield client
 
 
 @dataclass
@@ -91,17 +34,12 @@ async def wait_for_model(gateway: httpx.AsyncClient, api_key: str, model: str) -
 
 
 @pytest.fixture
-def sdk_account(gateway):
+def sdk_account(gateway, signup):
     """Register and log in through the gateway, create an API key and an agent."""
 
     async def make(**agent_config) -> SdkAccount:
-        email = f"sdk-{uuid.uuid4().hex[:10]}@example.com"
-        body = {"email": email, "password": PASSWORD, "name": "SDK User"}
-        registered = await gateway.post("/api/v1/auth/register", json=body)
-        assert registered.status_code == 201, registered.text
-        login = await gateway.post("/api/v1/auth/login", json=body)
-        assert login.status_code == 200, login.text
-        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        account = await signup("SDK User")
+        headers = account.headers
         key = await gateway.post("/api/v1/api-keys", json={"name": "sdk"}, headers=headers)
         assert key.status_code == 201, key.text
         config = {"name": "Keeper", "instructions": "You keep things.", "model": "offline",

@@ -11,6 +11,9 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, TracerProvider
+
 from agentmesh.shared.errors import AppError
 
 
@@ -35,8 +38,13 @@ def nats_client(broker: Any) -> Any:
 
 
 class AgentsClient:
-    def __init__(self, broker: Any, internal_token: str, *, timeout: float, ttl: float) -> None:
+    def __init__(
+        self, broker: Any, internal_token: str, *, timeout: float, ttl: float,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:  # fmt: skip
         self.broker = broker
+        self.tracer = trace.get_tracer("agentmesh.chat.agents_client",
+                                       tracer_provider=tracer_provider)  # fmt: skip
         self.token = internal_token
         self.timeout = timeout
         self.ttl = ttl
@@ -47,15 +55,23 @@ class AgentsClient:
         nc = nats_client(self.broker)
         if nc is None or not nc.is_connected:
             raise AgentsUnavailable("The agents service can't be reached (no NATS connection).")
-        try:
-            reply = await nc.request(
-                subject, json.dumps(body).encode(), timeout=self.timeout,
-                headers={"Authorization": f"Bearer {self.token}"},
-            )  # fmt: skip
-        except Exception as exc:  # timeout, no responders
-            raise AgentsUnavailable(
-                f"The agents service did not answer ({type(exc).__name__})."
-            ) from exc
+        attributes = {"messaging.system": "nats", "messaging.destination.name": subject,
+                      "messaging.operation.type": "send"}  # fmt: skip
+        # A client span, its context in the headers: agents' consumer span (FastStream's
+        # telemetry middleware extracts it) joins the caller's trace.
+        with self.tracer.start_as_current_span(
+            f"{subject} publish", kind=SpanKind.CLIENT, attributes=attributes
+        ):
+            headers = {"Authorization": f"Bearer {self.token}"}
+            propagate.inject(headers)
+            try:
+                reply = await nc.request(
+                    subject, json.dumps(body).encode(), timeout=self.timeout, headers=headers
+                )
+            except Exception as exc:  # timeout, no responders
+                raise AgentsUnavailable(
+                    f"The agents service did not answer ({type(exc).__name__})."
+                ) from exc
         return json.loads(reply.data)
 
     async def credentials(self, user_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:

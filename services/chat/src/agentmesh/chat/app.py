@@ -1,5 +1,6 @@
 """The chat service: app factory and lifespan."""
 
+import asyncio
 import contextlib
 import uuid
 
@@ -9,10 +10,12 @@ from faststream.nats import NatsMessage
 from agentmesh.chat import events
 from agentmesh.chat.agents_client import AgentsClient
 from agentmesh.chat.conversations.router import router as conversations_router
+from agentmesh.chat.llm.resolve import warm_providers
 from agentmesh.chat.models import EVENT_TABLES
 from agentmesh.chat.openai_compat.router import router as openai_router
 from agentmesh.chat.runs.executor import RunExecutor
 from agentmesh.chat.runs.hub import RunHub
+from agentmesh.chat.runs.orphans import RunWatch
 from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local
 from agentmesh.chat.runs.router import router as runs_router
 from agentmesh.chat.settings import ChatSettings
@@ -45,6 +48,17 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     app.state.agents_client = AgentsClient(
         runtime.broker, settings.internal_token.get_secret_value(),
         timeout=settings.rpc_timeout_seconds, ttl=settings.credentials_ttl_seconds,
+        tracer_provider=runtime.tracer_provider,
     )  # fmt: skip
     app.state.executor = RunExecutor(app.state)
+    runtime.startup_hooks.append(_warm_providers)
+    # Heartbeats of this replica's runs, and the sweep that ends runs of stopped replicas.
+    app.state.run_watch = watch = RunWatch(app.state)
+    runtime.startup_hooks.append(watch.start)
+    runtime.shutdown_hooks.append(watch.stop)
     return app
+
+
+async def _warm_providers(app: FastAPI) -> None:
+    """The provider SDKs, imported before serving, off the event loop (see warm_providers)."""
+    await asyncio.to_thread(warm_providers)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Numeric,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -100,7 +101,15 @@ class Run(Base):
     ``/v1/chat/completions`` runs."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_runs_user_created", "user_id", "created_at"),
+        # The orphan sweep looks only at running runs, by heartbeat.
+        Index(
+            "ix_runs_running_heartbeat",
+            "heartbeat_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     user_id: Mapped[uuid.UUID] = mapped_column()
@@ -123,6 +132,8 @@ class Run(Base):
     ttft_ms: Mapped[float | None] = mapped_column()
     last_event_id: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: Refreshed by the replica executing the run; a stale one means that replica stopped.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

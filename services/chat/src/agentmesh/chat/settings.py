@@ -52,6 +52,12 @@ class ChatSettings(ServiceSettings):
     #: Tokens reserved against a budget while a run is in flight (when the agent sets
     #: no max_output_tokens).
     default_reserve_tokens: int = Field(default=1024, ge=1)
+    #: How often a replica marks the runs it is executing as alive (one UPDATE for all
+    #: of them) and sweeps for runs whose replica stopped.
+    run_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    #: A running run whose heartbeat is older than this is failed by any replica's sweep
+    #: (default: three heartbeats).
+    run_orphan_seconds: float | None = Field(default=None, gt=0)
     #: Let the http_request tool and MCP servers reach private addresses (tests, labs).
     allow_private_network: bool = Field(
         default=False,
@@ -59,3 +65,8 @@ class ChatSettings(ServiceSettings):
             "CHAT_ALLOW_PRIVATE_NETWORK", "AGENTMESH_ALLOW_PRIVATE_NETWORK"
         ),
     )
+
+    @property
+    def run_orphan_after(self) -> float:
+        """Seconds without a heartbeat after which a running run counts as orphaned."""
+        return self.run_orphan_seconds or 3 * self.run_heartbeat_seconds

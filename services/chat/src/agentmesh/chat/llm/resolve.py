@@ -7,6 +7,9 @@ reached the user. A retry inside the SDK would not know that.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 from typing import Any
 
 from langchain.chat_models import init_chat_model
@@ -27,6 +30,34 @@ class ModelMisconfigured(ModelCallFailed):
 
 
 def resolve_chat_model(
+    *,
+    provider_kind: str | None,
+    model: str,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float = 60.0,
+) -> BaseChatModel:
+    """The chat model for these settings, built once and reused: a remote model owns an
+    SDK client (its connection pool and TLS context), and building one per run added tens
+    of milliseconds to every time to first token. Models are stateless between calls."""
+    return _cached_model(provider_kind, model, base_url, api_key, temperature, max_tokens,
+                         timeout)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_model(
+    provider_kind: str | None, model: str, base_url: str | None, api_key: str | None,
+    temperature: float | None, max_tokens: int | None, timeout: float,
+) -> BaseChatModel:  # fmt: skip
+    return build_chat_model(
+        provider_kind=provider_kind, model=model, base_url=base_url, api_key=api_key,
+        temperature=temperature, max_tokens=max_tokens, timeout=timeout,
+    )  # fmt: skip
+
+
+def build_chat_model(
     *,
     provider_kind: str | None,
     model: str,
@@ -95,3 +126,17 @@ def resolve_chat_model(
     raise ModelMisconfigured(
         f"Unknown model provider kind {kind!r}; expected one of {PROVIDER_KINDS}."
     )
+
+
+def warm_providers() -> None:
+    """Import the provider SDKs and build one model, as the first run would.
+
+    LangChain imports a provider's integration on first use: seconds of CPU on a busy
+    machine, during which the replica's event loop would stand still (its other streams,
+    its consumers, the heartbeats of its runs). Chat does it in a thread at start-up."""
+    for module in ("langchain_openai", "langchain_anthropic", "langchain_ollama"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    with contextlib.suppress(Exception):
+        resolve_chat_model(provider_kind="openai", model="warm-up",
+                           base_url="http://127.0.0.1:9/v1", api_key=_UNUSED_KEY)  # fmt: skip

@@ -16,13 +16,19 @@ from decimal import Decimal
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
+from opentelemetry import trace
 
 from agentmesh.chat.llm.resolve import resolve_chat_model
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
-from agentmesh.chat.runs.store import FinishedRun, finish_run
+from agentmesh.chat.runs.store import (
+    FinishedRun,
+    RunAlreadyEnded,
+    finish_run,
+    interrupted_problem,
+)
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.tools.builtin import build_tools
 
@@ -72,6 +78,8 @@ def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
 class RunExecutor:
     def __init__(self, state: Any) -> None:
         self.state = state  # app.state: settings, hub, agents_client, sessionmaker, outbox
+        provider = getattr(getattr(state, "runtime", None), "tracer_provider", None)
+        self.tracer = trace.get_tracer("agentmesh.chat.runs", tracer_provider=provider)
 
     @property
     def hub(self) -> RunHub:
@@ -79,8 +87,24 @@ class RunExecutor:
 
     def start(self, plan: RunPlan) -> RunChannel:
         channel = self.hub.open(plan.run_id)
-        channel.task = asyncio.create_task(self._run(plan, channel), name=f"run-{plan.run_id}")
+        channel.task = asyncio.create_task(self._traced_run(plan, channel),
+                                           name=f"run-{plan.run_id}")  # fmt: skip
         return channel
+
+    async def _traced_run(self, plan: RunPlan, channel: RunChannel) -> RunOutcome:
+        """The run in a span of its own, a child of the request's (the task copied its
+        context) that may outlive it; model calls and agents RPCs nest under it."""
+        name = str(plan.config.get("name") or plan.agent_id)
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": name,
+            "gen_ai.agent.id": str(plan.agent_id),
+            "agentmesh.run_id": str(plan.run_id),
+        }
+        if plan.conversation_id is not None:  # none for /v1/chat/completions
+            attributes["gen_ai.conversation.id"] = str(plan.conversation_id)
+        with self.tracer.start_as_current_span(f"invoke_agent {name}", attributes=attributes):
+            return await self._run(plan, channel)
 
     async def _model(self, plan: RunPlan) -> tuple[Any, str]:
         settings = self.state.settings
@@ -255,6 +279,11 @@ class RunExecutor:
         )
         try:
             outcome.message_id = await finish_run(self.state, finished)
+        except RunAlreadyEnded:
+            # Another replica's sweep failed this run while this one missed its heartbeats
+            # (and ended its stream): that record stands.
+            logger.warning("run was failed by the orphan sweep", extra={"run_id": str(plan.run_id)})
+            outcome.status, outcome.error = "failed", interrupted_problem()
         except Exception:
             logger.exception("run not recorded", extra={"run_id": str(plan.run_id)})
             outcome.status, outcome.error = "failed", {

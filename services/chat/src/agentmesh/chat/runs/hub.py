@@ -125,3 +125,29 @@ class RunHub:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def stream_events(self, run_id: uuid.UUID, *, timeout: float = 5.0) -> list[RunEvent]:
+        """Every event of ``run_id`` the stream holds now (none when it holds none)."""
+        from nats.js.api import DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        js = self.broker.config.connection_state.stream
+        subject = f"{RUNS_SUBJECT_PREFIX}{run_id}"
+        try:
+            last = await js.get_last_msg(RUNS_STREAM, subject)
+        except NotFoundError:
+            return []
+        subscription = await js.subscribe(
+            subject, stream=RUNS_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        events: list[RunEvent] = []
+        try:
+            while True:
+                message = await subscription.next_msg(timeout=timeout)
+                body = json.loads(message.data)
+                events.append(RunEvent(body["id"], body["type"], body["data"]))
+                if message.metadata.sequence.stream >= last.seq:
+                    return events
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

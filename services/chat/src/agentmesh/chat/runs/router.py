@@ -18,6 +18,7 @@ from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.auth import CurrentPrincipal, Principal
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
+from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 NOT_YOURS = {404: {"description": "No such run, or not yours"}}
@@ -86,7 +87,7 @@ def cancel_local(hub: Any, run_id: uuid.UUID) -> bool:
     "/{run_id}/events",
     responses={
         **NOT_YOURS,
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": sse_content()},
     },
 )
 async def events(
@@ -124,11 +125,12 @@ async def _from_stream(state: Any, run: Run, after: int) -> AsyncIterator[RunEve
         yield None
         async with state.sessionmaker() as session:
             current = await session.get(Run, run.id)
-        if current is not None and current.status != "running" and seen < current.last_event_id:
-            for event in _rebuilt_end(current):
-                if event.id > seen:
-                    yield event
-            return
+        if current is not None and current.status != "running":
+            if seen < current.last_event_id:
+                for event in _rebuilt_end(current):
+                    if event.id > seen:
+                        yield event
+            return  # a finished run has nothing more to come
 
 
 def _rebuilt_end(run: Run) -> list[RunEvent]:

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import new_id
+from agentmesh.shared.errors import problem_type
 from agentmesh.shared.events.contracts import MessageCompleted
 
 if TYPE_CHECKING:
@@ -71,18 +72,18 @@ WITH m AS (
   RETURNING id)
 INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, user_message_id,
                        status, model, provider, input_tokens, output_tokens, cost_usd,
-                       reserved_tokens, last_event_id)
+                       reserved_tokens, last_event_id, heartbeat_at)
 SELECT :run_id, :user_id, :conversation_id, :agent_id, :agent_version, m.id, 'running',
-       :model, :provider, 0, 0, 0, :reserved, 0 FROM m
+       :model, :provider, 0, 0, 0, :reserved, 0, now() FROM m
 RETURNING created_at
 """)
 
 START_RUN = text("""
 INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, user_message_id,
                        status, model, provider, input_tokens, output_tokens, cost_usd,
-                       reserved_tokens, last_event_id)
+                       reserved_tokens, last_event_id, heartbeat_at)
 VALUES (:run_id, :user_id, :conversation_id, :agent_id, :agent_version, :user_message_id,
-        'running', :model, :provider, 0, 0, 0, :reserved, 0)
+        'running', :model, :provider, 0, 0, 0, :reserved, 0, now())
 """)
 
 
@@ -105,27 +106,44 @@ async def start_run(
 
 
 FINISH = """
+WITH r AS (
+  -- Only a run still running: one the orphan sweep already failed (this replica lost
+  -- its heartbeat for too long) keeps the sweep's record, and nothing here happens twice.
+  UPDATE chat.runs SET status = :status, error = CAST(:error AS jsonb), model = :model,
+         provider = :provider, input_tokens = :input_tokens, output_tokens = :output_tokens,
+         cost_usd = :cost, latency_ms = :latency_ms, ttft_ms = :ttft_ms,
+         assistant_message_id = :assistant_id, last_event_id = :last_event_id,
+         finished_at = now()
+  WHERE id = :run_id AND status = 'running'
+  RETURNING id)
 {message_cte}
 , spend AS (
   UPDATE chat.budget_spend SET tokens = tokens + :total_tokens, cost_usd = cost_usd + :cost,
          reserved_tokens = GREATEST(reserved_tokens - :reserved, 0)
   -- Not only runs that reserved: one that started before the budget of its user was set
   -- (seeded from the runs) counts too. The row exists only while a budget does.
-  WHERE user_id = :user_id AND month = :month)
-UPDATE chat.runs SET status = :status, error = CAST(:error AS jsonb), model = :model,
-       provider = :provider, input_tokens = :input_tokens, output_tokens = :output_tokens,
-       cost_usd = :cost, latency_ms = :latency_ms, ttft_ms = :ttft_ms,
-       assistant_message_id = :assistant_id, last_event_id = :last_event_id,
-       finished_at = now()
-WHERE id = :run_id
+  WHERE user_id = :user_id AND month = :month AND EXISTS (SELECT 1 FROM r))
+SELECT count(*) FROM r
 """
-MESSAGE_CTE = """WITH m AS (
+#: The assistant message, written only when the run's own update (``r``) took effect.
+MESSAGE_CTE = """, m AS (
   INSERT INTO chat.messages (id, conversation_id, user_id, parent_id, role, content, tool_calls,
                              status, run_id, agent_version, input_tokens, output_tokens)
-  VALUES (:assistant_id, :conversation_id, :user_id, :parent_id, 'assistant', :content,
-          CAST(:tool_calls AS jsonb), :status, :run_id, :agent_version, :input_tokens,
-          :output_tokens))"""
-NO_MESSAGE_CTE = "WITH m AS (SELECT 1)"
+  SELECT :assistant_id, :conversation_id, :user_id, :parent_id, 'assistant', :content,
+         CAST(:tool_calls AS jsonb), :status, :run_id, :agent_version, :input_tokens,
+         :output_tokens FROM r)"""
+NO_MESSAGE_CTE = ""
+
+
+def interrupted_problem() -> dict[str, Any]:
+    """``run.failed`` of a run whose replica stopped before it ended."""
+    return {"type": problem_type("run-interrupted"), "title": "Run interrupted", "status": 503,
+            "detail": "The chat replica running this answer stopped; ask again."}  # fmt: skip
+
+
+class RunAlreadyEnded(Exception):
+    """The run was no longer running when its replica came to record it: the orphan
+    sweep of another replica had failed it (this one missed its heartbeats)."""
 
 
 async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
@@ -149,7 +167,8 @@ async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
     }  # fmt: skip
     sql = FINISH.format(message_cte=MESSAGE_CTE if conversational else NO_MESSAGE_CTE)
     async with state.sessionmaker() as session, session.begin():
-        await session.execute(text(sql), params)
+        if not (await session.execute(text(sql), params)).scalar():
+            raise RunAlreadyEnded(str(plan.run_id))
         await state.outbox.add(session, MessageCompleted(
             message_id=assistant_id or plan.run_id, conversation_id=plan.conversation_id,
             run_id=plan.run_id, user_id=plan.user_id, agent_id=plan.agent_id,
@@ -160,3 +179,50 @@ async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
             time_to_first_token_ms=None if outcome.ttft_ms is None else round(outcome.ttft_ms, 3),
         ))  # fmt: skip
     return assistant_id
+
+
+# ------------------------------------------------------------------ heartbeats, orphans
+
+HEARTBEAT = text("""
+UPDATE chat.runs SET heartbeat_at = now()
+WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
+""")
+
+#: Fail the running runs whose replica stopped refreshing them, and release their budget
+#: reservations, atomically: of several replicas sweeping at once each run goes to one
+#: (``FOR UPDATE SKIP LOCKED``; the row update settles any race with a late finish).
+CLAIM_ORPHANS = text("""
+WITH orphaned AS (
+  UPDATE chat.runs r SET status = 'failed', error = CAST(:error AS jsonb),
+         finished_at = now(), latency_ms = EXTRACT(EPOCH FROM now() - r.created_at) * 1000
+  WHERE r.id IN (SELECT id FROM chat.runs
+                 WHERE status = 'running'
+                   AND heartbeat_at < now() - make_interval(secs => :orphan_seconds)
+                   AND NOT (id = ANY(CAST(:local_ids AS uuid[])))
+                 ORDER BY heartbeat_at LIMIT :limit
+                 FOR UPDATE SKIP LOCKED)
+    AND r.status = 'running'
+  RETURNING r.id, r.user_id, r.conversation_id, r.agent_id, r.agent_version,
+            r.user_message_id, r.model, r.provider, r.reserved_tokens, r.created_at,
+            r.latency_ms),
+released AS (
+  UPDATE chat.budget_spend s SET reserved_tokens = GREATEST(s.reserved_tokens - o.tokens, 0)
+  FROM (SELECT user_id, CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date)
+               AS month, sum(reserved_tokens) AS tokens
+        FROM orphaned WHERE reserved_tokens > 0 GROUP BY 1, 2) o
+  WHERE s.user_id = o.user_id AND s.month = o.month)
+SELECT * FROM orphaned
+""")
+
+RECORD_ORPHAN = """
+WITH r AS (
+  UPDATE chat.runs SET assistant_message_id = :assistant_id, last_event_id = :last_event_id
+  WHERE id = :run_id RETURNING id)
+{message_cte}
+SELECT 1
+"""
+
+
+async def heartbeat(session: AsyncSession, run_ids: list[uuid.UUID]) -> None:
+    """Mark ``run_ids`` (this replica's running runs) alive, in one statement."""
+    await session.execute(HEARTBEAT, {"ids": run_ids})

@@ -46,8 +46,20 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
     if not values["deleted"]:
         update["config"] = statement.excluded.config
     update["updated_at"] = func.now()
-    await session.execute(
+    result = await session.execute(
         statement.on_conflict_do_update(
             index_elements=[AgentSnapshot.agent_id], set_=update, where=newer
         )
+    )
+    # One line per agent change (rare: people editing agents): which replica applied
+    # which event, and whether it moved the snapshot forward or was older than it.
+    logger.info(
+        "agent event applied",
+        extra={
+            "event_id": str(envelope.id),
+            "subject": envelope.type,
+            "agent_id": str(payload.agent_id),
+            "agent_version": payload.agent_version,
+            "newest": result.rowcount == 1,
+        },
     )

@@ -7,7 +7,14 @@ import logging
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.chat.models import Budget, BudgetSpend, Conversation, Message, Run
+from agentmesh.chat.models import (
+    AgentSnapshot,
+    Budget,
+    BudgetSpend,
+    Conversation,
+    Message,
+    Run,
+)
 from agentmesh.shared.events.contracts import ChatErasureCompleted, UserDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.outbox import Outbox
@@ -26,6 +33,9 @@ def on_user_deleted(outbox: Outbox):
         await session.execute(delete(Run).where(Run.user_id == user))
         await session.execute(delete(BudgetSpend).where(BudgetSpend.user_id == user))
         await session.execute(delete(Budget).where(Budget.user_id == user))
+        # The read-model's copies of the user's agent configs (agents erases the agents
+        # themselves without per-agent events).
+        await session.execute(delete(AgentSnapshot).where(AgentSnapshot.owner_id == user))
         # Same transaction as the deletes and the inbox row: exactly one completion.
         await outbox.add(session, ChatErasureCompleted(user_id=user))
         logger.info("user erased", extra={"user_id": str(user)})
