@@ -366,5 +366,7 @@ async def test_user_journey_and_erasure(
     assert after["bob"] == before["bob"]
     # Bob still works as before.
     assert (await theirs.call("GET", f"/api/v1/agents/{theirs.agent['id']}"))["id"]
-    listing = await theirs.call("GET", "/api/v1/conversations")
-    assert [c["id"] for c in listing["items"]] == theirs.conversations
+    listing = await theirs.call("GET", "/api/v1/conversations?limit=100")
+    # Bob is an admin, so the listing may also hold other tests' users' conversations.
+    listed = [c["id"] for c in listing["items"]]
+    assert set(theirs.conversations) <= set(listed)
