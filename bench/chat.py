@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import subprocess
@@ -61,6 +62,7 @@ async def concurrent_streams(session, url, headers, conversations: list[str], n:
 
 async def turns_per_second(session, url, headers, conversations, duration: float, workers: int):
     done = errors = 0
+    statuses: collections.Counter[str] = collections.Counter()
     deadline = time.monotonic() + duration
 
     async def worker(i: int) -> None:
@@ -71,13 +73,18 @@ async def turns_per_second(session, url, headers, conversations, duration: float
                     f"{url}/api/v1/conversations/{conversations[i]}/messages",
                     json={"content": "hello"}, headers=headers,
                 ) as response:  # fmt: skip
-                    await response.read()
+                    body = await response.read()
                     done += response.status == 200
                     errors += response.status != 200
-            except aiohttp.ClientError:
+                    if response.status != 200:
+                        statuses[f"{response.status} {body[:120]!r}"] += 1
+            except aiohttp.ClientError as exc:
                 errors += 1
+                statuses[type(exc).__name__] += 1
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
+    for status, count in statuses.most_common(5):
+        print(f"    {count} x {status}")
     return done / duration, errors
 
 
@@ -152,15 +159,15 @@ async def main(samples: int, duration: int) -> dict[str, float]:
                 url = f"{gw}/api/v1/conversations/{remote}/messages"
                 for _ in range(5):  # warm up
                     await first_token_ms(session, f"{llm_url}/chat/completions", llm_body,
-                                         llm_headers, b'"content"')  # fmt: skip
-                    await first_token_ms(session, url, turn, headers, b"message.delta")
+                                         llm_headers, b"token0")  # fmt: skip
+                    await first_token_ms(session, url, turn, headers, b"token0")
                 direct, platform = [], []
                 for _ in range(samples):
                     direct.append(await first_token_ms(
                         session, f"{llm_url}/chat/completions", llm_body, llm_headers,
-                        b'"content"'))  # fmt: skip
+                        b"token0"))  # fmt: skip
                     platform.append(await first_token_ms(session, url, turn, headers,
-                                                         b"message.delta"))  # fmt: skip
+                                                         b"token0"))  # fmt: skip
                 openai_path = []
                 models = f"{gw}/v1/chat/completions"
                 oa_body = {"model": agents["remote"], "stream": True,
@@ -168,7 +175,7 @@ async def main(samples: int, duration: int) -> dict[str, float]:
                 try:
                     for _ in range(samples):
                         openai_path.append(await first_token_ms(session, models, oa_body,
-                                                                headers, b'"content"'))  # fmt: skip
+                                                                headers, b"token0"))  # fmt: skip
                 except AssertionError:
                     openai_path = []
                 streams = {}

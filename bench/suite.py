@@ -1,0 +1,168 @@
+"""Every benchmark, one table: ``bench/run`` (= ``uv run python -m bench.suite``).
+
+Writes ``bench/results/latest.md`` and ``bench/results/latest.json``: each figure with its
+value, the target it is held to, and its conditions (machine, cores, data size,
+concurrency) and the command that measures it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from agentmesh.shared.local.ports import free_port
+from agentmesh.shared.testing.fixtures import TEST_INTERNAL_TOKEN, TEST_KEY_ENCRYPTION_KEY
+from bench import chat, event_propagation, gateway, identity_login, knowledge_search
+from bench.gateway import spawn, wait_ready
+from bench.servers import machine, servers
+
+RESULTS = Path(__file__).with_name("results")
+SERVICES = ("identity", "agents", "chat", "gateway")
+
+
+async def idle_rss() -> dict[str, float]:
+    """RSS (MiB) of each service, one uvicorn worker, 5 s after it became ready."""
+    async with servers() as (database_url, nats_url):
+        ports = {name: free_port() for name in SERVICES}
+        base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        env = dict(os.environ, AGENTMESH_ENV="production", AGENTMESH_DATABASE_URL=database_url,
+                   AGENTMESH_NATS_URL=nats_url, AGENTMESH_LOG_LEVEL="WARNING",
+                   AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
+                   IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+                   AGENTS_PROVIDER_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+                   AGENTMESH_JWKS_URL=f"{base['identity']}/.well-known/jwks.json",
+                   GATEWAY_IDENTITY_URL=base["identity"], GATEWAY_AGENTS_URL=base["agents"],
+                   GATEWAY_CHAT_URL=base["chat"])  # fmt: skip
+        processes = {name: spawn(f"agentmesh.{name}.app:create_app", ports[name], env)
+                     for name in SERVICES}  # fmt: skip
+        try:
+            for name in SERVICES:
+                await wait_ready(f"{base[name]}/health/ready", 120)
+            await asyncio.sleep(5)
+            return {name: psutil.Process(p.pid).memory_info().rss / 2**20
+                    for name, p in processes.items()}  # fmt: skip
+        finally:
+            for process in processes.values():
+                process.terminate()
+                process.wait(10)
+
+
+def up_time() -> float:
+    """Seconds from ``agentmesh up`` to its ready banner, on a new data directory."""
+    data = Path(tempfile.mkdtemp(prefix="agentmesh-up-bench-"))
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentmesh.shared.cli", "up", "--data-dir", str(data),
+         "--port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "Press Ctrl-C" in line:
+                return time.perf_counter() - started
+        raise RuntimeError("agentmesh up exited before it was ready")
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def row(figure: str, value: str, target: str, conditions: str, command: str) -> dict[str, str]:
+    return {"figure": figure, "value": value, "target": target, "conditions": conditions,
+            "command": command}  # fmt: skip
+
+
+async def main() -> list[dict[str, str]]:
+    logging.disable(logging.INFO)
+    rows = []
+    gw = await gateway.main(10, 32)
+    rows += [
+        row("gateway throughput vs calling identity directly", f"{gw['throughput_ratio']:.2f}x",
+            "≥ 0.7x", "GET /api/v1/users/me with a JWT, 32 connections, 10 s, wrk or aiohttp "
+            "in another process", "uv run python -m bench.gateway"),
+        row("gateway added latency, 1 connection", f"p50 +{gw['added_p50_ms']:.2f} ms, p99 "
+            f"+{gw['added_p99_ms']:.2f} ms", "p50 < 1 ms", "same",
+            "uv run python -m bench.gateway"),
+    ]  # fmt: skip
+    ch = await chat.main(30, 8)
+    rows += [
+        row("time to first token added, conversation path (gateway + chat)",
+            f"p50 +{ch['added_ttft_p50_ms']:.1f} ms, p95 +{ch['added_ttft_p95_ms']:.1f} ms",
+            "p50 ≤ 15 ms", "local OpenAI-compatible server with a 50 ms TTFT, 30 sequential "
+            "streamed turns, 4 services 1 worker each", "uv run python -m bench.chat"),
+        row("time to first token added, /v1/chat/completions (gateway + chat)",
+            f"p50 +{ch.get('openai_added_ttft_p50_ms', float('nan')):.1f} ms", "p50 ≤ 4 ms",
+            "same, 30 sequential streamed completions", "uv run python -m bench.chat"),
+        row("offline chat turns through the gateway", f"{ch['offline_turns_per_second']:.1f}/s",
+            "≥ 100/s", "16 concurrent clients, non-streamed turns, 8 s",
+            "uv run python -m bench.chat"),
+    ]  # fmt: skip
+    ev = await event_propagation.main(500, 100.0)
+    rows.append(row("event commit -> consumer effect", f"p50 {ev['p50_ms']:.1f} ms, p99 "
+                    f"{ev['p99_ms']:.1f} ms", "p99 < 50 ms", "500 events at 100/s, one relay, "
+                    "one consumer", "uv run python -m bench.event_propagation"))  # fmt: skip
+    ks = await knowledge_search.main(total=100_000, real=8000, queries=300)
+    hybrid = ks.get("hybrid@100") or next(v for k, v in ks.items() if k.startswith("hybrid"))
+    vector = ks.get("vector@100") or next(v for k, v in ks.items() if k.startswith("vector"))
+    rows.append(row("knowledge search, 100k chunks", f"vector p95 {vector['p95']:.1f} ms, "
+                    f"recall@10 {vector.get('recall', float('nan')):.3f}; hybrid p95 "
+                    f"{hybrid['p95']:.1f} ms", "p95 < 20 ms, recall@10 ≥ 0.95",
+                    "384-d, HNSW cosine, ef_search 100, 300 sequential queries",
+                    "uv run python -m bench.knowledge_search"))  # fmt: skip
+    login = await identity_login.main(50, 5000)
+    rows.append(row("login latency", f"p50 {login['login_p50_ms']:.1f} ms, p95 "
+                    f"{login['login_p95_ms']:.1f} ms", "", "Argon2id m=19 MiB t=2 p=1, 50 "
+                    "sequential logins", "uv run python -m bench.identity_login"))  # fmt: skip
+    rss = await idle_rss()
+    rows.append(
+        row(
+            "idle RSS per service",
+            ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items()),
+            "",
+            "one uvicorn worker, 5 s after ready",
+            "uv run python -m bench.suite",
+        )
+    )
+    rows.append(
+        row(
+            "`make up` time to ready",
+            f"{await asyncio.to_thread(up_time):.1f} s",
+            "",
+            "new data directory, migrations included",
+            "uv run agentmesh up",
+        )
+    )
+    return rows
+
+
+def write(rows: list[dict[str, str]]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    (RESULTS / "latest.json").write_text(json.dumps({**meta, "figures": rows}, indent=2) + "\n")
+    lines = [
+        f"# Benchmark results ({meta['date']}, {meta['machine']})",
+        "",
+        "| figure | measured | target | conditions | command |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [re.sub(r"\|", "\\|", r[k]) for k in ("figure", "value", "target",
+                                                       "conditions", "command")]  # fmt: skip
+        lines.append("| " + " | ".join(cells[:4]) + f" | `{cells[4]}` |")
+    (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    write(asyncio.run(main()))
