@@ -83,7 +83,7 @@ def row(figure: str, value: str, target: str, conditions: str, command: str) -> 
             "command": command}  # fmt: skip
 
 
-async def main() -> list[dict[str, str]]:
+async def main(skip: set[str] = frozenset()) -> list[dict[str, str]]:
     logging.disable(logging.INFO)
     rows = []
     gw = await gateway.main(10, 32)
@@ -112,14 +112,25 @@ async def main() -> list[dict[str, str]]:
     rows.append(row("event commit -> consumer effect", f"p50 {ev['p50_ms']:.1f} ms, p99 "
                     f"{ev['p99_ms']:.1f} ms", "p99 < 50 ms", "500 events at 100/s, one relay, "
                     "one consumer", "uv run python -m bench.event_propagation"))  # fmt: skip
-    ks = await knowledge_search.main(total=100_000, real=8000, queries=300)
-    hybrid = ks.get("hybrid@100") or next(v for k, v in ks.items() if k.startswith("hybrid"))
-    vector = ks.get("vector@100") or next(v for k, v in ks.items() if k.startswith("vector"))
-    rows.append(row("knowledge search, 100k chunks", f"vector p95 {vector['p95']:.1f} ms, "
-                    f"recall@10 {vector.get('recall', float('nan')):.3f}; hybrid p95 "
-                    f"{hybrid['p95']:.1f} ms", "p95 < 20 ms, recall@10 ≥ 0.95",
-                    "384-d, HNSW cosine, ef_search 100, 300 sequential queries",
-                    "uv run python -m bench.knowledge_search"))  # fmt: skip
+    if "knowledge" in skip:
+        rows.append(
+            row(
+                "knowledge search, 100k chunks",
+                "not run (--skip knowledge)",
+                "p95 < 20 ms, recall@10 ≥ 0.95",
+                "",
+                "uv run python -m bench.knowledge_search",
+            )
+        )
+    else:
+        ks = await knowledge_search.main(total=100_000, real=8000, queries=300)
+        hybrid = ks.get("hybrid@100") or next(v for k, v in ks.items() if k.startswith("hybrid"))
+        vector = ks.get("vector@100") or next(v for k, v in ks.items() if k.startswith("vector"))
+        rows.append(row("knowledge search, 100k chunks", f"vector p95 {vector['p95']:.1f} ms, "
+                        f"recall@10 {vector.get('recall', float('nan')):.3f}; hybrid p95 "
+                        f"{hybrid['p95']:.1f} ms", "p95 < 20 ms, recall@10 ≥ 0.95",
+                        "384-d, HNSW cosine, ef_search 100, 300 sequential queries",
+                        "uv run python -m bench.knowledge_search"))  # fmt: skip
     login = await identity_login.main(50, 5000)
     rows.append(row("login latency", f"p50 {login['login_p50_ms']:.1f} ms, p95 "
                     f"{login['login_p95_ms']:.1f} ms", "", "Argon2id m=19 MiB t=2 p=1, 50 "
@@ -165,4 +176,8 @@ def write(rows: list[dict[str, str]]) -> None:
 
 
 if __name__ == "__main__":
-    write(asyncio.run(main()))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip", action="append", default=[], choices=["knowledge"])
+    write(asyncio.run(main(set(parser.parse_args().skip))))
