@@ -23,6 +23,7 @@ import argparse
 import ast
 import asyncio
 import hashlib
+import os
 import random
 import statistics
 import sysconfig
@@ -182,21 +183,21 @@ async def ingest_path(model: LocalMiniLM, documents: list[tuple[str, str]]) -> d
 async def main(tokens: int, batch: int, chunks: int, documents: int, runs: int) -> dict:
     modules = stdlib_docstrings()
     model = LocalMiniLM(batch_size=batch)
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "numpy's default (one per core)")
+    print(f"local embeddings, all-MiniLM-L6-v2 on numpy ({machine()})")
+    print(f"  text: Python {sysconfig.get_python_version()} stdlib docstrings; BLAS threads {blas}")
     alone = embedding_only(model, token_chunks(modules, tokens, chunks), runs)
-    sample = random.Random(SEED).sample(sorted(modules), documents)
-    docs = [(f"{m}.md", as_markdown(m, modules[m])) for m in sample]
-    path = await ingest_path(LocalMiniLM(), docs) if documents else None
-    print(f"local embeddings, {model.__class__.__name__} all-MiniLM-L6-v2 ({machine()})")
-    print(
-        f"  text: Python {sysconfig.get_python_version()} stdlib docstrings; "
-        f"element-wise threads {model.threads}, BLAS threads: numpy default"
-    )
     print(
         f"  embedding only: {chunks} chunks of {alone['tokens']:.0f} tokens, batch {batch}: "
         f"{alone['chunks_per_s']:.1f} chunks/s (median of {runs}; min {alone['min']:.1f}, "
-        f"max {alone['max']:.1f})"
+        f"max {alone['max']:.1f})",
+        flush=True,
     )
-    if path:
+    path = None
+    if documents:
+        sample = random.Random(SEED).sample(sorted(modules), documents)
+        docs = [(f"{m}.md", as_markdown(m, modules[m])) for m in sample]
+        path = await ingest_path(LocalMiniLM(), docs)
         print(
             f"  ingest path: {path['documents']} markdown documents ({path['ready']} ready), "
             f"{path['chunks']} chunks of <= {path['chunk_size']} chars (mean "
