@@ -346,3 +346,41 @@ async def test_fake_server_lists_models_and_embeds_deterministically(fake: FakeO
     assert len(vector) == 16 and math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-6)
     assert again.data[0].embedding == vector != first.data[1].embedding
     await client.close()
+
+
+async def test_requests_skip_the_sdk_transform_but_send_what_the_sdk_would(
+    fake: FakeOpenAI,
+) -> None:
+    """The model posts LangChain's payload as is (``DirectCompletions``); the SDK's own
+    ``create`` (transform included) must put the very same JSON on the wire."""
+    from agentmesh.chat.llm.direct_client import DirectCompletions
+
+    model = openai_model(fake)
+    assert isinstance(model.async_client, DirectCompletions)
+    history = [
+        SystemMessage("Be brief."),
+        HumanMessage([{"type": "text", "text": "What is"}, {"type": "text", "text": " 6*7?"}]),
+        AIMessage(
+            "", tool_calls=[{"id": "c1", "name": "calculator", "args": {"expression": "6*7"}}]
+        ),
+        ToolMessage("42", tool_call_id="c1"),
+        AIMessage("It is 42."),
+        HumanMessage("And the time in Paris?"),
+    ]
+    bound = model.bind_tools([calculator, current_time], tool_choice="auto")
+    await stream_all(bound, history)
+    await bound.ainvoke(history)  # the non-streaming path too
+    direct = [r.body for r in fake.requests[-2:]]
+
+    ours = model.async_client
+    model.async_client = ours._completions  # the SDK's own create, transform on
+    try:
+        await stream_all(bound, history)
+        await bound.ainvoke(history)
+    finally:
+        model.async_client = ours  # the model is cached: leave it as it was
+    assert direct == [r.body for r in fake.requests[-2:]]
+    assert direct[0]["stream"] is True and not direct[1].get("stream")
+    assert [t["function"]["name"] for t in direct[0]["tools"]] == ["calculator", "current_time"]
+    assert [m["role"] for m in direct[0]["messages"]] == [
+        "system", "user", "assistant", "tool", "assistant", "user"]  # fmt: skip

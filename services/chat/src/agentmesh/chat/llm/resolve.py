@@ -15,6 +15,7 @@ from typing import Any
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 
+from agentmesh.chat.llm.direct_client import DirectCompletions
 from agentmesh.chat.llm.offline import OFFLINE_MODEL, OfflineChatModel
 from agentmesh.chat.llm.streaming import ModelCallFailed
 
@@ -83,7 +84,7 @@ def build_chat_model(
             raise ModelMisconfigured("The openai provider needs an API key.")
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
-        return init_chat_model(
+        chat = init_chat_model(
             model,
             model_provider="openai",
             base_url=base_url,
@@ -94,6 +95,8 @@ def build_chat_model(
             stream_chunk_timeout=timeout,
             **options,
         )
+        chat.async_client = DirectCompletions(chat.async_client)  # no per-message transform
+        return chat
     if kind == "anthropic":
         if not api_key:
             raise ModelMisconfigured("The anthropic provider needs an API key.")
