@@ -89,3 +89,17 @@ class Chunk(Base):
     tsv: Mapped[Any] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english', content)", persisted=True)
     )
+
+
+class KbLexeme(Base):
+    """How many of a knowledge base's chunks hold a lexeme: keyword search ranks only the
+    chunks holding the query's rarer words. Kept exact by triggers on ``chunks``
+    (migration 0006), never written by the service."""
+
+    __tablename__ = "kb_lexemes"
+
+    knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True
+    )
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    chunks: Mapped[int] = mapped_column(Integer)
