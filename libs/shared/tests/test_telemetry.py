@@ -122,3 +122,30 @@ async def test_each_request_gets_exactly_one_server_span():
     servers = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert len(servers) == 1
     assert not [s for s in exporter.get_finished_spans() if s.name.endswith((" send", " receive"))]
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_trace_ids_flow(monkeypatch):
+    from opentelemetry import propagate
+
+    from agentmesh.shared import telemetry
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                 "OTEL_TRACES_SAMPLER"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    upstream = telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}").get_tracer("a")
+    downstream = telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}").get_tracer("b")
+    with upstream.start_as_current_span("request") as parent:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+    assert not parent.is_recording() and parent.get_span_context().is_valid
+    with downstream.start_as_current_span("work", context=propagate.extract(headers)) as child:
+        assert not child.is_recording()
+    assert child.get_span_context().trace_id == parent.get_span_context().trace_id
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")  # the operator's choice wins
+    with (
+        telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}")
+        .get_tracer("c")
+        .start_span("x") as sampled
+    ):
+        assert sampled.is_recording()
