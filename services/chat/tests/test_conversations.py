@@ -44,6 +44,8 @@ async def test_a_turn_answers_and_is_kept(chat, make_agent, token_issuer):
     history = (await chat.get(f"{CONV}/{conversation['id']}/messages", headers=headers)).json()
     assert [m["role"] for m in history["items"]] == ["user", "assistant"]
     assert history["items"][1]["parent_id"] == history["items"][0]["id"]
+    # The answer is returned as written, not read back: it must equal the stored one.
+    assert history["items"][1] == message
 
 
 async def test_streaming_events_in_order(chat, make_agent, token_issuer):

@@ -63,7 +63,10 @@ async def test_a_real_provider_streams_over_http(chat, remote_agent, fake_llm):
 
 async def test_provider_errors_retry_then_fail_cleanly(chat, remote_agent, fake_llm):
     headers, agent = remote_agent
-    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    # Titled: no title request races the turns below for the failures queued on the model.
+    conversation = (
+        await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"}, headers=headers)
+    ).json()
     url = f"{CONV}/{conversation['id']}/messages"
     fake_llm.fail_next("429")
     retried = await chat.post(url, headers=headers, json={"content": "again"})

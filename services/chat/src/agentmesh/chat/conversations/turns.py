@@ -100,6 +100,11 @@ async def start_turn(
             title=error.get("title", "Run failed"), detail=error.get("detail"),
             headers=headers, extra={"run_id": str(run_id)},
         )  # fmt: skip
-    message = await session.get(Message, outcome.message_id)
-    return JSONResponse(MessageOut.model_validate(message).model_dump(mode="json"),
-                        headers=headers)  # fmt: skip
+    message = MessageOut(  # as finish_run wrote it: no read back
+        id=outcome.message_id, conversation_id=conversation_id, parent_id=parent_id,
+        role="assistant", content=outcome.content, tool_calls=outcome.tool_calls,
+        status=outcome.status, run_id=run_id, agent_version=snapshot.version,
+        input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+        created_at=outcome.message_created_at,
+    )  # fmt: skip
+    return JSONResponse(message.model_dump(mode="json"), headers=headers)

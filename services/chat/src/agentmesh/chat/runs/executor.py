@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -68,6 +69,7 @@ class RunOutcome:
     error: dict[str, Any] | None = None
     ttft_ms: float | None = None
     message_id: uuid.UUID | None = None
+    message_created_at: datetime | None = None
     cost_usd: Decimal = Decimal(0)
 
 
@@ -278,7 +280,8 @@ class RunExecutor:
             last_event_id=len(channel.events) + 2,
         )
         try:
-            outcome.message_id = await finish_run(self.state, finished)
+            outcome.message_id, outcome.message_created_at = await finish_run(
+                self.state, finished)  # fmt: skip
         except RunAlreadyEnded:
             # Another replica's sweep failed this run while this one missed its heartbeats
             # (and ended its stream): that record stands.

@@ -123,7 +123,7 @@ WITH r AS (
   -- Not only runs that reserved: one that started before the budget of its user was set
   -- (seeded from the runs) counts too. The row exists only while a budget does.
   WHERE user_id = :user_id AND month = :month AND EXISTS (SELECT 1 FROM r))
-SELECT count(*) FROM r
+SELECT (SELECT count(*) FROM r) AS updated, {created} AS created_at
 """
 #: The assistant message, written only when the run's own update (``r``) took effect.
 MESSAGE_CTE = """, m AS (
@@ -131,7 +131,8 @@ MESSAGE_CTE = """, m AS (
                              status, run_id, agent_version, input_tokens, output_tokens)
   SELECT :assistant_id, :conversation_id, :user_id, :parent_id, 'assistant', :content,
          CAST(:tool_calls AS jsonb), :status, :run_id, :agent_version, :input_tokens,
-         :output_tokens FROM r)"""
+         :output_tokens FROM r
+  RETURNING created_at)"""
 NO_MESSAGE_CTE = ""
 
 
@@ -146,9 +147,11 @@ class RunAlreadyEnded(Exception):
     sweep of another replica had failed it (this one missed its heartbeats)."""
 
 
-async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
+async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | None,
+                                                                 datetime | None]:  # fmt: skip
     """Record the answer, the run's usage and spend, and ``chat.message.completed``, in
-    one transaction. Returns the assistant message id (None for stateless runs)."""
+    one transaction. Returns the assistant message's id and creation time (None for
+    stateless runs), so the answer can be returned without reading it back."""
     plan, outcome = finished.plan, finished.outcome
     conversational = plan.conversation_id is not None
     assistant_id = new_id() if conversational else None
@@ -165,9 +168,13 @@ async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
         "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,
         "last_event_id": finished.last_event_id,
     }  # fmt: skip
-    sql = FINISH.format(message_cte=MESSAGE_CTE if conversational else NO_MESSAGE_CTE)
+    sql = FINISH.format(
+        message_cte=MESSAGE_CTE if conversational else NO_MESSAGE_CTE,
+        created="(SELECT created_at FROM m)" if conversational else "NULL",
+    )
     async with state.sessionmaker() as session, session.begin():
-        if not (await session.execute(text(sql), params)).scalar():
+        row = (await session.execute(text(sql), params)).one()
+        if not row.updated:
             raise RunAlreadyEnded(str(plan.run_id))
         await state.outbox.add(session, MessageCompleted(
             message_id=assistant_id or plan.run_id, conversation_id=plan.conversation_id,
@@ -178,7 +185,7 @@ async def finish_run(state: Any, finished: FinishedRun) -> uuid.UUID | None:
             latency_ms=round(finished.latency_ms, 3),
             time_to_first_token_ms=None if outcome.ttft_ms is None else round(outcome.ttft_ms, 3),
         ))  # fmt: skip
-    return assistant_id
+    return assistant_id, row.created_at
 
 
 # ------------------------------------------------------------------ heartbeats, orphans
