@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from importlib.metadata import PackageNotFoundError
@@ -162,6 +163,12 @@ class ServiceRuntime:
             await self.relay.start()
         for hook in self.startup_hooks:
             await hook(app)
+        # Everything loaded so far (modules, models, SDK clients: ~400k tracked objects in chat)
+        # lives as long as the process. Frozen, the collector stops walking it on each
+        # full collection: a chat turn costs a quarter less CPU (10.0 -> 7.4 ms, measured
+        # with the offline model through the gateway).
+        gc.collect()
+        gc.freeze()
         logger.info("service started", extra={"service": self.name})
         try:
             yield
