@@ -118,6 +118,7 @@ async def delete(
     await session.delete(conversation)
     await request.app.state.outbox.add(session, ConversationDeleted(
         conversation_id=conversation.id, user_id=conversation.user_id))  # fmt: skip
+    service.forget_converted()
     return Response(status_code=204)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -97,24 +99,54 @@ async def branch(
     return list(rows)
 
 
+#: Stored turns already converted, by message id. A stored message never changes (an
+#: edit or a regenerated answer is a new message), and every turn of a conversation
+#: converts its whole history again: this keeps that to the newest turns. The messages
+#: are shared between runs, so nothing may modify them (prompts are new lists, and
+#: truncation copies). An entry lives ``CONVERTED_TTL_SECONDS`` after its last use, so
+#: deleted or erased messages leave memory soon on every replica.
+_CONVERTED: OrderedDict[uuid.UUID, tuple[float, tuple[BaseMessage, ...]]] = OrderedDict()
+CONVERTED_CACHE_SIZE = 20_000
+CONVERTED_TTL_SECONDS = 300.0
+
+
 def to_langchain(rows: list[Any]) -> list[BaseMessage]:
     """Stored turns as LangChain messages, tool calls and their results included."""
+    now = time.monotonic()
+    while _CONVERTED:  # least recently used first: drop what has expired
+        oldest = next(iter(_CONVERTED.values()))
+        if oldest[0] > now - CONVERTED_TTL_SECONDS and len(_CONVERTED) <= CONVERTED_CACHE_SIZE:
+            break
+        _CONVERTED.popitem(last=False)
     messages: list[BaseMessage] = []
     for row in rows:
-        id = str(row.id)  # the stored turn each message comes from (memory summaries)
-        if row.role == "user":
-            messages.append(HumanMessage(row.content, id=id))
-            continue
-        if row.status == "failed" and not row.content:
-            continue
-        calls = row.tool_calls or []
-        if calls:
-            messages.append(AIMessage("", id=id, tool_calls=[
-                {"id": c["id"], "name": c["name"], "args": c["args"]} for c in calls]))  # fmt: skip
-            messages += [ToolMessage(str(c.get("result", "")), tool_call_id=c["id"], id=id)
-                         for c in calls]  # fmt: skip
-        messages.append(AIMessage(row.content, id=id))
+        entry = _CONVERTED.pop(row.id, None)
+        converted = _convert(row) if entry is None else entry[1]
+        _CONVERTED[row.id] = (now, converted)  # to the most recent end
+        messages.extend(converted)
     return messages
+
+
+def forget_converted() -> None:
+    """Drop every converted message (after a deletion or an erasure on this replica)."""
+    _CONVERTED.clear()
+
+
+def _convert(row: Any) -> tuple[BaseMessage, ...]:
+    id = str(row.id)  # the stored turn each message comes from (memory summaries)
+    if row.role == "user":
+        return (HumanMessage(row.content, id=id),)
+    if row.status == "failed" and not row.content:
+        return ()
+    calls = row.tool_calls or []
+    if not calls:
+        return (AIMessage(row.content, id=id),)
+    return (
+        AIMessage("", id=id, tool_calls=[
+            {"id": c["id"], "name": c["name"], "args": c["args"]} for c in calls]),
+        *(ToolMessage(str(c.get("result", "")), tool_call_id=c["id"], id=id) for c in calls),
+        AIMessage(row.content, id=id),
+    )  # fmt: skip
 
 
 def after_summary(rows: list[Any], conversation: Any) -> tuple[list[Any], str | None]:

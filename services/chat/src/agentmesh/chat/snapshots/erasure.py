@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentmesh.chat.conversations.service import forget_converted
 from agentmesh.chat.models import (
     AgentSnapshot,
     Budget,
@@ -38,6 +39,7 @@ def on_user_deleted(outbox: Outbox):
         await session.execute(delete(AgentSnapshot).where(AgentSnapshot.owner_id == user))
         # Same transaction as the deletes and the inbox row: exactly one completion.
         await outbox.add(session, ChatErasureCompleted(user_id=user))
+        forget_converted()  # this replica's copies; other replicas' expire within minutes
         logger.info("user erased", extra={"user_id": str(user)})
 
     return handle
