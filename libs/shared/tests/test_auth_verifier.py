@@ -345,6 +345,32 @@ async def test_keys_are_refreshed_after_the_ttl(server):
         assert server.requests == 2
 
 
+async def test_a_verified_token_is_not_checked_again_until_it_expires(server, monkeypatch):
+    import jwt as pyjwt
+
+    decodes = 0
+    real_decode = pyjwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(pyjwt, "decode", counting_decode)
+    async with JWTVerifier(server.url, ISSUER, AUDIENCE, leeway=0) as verifier:
+        token = server.key.sign(make_claims(uuid.uuid4(), ttl=1.5))
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) == first and decodes == 1
+        other = user_token(server)
+        await verifier.verify(other)
+        assert decodes == 2  # a new token is checked in full
+        await asyncio.sleep(1.6)  # past exp: checked again, and refused
+        assert (await rejected(verifier, token)).detail == "token expired"
+        verifier.verified_cache_size = 1
+        await verifier.verify(user_token(server))
+        assert len(verifier._verified) == 1
+
+
 # -- identity unreachable -------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ Tokens are never logged.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -136,6 +137,13 @@ class JWTVerifier:
         self._attempted_at: float | None = None  # last attempt (for the rate limit)
         self._last_fetch_failed = False
         self._lock = asyncio.Lock()
+        #: Verified tokens by digest, with the key that verified them, until they expire.
+        #: A token never changes, so its signature and claims are checked once, not on
+        #: every request (an EdDSA check and two JSON decodes). A refreshed JWKS (or a
+        #: stale one) sends every token through the full check again, so a retired key
+        #: stops the tokens it signed as soon as the verifier learns of it.
+        self._verified: dict[bytes, tuple[Principal, str, Any]] = {}
+        self.verified_cache_size = 10_000
 
     async def __aenter__(self) -> Self:
         """Use the verifier as an async context manager; ``aclose`` on exit."""
@@ -210,6 +218,22 @@ class JWTVerifier:
                 ``"token expired"``).
             ServiceUnavailable: The JWKS cannot be fetched and no cached key matches (503).
         """
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if (
+            hit is not None
+            and hit[0].expires_at.timestamp() > time.time()
+            and self._keys.get(hit[1]) is hit[2]  # the key that verified it is still current
+            and not self._is_stale(time.monotonic())
+        ):
+            return hit[0]
+        principal, kid, key = await self._verify(token)
+        self._verified[digest] = (principal, kid, key)
+        while len(self._verified) > self.verified_cache_size:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError) as exc:
@@ -233,7 +257,7 @@ class JWTVerifier:
         except (jwt.PyJWTError, ValueError) as exc:
             raise Unauthorized(DETAIL_INVALID) from exc
         try:
-            return _principal(claims, token)
+            return _principal(claims, token), kid, key
         except (ValueError, TypeError, OverflowError, OSError, ValidationError) as exc:
             raise Unauthorized(DETAIL_INVALID) from exc
 
