@@ -4,7 +4,7 @@ and a direct database connection for checking erasure."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +27,26 @@ def span_exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def service_options(span_exporter) -> dict[str, dict[str, Any]]:
+def untraced_test_client() -> Iterator[None]:
+    """httpx is instrumented once per process, with the provider of the first service
+    started in it; an earlier test's records nothing (no exporter), so the journey's own
+    httpx client would start unsampled traces, and every service would honour that.
+    Uninstrumented here, it is instrumented again by the journey's first service, with
+    one of this journey's recording providers; the earlier state comes back after."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    provider = getattr(instrumentor, "_tracer_provider", None)
+    was = instrumentor.is_instrumented_by_opentelemetry
+    if was:
+        instrumentor.uninstrument()
+    yield
+    if was:
+        instrumentor.instrument(tracer_provider=provider)
+
+
+@pytest.fixture
+def service_options(span_exporter, untraced_test_client) -> dict[str, dict[str, Any]]:
     """Each service its own tracer provider (named like in production), one exporter."""
     options: dict[str, dict[str, Any]] = {}
     for name in ("identity", "agents", "chat", "gateway"):

@@ -181,3 +181,45 @@ async def test_one_streamed_turn_costs_at_most_ten_round_trips(chat, make_agent,
     assert parse_sse(response.text)[-1]["event"] == "done"
     print(f"\nround trips of one streamed turn: {len(statements)} {statements}")
     assert 0 < len(statements) <= 10
+
+
+async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
+    chat, make_agent, token_issuer
+):
+    """The model call starts alongside the commit of the run's row; if that commit fails
+    (a real database error here, from a trigger), the run fails before any output."""
+    from sqlalchemy import text
+
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"},
+                                    headers=headers)).json()  # fmt: skip
+    engine = chat.app.state.runtime.engine
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "CREATE FUNCTION chat.refuse_run() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no runs today'; END $$"))  # fmt: skip
+        await conn.execute(text(
+            "CREATE TRIGGER refuse_run BEFORE INSERT ON chat.runs FOR EACH ROW WHEN "
+            f"(NEW.agent_id = '{agent['id']}') EXECUTE FUNCTION chat.refuse_run()"))  # fmt: skip
+    try:
+        url = f"{CONV}/{conversation['id']}/messages"
+        streamed = await chat.post(url, json={"content": "hi", "stream": True}, headers=headers)
+        events = parse_sse(streamed.text)
+        assert [e["event"] for e in events] == ["run.failed", "done"], events
+        assert events[0]["data"]["type"].endswith("/run-not-recorded")
+        answer = await chat.post(url, json={"content": "hi"}, headers=headers)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["type"].endswith("/run-not-recorded")
+        completion = await chat.post("/v1/chat/completions", headers=headers, json={
+            "model": agent["id"], "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        assert completion.status_code == 503 and "error" in completion.json()
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER refuse_run ON chat.runs"))
+            await conn.execute(text("DROP FUNCTION chat.refuse_run()"))
+    history = (await chat.get(f"{url}", headers=headers)).json()
+    assert history["items"] == []  # neither the questions nor any answer were kept
+    ok = await chat.post(url, json={"content": "hi"}, headers=headers)
+    assert ok.status_code == 200 and ok.json()["content"]

@@ -8,6 +8,7 @@ agents created within the same minute.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -22,7 +23,7 @@ from agentmesh.chat.conversations.service import OverBudget
 from agentmesh.chat.models import AgentSnapshot, Budget, new_id
 from agentmesh.chat.openai_compat.schemas import ChatCompletionRequest, ChatMessage
 from agentmesh.chat.runs.executor import RunPlan
-from agentmesh.chat.runs.store import reserve_budget, start_run
+from agentmesh.chat.runs.store import record_run, reserve_budget, start_run
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -143,21 +144,23 @@ async def start_completion(
         )
     max_tokens = effective_max_tokens(body, config)
     reserved = 0
-    if has_budget:
+    run_id = new_id()
+    run = dict(run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
+               agent_version=snapshot.version, model=config.get("model") or "offline")  # fmt: skip
+    recorded = None
+    if has_budget:  # the reservation and the run commit together, before the model call
         reserved = max_tokens or state.settings.default_reserve_tokens
         if not await reserve_budget(session, caller.user_id, reserved):
             raise OverBudget("This month's budget is spent; ask an admin to raise it.")
-    run_id = new_id()
-    await start_run(
-        session, run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
-        agent_version=snapshot.version, model=config.get("model") or "offline",
-        reserved=reserved,
-    )  # fmt: skip
-    await session.commit()  # the edge: the run's own writes come after this one
+        await start_run(session, **run, reserved=reserved)
+    else:  # the model call need not wait for this commit: it runs alongside
+        recorded = asyncio.ensure_future(record_run(state, **run, reserved=0))
+    if recorded is None:  # the edge: the run's own writes come after this one
+        await session.commit()
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     return RunPlan(
         run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, config=config, history=history,
         reserved_tokens=reserved, temperature=body.temperature, max_tokens=max_tokens,
-        client_tools=tools or None,
+        client_tools=tools or None, recorded=recorded,
     )  # fmt: skip

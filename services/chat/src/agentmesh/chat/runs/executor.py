@@ -29,6 +29,7 @@ from agentmesh.chat.runs.store import (
     RunAlreadyEnded,
     finish_run,
     interrupted_problem,
+    not_recorded_problem,
 )
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.tools.builtin import build_tools
@@ -56,6 +57,14 @@ class RunPlan:
     title_seed: str | None = None
     #: OpenAI-format tools given by a /v1/chat/completions caller: returned, not run.
     client_tools: list[dict[str, Any]] | None = None
+    #: The commit of the run's row (and user message), when the request did not wait for
+    #: it: the model call starts at once, and nothing reaches the client (``run.started``
+    #: included) until this has succeeded. A failure fails the run before any output.
+    recorded: asyncio.Future[None] | None = None
+
+
+class RunNotRecorded(Exception):
+    """The run's row could not be written: it ends failed, with nothing to update."""
 
 
 @dataclass
@@ -166,16 +175,15 @@ class RunExecutor:
         started = time.perf_counter()
         model_name = plan.config.get("model") or "offline"
         provider = "offline"
-        await self.hub.emit(channel, "run.started", {
-            "run_id": plan.run_id, "conversation_id": plan.conversation_id,
-            "agent_id": plan.agent_id, "agent_version": plan.agent_version, "model": model_name,
-        })  # fmt: skip
+        announced = asyncio.ensure_future(self._announce(plan, channel, model_name))
         model = None
         try:
             model, provider = await self._model(plan)
-            await self._loop(plan, channel, model, outcome, started)
+            await self._loop(plan, channel, model, outcome, started, announced)
         except asyncio.CancelledError:
             outcome.status = "cancelled"
+        except RunNotRecorded:
+            return await self._not_recorded(plan, channel, outcome)
         except (ModelCallFailed, StreamInterrupted) as exc:
             outcome.status = "failed"
             outcome.error = exc.problem()
@@ -186,6 +194,10 @@ class RunExecutor:
             outcome.error = {"type": problem_type(getattr(exc, "type", "run-failed")),
                              "title": "Run failed", "status": getattr(exc, "status", 500),
                              "detail": detail}  # fmt: skip
+        try:  # the row must be there before the run can be finished on it
+            await asyncio.shield(announced)
+        except RunNotRecorded:
+            return await self._not_recorded(plan, channel, outcome)
         latency_ms = (time.perf_counter() - started) * 1000
         price = self.state.settings.prices.get(model_name)
         if price is not None:
@@ -196,6 +208,28 @@ class RunExecutor:
         if plan.title_seed and model is not None and outcome.status == "completed":
             asyncio.create_task(self._title(plan, model, outcome.content))  # noqa: RUF006
         return outcome
+
+    async def _not_recorded(self, plan: RunPlan, channel: RunChannel,
+                            outcome: RunOutcome) -> RunOutcome:  # fmt: skip
+        """The run's row was never written: nothing was shown, nothing is to update."""
+        logger.warning("run not recorded", extra={"run_id": str(plan.run_id)})
+        outcome.status, outcome.error = "failed", not_recorded_problem()
+        outcome.content, outcome.tool_calls = "", []
+        await self.hub.emit(channel, "run.failed", outcome.error)
+        await self.hub.emit(channel, "done", {"status": outcome.status})
+        return outcome
+
+    async def _announce(self, plan: RunPlan, channel: RunChannel, model_name: str) -> None:
+        """``run.started``, once the run's row is committed (see ``RunPlan.recorded``)."""
+        if plan.recorded is not None:
+            try:
+                await asyncio.shield(plan.recorded)
+            except Exception as exc:
+                raise RunNotRecorded(str(plan.run_id)) from exc
+        await self.hub.emit(channel, "run.started", {
+            "run_id": plan.run_id, "conversation_id": plan.conversation_id,
+            "agent_id": plan.agent_id, "agent_version": plan.agent_version, "model": model_name,
+        })  # fmt: skip
 
     async def _title(self, plan: RunPlan, model: Any, answer: str) -> None:
         """Name the conversation after its first exchange, with the agent's own model."""
@@ -221,7 +255,7 @@ class RunExecutor:
             logger.warning("title not generated", extra={"run_id": str(plan.run_id)})
 
     async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
-                    started: float) -> None:  # fmt: skip
+                    started: float, announced: asyncio.Future[None]) -> None:  # fmt: skip
         tools = [] if plan.client_tools is not None else await self._tools(plan)
         by_name = {tool.name: tool for tool in tools}
         bound = model.bind_tools(plan.client_tools or tools) if (tools or plan.client_tools) \
@@ -232,6 +266,8 @@ class RunExecutor:
             full: AIMessageChunk | None = None
             async for chunk in stream_with_retry(bound, messages,
                                                  attempts=settings.model_attempts):  # fmt: skip
+                if not announced.done():  # the model answered before the commit finished
+                    await asyncio.shield(announced)
                 full = chunk if full is None else full + chunk
                 text = chunk.text if isinstance(chunk.text, str) else chunk.text()
                 if text:
@@ -251,6 +287,7 @@ class RunExecutor:
                 outcome.pending_tool_calls = [dict(call) for call in calls]
                 return
             messages.append(full)
+            await asyncio.shield(announced)
             for call in calls:
                 record = {"id": call["id"], "name": call["name"], "args": call["args"]}
                 await self.hub.emit(channel, "tool.call", record)
@@ -289,9 +326,7 @@ class RunExecutor:
             outcome.status, outcome.error = "failed", interrupted_problem()
         except Exception:
             logger.exception("run not recorded", extra={"run_id": str(plan.run_id)})
-            outcome.status, outcome.error = "failed", {
-                "type": problem_type("run-not-recorded"), "title": "Run failed", "status": 503,
-                "detail": "The answer could not be saved; try again."}  # fmt: skip
+            outcome.status, outcome.error = "failed", not_recorded_problem()
         usage = {"input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
                  "total_tokens": outcome.input_tokens + outcome.output_tokens}  # fmt: skip
         if outcome.status == "completed":

@@ -105,6 +105,13 @@ async def start_run(
         await session.execute(START_RUN, params | {"user_message_id": user_message_id})
 
 
+async def record_run(state: Any, **run: Any) -> None:
+    """``start_run`` in a transaction of its own: for a request that starts the model call
+    without waiting for this commit (see ``RunPlan.recorded``)."""
+    async with state.sessionmaker() as session, session.begin():
+        await start_run(session, **run)
+
+
 FINISH = """
 WITH r AS (
   -- Only a run still running: one the orphan sweep already failed (this replica lost
@@ -140,6 +147,12 @@ def interrupted_problem() -> dict[str, Any]:
     """``run.failed`` of a run whose replica stopped before it ended."""
     return {"type": problem_type("run-interrupted"), "title": "Run interrupted", "status": 503,
             "detail": "The chat replica running this answer stopped; ask again."}  # fmt: skip
+
+
+def not_recorded_problem() -> dict[str, Any]:
+    """``run.failed`` of a run whose row (or answer) could not be saved."""
+    return {"type": problem_type("run-not-recorded"), "title": "Run failed", "status": 503,
+            "detail": "The answer could not be saved; try again."}  # fmt: skip
 
 
 class RunAlreadyEnded(Exception):
