@@ -177,6 +177,42 @@ async def test_caller_tools_come_back_as_openai_tool_calls(chat, make_agent, tok
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+async def test_tool_choice_reaches_the_model(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    await make_agent(headers, name="Chooser")
+    plain = {"role": "user", "content": "What should I wear tomorrow?"}  # names no tool
+
+    async def ask(choice, question=plain):
+        return await chat.post(COMPLETIONS, headers=headers, json={
+            "model": "chooser", "messages": [question], "tools": [WEATHER],
+            "tool_choice": choice})  # fmt: skip
+
+    forced = (await ask("required")).json()["choices"][0]
+    assert forced["finish_reason"] == "tool_calls"
+    assert forced["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    named = (await ask({"type": "function", "function": {"name": "get_weather"}})).json()
+    assert named["choices"][0]["finish_reason"] == "tool_calls"
+    auto = (await ask("auto")).json()["choices"][0]
+    assert auto["finish_reason"] == "stop" and auto["message"]["tool_calls"] is None
+    naming = {"role": "user", "content": "Use get_weather for Paris"}
+    refused = (await ask("none", naming)).json()["choices"][0]
+    assert refused["finish_reason"] == "stop" and refused["message"]["content"]
+    assert_openai_error(await ask({"type": "function", "function": {"name": "nope"}}), 400)
+    assert_openai_error(await ask("sometimes"), 400)
+
+
+async def test_finish_reason_is_the_models_own(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    await make_agent(headers, name="Short")
+    question = {"role": "user", "content": "Tell me everything about the sea and its tides"}
+    cut = await chat.post(COMPLETIONS, headers=headers, json={
+        "model": "short", "messages": [question], "max_tokens": 3})  # fmt: skip
+    assert cut.json()["choices"][0]["finish_reason"] == "length"
+    whole = await chat.post(COMPLETIONS, headers=headers, json={
+        "model": "short", "messages": [question]})  # fmt: skip
+    assert whole.json()["choices"][0]["finish_reason"] == "stop"
+
+
 async def test_errors_use_the_openai_shape(chat, make_agent, token_issuer):
     owner, stranger = token_issuer.headers(), token_issuer.headers()
     agent = await make_agent(owner, name="Keeper")

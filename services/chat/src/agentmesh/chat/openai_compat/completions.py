@@ -41,10 +41,19 @@ def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
 def finish_reason(outcome: RunOutcome, plan: RunPlan) -> str:
-    """``tool_calls``, ``length`` when the answer used all its tokens, else ``stop``."""
+    """``tool_calls`` when calls are pending, else the model's own reason (``stop``,
+    ``length``, ``content_filter``). A model that gives none (or one of another vocabulary,
+    such as Anthropic's) gets ``length`` when the answer used all its tokens, else ``stop``."""
     if outcome.pending_tool_calls:
         return "tool_calls"
+    reason = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}.get(
+        outcome.finish_reason or "", outcome.finish_reason)  # fmt: skip
+    if reason in FINISH_REASONS and reason != "tool_calls":
+        return reason
     if plan.max_tokens and outcome.output_tokens >= plan.max_tokens:
         return "length"
     return "stop"

@@ -74,7 +74,8 @@ async def create_chat_completion(
       ``max_output_tokens`` when it sets one.
     - ``tools``: the model may call them; the calls come back in ``tool_calls``
       (``finish_reason: tool_calls``) for you to run. Without ``tools``, the agent's own
-      tools run on the server. ``tool_choice`` is accepted and left to the model.
+      tools run on the server. ``tool_choice`` (``none``, ``auto``, ``required`` or a
+      named function) goes to the model with ``tools``.
     - ``stream``: ``chat.completion.chunk`` events ending with ``data: [DONE]``; with
       ``stream_options.include_usage``, a last chunk with empty ``choices`` and the usage.
 

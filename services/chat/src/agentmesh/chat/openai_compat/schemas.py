@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Lenient(BaseModel):
@@ -58,6 +58,15 @@ class Tool(_Lenient):
     function: FunctionSpec
 
 
+class NamedFunction(_Lenient):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(_Lenient):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
 class StreamOptions(_Lenient):
     include_usage: bool = False
 
@@ -73,9 +82,18 @@ class ChatCompletionRequest(_Lenient):
     #: Any value in 0..2 is allowed, whatever temperature the agent sets.
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[Tool] | None = Field(default=None, max_length=128)
-    #: Accepted for compatibility; the model decides when to call a tool.
-    tool_choice: str | dict[str, Any] | None = None
+    #: ``none``, ``auto``, ``required``, or ``{"type": "function", "function": {"name"}}``
+    #: naming one of ``tools``; passed to the model with the tools.
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     n: int = 1
+
+    @model_validator(mode="after")
+    def _choice_names_a_tool(self) -> ChatCompletionRequest:
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = {tool.function.name for tool in self.tools or []}
+            if self.tool_choice.function.name not in names:
+                raise ValueError("tool_choice names a function that is not in tools")
+        return self
 
     @field_validator("n")
     @classmethod

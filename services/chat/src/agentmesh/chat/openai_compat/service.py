@@ -163,4 +163,10 @@ async def start_completion(
         agent_version=snapshot.version, config=config, history=history,
         reserved_tokens=reserved, temperature=body.temperature, max_tokens=max_tokens,
         client_tools=tools or None, recorded=recorded,
+        tool_choice=_tool_choice(body) if tools else None,
     )  # fmt: skip
+
+
+def _tool_choice(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
+    choice = body.tool_choice
+    return choice.model_dump() if hasattr(choice, "model_dump") else choice

@@ -57,6 +57,8 @@ class RunPlan:
     title_seed: str | None = None
     #: OpenAI-format tools given by a /v1/chat/completions caller: returned, not run.
     client_tools: list[dict[str, Any]] | None = None
+    #: Their ``tool_choice``, in OpenAI's form.
+    tool_choice: str | dict[str, Any] | None = None
     #: The commit of the run's row (and user message), when the request did not wait for
     #: it: the model call starts at once, and nothing reaches the client (``run.started``
     #: included) until this has succeeded. A failure fails the run before any output.
@@ -77,6 +79,8 @@ class RunOutcome:
     output_tokens: int = 0
     error: dict[str, Any] | None = None
     ttft_ms: float | None = None
+    #: The model's own finish reason on its last call (``stop``, ``length``, ...).
+    finish_reason: str | None = None
     message_id: uuid.UUID | None = None
     message_created_at: datetime | None = None
     cost_usd: Decimal = Decimal(0)
@@ -258,8 +262,10 @@ class RunExecutor:
                     started: float, announced: asyncio.Future[None]) -> None:  # fmt: skip
         tools = [] if plan.client_tools is not None else await self._tools(plan)
         by_name = {tool.name: tool for tool in tools}
-        bound = model.bind_tools(plan.client_tools or tools) if (tools or plan.client_tools) \
-            else model  # fmt: skip
+        if plan.client_tools:
+            bound = model.bind_tools(plan.client_tools, tool_choice=plan.tool_choice)
+        else:
+            bound = model.bind_tools(tools) if tools else model
         messages = await prompt_for(self.state, plan, model)
         settings = self.state.settings
         for _step in range(settings.max_tool_steps):
@@ -277,6 +283,7 @@ class RunExecutor:
                     await self.hub.emit(channel, "message.delta", {"delta": text})
             if full is None:
                 return
+            outcome.finish_reason = (full.response_metadata or {}).get("finish_reason")
             usage = full.usage_metadata or {}
             outcome.input_tokens += int(usage.get("input_tokens", 0))
             outcome.output_tokens += int(usage.get("output_tokens", 0))
