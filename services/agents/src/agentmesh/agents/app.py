@@ -48,6 +48,7 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     knowledge_rpc.register(
         runtime.broker, runtime.sessionmaker, app.state.embedder,
         settings.internal_token.get_secret_value(), settings.hnsw_ef_search,
+        settings.keyword_candidate_cap,
     )  # fmt: skip
 
     async def resume(app: FastAPI) -> None:

@@ -248,5 +248,6 @@ async def search(
         mode=body.mode,
         filter=body.filter,
         ef_search=request.app.state.settings.hnsw_ef_search,
+        keyword_candidate_cap=request.app.state.settings.keyword_candidate_cap,
     )
     return SearchResponse(mode=body.mode, results=hits)

@@ -34,7 +34,7 @@ class SearchCall(BaseModel):
 
 def register(
     broker: NatsBroker, sessionmaker: Any, embedder: Embedder, internal_token: str,
-    ef_search: int,
+    ef_search: int, keyword_candidate_cap: int,
 ) -> None:  # fmt: skip
     from agentmesh.agents.deps import same_secret
 
@@ -61,6 +61,7 @@ def register(
                 hits += await service.search(
                     session, await embedder.for_kb(session, kb), kb, query=call.query,
                     top_k=call.top_k, mode=call.mode, filter=call.filter, ef_search=ef_search,
+                    keyword_candidate_cap=keyword_candidate_cap,
                 )  # fmt: skip
         hits.sort(key=lambda hit: -hit.score)
         return {"results": [hit.model_dump(mode="json") for hit in hits[: call.top_k]]}

@@ -1,13 +1,12 @@
-"""Knowledge bases: CRUD, uploads (deduplicated by content hash) and hybrid search."""
+"""Knowledge bases: CRUD, uploads (deduplicated by content hash); search is in ``search``."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.knowledge.embedding import check_config
@@ -16,8 +15,8 @@ from agentmesh.agents.knowledge.schemas import (
     DocumentOut,
     KnowledgeBaseCreate,
     KnowledgeBaseUpdate,
-    SearchHit,
 )
+from agentmesh.agents.knowledge.search import search as search  # the router's and RPC's
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -25,12 +24,6 @@ CONTENT_TYPES = {
     ".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
     ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
 }  # fmt: off
-RRF_K = 60
-#: Any of the query's words, not all of them: "money back refund" finds a chunk about
-#: refunds. ts_rank_cd still ranks chunks with more of the words higher.
-ANY_WORD_QUERY = (
-    "CAST(replace(CAST(plainto_tsquery('english', :text) AS text), '&', '|') AS tsquery)"
-)
 
 
 class KnowledgeBaseNotFound(NotFound):
@@ -146,64 +139,3 @@ async def add_document(
     await session.flush()
     await session.refresh(document)
     return document, False
-
-
-async def search(
-    session: AsyncSession, model: Any, kb: KnowledgeBase, *, query: str, top_k: int, mode: str,
-    filter: dict[str, Any], ef_search: int,
-) -> list[SearchHit]:  # fmt: skip
-    """``vector`` (HNSW, cosine), ``keyword`` (Postgres full text) or ``hybrid``
-    (reciprocal rank fusion of both). A metadata filter uses pgvector's iterative index
-    scans, so a filtered search still returns ``top_k`` when enough chunks match."""
-    pool = top_k if mode != "hybrid" else top_k * 4
-    params: dict[str, Any] = {"kb": kb.id, "limit": pool, "filter": json.dumps(filter)}
-    where = "c.knowledge_base_id = :kb AND d.metadata @> CAST(:filter AS jsonb)"
-    vector_hits: list[Any] = []
-    keyword_hits: list[Any] = []
-    if mode in ("vector", "hybrid"):
-        params["q"] = str(await model.aembed_query(query))
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
-        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        vector_hits = list(
-            await session.execute(
-                text(f"""
-            SELECT c.id, c.document_id, d.filename, c.position, c.content, c.headings,
-                   1 - (c.embedding <=> CAST(:q AS vector)) AS score
-            FROM agents.chunks c JOIN agents.documents d ON d.id = c.document_id
-            WHERE {where}
-            ORDER BY c.embedding <=> CAST(:q AS vector)
-            LIMIT :limit"""),
-                params,
-            )
-        )
-    if mode in ("keyword", "hybrid"):
-        params["text"] = query
-        keyword_hits = list(
-            await session.execute(
-                text(f"""
-            SELECT c.id, c.document_id, d.filename, c.position, c.content, c.headings,
-                   ts_rank_cd(c.tsv, {ANY_WORD_QUERY}) AS score
-            FROM agents.chunks c JOIN agents.documents d ON d.id = c.document_id
-            WHERE {where} AND c.tsv @@ {ANY_WORD_QUERY}
-            ORDER BY score DESC, c.id
-            LIMIT :limit"""),
-                params,
-            )
-        )
-    if mode == "vector":
-        ranked = [(row, float(row.score)) for row in vector_hits]
-    elif mode == "keyword":
-        ranked = [(row, float(row.score)) for row in keyword_hits]
-    else:
-        fused: dict[int, tuple[Any, float]] = {}
-        for hits in (vector_hits, keyword_hits):
-            for rank, row in enumerate(hits):
-                previous = fused.get(row.id, (row, 0.0))[1]
-                fused[row.id] = (row, previous + 1.0 / (RRF_K + rank + 1))
-        ranked = sorted(fused.values(), key=lambda item: -item[1])
-    return [
-        SearchHit(chunk_id=row.id, document_id=row.document_id, filename=row.filename,
-                  position=row.position, content=row.content, headings=row.headings,
-                  score=round(score, 6))
-        for row, score in ranked[:top_k]
-    ]  # fmt: off
