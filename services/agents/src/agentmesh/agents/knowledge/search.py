@@ -56,6 +56,10 @@ HIT = "c.id, c.document_id, d.filename, c.position, c.content, c.headings"
 #: A metadata filter uses pgvector's iterative index scans, so a filtered vector search
 #: still returns ``top_k`` when enough chunks match.
 WHERE = "c.knowledge_base_id = :kb AND d.metadata @> CAST(:filter AS jsonb)"
+#: Without a filter the always-true ``@>`` is left out: before ``documents`` is analyzed
+#: (just after a bulk load) the planner takes it for a selective filter and scans every
+#: chunk of the matching documents instead of using the index.
+UNFILTERED = "c.knowledge_base_id = :kb"
 RANK = "ts_rank_cd(c.tsv, CAST(:any_word AS tsquery))"
 KEYWORD_CANDIDATE_CAP: int = AgentsSettings.model_fields["keyword_candidate_cap"].default
 
@@ -104,7 +108,10 @@ async def search(
     """``vector`` (HNSW, cosine), ``keyword`` (Postgres full text, any of the words) or
     ``hybrid`` (reciprocal rank fusion of both)."""
     pool = top_k if mode != "hybrid" else top_k * 4
-    params: dict[str, Any] = {"kb": kb.id, "limit": pool, "filter": json.dumps(filter)}
+    params: dict[str, Any] = {"kb": kb.id, "limit": pool}
+    where = UNFILTERED
+    if filter:
+        params["filter"], where = json.dumps(filter), WHERE
     vector = str(await model.aembed_query(query)) if mode in ("vector", "hybrid") else None
     settings = {"ef_search": str(int(ef_search)), "text": query, "kb": kb.id}
     words = mode in ("keyword", "hybrid")
@@ -114,12 +121,13 @@ async def search(
     if vector is not None:
         vector_hits = list(await session.execute(text(f"""
             SELECT {HIT}, 1 - (c.embedding <=> CAST(:q AS vector)) AS score
-            FROM {CHUNKS} WHERE {WHERE}
+            FROM {CHUNKS} WHERE {where}
             ORDER BY c.embedding <=> CAST(:q AS vector) LIMIT :limit"""),
             {**params, "q": vector}))  # fmt: skip
     if words:
         plan = plan_keyword(setup.frequencies or {}, keyword_candidate_cap)
-        keyword_hits = await keyword(session, plan, setup.any_word, params, keyword_candidate_cap)
+        keyword_hits = await keyword(session, plan, setup.any_word, params,
+                                     keyword_candidate_cap, where)  # fmt: skip
     if mode == "vector":
         ranked = [(row, float(row.score)) for row in vector_hits]
     elif mode == "keyword":
@@ -140,8 +148,9 @@ async def search(
 
 
 async def keyword(
-    session: AsyncSession, plan: KeywordPlan, any_word: str, params: dict[str, Any], cap: int
-) -> list[Any]:
+    session: AsyncSession, plan: KeywordPlan, any_word: str, params: dict[str, Any], cap: int,
+    where: str = WHERE,
+) -> list[Any]:  # fmt: skip
     """The best ``params["limit"]`` chunks by ``ts_rank_cd`` against ``any_word``, ranking at
     most ``cap`` chunks, chosen by ``plan``."""
     if not plan.picked:
@@ -150,7 +159,7 @@ async def keyword(
     any_word = " | ".join(dict.fromkeys(any_word.split(" | ")))
     params = {**params, "any_word": any_word, "cap": cap}
     # Ranked by id and score only; the best few rows are read whole afterwards.
-    ranked = f"SELECT c.id, {RANK} AS score, 0 AS tier FROM {CHUNKS} WHERE {WHERE}"
+    ranked = f"SELECT c.id, {RANK} AS score, 0 AS tier FROM {CHUNKS} WHERE {where}"
     matches = f"{ranked} AND c.tsv @@ CAST(:any_word AS tsquery)"
     # The index looks up the rarer words only (their posting lists are short); whether a
     # chunk matches the whole query (a hyphenated word is a phrase of its parts) is
