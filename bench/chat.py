@@ -215,6 +215,10 @@ async def main(samples: int, duration: int) -> dict[str, float]:
         "added_ttft_p50_ms": percentile(platform, 50) - percentile(direct, 50),
         "added_ttft_p95_ms": percentile(platform, 95) - percentile(direct, 95),
         "offline_turns_per_second": tps,
+        "offline_errors": errors,
+        "streams": {
+            n: {"completed": ok, "seconds": seconds} for n, (ok, seconds) in streams.items()
+        },
     }
     if openai_path:
         figures["openai_added_ttft_p50_ms"] = percentile(openai_path, 50) - percentile(
