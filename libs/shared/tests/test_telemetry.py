@@ -141,6 +141,9 @@ def test_without_an_exporter_spans_are_not_recorded_but_trace_ids_flow(monkeypat
     with downstream.start_as_current_span("work", context=propagate.extract(headers)) as child:
         assert not child.is_recording()
     assert child.get_span_context().trace_id == parent.get_span_context().trace_id
+    sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with downstream.start_as_current_span("work", context=propagate.extract(sampled)) as on:
+        assert on.is_recording()  # sampled upstream (an exporting service): the trace goes on
 
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")  # the operator's choice wins
     with (

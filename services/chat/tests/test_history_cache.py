@@ -50,9 +50,17 @@ def test_entries_expire_and_can_be_forgotten(monkeypatch):
     assert not service._CONVERTED
 
 
-def test_the_cache_is_bounded(monkeypatch):
+def test_the_cache_is_bounded_by_entries_and_characters(monkeypatch):
     service.forget_converted()
     monkeypatch.setattr(service, "CONVERTED_CACHE_SIZE", 5)
-    service.to_langchain(rows(5))  # 10 entries now, over the bound until the next call
-    service.to_langchain(rows(1))
-    assert len(service._CONVERTED) <= 5 + 2
+    service.to_langchain(rows(5))  # 10 entries now, over the bound until the next sweep
+    service.sweep_converted()
+    assert len(service._CONVERTED) == 5
+    monkeypatch.setattr(service, "CONVERTED_CACHE_SIZE", 1000)
+    monkeypatch.setattr(service, "CONVERTED_CACHE_CHARS", 1000)
+    service.to_langchain(rows(20))  # each question is 360+ characters
+    service.sweep_converted()
+    assert 0 < service._held[0] <= 1000
+    assert service._held[0] == sum(chars for _, _, chars in service._CONVERTED.values())
+    service.forget_converted()
+    assert service._held[0] == 0 and not service._CONVERTED

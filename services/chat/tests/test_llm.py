@@ -351,8 +351,8 @@ async def test_fake_server_lists_models_and_embeds_deterministically(fake: FakeO
 async def test_requests_skip_the_sdk_transform_but_send_what_the_sdk_would(
     fake: FakeOpenAI,
 ) -> None:
-    """The model posts LangChain's payload as is (``DirectCompletions``); the SDK's own
-    ``create`` (transform included) must put the very same JSON on the wire."""
+    """A streamed call posts LangChain's payload as is (``DirectCompletions``); the SDK's
+    own ``create`` (transform included) must put the very same JSON on the wire."""
     from agentmesh.chat.llm.direct_client import DirectCompletions
 
     model = openai_model(fake)
@@ -369,18 +369,38 @@ async def test_requests_skip_the_sdk_transform_but_send_what_the_sdk_would(
     ]
     bound = model.bind_tools([calculator, current_time], tool_choice="auto")
     await stream_all(bound, history)
-    await bound.ainvoke(history)  # the non-streaming path too
-    direct = [r.body for r in fake.requests[-2:]]
+    direct = [r.body for r in fake.requests[-1:]]
 
     ours = model.async_client
     model.async_client = ours._completions  # the SDK's own create, transform on
     try:
         await stream_all(bound, history)
-        await bound.ainvoke(history)
     finally:
         model.async_client = ours  # the model is cached: leave it as it was
-    assert direct == [r.body for r in fake.requests[-2:]]
-    assert direct[0]["stream"] is True and not direct[1].get("stream")
+    assert direct == [r.body for r in fake.requests[-1:]]
+    assert direct[0]["stream"] is True
     assert [t["function"]["name"] for t in direct[0]["tools"]] == ["calculator", "current_time"]
     assert [m["role"] for m in direct[0]["messages"]] == [
         "system", "user", "assistant", "tool", "assistant", "user"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("choice", "anthropic"),
+    [
+        ("required", {"type": "any"}),
+        ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "calculator"}},
+         {"type": "tool", "name": "calculator"}),
+    ],
+)  # fmt: skip
+def test_an_openai_tool_choice_is_given_to_anthropic_in_its_own_form(choice, anthropic) -> None:
+    from agentmesh.chat.runs.executor import tool_choice_for
+
+    model = resolve_chat_model(provider_kind="anthropic", model="claude-sonnet-4-5",
+                               api_key="sk-ant-test-0123456789", timeout=5)  # fmt: skip
+    bound = model.bind_tools([calculator], tool_choice=tool_choice_for("anthropic", choice))
+    assert bound.kwargs["tool_choice"] == anthropic
+    assert tool_choice_for("openai", choice) == choice  # OpenAI's own form, unchanged
+    assert (
+        tool_choice_for("ollama", choice) is None and tool_choice_for("anthropic", "auto") is None
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentmesh.chat.app import create_app as create_chat
-from agentmesh.shared.testing.fixtures import serve_app
+from agentmesh.shared.testing.fixtures import app_client, serve_app
 from agentmesh.shared.testing.openai_server import FakeOpenAI
 
 from .conftest import chat_settings
@@ -223,3 +225,107 @@ async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
     assert history["items"] == []  # neither the questions nor any answer were kept
     ok = await chat.post(url, json={"content": "hi"}, headers=headers)
     assert ok.status_code == 200 and ok.json()["content"]
+
+
+async def refuse_runs_of(engine, agent_id: str, *, sleep: float = 0.0) -> None:
+    """A trigger on chat.runs: inserts of this agent's runs wait ``sleep`` s, then fail
+    (with ``sleep`` > 0 they wait, then go through)."""
+    from sqlalchemy import text
+
+    body = f"PERFORM pg_sleep({sleep}); RETURN NEW;" if sleep else \
+        "RAISE EXCEPTION 'no runs today';"  # fmt: skip
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE OR REPLACE FUNCTION chat.refuse_run() RETURNS trigger "
+                                f"LANGUAGE plpgsql AS $$ BEGIN {body} END $$"))  # fmt: skip
+        await conn.execute(text(
+            "CREATE TRIGGER refuse_run BEFORE INSERT ON chat.runs FOR EACH ROW WHEN "
+            f"(NEW.agent_id = '{agent_id}') EXECUTE FUNCTION chat.refuse_run()"))  # fmt: skip
+
+
+async def allow_runs(engine) -> None:
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_run ON chat.runs"))
+        await conn.execute(text("DROP FUNCTION IF EXISTS chat.refuse_run()"))
+
+
+async def test_a_failed_commit_shows_nothing_even_if_the_model_answers_later(
+    chat, remote_agent, fake_llm
+):
+    """The commit fails long before the provider's first token: no token may follow."""
+    headers, agent = remote_agent
+    fake_llm.ttft_seconds = 0.3
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"},
+                                    headers=headers)).json()  # fmt: skip
+    engine = chat.app.state.runtime.engine
+    await refuse_runs_of(engine, agent["id"])
+    try:
+        streamed = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
+                                   json={"content": "hi", "stream": True})  # fmt: skip
+    finally:
+        await allow_runs(engine)
+    assert [e["event"] for e in parse_sse(streamed.text)] == ["run.failed", "done"]
+
+
+async def test_a_question_with_a_nul_character_is_refused_up_front(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    refused = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
+                              json={"content": "a\u0000b"})  # fmt: skip
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_waiting_answer_holds_no_database_connection(common, remote_agent, fake_llm):
+    """One pooled connection: the request's reads, the run's commit and its finish must
+    take turns, so no request may keep its connection while the model answers."""
+    headers, agent = remote_agent
+    fake_llm.ttft_seconds = 0.3
+    tight = common.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0,
+                                      "db_pool_timeout": 2.0})  # fmt: skip
+    app = create_chat(chat_settings(tight))
+    async with app_client(app) as client:
+        conversation = (await client.post(CONV, json={"agent_id": agent["id"], "title": "t"},
+                                          headers=headers)).json()  # fmt: skip
+        answers = await asyncio.gather(*(
+            client.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
+                        json={"content": f"question {i}"}) for i in range(3)))  # fmt: skip
+        assert [a.status_code for a in answers] == [200, 200, 200], answers[0].text
+        completion = await client.post("/v1/chat/completions", headers=headers, json={
+            "model": agent["id"], "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        assert completion.status_code == 200, completion.text
+
+
+async def test_cancel_right_after_the_start_waits_for_the_run_row(
+    common, replicas, remote_agent, fake_llm
+):
+    """The row is committed alongside the model call (slowly here): a cancel sent at once
+    still finds the run, and ends it cancelled; a second cancel changes nothing."""
+    headers, agent = remote_agent
+    fake_llm.ttft_seconds = 2.0
+    first, _ = replicas
+    async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client:
+        conversation = (await client.post(CONV, json={"agent_id": agent["id"],
+                                                      "title": "t"})).json()  # fmt: skip
+        engine = create_async_engine(common.database_url)
+        await refuse_runs_of(engine, agent["id"], sleep=0.5)
+        try:
+            async with client.stream(
+                "POST",
+                f"{CONV}/{conversation['id']}/messages",
+                json={"content": "slow", "stream": True},
+            ) as response:
+                run_id = response.headers["X-Run-Id"]
+                cancels = await asyncio.gather(*(client.post(f"/api/v1/runs/{run_id}/cancel")
+                                                 for _ in range(2)))  # fmt: skip
+                body = "".join([chunk async for chunk in response.aiter_text()])
+        finally:
+            await allow_runs(engine)
+            await engine.dispose()
+        assert [c.status_code for c in cancels] == [202, 202], cancels[0].text
+        kinds = [e["event"] for e in parse_sse(body)]
+        assert kinds[0] == "run.started" and kinds[-2:] == ["run.cancelled", "done"], kinds
+        run = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        assert run["status"] == "cancelled"

@@ -13,7 +13,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import TracerProvider as TracerProviderApi
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,7 +34,10 @@ def tracer_provider_for(service: str) -> TracerProviderApi:
     # CPU on every request and statement (about a tenth of a chat turn's), for nothing. The
     # spans still exist, non-recording, so trace ids still propagate and reach the logs.
     # OTEL_TRACES_SAMPLER, when set, decides instead (the SDK reads it).
-    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_OFF
+    # Parent-based: a request that arrives sampled (an exporting service upstream) is still
+    # recorded, so the trace goes on through this service to the exporting ones after it.
+    default = ParentBased(ALWAYS_OFF)
+    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else default
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: f"agentmesh-{service}"}), sampler=sampler
     )

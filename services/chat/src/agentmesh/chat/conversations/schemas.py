@@ -2,9 +2,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text can't hold NUL; a turn's question is written alongside its model call,
+    # so it must be refused up front (422), not fail the run later.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+#: A question or an edited question.
+Content = Annotated[str, Field(min_length=1, max_length=100_000), AfterValidator(_no_nul)]
 
 
 class ConversationCreate(BaseModel):
@@ -41,7 +53,7 @@ class ConversationPage(BaseModel):
 class MessageEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1, max_length=100_000)
+    content: Content
     stream: bool = False
 
 
@@ -54,7 +66,7 @@ class RegenerateIn(BaseModel):
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1, max_length=100_000)
+    content: Content
     stream: bool = False
 
 

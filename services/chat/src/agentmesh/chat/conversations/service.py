@@ -103,26 +103,42 @@ async def branch(
 #: edit or a regenerated answer is a new message), and every turn of a conversation
 #: converts its whole history again: this keeps that to the newest turns. The messages
 #: are shared between runs, so nothing may modify them (prompts are new lists, and
-#: truncation copies). An entry lives ``CONVERTED_TTL_SECONDS`` after its last use, so
-#: deleted or erased messages leave memory soon on every replica.
-_CONVERTED: OrderedDict[uuid.UUID, tuple[float, tuple[BaseMessage, ...]]] = OrderedDict()
+#: truncation copies). Bounded by entries and by characters held; an entry goes
+#: ``CONVERTED_TTL_SECONDS`` after its last use (the run heartbeat sweeps even when idle),
+#: so deleted or erased messages leave memory soon on every replica.
+_CONVERTED: OrderedDict[uuid.UUID, tuple[float, tuple[BaseMessage, ...], int]] = OrderedDict()
+_held = [0]  # characters held by _CONVERTED
 CONVERTED_CACHE_SIZE = 20_000
+CONVERTED_CACHE_CHARS = 20_000_000
 CONVERTED_TTL_SECONDS = 300.0
+
+
+def sweep_converted(now: float | None = None) -> None:
+    """Drop what expired or does not fit, least recently used first."""
+    now = time.monotonic() if now is None else now
+    while _CONVERTED:
+        used, _, chars = next(iter(_CONVERTED.values()))
+        if (used > now - CONVERTED_TTL_SECONDS and len(_CONVERTED) <= CONVERTED_CACHE_SIZE
+                and _held[0] <= CONVERTED_CACHE_CHARS):  # fmt: skip
+            break
+        _CONVERTED.popitem(last=False)
+        _held[0] -= chars
 
 
 def to_langchain(rows: list[Any]) -> list[BaseMessage]:
     """Stored turns as LangChain messages, tool calls and their results included."""
     now = time.monotonic()
-    while _CONVERTED:  # least recently used first: drop what has expired
-        oldest = next(iter(_CONVERTED.values()))
-        if oldest[0] > now - CONVERTED_TTL_SECONDS and len(_CONVERTED) <= CONVERTED_CACHE_SIZE:
-            break
-        _CONVERTED.popitem(last=False)
+    sweep_converted(now)
     messages: list[BaseMessage] = []
     for row in rows:
         entry = _CONVERTED.pop(row.id, None)
-        converted = _convert(row) if entry is None else entry[1]
-        _CONVERTED[row.id] = (now, converted)  # to the most recent end
+        if entry is None:
+            converted = _convert(row)
+            chars = len(row.content or "") + len(str(row.tool_calls or ""))
+            _held[0] += chars
+        else:
+            _, converted, chars = entry
+        _CONVERTED[row.id] = (now, converted, chars)  # to the most recent end
         messages.extend(converted)
     return messages
 
@@ -130,6 +146,7 @@ def to_langchain(rows: list[Any]) -> list[BaseMessage]:
 def forget_converted() -> None:
     """Drop every converted message (after a deletion or an erasure on this replica)."""
     _CONVERTED.clear()
+    _held[0] = 0
 
 
 def _convert(row: Any) -> tuple[BaseMessage, ...]:

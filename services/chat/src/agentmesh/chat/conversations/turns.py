@@ -83,8 +83,6 @@ async def start_turn(
         first_turn else None  # fmt: skip
     if recorded is None:  # the edge: the run's own writes come after this one
         await session.commit()
-    # (Else this request wrote nothing: its read-only transaction ends with the request,
-    # after the model call has started.)
     plan = RunPlan(
         run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, config=config, history=history,
@@ -92,6 +90,8 @@ async def start_turn(
         reserved_tokens=reserved, title_seed=title_seed, recorded=recorded,
     )  # fmt: skip
     channel = state.executor.start(plan)
+    if recorded is not None:  # the model call is on: end the read-only transaction, so
+        await session.commit()  # its connection is not held for the whole run
     headers = {"X-Run-Id": str(run_id)}
     if stream:
         return event_stream(state.hub.follow_local(channel, 0),

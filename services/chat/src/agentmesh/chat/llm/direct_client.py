@@ -8,7 +8,8 @@ strings, numbers). But it costs about 0.1 ms of CPU per message, on the event lo
 before the request leaves: a 100-message conversation waited 10 ms or more for its first
 token (measured with ``bench/chat.py`` and py-spy). This client posts the payload as it
 is, through the SDK's own ``_post``, so auth, retries, timeouts, errors and the SSE
-stream parsing all stay the SDK's.
+stream parsing all stay the SDK's. Runs stream; LangChain's non-streamed calls (titles,
+summaries) go through ``with_raw_response``, which is the SDK's own path unchanged.
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ def finish_reason(outcome: RunOutcome, plan: RunPlan) -> str:
     such as Anthropic's) gets ``length`` when the answer used all its tokens, else ``stop``."""
     if outcome.pending_tool_calls:
         return "tool_calls"
-    reason = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}.get(
-        outcome.finish_reason or "", outcome.finish_reason)  # fmt: skip
+    reason = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop",
+              "tool_use": "tool_calls"}.get(outcome.finish_reason or "",
+                                            outcome.finish_reason)  # fmt: skip
     if reason in FINISH_REASONS and reason != "tool_calls":
         return reason
     if plan.max_tokens and outcome.output_tokens >= plan.max_tokens:

@@ -84,6 +84,8 @@ async def create_chat_completion(
     state = request.app.state
     plan = await service.start_completion(state, session, caller, body)
     channel = state.executor.start(plan)
+    if plan.recorded is not None:  # the model call is on: end the read-only transaction,
+        await session.commit()  # so its connection is not held for the whole run
     created, headers = now(), {"X-Run-Id": str(plan.run_id)}
     if body.stream:
         chunks = completion_chunks(state.hub, channel, plan, body.model, created,

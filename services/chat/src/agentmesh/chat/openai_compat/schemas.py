@@ -67,6 +67,10 @@ class NamedToolChoice(_Lenient):
     function: NamedFunction
 
 
+class OtherToolChoice(_Lenient):
+    type: Literal["allowed_tools", "custom"]
+
+
 class StreamOptions(_Lenient):
     include_usage: bool = False
 
@@ -83,8 +87,11 @@ class ChatCompletionRequest(_Lenient):
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[Tool] | None = Field(default=None, max_length=128)
     #: ``none``, ``auto``, ``required``, or ``{"type": "function", "function": {"name"}}``
-    #: naming one of ``tools``; passed to the model with the tools.
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    #: naming one of ``tools``; passed to the model with the tools. Other forms OpenAI has
+    #: (``allowed_tools``, ``custom``) are accepted and left to the model (``auto``).
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | OtherToolChoice | None = (
+        None
+    )
     n: int = 1
 
     @model_validator(mode="after")

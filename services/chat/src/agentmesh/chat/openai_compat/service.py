@@ -21,7 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.conversations.service import OverBudget
 from agentmesh.chat.models import AgentSnapshot, Budget, new_id
-from agentmesh.chat.openai_compat.schemas import ChatCompletionRequest, ChatMessage
+from agentmesh.chat.openai_compat.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    OtherToolChoice,
+)
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.store import record_run, reserve_budget, start_run
 from agentmesh.shared.auth import Principal
@@ -169,4 +173,6 @@ async def start_completion(
 
 def _tool_choice(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
     choice = body.tool_choice
+    if isinstance(choice, OtherToolChoice):
+        return None  # left to the model
     return choice.model_dump() if hasattr(choice, "model_dump") else choice

@@ -86,6 +86,17 @@ class RunOutcome:
     cost_usd: Decimal = Decimal(0)
 
 
+def tool_choice_for(provider: str, choice: str | dict[str, Any] | None) -> Any:
+    """An OpenAI-form ``tool_choice`` in the form ``provider``'s LangChain model takes."""
+    if choice is None or choice == "auto" or provider == "ollama":  # Ollama has none
+        return None
+    if provider != "anthropic":
+        return choice
+    if isinstance(choice, dict):  # {"type": "function", "function": {"name"}}: the name
+        return (choice.get("function") or {}).get("name")
+    return {"required": "any", "none": {"type": "none"}}.get(choice)
+
+
 def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
     return "offline" if creds is None else str(creds.get("kind", "openai"))
 
@@ -102,6 +113,7 @@ class RunExecutor:
 
     def start(self, plan: RunPlan) -> RunChannel:
         channel = self.hub.open(plan.run_id)
+        channel.recorded = plan.recorded
         channel.task = asyncio.create_task(self._traced_run(plan, channel),
                                            name=f"run-{plan.run_id}")  # fmt: skip
         return channel
@@ -183,7 +195,7 @@ class RunExecutor:
         model = None
         try:
             model, provider = await self._model(plan)
-            await self._loop(plan, channel, model, outcome, started, announced)
+            await self._loop(plan, channel, model, outcome, started, announced, provider)
         except asyncio.CancelledError:
             outcome.status = "cancelled"
         except RunNotRecorded:
@@ -216,7 +228,6 @@ class RunExecutor:
     async def _not_recorded(self, plan: RunPlan, channel: RunChannel,
                             outcome: RunOutcome) -> RunOutcome:  # fmt: skip
         """The run's row was never written: nothing was shown, nothing is to update."""
-        logger.warning("run not recorded", extra={"run_id": str(plan.run_id)})
         outcome.status, outcome.error = "failed", not_recorded_problem()
         outcome.content, outcome.tool_calls = "", []
         await self.hub.emit(channel, "run.failed", outcome.error)
@@ -229,6 +240,8 @@ class RunExecutor:
             try:
                 await asyncio.shield(plan.recorded)
             except Exception as exc:
+                logger.warning("run not recorded", exc_info=True,
+                               extra={"run_id": str(plan.run_id)})  # fmt: skip
                 raise RunNotRecorded(str(plan.run_id)) from exc
         await self.hub.emit(channel, "run.started", {
             "run_id": plan.run_id, "conversation_id": plan.conversation_id,
@@ -259,21 +272,25 @@ class RunExecutor:
             logger.warning("title not generated", extra={"run_id": str(plan.run_id)})
 
     async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
-                    started: float, announced: asyncio.Future[None]) -> None:  # fmt: skip
+                    started: float, announced: asyncio.Future[None],
+                    provider: str) -> None:  # fmt: skip
         tools = [] if plan.client_tools is not None else await self._tools(plan)
         by_name = {tool.name: tool for tool in tools}
         if plan.client_tools:
-            bound = model.bind_tools(plan.client_tools, tool_choice=plan.tool_choice)
+            choice = tool_choice_for(provider, plan.tool_choice)
+            bound = model.bind_tools(plan.client_tools, tool_choice=choice)
         else:
             bound = model.bind_tools(tools) if tools else model
         messages = await prompt_for(self.state, plan, model)
         settings = self.state.settings
+        ready = False  # run.started is out (and so the run's row is committed)
         for _step in range(settings.max_tool_steps):
             full: AIMessageChunk | None = None
             async for chunk in stream_with_retry(bound, messages,
                                                  attempts=settings.model_attempts):  # fmt: skip
-                if not announced.done():  # the model answered before the commit finished
+                if not ready:  # raises RunNotRecorded before anything is shown
                     await asyncio.shield(announced)
+                    ready = True
                 full = chunk if full is None else full + chunk
                 text = chunk.text if isinstance(chunk.text, str) else chunk.text()
                 if text:
@@ -283,7 +300,9 @@ class RunExecutor:
                     await self.hub.emit(channel, "message.delta", {"delta": text})
             if full is None:
                 return
-            outcome.finish_reason = (full.response_metadata or {}).get("finish_reason")
+            meta = full.response_metadata or {}  # OpenAI, Anthropic, Ollama name it apart
+            outcome.finish_reason = meta.get("finish_reason") or meta.get("stop_reason") or \
+                meta.get("done_reason")  # fmt: skip
             usage = full.usage_metadata or {}
             outcome.input_tokens += int(usage.get("input_tokens", 0))
             outcome.output_tokens += int(usage.get("output_tokens", 0))

@@ -43,6 +43,10 @@ class RunChannel:
     events: list[RunEvent] = field(default_factory=list)
     waiters: set[asyncio.Event] = field(default_factory=set)
     task: asyncio.Task[Any] | None = None
+    #: The commit of the run's row, while the model call runs alongside it.
+    recorded: asyncio.Future[None] | None = None
+    #: A cancel was asked for: one is enough (a second would cut the run's ending short).
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:

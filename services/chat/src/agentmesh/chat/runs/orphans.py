@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import text
 
 from agentmesh.chat.agents_client import nats_client
+from agentmesh.chat.conversations.service import sweep_converted
 from agentmesh.chat.models import new_id
 from agentmesh.chat.runs.hub import TERMINAL, RunEvent, RunHub
 from agentmesh.chat.runs.store import (
@@ -87,6 +88,7 @@ class RunWatch:
                 await self.sweep()
             except Exception:
                 logger.warning("orphaned-run sweep failed; retrying", exc_info=True)
+            sweep_converted()  # converted history of idle conversations leaves memory
 
     def live_run_ids(self) -> list[uuid.UUID]:
         """Runs executing on this replica now."""

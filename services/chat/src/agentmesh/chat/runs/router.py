@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -55,8 +57,11 @@ async def _owned(session: Any, caller: Principal, run_id: uuid.UUID) -> Run:
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_YOURS)
-async def get_run(run_id: uuid.UUID, caller: CurrentPrincipal, session: Session) -> RunOut:
+async def get_run(
+    run_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request
+) -> RunOut:
     """A run's state: ``running``, ``completed``, ``failed`` or ``cancelled``, with usage."""
+    await settled(request.app.state.hub, run_id)
     return RunOut.model_validate(await _owned(session, caller, run_id))
 
 
@@ -67,6 +72,7 @@ async def cancel(
 ) -> RunOut:
     """Stop generating. What was produced is kept, marked ``cancelled``. Works from any
     replica: the one running the run gets the request over NATS."""
+    await settled(request.app.state.hub, run_id)
     run = await _owned(session, caller, run_id)
     if run.status == "running" and not cancel_local(request.app.state.hub, run_id):
         nc = nats_client(request.app.state.runtime.broker)
@@ -76,11 +82,23 @@ async def cancel(
 
 
 def cancel_local(hub: Any, run_id: uuid.UUID) -> bool:
+    """Cancel ``run_id`` if this replica runs it (once: a repeated cancel is a no-op)."""
     channel = hub.local.get(run_id)
     if channel is None or channel.task is None or channel.task.done():
         return False
-    channel.task.cancel()
+    if not channel.cancel_requested:
+        channel.cancel_requested = True
+        channel.task.cancel()
     return True
+
+
+async def settled(hub: Any, run_id: uuid.UUID) -> None:
+    """Wait for the commit of a run this replica just started (its row may not be there
+    yet while the model call runs alongside it); a failed commit leaves no row: 404."""
+    channel = hub.local.get(run_id)
+    if channel is not None and channel.recorded is not None and not channel.recorded.done():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(channel.recorded), timeout=30)
 
 
 @router.get(
@@ -96,6 +114,7 @@ async def events(
 ) -> Any:  # fmt: skip
     """Replay a run's events, then follow them until ``done``. Send ``Last-Event-ID`` to
     get only what came after it; any chat replica can serve this."""
+    await settled(request.app.state.hub, run_id)
     run = await _owned(session, caller, run_id)
     try:
         after = max(0, int(last_event_id or 0))
