@@ -394,7 +394,7 @@ async def test_requests_skip_the_sdk_transform_but_send_what_the_sdk_would(
     ],
 )  # fmt: skip
 def test_an_openai_tool_choice_is_given_to_anthropic_in_its_own_form(choice, anthropic) -> None:
-    from agentmesh.chat.runs.executor import tool_choice_for
+    from agentmesh.chat.llm.resolve import tool_choice_for
 
     model = resolve_chat_model(provider_kind="anthropic", model="claude-sonnet-4-5",
                                api_key="sk-ant-test-0123456789", timeout=5)  # fmt: skip

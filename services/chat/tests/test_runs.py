@@ -190,20 +190,12 @@ async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
 ):
     """The model call starts alongside the commit of the run's row; if that commit fails
     (a real database error here, from a trigger), the run fails before any output."""
-    from sqlalchemy import text
-
     headers = token_issuer.headers()
     agent = await make_agent(headers)
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"},
                                     headers=headers)).json()  # fmt: skip
     engine = chat.app.state.runtime.engine
-    async with engine.begin() as conn:
-        await conn.execute(text(
-            "CREATE FUNCTION chat.refuse_run() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'no runs today'; END $$"))  # fmt: skip
-        await conn.execute(text(
-            "CREATE TRIGGER refuse_run BEFORE INSERT ON chat.runs FOR EACH ROW WHEN "
-            f"(NEW.agent_id = '{agent['id']}') EXECUTE FUNCTION chat.refuse_run()"))  # fmt: skip
+    await refuse_runs_of(engine, agent["id"])
     try:
         url = f"{CONV}/{conversation['id']}/messages"
         streamed = await chat.post(url, json={"content": "hi", "stream": True}, headers=headers)
@@ -218,9 +210,7 @@ async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
             "model": agent["id"], "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
         assert completion.status_code == 503 and "error" in completion.json()
     finally:
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP TRIGGER refuse_run ON chat.runs"))
-            await conn.execute(text("DROP FUNCTION chat.refuse_run()"))
+        await allow_runs(engine)
     history = (await chat.get(f"{url}", headers=headers)).json()
     assert history["items"] == []  # neither the questions nor any answer were kept
     ok = await chat.post(url, json={"content": "hi"}, headers=headers)
@@ -228,8 +218,8 @@ async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
 
 
 async def refuse_runs_of(engine, agent_id: str, *, sleep: float = 0.0) -> None:
-    """A trigger on chat.runs: inserts of this agent's runs wait ``sleep`` s, then fail
-    (with ``sleep`` > 0 they wait, then go through)."""
+    """A trigger on chat.runs: inserts of this agent's runs fail (a real database error);
+    with ``sleep`` they wait that long instead, then go through."""
     from sqlalchemy import text
 
     body = f"PERFORM pg_sleep({sleep}); RETURN NEW;" if sleep else \

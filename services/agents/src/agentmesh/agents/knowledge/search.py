@@ -149,7 +149,7 @@ async def search(
 
 async def keyword(
     session: AsyncSession, plan: KeywordPlan, any_word: str, params: dict[str, Any], cap: int,
-    where: str = WHERE,
+    where: str,
 ) -> list[Any]:  # fmt: skip
     """The best ``params["limit"]`` chunks by ``ts_rank_cd`` against ``any_word``, ranking at
     most ``cap`` chunks, chosen by ``plan``."""

@@ -30,10 +30,6 @@ class BadCursor(AppError):
     status, type, title = 422, "invalid-cursor", "Unprocessable Content"
 
 
-class OverBudget(AppError):
-    status, type, title = 402, "budget-exceeded", "Payment Required"
-
-
 def encode_cursor(created_at: datetime, id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id}".encode()).decode()
 

@@ -16,7 +16,7 @@ from agentmesh.chat.conversations.schemas import MessageOut
 from agentmesh.chat.models import Message, new_id
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.sse import event_stream
-from agentmesh.chat.runs.store import record_run, reserve_budget, start_run
+from agentmesh.chat.runs.store import begin_run
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import NotFound, problem_response
 
@@ -64,30 +64,22 @@ async def start_turn(
         rows, summary = service.after_summary(rows, conversation)
         history = [*service.to_langchain(rows), HumanMessage(content)]
     config = snapshot.config
-    reserved = 0
     run_id = new_id()
-    run = dict(
-        run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
+    reserve = int(config.get("max_output_tokens") or state.settings.default_reserve_tokens) \
+        if has_budget else None  # fmt: skip
+    recorded = await begin_run(
+        state, session, reserve=reserve, run_id=run_id,
+        user_id=conversation.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, model=config.get("model") or "offline",
         conversation_id=conversation_id, user_message=new_question, user_message_id=parent_id,
     )  # fmt: skip
-    recorded = None
-    if has_budget:  # the reservation and the run commit together, before the model call
-        reserved = int(config.get("max_output_tokens") or state.settings.default_reserve_tokens)
-        if not await reserve_budget(session, conversation.user_id, reserved):
-            raise service.OverBudget("This month's budget is spent; ask an admin to raise it.")
-        await start_run(session, **run, reserved=reserved)
-    else:  # the model call need not wait for this commit: it runs alongside
-        recorded = asyncio.ensure_future(record_run(state, **run, reserved=0))
     title_seed = content if conversation.auto_title and conversation.title is None and \
         first_turn else None  # fmt: skip
-    if recorded is None:  # the edge: the run's own writes come after this one
-        await session.commit()
     plan = RunPlan(
         run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, config=config, history=history,
         conversation_id=conversation_id, parent_id=parent_id, summary=summary,
-        reserved_tokens=reserved, title_seed=title_seed, recorded=recorded,
+        reserved_tokens=reserve or 0, title_seed=title_seed, recorded=recorded,
     )  # fmt: skip
     channel = state.executor.start(plan)
     if recorded is not None:  # the model call is on: end the read-only transaction, so

@@ -131,6 +131,17 @@ def build_chat_model(
     )
 
 
+def tool_choice_for(provider: str, choice: str | dict[str, Any] | None) -> Any:
+    """An OpenAI-form ``tool_choice`` in the form ``provider``'s LangChain model takes."""
+    if choice is None or choice == "auto" or provider == "ollama":  # Ollama has none
+        return None
+    if provider != "anthropic":
+        return choice
+    if isinstance(choice, dict):  # {"type": "function", "function": {"name"}}: the name
+        return (choice.get("function") or {}).get("name")
+    return {"required": "any", "none": {"type": "none"}}.get(choice)
+
+
 def warm_providers() -> None:
     """Import the provider SDKs and build one model, as the first run would.
 

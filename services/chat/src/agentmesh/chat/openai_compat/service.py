@@ -8,7 +8,6 @@ agents created within the same minute.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -19,7 +18,6 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.chat.conversations.service import OverBudget
 from agentmesh.chat.models import AgentSnapshot, Budget, new_id
 from agentmesh.chat.openai_compat.schemas import (
     ChatCompletionRequest,
@@ -27,7 +25,7 @@ from agentmesh.chat.openai_compat.schemas import (
     OtherToolChoice,
 )
 from agentmesh.chat.runs.executor import RunPlan
-from agentmesh.chat.runs.store import record_run, reserve_budget, start_run
+from agentmesh.chat.runs.store import begin_run
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -147,25 +145,18 @@ async def start_completion(
             part for part in (config.get("instructions") or "", caller_system) if part.strip()
         )
     max_tokens = effective_max_tokens(body, config)
-    reserved = 0
     run_id = new_id()
-    run = dict(run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
-               agent_version=snapshot.version, model=config.get("model") or "offline")  # fmt: skip
-    recorded = None
-    if has_budget:  # the reservation and the run commit together, before the model call
-        reserved = max_tokens or state.settings.default_reserve_tokens
-        if not await reserve_budget(session, caller.user_id, reserved):
-            raise OverBudget("This month's budget is spent; ask an admin to raise it.")
-        await start_run(session, **run, reserved=reserved)
-    else:  # the model call need not wait for this commit: it runs alongside
-        recorded = asyncio.ensure_future(record_run(state, **run, reserved=0))
-    if recorded is None:  # the edge: the run's own writes come after this one
-        await session.commit()
+    reserve = (max_tokens or state.settings.default_reserve_tokens) if has_budget else None
+    recorded = await begin_run(
+        state, session, reserve=reserve, run_id=run_id,
+        user_id=caller.user_id, agent_id=snapshot.agent_id, agent_version=snapshot.version,
+        model=config.get("model") or "offline",
+    )  # fmt: skip
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     return RunPlan(
         run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, config=config, history=history,
-        reserved_tokens=reserved, temperature=body.temperature, max_tokens=max_tokens,
+        reserved_tokens=reserve or 0, temperature=body.temperature, max_tokens=max_tokens,
         client_tools=tools or None, recorded=recorded,
         tool_choice=_tool_choice(body) if tools else None,
     )  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
 from opentelemetry import trace
 
-from agentmesh.chat.llm.resolve import resolve_chat_model
+from agentmesh.chat.llm.resolve import resolve_chat_model, tool_choice_for
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
@@ -84,17 +84,6 @@ class RunOutcome:
     message_id: uuid.UUID | None = None
     message_created_at: datetime | None = None
     cost_usd: Decimal = Decimal(0)
-
-
-def tool_choice_for(provider: str, choice: str | dict[str, Any] | None) -> Any:
-    """An OpenAI-form ``tool_choice`` in the form ``provider``'s LangChain model takes."""
-    if choice is None or choice == "auto" or provider == "ollama":  # Ollama has none
-        return None
-    if provider != "anthropic":
-        return choice
-    if isinstance(choice, dict):  # {"type": "function", "function": {"name"}}: the name
-        return (choice.get("function") or {}).get("name")
-    return {"required": "any", "none": {"type": "none"}}.get(choice)
 
 
 def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
@@ -312,8 +301,7 @@ class RunExecutor:
             if plan.client_tools is not None:  # the OpenAI caller runs its own tools
                 outcome.pending_tool_calls = [dict(call) for call in calls]
                 return
-            messages.append(full)
-            await asyncio.shield(announced)
+            messages.append(full)  # (its first chunk waited for run.started already)
             for call in calls:
                 record = {"id": call["id"], "name": call["name"], "args": call["args"]}
                 await self.hub.emit(channel, "tool.call", record)

@@ -8,6 +8,7 @@ with the run's usage and the budget spend (1), the outbox event (1), commit (1).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import new_id
-from agentmesh.shared.errors import problem_type
+from agentmesh.shared.errors import AppError, problem_type
 from agentmesh.shared.events.contracts import MessageCompleted
 
 if TYPE_CHECKING:
@@ -110,6 +111,29 @@ async def record_run(state: Any, **run: Any) -> None:
     without waiting for this commit (see ``RunPlan.recorded``)."""
     async with state.sessionmaker() as session, session.begin():
         await start_run(session, **run)
+
+
+class OverBudget(AppError):
+    status, type, title = 402, "budget-exceeded", "Payment Required"
+
+
+async def begin_run(
+    state: Any, session: AsyncSession, *, reserve: int | None, **run: Any
+) -> asyncio.Future[None] | None:
+    """Record a run about to start (``run``: ``start_run``'s fields).
+
+    With a budget (``reserve``: the tokens to reserve), the atomic reservation and the run
+    commit here, before the model call; over budget raises ``OverBudget`` (402). Without
+    one, the run's commit runs alongside the model call: the returned future (see
+    ``RunPlan.recorded``); the request's own transaction is then read-only, for the caller
+    to end once the run has started."""
+    if reserve is None:
+        return asyncio.ensure_future(record_run(state, **run, reserved=0))
+    if not await reserve_budget(session, run["user_id"], reserve):
+        raise OverBudget("This month's budget is spent; ask an admin to raise it.")
+    await start_run(session, **run, reserved=reserve)
+    await session.commit()  # the edge: the run's own writes come after this one
+    return None
 
 
 FINISH = """
