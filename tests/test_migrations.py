@@ -1,0 +1,131 @@
+"""Models and migrations agree, and every migration goes down to base and back up.
+
+Each service's Alembic tree is checked on a scratch database of its own: upgraded to head,
+compared with the service's SQLAlchemy metadata (Alembic's autogenerate comparison, as
+``alembic check`` runs it), then downgraded to base and upgraded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, pool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentmesh.shared.migrations import MIGRATING_SERVICES, alembic_config
+from agentmesh.shared.testing.servers import TestPostgres, recreate_database
+
+
+def metadata_of(service: str) -> Any:
+    return importlib.import_module(f"agentmesh.{service}.models").metadata
+
+
+def differences(sync_conn: Any, service: str) -> list[Any]:
+    metadata = metadata_of(service)
+    context = MigrationContext.configure(
+        sync_conn,
+        opts={
+            "target_metadata": metadata,
+            "include_schemas": True,
+            "include_name": lambda name, type_, _parent: (
+                type_ != "schema" or name == metadata.schema
+            ),
+            "compare_type": True,
+            "version_table_schema": metadata.schema,
+        },
+    )
+    return compare_metadata(context, metadata)
+
+
+def service_tables(sync_conn: Any, schema: str) -> set[str]:
+    return set(inspect(sync_conn).get_table_names(schema=schema))
+
+
+@pytest.fixture(scope="module")
+async def scratch_url(postgres_server: TestPostgres) -> str:
+    await recreate_database(postgres_server.admin_url, "agentmesh_migrations")
+    return postgres_server.database_url("agentmesh_migrations")
+
+
+def run(service: str, url: str, verb: str, revision: str) -> None:
+    getattr(command, verb)(alembic_config(service, url), revision)
+
+
+@pytest.mark.parametrize("service", MIGRATING_SERVICES)
+async def test_models_match_migrations_at_head(service, scratch_url):
+    await asyncio.to_thread(run, service, scratch_url, "upgrade", "head")
+    engine = create_async_engine(scratch_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(differences, service)
+    finally:
+        await engine.dispose()
+    assert diff == [], f"{service}: models and migrations differ: {diff}"
+
+
+@pytest.mark.parametrize("service", MIGRATING_SERVICES)
+async def test_every_downgrade_runs_to_base_and_back(service, scratch_url):
+    schema = metadata_of(service).schema
+    await asyncio.to_thread(run, service, scratch_url, "upgrade", "head")
+    await asyncio.to_thread(run, service, scratch_url, "downgrade", "base")
+    engine = create_async_engine(scratch_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            left = await conn.run_sync(service_tables, schema)
+            assert left <= {"alembic_version"}, f"{service}: base still has {left}"
+        await asyncio.to_thread(run, service, scratch_url, "upgrade", "head")
+        async with engine.connect() as conn:
+            version = (
+                await conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version'))
+            ).scalar_one()
+            diff = await conn.run_sync(differences, service)
+    finally:
+        await engine.dispose()
+    assert version == ScriptDirectory.from_config(alembic_config(service)).get_current_head()
+    assert diff == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alembic_cli(service: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``uv run alembic <args>`` as a contributor runs it, from ``services/<service>``."""
+    env = {**os.environ, "AGENTMESH_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=ROOT / "services" / service,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("service", MIGRATING_SERVICES)
+async def test_each_service_has_a_working_alembic_ini(service, scratch_url):
+    await asyncio.to_thread(run, service, scratch_url, "upgrade", "head")
+    head = ScriptDirectory.from_config(alembic_config(service)).get_current_head()
+    checked = await asyncio.to_thread(alembic_cli, service, scratch_url, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "No new upgrade operations detected" in checked.stdout + checked.stderr
+    down = await asyncio.to_thread(alembic_cli, service, scratch_url, "downgrade", "-1")
+    assert down.returncode == 0, down.stderr
+    current = await asyncio.to_thread(alembic_cli, service, scratch_url, "current")
+    assert current.returncode == 0, current.stderr
+    assert head not in current.stdout
+    up = await asyncio.to_thread(alembic_cli, service, scratch_url, "upgrade", "head")
+    assert up.returncode == 0, up.stderr
+    current = await asyncio.to_thread(alembic_cli, service, scratch_url, "current")
+    assert f"{head} (head)" in current.stdout
