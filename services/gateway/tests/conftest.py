@@ -90,7 +90,9 @@ class StandIn:
                     "title": "Model call failed"}  # fmt: skip
             return JSONResponse(body, status_code=502, media_type="application/problem+json")
 
-        @self.app.post("/api/v1/conversations/{conversation_id}/messages")
+        # Not in the stand-in's OpenAPI: a path parameter would add FastAPI's own 422
+        # schema to the merged document.
+        @self.app.post("/api/v1/conversations/{conversation_id}/messages", include_in_schema=False)
         async def outage(conversation_id: str) -> JSONResponse:
             """A service's own 503 (its database is down), marked as its own."""
             raise ServiceUnavailable("database down")
