@@ -69,7 +69,7 @@ async def gateway(common_settings, service_options):
                          allow_private_network=True),
             **options["chat"],
         )))  # fmt: skip
-        gateway_url = await stack.enter_async_context(serve_app(create_gateway(
+        gateway_app = create_gateway(
             GatewaySettings(
                 common=common_settings, identity_url=identity_url, agents_url=agents_url,
                 chat_url=chat_url, internal_token=TEST_INTERNAL_TOKEN,
@@ -77,10 +77,12 @@ async def gateway(common_settings, service_options):
                         ("auth", "identity", "agents", "knowledge", "chat", "chat_runs")},
             ),
             **options["gateway"],
-        )))  # fmt: skip
+        )  # fmt: skip
+        gateway_url = await stack.enter_async_context(serve_app(gateway_app))
         client = await stack.enter_async_context(
             httpx.AsyncClient(base_url=gateway_url, timeout=30)
         )
+        client.app = gateway_app  # type: ignore[attr-defined]  # e.g. its breakers' state
         yield client
 
 

@@ -116,3 +116,41 @@ async def test_request_id_is_kept_or_generated(client):
     assert len(generated.headers["x-request-id"]) == 32
     hostile = await client.get("/nope", headers={"X-Request-ID": "bad id\twith spaces" * 20})
     assert hostile.headers["x-request-id"] != "bad id\twith spaces" * 20
+
+
+async def test_only_a_services_own_outage_is_marked_for_the_gateway():
+    """The gateway's breaker counts 503s marked as the service's own (its database, its
+    JWKS); a user's failing dependency (502, or a provider's 429 as 503) is not marked."""
+    from sqlalchemy.exc import OperationalError
+
+    from agentmesh.shared.errors import UPSTREAM_HEALTH_HEADER, ServiceUnavailable
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/jwks-down")
+    async def jwks_down() -> dict:
+        raise ServiceUnavailable("cannot fetch the JWKS")
+
+    @app.get("/database-down")
+    async def database_down() -> dict:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+
+    @app.get("/provider-down")
+    async def provider_down() -> dict:
+        raise AppError("The model provider refused.", status=502, type="model-unreachable")
+
+    @app.get("/provider-rate-limited")
+    async def provider_rate_limited() -> dict:
+        raise AppError("Slow down.", status=503, type="model-rate-limited")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for path in ("/jwks-down", "/database-down"):
+            response = await client.get(path)
+            assert response.status_code == 503
+            assert response.headers[UPSTREAM_HEALTH_HEADER] == "unavailable"
+        for path, status in (("/provider-down", 502), ("/provider-rate-limited", 503)):
+            response = await client.get(path)
+            assert response.status_code == status
+            assert UPSTREAM_HEALTH_HEADER not in response.headers

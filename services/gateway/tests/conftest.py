@@ -7,12 +7,13 @@ from contextlib import AsyncExitStack
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agentmesh.gateway.app import create_app as create_gateway
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.identity.app import create_app as create_identity
 from agentmesh.identity.settings import IdentitySettings
+from agentmesh.shared.errors import ServiceUnavailable, install_error_handlers, problem_type
 from agentmesh.shared.local.ports import free_port
 from agentmesh.shared.testing.fixtures import (
     TEST_INTERNAL_TOKEN,
@@ -32,6 +33,7 @@ class StandIn:
         self.sent_at: list[float] = []
         self.disconnected = asyncio.Event()
         self.app = FastAPI()
+        install_error_handlers(self.app)
 
         @self.app.get("/health/ready")
         async def ready() -> dict:
@@ -71,6 +73,30 @@ class StandIn:
         async def fail() -> JSONResponse:
             return JSONResponse({"error": "boom"}, status_code=500)
 
+        @self.app.get("/api/v1/conversations/cookies")
+        async def cookies() -> Response:
+            response = Response(b"{}", media_type="application/json")
+            for header, value in (
+                ("set-cookie", "a=1; Path=/; HttpOnly"), ("set-cookie", "b=2; Path=/"),
+                ("link", '</p/2>; rel="next"'), ("link", '</p/9>; rel="last"'),
+            ):  # fmt: skip
+                response.headers.append(header, value)
+            return response
+
+        @self.app.get("/api/v1/conversations/provider-down")
+        async def provider_down() -> JSONResponse:
+            """What chat answers when a user's model provider refuses connections."""
+            body = {"type": problem_type("model-unreachable"), "status": 502,
+                    "title": "Model call failed"}  # fmt: skip
+            return JSONResponse(body, status_code=502, media_type="application/problem+json")
+
+        # Not in the stand-in's OpenAPI: a path parameter would add FastAPI's own 422
+        # schema to the merged document.
+        @self.app.post("/api/v1/conversations/{conversation_id}/messages", include_in_schema=False)
+        async def outage(conversation_id: str) -> JSONResponse:
+            """A service's own 503 (its database is down), marked as its own."""
+            raise ServiceUnavailable("database down")
+
 
 @pytest.fixture
 async def platform(common_settings):
@@ -105,7 +131,7 @@ async def platform(common_settings):
             },
             auth_failure_limit={"rate": 0.001, "burst": 20},
             cors_origins=["https://app.example.com"],
-            trusted_proxies=["10.9.9.9"],
+            trusted_proxies=["10.9.9.9", "10.44.0.0/16"],
         )  # fmt: off
         gateway = create_gateway(settings)
         gateway_url = await stack.enter_async_context(serve_app(gateway))

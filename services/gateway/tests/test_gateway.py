@@ -136,7 +136,7 @@ async def test_refused_upstream_is_503_and_the_breaker_opens(platform, account):
         assert_problem(
             await platform.get("/api/v1/agents", headers=bearer(token)), 503, "upstream-unavailable"
         )
-    breaker = platform.app.state.proxy.breakers["agents"]
+    breaker = platform.app.state.proxy.breakers[("agents", "agents")]
     assert breaker.state == "open"
     fast = await platform.get("/api/v1/agents", headers=bearer(token))
     assert_problem(fast, 503, "upstream-unavailable")

@@ -176,3 +176,27 @@ async def test_nul_characters_are_422_not_500(identity, make_account):
     account = await make_account()
     key = await identity.post("/api/v1/api-keys", json={"name": "k\u0000"}, headers=account.headers)
     assert key.status_code == 422
+
+
+async def test_ipv6_login_failures_count_per_64(identity, make_account):
+    """Twenty failures from twenty addresses of one /64 block the whole /64."""
+    import httpx
+
+    account = await make_account()
+
+    def client(ip: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=identity.app, client=(ip, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    for i in range(1, 21):
+        async with client(f"2001:db8:42:42::{i:x}") as guesser:
+            wrong = {"email": f"nobody-{i}-{uuid.uuid4().hex[:6]}@example.com",
+                     "password": "wrong" * 3}  # fmt: skip
+            assert (await guesser.post(LOGIN, json=wrong)).status_code == 401
+    right = {"email": account.email, "password": PASSWORD}
+    async with client("2001:db8:42:42:ffff::1") as same_64:
+        blocked = await same_64.post(LOGIN, json=right)
+    assert blocked.status_code == 429
+    assert problem_type(blocked) == "too-many-login-attempts"
+    async with client("2001:db8:42:43::1") as next_64:
+        assert (await next_64.post(LOGIN, json=right)).status_code == 200

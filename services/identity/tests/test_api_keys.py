@@ -148,3 +148,29 @@ async def test_an_api_key_cannot_manage_the_account(identity, make_account):
         response = await identity.request(method, path, json=body, headers=key_token)
         assert response.status_code == 403, (method, path, response.text)
     assert len((await identity.get(KEYS, headers=account.headers)).json()) == 1
+
+
+async def test_a_user_holds_at_most_50_live_keys(identity, make_account):
+    """Revoked and expired keys do not count; the 51st live key is a 409."""
+    account = await make_account()
+    keys = [await create_key(identity, account, name=f"k{i}") for i in range(50)]
+    refused = await identity.post(KEYS, json={"name": "one-too-many"}, headers=account.headers)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/too-many-api-keys")
+    assert refused.json()["limit"] == 50
+    assert (
+        await identity.delete(f"{KEYS}/{keys[0]['id']}", headers=account.headers)
+    ).status_code == 204
+    await create_key(identity, account, name="in-the-revoked-ones-place")
+    async with identity.app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == uuid.UUID(keys[1]["id"]))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    await create_key(identity, account, name="in-the-expired-ones-place")
+    again = await identity.post(KEYS, json={"name": "still-too-many"}, headers=account.headers)
+    assert again.status_code == 409
+    # Another user has their own allowance.
+    other = await make_account()
+    await create_key(identity, other)

@@ -20,6 +20,12 @@ from agentmesh.shared.context import REQUEST_ID_HEADER, current_request_id
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://agentmesh.dev/problems/"
+#: Set (to ``unavailable``) on a 503 that is the service's own: its database, its JWKS,
+#: itself. The gateway's circuit breaker counts only these answers (besides refused or
+#: reset connections and timeouts); a failure of a user's model provider, MCP server or
+#: embedding endpoint is a 502 with its own type and never carries it.
+UPSTREAM_HEALTH_HEADER = "X-AgentMesh-Upstream-Health"
+UPSTREAM_UNAVAILABLE = "unavailable"
 
 logger = logging.getLogger("agentmesh.errors")
 
@@ -35,6 +41,8 @@ class AppError(Exception):
     status: int = 500
     type: str = "internal-error"
     title: str = "Internal Server Error"
+    #: The service itself cannot serve (not a user's dependency): marked for the gateway.
+    own_outage: bool = False
 
     def __init__(
         self,
@@ -80,6 +88,7 @@ class Forbidden(AppError):
 
 class ServiceUnavailable(AppError):
     status, type, title = 503, "service-unavailable", "Service Unavailable"
+    own_outage = True
 
 
 _STATUS_SLUGS = {
@@ -143,13 +152,16 @@ def _request_id(request: Request | None) -> str | None:
 
 async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    headers = dict(exc.headers)
+    if exc.own_outage:
+        headers[UPSTREAM_HEALTH_HEADER] = UPSTREAM_UNAVAILABLE
     return problem_response(
         request,
         status=exc.status,
         slug=exc.type,
         title=exc.title,
         detail=exc.detail,
-        headers=exc.headers,
+        headers=headers,
         extra=exc.extra,
     )
 
@@ -211,7 +223,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
             request,
             status=503,
             detail="The database is unavailable right now; try again shortly.",
-            headers={"Retry-After": "2"},
+            headers={"Retry-After": "2", UPSTREAM_HEALTH_HEADER: UPSTREAM_UNAVAILABLE},
         )
     return await _unhandled_error_handler(request, exc)
 

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 
 from agentmesh.gateway import events
+from agentmesh.gateway.addresses import TrustedProxies, ip_bucket
 from agentmesh.gateway.docs import DocsCache
 from agentmesh.gateway.principals import Authenticator
 from agentmesh.gateway.proxy import Proxy
@@ -29,21 +30,21 @@ class RateLimited(AppError):
     status, type, title = 429, "rate-limited", "Too Many Requests"
 
 
-def client_ip(request: Request, settings: GatewaySettings) -> str:
+def client_ip(request: Request, trusted: TrustedProxies) -> str:
     """The caller's address: the peer, or behind trusted proxies the right-most
     ``X-Forwarded-For`` entry that is not one of them (the left ones are client-made)."""
     peer = request.client.host if request.client else "unknown"
-    if peer not in settings.trusted_proxies:
+    if peer not in trusted:
         return peer
     hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     for hop in reversed(hops):
-        if hop not in settings.trusted_proxies:
+        if hop not in trusted:
             return hop
     return peer
 
 
-def request_scheme(request: Request, settings: GatewaySettings) -> str:
-    if request.client and request.client.host in settings.trusted_proxies:
+def request_scheme(request: Request, trusted: TrustedProxies) -> str:
+    if request.client and request.client.host in trusted:
         return request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0]
     return request.url.scheme
 
@@ -57,6 +58,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     # NATS only carries cache evictions here; an outage must not take the gateway out.
     runtime.readiness.pop("nats", None)
     limiter = RateLimiter()
+    trusted = TrustedProxies(settings.trusted_proxies)
     state: dict[str, object] = {}
 
     async def open_clients(app: FastAPI) -> None:
@@ -126,7 +128,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         route = resolve(request.method, request.url.path)
         if route is None:
             raise NotFound(f"No resource at {request.method} {request.url.path}")
-        ip = client_ip(request, settings)
+        ip = client_ip(request, trusted)
         caller = None
         if not route.public and request.method != "OPTIONS":
             try:
@@ -134,27 +136,29 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
             except Unauthorized:
                 # Bad credentials cost the caller's IP, so guessing keys or flooding
                 # random tokens is limited too (each may cost identity a lookup).
-                failed = limiter.take("auth_failures", f"ip:{ip}", settings.auth_failure_limit)
+                failed = limiter.take(
+                    "auth_failures", f"ip:{ip_bucket(ip)}", settings.auth_failure_limit
+                )
                 if not failed.allowed:
                     raise RateLimited(
                         "Too many failed authentications from this address.",
                         headers=failed.headers(),
                     ) from None
                 raise
-        key = caller.limit_key if caller else f"ip:{ip}"
-        decision = limiter.take(route.group, key, settings.policy(route.group).rate_limit)
+        keys = caller.limit_keys if caller else (f"ip:{ip_bucket(ip)}",)
+        decision = limiter.take(route.group, keys, settings.policy(route.group).rate_limit)
         if not decision.allowed:
             raise RateLimited("Slow down: the rate limit of this route is exceeded.",
                               headers=decision.headers())  # fmt: off
         response = await request.app.state.proxy.forward(
-            request, route, caller, ip, request_scheme(request, settings)
+            request, route, caller, ip, request_scheme(request, trusted)
         )
         response.headers.update(decision.headers())
         return response
 
     app.add_middleware(
         SecurityHeaders, hsts_seconds=settings.hsts_seconds,
-        trusted_proxies=settings.trusted_proxies,
+        trusted_proxies=trusted,
     )  # fmt: off
     if settings.cors_origins:
         app.add_middleware(

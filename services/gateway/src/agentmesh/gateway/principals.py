@@ -35,8 +35,11 @@ class Caller:
     api_key_id: str | None
 
     @property
-    def limit_key(self) -> str:
-        return f"key:{self.api_key_id}" if self.api_key_id else f"user:{self.user_id}"
+    def limit_keys(self) -> tuple[str, ...]:
+        """The buckets a request takes from: the API key's, and always the user's, so
+        many keys do not multiply a user's rate."""
+        user = f"user:{self.user_id}"
+        return (f"key:{self.api_key_id}", user) if self.api_key_id else (user,)
 
 
 @dataclass

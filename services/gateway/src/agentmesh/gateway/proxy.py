@@ -16,7 +16,7 @@ from agentmesh.gateway.principals import Caller
 from agentmesh.gateway.routing import Route
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.shared.context import REQUEST_ID_HEADER, current_request_id
-from agentmesh.shared.errors import AppError
+from agentmesh.shared.errors import UPSTREAM_HEALTH_HEADER, UPSTREAM_UNAVAILABLE, AppError
 
 logger = logging.getLogger("agentmesh.gateway.proxy")
 
@@ -24,6 +24,8 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
 })  # fmt: off
+#: Not passed on to clients: between the services and the gateway only.
+INTERNAL_RESPONSE_HEADERS = frozenset({UPSTREAM_HEALTH_HEADER.lower()})
 #: Never accepted from clients: identity and routing facts only the gateway may assert.
 INTERNAL_PREFIXES = ("x-agentmesh-", "x-internal-", "x-forwarded-", "x-real-ip", "forwarded",
                      "x-user-", "x-api-key", "authorization")  # fmt: off
@@ -80,25 +82,48 @@ def upstream_headers(request: Request, caller: Caller | None, client_ip: str, sc
     return headers
 
 
+def own_outage(upstream: aiohttp.ClientResponse) -> bool:
+    """Did the upstream say that it cannot serve (not that a user's dependency failed)?"""
+    marked = upstream.headers.get(UPSTREAM_HEALTH_HEADER, "").strip().lower()
+    return upstream.status == 503 and marked == UPSTREAM_UNAVAILABLE
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    """The upstream's headers to pass on, repeated ones (``Set-Cookie``, ``Link``) kept
+    as separate lines: joining them would corrupt cookies."""
+    return [
+        (k, v) for k, v in upstream.headers.items()
+        if k.lower() not in HOP_BY_HOP and k.lower() not in INTERNAL_RESPONSE_HEADERS
+    ]  # fmt: off
+
+
 class Proxy:
     def __init__(self, settings: GatewaySettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.session = session
         self.upstreams = settings.upstreams()
-        self.breakers = {
-            name: CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
-            for name in self.upstreams
-        }
+        #: One breaker per (upstream, route group): a stuck run path of chat does not
+        #: close chat's other routes, nor knowledge the agents CRUD routes.
+        self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+
+    def breaker(self, upstream: str, group: str) -> CircuitBreaker:
+        key = (upstream, group)
+        if key not in self.breakers:
+            self.breakers[key] = CircuitBreaker(
+                self.settings.breaker_failures, self.settings.breaker_open_seconds
+            )
+        return self.breakers[key]
 
     async def forward(
         self, request: Request, route: Route, caller: Caller | None, client_ip: str, scheme: str
     ) -> Response:
         policy = self.settings.policy(route.group)
         body = await read_body(request, policy.max_body_bytes)
-        breaker = self.breakers[route.upstream]
+        breaker = self.breaker(route.upstream, route.group)
         if not breaker.allow():
             raise UpstreamUnavailable(
-                f"The {route.upstream} service is failing; try again shortly.",
+                f"The {route.upstream} service ({route.group} routes) is failing; "
+                "try again shortly.",
                 headers={"Retry-After": str(breaker.retry_after())},
             )
         # Forward the path exactly as received (still percent-encoded), so the upstream
@@ -131,13 +156,14 @@ class Proxy:
         except BaseException:  # cancelled (the client left): not the upstream's fault
             breaker.release()
             raise
-        if upstream.status >= 500:
+        # Only the upstream's own outage counts. Any other answer (a 502 because a user's
+        # model provider or MCP server is down, a 500 of one request) shows that the
+        # service is up, and must not open the circuit for every other user.
+        if own_outage(upstream):
             breaker.failure()
         else:
             breaker.success()
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-        if route.group in NO_STORE_GROUPS or route.upstream == "identity":
-            headers["Cache-Control"] = "no-store"
+        headers = response_headers(upstream)
         streaming = (
             upstream.headers.get("content-type", "").startswith("text/event-stream")
             or "content-length" not in upstream.headers
@@ -151,10 +177,15 @@ class Proxy:
                 raise BadGateway(f"The {route.upstream} service answered badly.") from exc
             finally:
                 upstream.release()
-            return Response(content, status_code=upstream.status, headers=headers)
-        headers.pop("Content-Length", None)
-        return StreamingResponse(relay(upstream, route.upstream), status_code=upstream.status,
-                                 headers=headers)  # fmt: off
+            response: Response = Response(content, status_code=upstream.status)
+        else:
+            response = StreamingResponse(relay(upstream, route.upstream),
+                                         status_code=upstream.status)  # fmt: off
+        for name, value in headers:
+            response.headers.append(name, value)
+        if route.group in NO_STORE_GROUPS or route.upstream == "identity":
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
 
 async def relay(upstream: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:

@@ -1,5 +1,8 @@
 """Token buckets per principal (or per IP on public routes), held in this replica.
 
+A request with an API key takes from the key's bucket and from its user's; IPv6
+clients share one bucket per /64 (see ``addresses.ip_bucket``).
+
 The limit is per replica: with N gateway replicas behind a balancer a client gets up to
 N times the configured rate. Size ``rate`` as the cluster-wide limit divided by N.
 """
@@ -41,17 +44,23 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
 
-    def take(self, group: str, key: str, limit: RateLimit) -> Decision:
+    def take(self, group: str, key: str | tuple[str, ...], limit: RateLimit) -> Decision:
+        """One token from the bucket of ``key``, or from each of several keys (an API key
+        and its user): allowed only if every one has a token, and then all pay."""
+        keys = (key,) if isinstance(key, str) else key
         now = time.monotonic()
-        bucket_key = (group, key)
-        tokens, updated = self._buckets.pop(bucket_key, (float(limit.burst), now))
-        tokens = min(float(limit.burst), tokens + (now - updated) * limit.rate)
-        allowed = tokens >= 1.0
+        levels = []
+        for name in keys:
+            tokens, updated = self._buckets.pop((group, name), (float(limit.burst), now))
+            levels.append(min(float(limit.burst), tokens + (now - updated) * limit.rate))
+        allowed = all(tokens >= 1.0 for tokens in levels)
         if allowed:
-            tokens -= 1.0
-        self._buckets[bucket_key] = (tokens, now)
-        if len(self._buckets) > self.max_keys:
+            levels = [tokens - 1.0 for tokens in levels]
+        for name, tokens in zip(keys, levels, strict=True):
+            self._buckets[(group, name)] = (tokens, now)
+        while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
+        tokens = min(levels)
         full_in = (limit.burst - tokens) / limit.rate
         return Decision(
             allowed=allowed,

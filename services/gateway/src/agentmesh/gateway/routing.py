@@ -32,9 +32,18 @@ PUBLIC = {
     ("GET", "/.well-known/jwks.json"),
 }
 
+#: Routes that run the model: a new message, a regenerated answer, the OpenAI API...
 _CHAT_RUN = re.compile(
     r"^(/api/v1/conversations/[^/]+/messages(/[^/]+/regenerate)?|/v1/chat/completions)$"
 )
+#: ... and an edited question (PATCH of a message), which answers it again.
+_CHAT_EDIT = re.compile(r"^/api/v1/conversations/[^/]+/messages/[^/]+$")
+
+
+def is_run(method: str, path: str) -> bool:
+    return (method == "POST" and bool(_CHAT_RUN.match(path))) or (
+        method == "PATCH" and bool(_CHAT_EDIT.match(path))
+    )
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ def resolve(method: str, path: str) -> Route | None:
     for prefix, upstream, group in ROUTES:
         exact = prefix.rstrip("/")
         if path == exact or path.startswith(exact + "/"):
-            if method == "POST" and _CHAT_RUN.match(path):
+            if is_run(method, path):
                 group = "chat_runs"
             return Route(upstream, group, (method, path) in PUBLIC)
     return None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentmesh.gateway.addresses import TrustedProxies
+
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp, *, hsts_seconds: int, trusted_proxies: list[str]) -> None:
+    def __init__(self, app: ASGIApp, *, hsts_seconds: int, trusted_proxies: TrustedProxies) -> None:
         self.app = app
         self.hsts = f"max-age={hsts_seconds}; includeSubDomains".encode()
-        self.trusted = set(trusted_proxies)
+        self.trusted = trusted_proxies
 
     def _over_tls(self, scope: Scope) -> bool:
         if scope.get("scheme") == "https":

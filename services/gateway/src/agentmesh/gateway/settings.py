@@ -67,13 +67,15 @@ class GatewaySettings(ServiceSettings):
     auth_failure_limit: RateLimit = RateLimit(rate=1, burst=20)
     #: A refused API key is remembered this long, so repeats cost identity nothing.
     api_key_negative_cache_seconds: float = Field(default=5.0, ge=0)
-    #: Consecutive upstream failures that open its circuit, and for how long.
+    #: Consecutive outages of an upstream's route group (refused or reset connections,
+    #: timeouts, 503s the upstream marks as its own) that open its circuit, and how long.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=10.0, gt=0)
     #: CORS: exact origins (a wildcard is refused together with credentials).
     cors_origins: list[str] = Field(default_factory=list)
     cors_allow_credentials: bool = False
-    #: Honour X-Forwarded-Proto/-For from these peers (a load balancer in front).
+    #: Honour X-Forwarded-Proto/-For from these peers (a load balancer in front):
+    #: addresses or CIDR ranges (``10.0.0.0/8``, ``fd00::/8``).
     trusted_proxies: list[str] = Field(default_factory=list)
     #: Max-age of HSTS, sent only when the request arrived over TLS.
     hsts_seconds: int = Field(default=31_536_000, ge=0)
@@ -82,6 +84,18 @@ class GatewaySettings(ServiceSettings):
     docs_cache_seconds: float = Field(default=30.0, ge=0)
     #: Tokens of deactivated users are refused until they would have expired.
     access_token_ttl_seconds: int = Field(default=900, ge=30)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        from agentmesh.gateway.addresses import parse_network
+
+        for entry in value:
+            try:
+                parse_network(entry)
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR range: {entry!r}") from None
+        return value
 
     @field_validator("groups", mode="before")
     @classmethod

@@ -29,3 +29,7 @@ class InvalidRefreshToken(Unauthorized):
 
 class InvalidApiKey(Unauthorized):
     type, title = "invalid-api-key", "Invalid API key"
+
+
+class TooManyApiKeys(Conflict):
+    type, title = "too-many-api-keys", "Too many API keys"

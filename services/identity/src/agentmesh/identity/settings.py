@@ -21,6 +21,8 @@ class IdentitySettings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=24 * 3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=300)
     api_key_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    #: Live (unrevoked, unexpired) API keys a user may hold; one more is a 409.
+    max_api_keys_per_user: int = Field(default=50, ge=1)
     #: How long replicas cache the current signing key (rotation reaches all within this).
     signing_key_cache_seconds: float = Field(default=30.0, ge=0)
     login_max_failures_per_account: int = Field(default=5, ge=1)

@@ -29,6 +29,27 @@ class InvalidEmbeddingConfig(AppError):
     status, type, title = 422, "invalid-reference", "Unprocessable Content"
 
 
+class EmbeddingUnreachable(AppError):
+    """The user's embedding endpoint failed: their dependency, not this service (502)."""
+
+    status, type, title = 502, "embedding-unreachable", "Embedding endpoint unreachable"
+
+
+async def embed_query(model: Embeddings, query: str) -> list[float]:
+    """``model.aembed_query``; a remote endpoint's failure is an ``EmbeddingUnreachable``."""
+    import openai
+
+    try:
+        return await model.aembed_query(query)
+    except (openai.APIConnectionError, openai.APIStatusError) as exc:  # timeouts included
+        status = getattr(exc, "status_code", None)
+        reason = f"answered HTTP {status}" if status else "could not be reached"
+        raise EmbeddingUnreachable(
+            f"The knowledge base's embedding endpoint {reason}.",
+            extra={"provider_status": status} if status else None,
+        ) from None
+
+
 class Embedder:
     """Resolves a knowledge base's embeddings; the local model is loaded once."""
 

@@ -228,7 +228,9 @@ async def delete_document(
     await session.delete(await _document(session, caller, kb_id, document_id))
 
 
-@router.post("/{kb_id}/search", response_model=SearchResponse, responses=NOT_YOURS)
+@router.post("/{kb_id}/search", response_model=SearchResponse, responses={
+    **NOT_YOURS, 502: {"description": "The knowledge base's embedding endpoint failed"},
+})  # fmt: skip
 async def search(
     kb_id: uuid.UUID,
     body: SearchRequest,

@@ -15,7 +15,7 @@ from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, Field, ValidationError
 
 from agentmesh.agents.knowledge import service
-from agentmesh.agents.knowledge.embedding import Embedder
+from agentmesh.agents.knowledge.embedding import Embedder, EmbeddingUnreachable
 from agentmesh.agents.knowledge.schemas import SearchMode
 from agentmesh.shared.errors import NotFound
 
@@ -58,10 +58,13 @@ def register(
                     kb = await service.get_owned(session, call.user_id, kb_id)
                 except NotFound:
                     return {"error": "not_found", "knowledge_base_id": str(kb_id)}
-                hits += await service.search(
-                    session, await embedder.for_kb(session, kb), kb, query=call.query,
-                    top_k=call.top_k, mode=call.mode, filter=call.filter, ef_search=ef_search,
-                    keyword_candidate_cap=keyword_candidate_cap,
-                )  # fmt: skip
+                try:
+                    hits += await service.search(
+                        session, await embedder.for_kb(session, kb), kb, query=call.query,
+                        top_k=call.top_k, mode=call.mode, filter=call.filter,
+                        ef_search=ef_search, keyword_candidate_cap=keyword_candidate_cap,
+                    )  # fmt: skip
+                except EmbeddingUnreachable as exc:  # the user's endpoint: say so, at once
+                    return {"error": "embedding_unreachable", "detail": exc.detail}
         hits.sort(key=lambda hit: -hit.score)
         return {"results": [hit.model_dump(mode="json") for hit in hits[: call.top_k]]}

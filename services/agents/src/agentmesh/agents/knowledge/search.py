@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentmesh.agents.knowledge.embedding import embed_query
 from agentmesh.agents.knowledge.models import KnowledgeBase
 from agentmesh.agents.knowledge.schemas import SearchHit
 from agentmesh.agents.settings import AgentsSettings
@@ -112,7 +113,7 @@ async def search(
     where = UNFILTERED
     if filter:
         params["filter"], where = json.dumps(filter), WHERE
-    vector = str(await model.aembed_query(query)) if mode in ("vector", "hybrid") else None
+    vector = str(await embed_query(model, query)) if mode in ("vector", "hybrid") else None
     settings = {"ef_search": str(int(ef_search)), "text": query, "kb": kb.id}
     words = mode in ("keyword", "hybrid")
     setup = (await session.execute(text(SETTINGS + (FREQUENCIES if words else "")), settings)).one()

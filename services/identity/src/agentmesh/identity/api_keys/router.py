@@ -19,7 +19,9 @@ router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
 internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, responses={
+    409: {"description": "The user already holds the most live keys allowed (too-many-api-keys)"},
+})  # fmt: skip
 async def create_api_key(
     body: ApiKeyCreate,
     caller: SessionCaller,

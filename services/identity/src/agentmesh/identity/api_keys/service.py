@@ -6,13 +6,13 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 
 from agentmesh.identity.api_keys.models import ApiKey
 from agentmesh.identity.api_keys.schemas import ApiKeyCreate
 from agentmesh.identity.auth.service import AuthService
 from agentmesh.identity.crypto import hash_token, same_secret
-from agentmesh.identity.errors import InvalidApiKey
+from agentmesh.identity.errors import InvalidApiKey, TooManyApiKeys
 from agentmesh.identity.users.models import User
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ApiKeyCreated, ApiKeyRevoked
@@ -33,6 +33,7 @@ def parse_key(key: str) -> tuple[str, str] | None:
 
 
 async def create(auth: AuthService, session, user: User, body: ApiKeyCreate) -> tuple[ApiKey, str]:
+    await _check_key_limit(session, user, auth.settings.max_api_keys_per_user)
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     api_key = ApiKey(
@@ -57,6 +58,23 @@ async def create(auth: AuthService, session, user: User, body: ApiKeyCreate) -> 
         ),
     )
     return api_key, f"{KEY_PREFIX}{key_id}_{secret}"
+
+
+async def _check_key_limit(session, user: User, limit: int) -> None:
+    """At most ``limit`` live keys: many keys must not multiply what one user may do.
+    The user's row is locked, so concurrent creations cannot both take the last place."""
+    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    live = await session.scalar(
+        select(func.count()).select_from(ApiKey).where(
+            ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > func.now()),
+        )
+    )  # fmt: skip
+    if live >= limit:
+        raise TooManyApiKeys(
+            f"You already have {live} live API keys (at most {limit}); revoke one first.",
+            extra={"limit": limit},
+        )
 
 
 async def list_keys(session, user: User) -> list[ApiKey]:
