@@ -21,6 +21,7 @@ from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.router import router as users_router
 from agentmesh.identity.users.schemas import normalize_email
+from agentmesh.identity.workspaces.router import router as workspaces_router
 from agentmesh.shared.runtime import ServiceRuntime
 
 logger = logging.getLogger("agentmesh.identity")
@@ -75,8 +76,15 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
     runtime.startup_hooks.append(bootstrap)
     app = runtime.create_app(
         title="AgentMesh identity",
-        description="Accounts, sessions, API keys and signing keys.",
-        routers=[auth_router, users_router, api_keys_router, keys_router, internal_router],
+        description="Accounts, sessions, workspaces, API keys and signing keys.",
+        routers=[
+            auth_router,
+            users_router,
+            workspaces_router,
+            api_keys_router,
+            keys_router,
+            internal_router,
+        ],
     )
     app.state.auth = build_auth(settings, runtime)
     app.state.tokens = app.state.auth.tokens

@@ -28,7 +28,10 @@ async def create_api_key(
     response: Response,
 ) -> ApiKeyCreated:
     """Issue an API key. The returned ``key`` is shown this once; store it now."""
-    api_key, key = await service.create(request.app.state.auth, session, caller.user, body)
+    wid = caller.claims.get("wid")
+    api_key, key = await service.create(
+        request.app.state.auth, session, caller.user, body, uuid.UUID(wid) if wid else None
+    )
     response.headers["Cache-Control"] = "no-store"
     return ApiKeyCreated(**ApiKeyOut.model_validate(api_key).model_dump(), key=key)
 

@@ -32,6 +32,7 @@ class ApiKeyOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    workspace_id: uuid.UUID
     name: str
     prefix: str = Field(description="The public start of the key, am_<key_id>_")
     scopes: list[str]
