@@ -148,7 +148,8 @@ async def test_workspaces_migration_moves_existing_data_into_personal_workspaces
                 await conn.execute(
                     text(
                         "INSERT INTO identity.users"
-                        " (id, email, name, password_hash, roles, is_active) VALUES (:id, :email, :name, 'x', ARRAY['user'], true)"
+                        " (id, email, name, password_hash, roles, is_active)"
+                        " VALUES (:id, :email, :name, 'x', ARRAY['user'], true)"
                     ),
                     {"id": user_id, "email": email, "name": name},
                 )
