@@ -78,6 +78,8 @@ class Principal(BaseModel):
     expires_at: datetime
     #: The API key the token was issued for (``akid``), if any.
     api_key_id: str | None = None
+    #: When the token was issued (``iat``), if it says.
+    issued_at: datetime | None = None
     #: The workspace the token is bound to (``wid``) and the caller's role there
     #: (``wrole``: owner, admin, member or viewer); None on tokens minted before workspaces.
     workspace_id: uuid.UUID | None = None
@@ -323,6 +325,9 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
         api_key_id=api_key_id,
         workspace_id=uuid.UUID(wid) if wid else None,
         workspace_role=wrole if wid else None,
+        issued_at=datetime.fromtimestamp(claims["iat"], UTC)
+        if isinstance(claims.get("iat"), int | float)
+        else None,
         token=token,
     )
 
