@@ -12,6 +12,7 @@ import importlib
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,71 @@ async def test_each_service_has_a_working_alembic_ini(service, scratch_url):
     assert up.returncode == 0, up.stderr
     current = await asyncio.to_thread(alembic_cli, service, scratch_url, "current")
     assert f"{head} (head)" in current.stdout
+
+
+async def test_workspaces_migration_moves_existing_data_into_personal_workspaces(scratch_url):
+    """identity 0003: data made at 0002 (users, sessions, API keys) lands in a personal
+    workspace per user, owned by them."""
+    await asyncio.to_thread(run, "identity", scratch_url, "downgrade", "base")
+    await asyncio.to_thread(run, "identity", scratch_url, "upgrade", "0002")
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    engine = create_async_engine(scratch_url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            for user_id, email, name in (
+                (ada, "ada@example.com", "Ada"),
+                (bob, "bob@example.com", ""),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO identity.users"
+                        " (id, email, name, password_hash, roles, is_active)"
+                        " VALUES (:id, :email, :name, 'x', ARRAY['user'], true)"
+                    ),
+                    {"id": user_id, "email": email, "name": name},
+                )
+            await conn.execute(
+                text("INSERT INTO identity.refresh_token_families (id, user_id) VALUES (:id, :u)"),
+                {"id": uuid.uuid4(), "u": ada},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO identity.api_keys (id, key_id, user_id, name, scopes, secret_hash)"
+                    " VALUES (:id, 'k1', :u, 'ci', ARRAY['chat'], 'h')"
+                ),
+                {"id": uuid.uuid4(), "u": ada},
+            )
+        await asyncio.to_thread(run, "identity", scratch_url, "upgrade", "head")
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT u.id, w.name, w.personal, m.role, u.last_workspace_id = w.id"
+                        " FROM identity.users u JOIN identity.memberships m ON m.user_id = u.id"
+                        " JOIN identity.workspaces w ON w.id = m.workspace_id ORDER BY u.email"
+                    )
+                )
+            ).all()
+            assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
+                (ada, True, "owner", True),
+                (bob, True, "owner", True),
+            ]
+            assert rows[0][1] == "Ada's workspace" and rows[1][1] == "bob@example.com's workspace"
+            key_ws, family_ws = (
+                await conn.execute(
+                    text(
+                        "SELECT (SELECT workspace_id FROM identity.api_keys WHERE key_id = 'k1'),"
+                        " (SELECT workspace_id FROM identity.refresh_token_families"
+                        "  WHERE user_id = :u)"
+                    ),
+                    {"u": ada},
+                )
+            ).one()
+            ada_ws = (
+                await conn.execute(
+                    text("SELECT last_workspace_id FROM identity.users WHERE id = :u"), {"u": ada}
+                )
+            ).scalar_one()
+            assert key_ws == family_ws == ada_ws
+    finally:
+        await engine.dispose()

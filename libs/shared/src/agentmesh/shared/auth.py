@@ -78,6 +78,12 @@ class Principal(BaseModel):
     expires_at: datetime
     #: The API key the token was issued for (``akid``), if any.
     api_key_id: str | None = None
+    #: When the token was issued (``iat``), if it says.
+    issued_at: datetime | None = None
+    #: The workspace the token is bound to (``wid``) and the caller's role there
+    #: (``wrole``: owner, admin, member or viewer); None on tokens minted before workspaces.
+    workspace_id: uuid.UUID | None = None
+    workspace_role: str | None = None
     #: The raw bearer token; never shown by ``repr()`` nor serialized.
     token: str = Field(default="", repr=False, exclude=True)
 
@@ -307,6 +313,9 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
     api_key_id = claims.get("akid")
     if not isinstance(jti, str) or not (api_key_id is None or isinstance(api_key_id, str)):
         raise ValueError("jti and akid must be strings")
+    wid, wrole = claims.get("wid"), claims.get("wrole")
+    if not (wid is None or isinstance(wid, str)) or not (wrole is None or isinstance(wrole, str)):
+        raise ValueError("wid and wrole must be strings")
     return Principal(
         user_id=uuid.UUID(sub),
         roles=frozenset(_string_list(claims, "roles")),
@@ -314,6 +323,11 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
         token_id=jti,
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         api_key_id=api_key_id,
+        workspace_id=uuid.UUID(wid) if wid else None,
+        workspace_role=wrole if wid else None,
+        issued_at=datetime.fromtimestamp(claims["iat"], UTC)
+        if isinstance(claims.get("iat"), int | float)
+        else None,
         token=token,
     )
 

@@ -32,6 +32,7 @@ from agentmesh.shared.events.streams import ensure_streams
 from agentmesh.shared.events.tables import EventTables
 from agentmesh.shared.health import ReadinessCheck, health_router
 from agentmesh.shared.logging import configure_logging
+from agentmesh.shared.memberships import MembershipView
 from agentmesh.shared.middleware import RequestIdMiddleware
 from agentmesh.shared.openapi import install_problem_docs
 from agentmesh.shared.settings import ServiceSettings
@@ -61,6 +62,7 @@ class ServiceRuntime:
         use_broker: bool = True,
         tracer_provider: TracerProvider | None = None,
         configure_logs: bool = True,
+        watch_memberships: bool | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -113,6 +115,12 @@ class ServiceRuntime:
             self.readiness["nats"] = self._nats_ready
         #: Verifies callers' access tokens against identity's JWKS (``CurrentPrincipal``).
         self.verifier = JWTVerifier(common.jwks_url, common.jwt_issuer, common.jwt_audience)
+        #: Workspace memberships, watched from identity's bucket (``shared.access``); by
+        #: default in every service that owns data (not the gateway).
+        self.memberships = MembershipView()
+        self.watch_memberships = (
+            tables is not None if watch_memberships is None else watch_memberships
+        )
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
 
@@ -131,6 +139,14 @@ class ServiceRuntime:
             handler=handler,
             policy=self.consumer_policy,
         )
+
+    def _jetstream_when_connected(self, broker_task: asyncio.Task[None]) -> Any:
+        async def factory() -> Any:
+            await asyncio.shield(broker_task)
+            assert self.broker is not None
+            return self.broker.config.connection_state.stream
+
+        return factory
 
     async def _nats_ready(self) -> None:
         assert self.broker is not None
@@ -161,6 +177,8 @@ class ServiceRuntime:
                 logger.warning("NATS unreachable; serving without it and still connecting")
         if self.relay is not None:
             await self.relay.start()
+        if broker_task is not None and self.watch_memberships:
+            self.memberships.start(self._jetstream_when_connected(broker_task))
         for hook in self.startup_hooks:
             await hook(app)
         # Everything loaded so far (modules, models, SDK clients: ~400k tracked objects in chat)
@@ -177,6 +195,7 @@ class ServiceRuntime:
                 await hook(app)
             if self.relay is not None:
                 await self.relay.stop()
+            await self.memberships.stop()
             if broker_task is not None and not broker_task.done():
                 broker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -213,6 +232,7 @@ class ServiceRuntime:
         app.state.sessionmaker = self.sessionmaker
         app.state.outbox = self.outbox
         app.state.verifier = self.verifier
+        app.state.memberships = self.memberships
         install_error_handlers(app)
         install_problem_docs(app)
         app.include_router(health_router(self.readiness))

@@ -10,6 +10,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/api/v1/auth/", "identity", "auth"),
     ("/api/v1/users", "identity", "identity"),
     ("/api/v1/api-keys", "identity", "identity"),
+    ("/api/v1/workspaces", "identity", "identity"),
+    ("/api/v1/invitations", "identity", "identity"),
     ("/.well-known/jwks.json", "identity", "auth"),
     ("/api/v1/agents", "agents", "agents"),
     ("/api/v1/providers", "agents", "agents"),

@@ -21,6 +21,8 @@ from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.router import router as users_router
 from agentmesh.identity.users.schemas import normalize_email
+from agentmesh.identity.workspaces import readmodel
+from agentmesh.identity.workspaces.router import router as workspaces_router
 from agentmesh.shared.runtime import ServiceRuntime
 
 logger = logging.getLogger("agentmesh.identity")
@@ -72,11 +74,19 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
     settings = settings or IdentitySettings()
     runtime = ServiceRuntime("identity", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
+    readmodel.register(runtime, resync_seconds=settings.membership_resync_seconds)
     runtime.startup_hooks.append(bootstrap)
     app = runtime.create_app(
         title="AgentMesh identity",
-        description="Accounts, sessions, API keys and signing keys.",
-        routers=[auth_router, users_router, api_keys_router, keys_router, internal_router],
+        description="Accounts, sessions, workspaces, API keys and signing keys.",
+        routers=[
+            auth_router,
+            users_router,
+            workspaces_router,
+            api_keys_router,
+            keys_router,
+            internal_router,
+        ],
     )
     app.state.auth = build_auth(settings, runtime)
     app.state.tokens = app.state.auth.tokens

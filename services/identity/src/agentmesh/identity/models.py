@@ -6,6 +6,7 @@ from agentmesh.identity.base import EVENT_TABLES, SCHEMA, Base
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.keys.models import SigningKey
 from agentmesh.identity.users.models import User
+from agentmesh.identity.workspaces.models import Invitation, Membership, Workspace
 
 metadata = Base.metadata
 
@@ -14,10 +15,13 @@ __all__ = [
     "SCHEMA",
     "ApiKey",
     "Erasure",
+    "Invitation",
     "LoginFailure",
+    "Membership",
     "RefreshToken",
     "RefreshTokenFamily",
     "SigningKey",
     "User",
+    "Workspace",
     "metadata",
 ]

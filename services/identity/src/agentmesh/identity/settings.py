@@ -28,6 +28,10 @@ class IdentitySettings(ServiceSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=20, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
+    #: How long a workspace invitation stays valid.
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    #: How often the memberships bucket is reconciled with the database in full.
+    membership_resync_seconds: float = Field(default=300.0, gt=0)
     #: Create this admin at start-up if no user has that email (both must be set).
     bootstrap_admin_email: str | None = None
     bootstrap_admin_password: SecretStr | None = None

@@ -83,6 +83,64 @@ class ApiKeyRevoked(EventPayload):
     user_id: UUID
 
 
+class WorkspaceCreated(EventPayload):
+    subject = "identity.workspace.created"
+    aggregate_field = "workspace_id"
+    description = "A workspace was created; its creator is its owner."
+
+    workspace_id: UUID
+    name: str
+    personal: bool = False
+    owner_id: UUID
+
+
+class WorkspaceUpdated(EventPayload):
+    subject = "identity.workspace.updated"
+    aggregate_field = "workspace_id"
+    description = "A workspace was renamed."
+
+    workspace_id: UUID
+    name: str
+
+
+class WorkspaceDeleted(EventPayload):
+    subject = "identity.workspace.deleted"
+    aggregate_field = "workspace_id"
+    description = "A workspace's deletion started: every service deletes its data."
+
+    workspace_id: UUID
+    requested_at: datetime
+
+
+class MembershipAdded(EventPayload):
+    subject = "identity.membership.added"
+    aggregate_field = "workspace_id"
+    description = "A user joined a workspace with a role."
+
+    workspace_id: UUID
+    user_id: UUID
+    role: str
+
+
+class MembershipChanged(EventPayload):
+    subject = "identity.membership.changed"
+    aggregate_field = "workspace_id"
+    description = "A member's role in a workspace changed (ownership transfer included)."
+
+    workspace_id: UUID
+    user_id: UUID
+    role: str
+
+
+class MembershipRemoved(EventPayload):
+    subject = "identity.membership.removed"
+    aggregate_field = "workspace_id"
+    description = "A user left or was removed from a workspace; their access ends at once."
+
+    workspace_id: UUID
+    user_id: UUID
+
+
 # --------------------------------------------------------------------------- agents
 
 
@@ -218,6 +276,12 @@ CATALOG: dict[str, type[EventPayload]] = {
         UserDeleted,
         ApiKeyCreated,
         ApiKeyRevoked,
+        WorkspaceCreated,
+        WorkspaceUpdated,
+        WorkspaceDeleted,
+        MembershipAdded,
+        MembershipChanged,
+        MembershipRemoved,
         AgentCreated,
         AgentUpdated,
         AgentDeleted,

@@ -11,12 +11,21 @@ from agentmesh.identity.api_keys.schemas import (
     ApiKeyOut,
     ExchangeRequest,
     ExchangeResponse,
+    ScopeOut,
 )
 from agentmesh.identity.deps import InternalService, SessionCaller
+from agentmesh.shared.access import SCOPES
 from agentmesh.shared.db import Session
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
 internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
+
+
+@router.get("/scopes", response_model=list[ScopeOut])
+async def list_scopes() -> list[ScopeOut]:
+    """The scope vocabulary of API keys. A key with no scopes has every permission of its
+    creator's role in its workspace; a key with scopes may do only what they name."""
+    return [ScopeOut(scope=scope, allows=allows) for scope, allows in SCOPES.items()]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, responses={
@@ -30,7 +39,10 @@ async def create_api_key(
     response: Response,
 ) -> ApiKeyCreated:
     """Issue an API key. The returned ``key`` is shown this once; store it now."""
-    api_key, key = await service.create(request.app.state.auth, session, caller.user, body)
+    wid = caller.claims.get("wid")
+    api_key, key = await service.create(
+        request.app.state.auth, session, caller.user, body, uuid.UUID(wid) if wid else None
+    )
     response.headers["Cache-Control"] = "no-store"
     return ApiKeyCreated(**ApiKeyOut.model_validate(api_key).model_dump(), key=key)
 

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from agentmesh.shared.access import SCOPES
+
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 
 
@@ -15,6 +17,16 @@ class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(default_factory=list, max_length=32)
     expires_at: datetime | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SCOPES))
+        if unknown:
+            raise ValueError(
+                f"unknown scope(s): {', '.join(unknown)}; see GET /api/v1/api-keys/scopes"
+            )
+        return value
 
     @field_validator("expires_at")
     @classmethod
@@ -32,6 +44,7 @@ class ApiKeyOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    workspace_id: uuid.UUID
     name: str
     prefix: str = Field(description="The public start of the key, am_<key_id>_")
     scopes: list[str]
@@ -55,3 +68,8 @@ class ExchangeResponse(BaseModel):
     api_key_id: str
     user_id: uuid.UUID
     scopes: list[str]
+
+
+class ScopeOut(BaseModel):
+    scope: str
+    allows: str

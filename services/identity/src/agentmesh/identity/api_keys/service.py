@@ -14,6 +14,7 @@ from agentmesh.identity.auth.service import AuthService
 from agentmesh.identity.crypto import hash_token, same_secret
 from agentmesh.identity.errors import InvalidApiKey, TooManyApiKeys
 from agentmesh.identity.users.models import User
+from agentmesh.identity.workspaces import service as workspaces
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ApiKeyCreated, ApiKeyRevoked
 
@@ -32,13 +33,18 @@ def parse_key(key: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
-async def create(auth: AuthService, session, user: User, body: ApiKeyCreate) -> tuple[ApiKey, str]:
+async def create(
+    auth: AuthService, session, user: User, body: ApiKeyCreate, workspace_id: uuid.UUID | None
+) -> tuple[ApiKey, str]:
+    """A key of the workspace the caller's token is bound to."""
     await _check_key_limit(session, user, auth.settings.max_api_keys_per_user)
+    workspace_id, _role = await auth.bound_workspace(session, user, workspace_id)
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     api_key = ApiKey(
         key_id=key_id,
         user_id=user.id,
+        workspace_id=workspace_id,
         name=body.name,
         scopes=sorted(set(body.scopes)),
         secret_hash=hash_token(secret),
@@ -114,6 +120,11 @@ async def exchange(auth: AuthService, session, key: str) -> tuple[ApiKey, User, 
     user = await session.get(User, api_key.user_id)
     if user is None or not user.is_active:
         raise InvalidApiKey("The API key's account is not active.")
+    # The key acts with its creator's current role in its workspace, never more; a
+    # creator who left the workspace leaves a dead key.
+    role = await workspaces.role_of(session, api_key.workspace_id, user.id)
+    if role is None:
+        raise InvalidApiKey("The API key's creator is no longer a member of its workspace.")
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(
             update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
@@ -128,5 +139,7 @@ async def exchange(auth: AuthService, session, key: str) -> tuple[ApiKey, User, 
         roles=roles,
         not_after=api_key.expires_at,
         ttl_seconds=auth.settings.api_key_token_ttl_seconds,
+        workspace_id=api_key.workspace_id,
+        workspace_role=role,
     )
     return api_key, user, token, expires_in

@@ -24,6 +24,8 @@ class RefreshTokenFamily(Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: The workspace this session's tokens are bound to (``POST /auth/switch`` moves it).
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(Text)
 

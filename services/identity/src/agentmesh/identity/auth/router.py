@@ -11,6 +11,7 @@ from agentmesh.identity.auth.schemas import LoginRequest, RefreshRequest, Regist
 from agentmesh.identity.auth.service import AuthService
 from agentmesh.identity.deps import SessionCaller
 from agentmesh.identity.users.schemas import UserOut
+from agentmesh.identity.workspaces.schemas import SwitchRequest
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import AppError
 
@@ -109,3 +110,25 @@ async def logout(caller: SessionCaller, session: Session, auth: Auth) -> None:
 async def logout_all(caller: SessionCaller, session: Session, auth: Auth) -> None:
     """End every session of the caller."""
     await auth.revoke_families(session, caller.user.id, reason="logout-all")
+
+
+@router.post(
+    "/switch",
+    response_model=TokenPair,
+    responses={**PROBLEMS, 404: {"description": "Not a member of that workspace"}},
+)
+async def switch(
+    body: SwitchRequest, caller: SessionCaller, response: Response, session: Session, auth: Auth
+) -> TokenPair:
+    """A new token pair bound to another of your workspaces, in the same login session.
+    Later logins and refreshes are bound to it too, while you are a member."""
+    response.headers["Cache-Control"] = "no-store"
+    family = caller.claims.get("sid")
+    if family is None:
+        raise AppError(
+            "This token is not tied to a login session.",
+            status=400,
+            type="no-session",
+            title="No session",
+        )
+    return await auth.switch(session, caller.user, uuid.UUID(family), body.workspace_id)

@@ -27,6 +27,7 @@ from agentmesh.identity.errors import (
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.schemas import normalize_email
+from agentmesh.identity.workspaces import service as workspaces
 from agentmesh.shared.events.contracts import UserRegistered
 from agentmesh.shared.events.outbox import Outbox
 
@@ -71,6 +72,7 @@ class AuthService:
             session,
             UserRegistered(user_id=user.id, email=user.email, name=user.name, roles=user.roles),
         )
+        await workspaces.create_personal(session, self.outbox, user)
         return user
 
     # ------------------------------------------------------------------ login
@@ -120,12 +122,29 @@ class AuthService:
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
         await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
-        family = RefreshTokenFamily(user_id=user.id)
+        family = RefreshTokenFamily(user_id=user.id, workspace_id=user.last_workspace_id)
         session.add(family)
         await session.flush()
-        return await self._pair(session, user, family.id)
+        return await self._pair(session, user, family)
 
-    async def _pair(self, session: AsyncSession, user: User, family_id: uuid.UUID) -> TokenPair:
+    async def bound_workspace(
+        self, session: AsyncSession, user: User, wanted: uuid.UUID | None
+    ) -> tuple[uuid.UUID, str]:
+        """The workspace tokens are bound to: ``wanted`` while the user is still a member
+        of it, else their personal workspace."""
+        if wanted is not None:
+            role = await workspaces.role_of(session, wanted, user.id)
+            if role is not None:
+                return wanted, role
+        personal = await workspaces.personal_of(session, user.id)
+        return personal.id, "owner"
+
+    async def _pair(
+        self, session: AsyncSession, user: User, family: RefreshTokenFamily
+    ) -> TokenPair:
+        workspace_id, role = await self.bound_workspace(session, user, family.workspace_id)
+        family.workspace_id = workspace_id
+        family_id = family.id
         refresh_token = secrets.token_urlsafe(32)
         session.add(
             RefreshToken(
@@ -135,7 +154,13 @@ class AuthService:
                 + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
             )
         )
-        access_token, expires_in = await self.tokens.issue(session, user=user, family_id=family_id)
+        access_token, expires_in = await self.tokens.issue(
+            session,
+            user=user,
+            family_id=family_id,
+            workspace_id=workspace_id,
+            workspace_role=role,
+        )
         return TokenPair(
             access_token=access_token, refresh_token=refresh_token, expires_in=expires_in
         )
@@ -169,7 +194,21 @@ class AuthService:
         user = await session.get(User, family.user_id)
         if user is None or not user.is_active:
             raise InvalidRefreshToken("This account is not active.")
-        return await self._pair(session, user, family.id)
+        return await self._pair(session, user, family)
+
+    async def switch(
+        self, session: AsyncSession, user: User, family_id: uuid.UUID, workspace_id: uuid.UUID
+    ) -> TokenPair:
+        """A new token pair bound to ``workspace_id``, in the same login session; later
+        logins start there too."""
+        if await workspaces.role_of(session, workspace_id, user.id) is None:
+            raise workspaces.WorkspaceNotFound("No such workspace.")
+        family = await session.get(RefreshTokenFamily, family_id, with_for_update=True)
+        if family is None or family.revoked_at is not None or family.user_id != user.id:
+            raise InvalidRefreshToken("This session has ended.")
+        family.workspace_id = workspace_id
+        user.last_workspace_id = workspace_id
+        return await self._pair(session, user, family)
 
     async def _revoke_family_now(self, family_id: uuid.UUID, *, reason: str) -> None:
         async with self.sessionmaker() as session, session.begin():

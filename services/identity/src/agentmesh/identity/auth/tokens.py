@@ -38,6 +38,8 @@ class TokenIssuer:
         roles: Iterable[str] | None = None,
         not_after: datetime | None = None,
         ttl_seconds: int | None = None,
+        workspace_id: uuid.UUID | None = None,
+        workspace_role: str | None = None,
     ) -> tuple[str, int]:
         """A signed access token and its lifetime in seconds."""
         key = await self.keys.active(session)
@@ -59,6 +61,9 @@ class TokenIssuer:
             claims["sid"] = str(family_id)
         if api_key_id is not None:
             claims["akid"] = api_key_id
+        if workspace_id is not None and workspace_role is not None:
+            claims["wid"] = str(workspace_id)
+            claims["wrole"] = workspace_role
         token = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
         return token, max(int((expires - now).total_seconds()), 0)
 
@@ -103,6 +108,8 @@ class TokenIssuer:
             token_id=claims.get("jti", ""),
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
             api_key_id=claims.get("akid"),
+            workspace_id=uuid.UUID(claims["wid"]) if claims.get("wid") else None,
+            workspace_role=claims.get("wrole"),
             token=token,
         )
         return principal, claims

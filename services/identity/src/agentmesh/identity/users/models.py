@@ -26,6 +26,8 @@ class User(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The workspace the last login or switch was bound to (checked at each use).
+    last_workspace_id: Mapped[uuid.UUID | None] = mapped_column()
 
     @property
     def is_admin(self) -> bool:
