@@ -41,9 +41,13 @@ def make_base(schema: str) -> type[DeclarativeBase]:
 
 
 def create_engine(settings: CommonSettings, *, application_name: str = "agentmesh") -> AsyncEngine:
-    """The service's async engine (asyncpg) with pool settings from ``settings``."""
-    return create_async_engine(
+    """The service's async engine (asyncpg) with pool settings from ``settings``; its pool
+    reports to ``agentmesh_db_pool_*`` (``shared.metrics``)."""
+    from agentmesh.shared.metrics import MeasuredPool
+
+    engine = create_async_engine(
         settings.database_url,
+        poolclass=MeasuredPool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -53,6 +57,8 @@ def create_engine(settings: CommonSettings, *, application_name: str = "agentmes
         hide_parameters=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
+    engine.sync_engine.pool.service = application_name.removeprefix("agentmesh-")  # type: ignore[attr-defined]
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -21,7 +21,7 @@ from faststream.nats import NatsBroker
 from opentelemetry.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from agentmesh.shared import db, telemetry
+from agentmesh.shared import db, metrics, telemetry
 from agentmesh.shared.asyncapi import asyncapi_document, document_publications
 from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.errors import install_error_handlers
@@ -214,6 +214,7 @@ class ServiceRuntime:
         description: str = "",
         routers: Iterable[APIRouter] = (),
         serve_asyncapi: bool = True,
+        serve_metrics: bool = True,
         **fastapi_kwargs: Any,
     ) -> FastAPI:
         """The service's FastAPI app, with every shared default installed."""
@@ -247,6 +248,9 @@ class ServiceRuntime:
         for router in routers:
             app.include_router(router)
         telemetry.instrument_app(app, self.tracer_provider)
+        metrics.install(
+            app, self.name, port=self.settings.common.metrics_port, on_app=serve_metrics
+        )
         # Outermost, so even errors rendered by Starlette carry the request id.
         app.add_middleware(RequestIdMiddleware)
         return app

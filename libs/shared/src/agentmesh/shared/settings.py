@@ -55,6 +55,9 @@ class CommonSettings(BaseSettings):
     db_pool_recycle: int = Field(default=1800, ge=-1)
     nats_url: str = "nats://127.0.0.1:4222"
     log_level: str = "INFO"
+    #: Serve Prometheus metrics on a port of their own instead of ``GET /metrics`` on the
+    #: service's port (0: on the service's port; the gateway then serves none publicly).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     log_json: bool = True
     #: How long sent outbox rows and processed inbox rows are kept (seconds).
     outbox_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)

@@ -90,6 +90,8 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     app = runtime.create_app(
         title="AgentMesh gateway",
         serve_asyncapi=False,
+        # The gateway's port is public: its metrics go to AGENTMESH_METRICS_PORT only.
+        serve_metrics=False,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

@@ -1,0 +1,162 @@
+"""Prometheus metrics every service exports (``prometheus-client``).
+
+- ``http_server_request_duration_seconds{service, http_route, http_request_method,
+  status_class}``: a histogram per route template (OTel's ``http.server.request.duration``);
+  its ``_count`` is the request count.
+- ``agentmesh_db_pool_connections{service, state}`` (``in_use``, ``idle``, ``waiting``) and
+  ``agentmesh_db_pool_checkout_wait_seconds{service}``.
+
+Services add their own (chat's active streams, the gateway's breakers, ...) as module-level
+metrics with a ``service`` label, so several apps in one process (the tests) share one
+registry without clashing. ``GET /metrics`` serves them on the service's port; with
+``AGENTMESH_METRICS_PORT`` set they move to a server of their own on that port.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest, start_http_server
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Latency buckets (seconds) for HTTP and pool waits: 1 ms to 60 s.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+HTTP_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "Duration of HTTP server requests, by route template, method and status class.",
+    ["service", "http_route", "http_request_method", "status_class"],
+    buckets=BUCKETS,
+)
+POOL_WAIT = Histogram(
+    "agentmesh_db_pool_checkout_wait_seconds",
+    "Time a request waited for a pooled database connection.",
+    ["service"],
+    buckets=BUCKETS,
+)
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class HttpMetricsMiddleware:
+    """Times every HTTP request by the route template that served it (never the raw path,
+    which would carry ids and make one series per resource). Pure ASGI: streaming
+    responses are timed to their last byte and not buffered."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            HTTP_DURATION.labels(
+                self.service,
+                template,
+                method if method in _METHODS else "_OTHER",
+                f"{status // 100}xx",
+            ).observe(time.perf_counter() - started)
+
+
+class MeasuredPool(AsyncAdaptedQueuePool):
+    """The async engine's usual pool, counting waiters and timing each checkout."""
+
+    def __init__(self, *args, service: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.service = service
+        self.waiting = 0
+        self._lock = threading.Lock()
+        _POOLS.add(self)
+
+    def _do_get(self):
+        with self._lock:
+            self.waiting += 1
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            with self._lock:
+                self.waiting -= 1
+            POOL_WAIT.labels(self.service).observe(time.perf_counter() - started)
+
+    def recreate(self) -> MeasuredPool:
+        pool = super().recreate()
+        pool.service = self.service
+        return pool
+
+
+_POOLS: weakref.WeakSet[MeasuredPool] = weakref.WeakSet()
+
+
+class PoolCollector(Collector):
+    """Pool gauges, read at scrape time from every live pool of the process."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "agentmesh_db_pool_connections",
+            "Database pool connections by state (in_use, idle, waiting for one).",
+            labels=["service", "state"],
+        )
+        totals: dict[tuple[str, str], float] = {}
+        for pool in list(_POOLS):
+            for state, value in (
+                ("in_use", pool.checkedout()),
+                ("idle", pool.checkedin()),
+                ("waiting", pool.waiting),
+            ):
+                key = (pool.service, state)
+                totals[key] = totals.get(key, 0) + value
+        for (service, state), value in sorted(totals.items()):
+            family.add_metric([service, state], value)
+        yield family
+
+
+REGISTRY.register(PoolCollector())
+
+
+def metrics_response() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+_servers: dict[int, object] = {}
+
+
+def install(app: FastAPI, service: str, *, port: int | None, on_app: bool = True) -> None:
+    """Time every request of ``app``; serve ``/metrics`` on the app (``on_app``), or on a
+    server of its own when ``port`` is set."""
+    app.add_middleware(HttpMetricsMiddleware, service=service)
+    if port:
+        if port not in _servers:  # one server per port per process
+            _servers[port] = start_http_server(port, addr="0.0.0.0")
+        return
+    if on_app:
+        app.add_api_route(
+            "/metrics",
+            metrics_response,
+            methods=["GET"],
+            include_in_schema=False,
+            summary="Prometheus metrics",
+        )
