@@ -247,3 +247,15 @@ async def test_a_client_in_use_is_closed_only_when_its_task_ends():
     await run
     await _settle()
     assert taken[0].is_closed
+
+
+async def test_a_long_lived_holder_does_not_pin_a_dropped_client_past_max_hold():
+    cache: ClientCache[httpx2.AsyncClient] = ClientCache(
+        maxsize=1, ttl=60, close=lambda c: c.aclose(), max_hold=0.01
+    )
+    held = cache.get("a", lambda: outbound.async_client2(OutboundPolicy()))  # this task holds it
+    await asyncio.create_task(_get(cache, "b"))  # "a" is dropped while still held
+    await _settle()
+    assert not held.is_closed
+    await asyncio.sleep(0.05)  # timers fire in order: max_hold's first
+    assert held.is_closed

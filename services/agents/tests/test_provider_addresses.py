@@ -150,3 +150,19 @@ async def test_an_admin_cannot_repoint_a_users_provider(agents, token_issuer):
     assert renamed.status_code == 200  # an admin may still manage it otherwise
     moved = await agents.patch(url, json={"base_url": "http://llm2:8000/v1"}, headers=owner)
     assert moved.status_code == 200 and moved.json()["base_url"] == "http://llm2:8000/v1"
+
+
+def test_the_allow_list_is_read_from_agentmesh_allowed_private_hosts(monkeypatch, common_settings):
+    from agentmesh.agents.settings import AgentsSettings
+    from agentmesh.shared.testing.fixtures import TEST_INTERNAL_TOKEN, TEST_KEY_ENCRYPTION_KEY
+
+    secrets = {"provider_encryption_key": TEST_KEY_ENCRYPTION_KEY,
+               "internal_token": TEST_INTERNAL_TOKEN}  # fmt: skip
+    monkeypatch.setenv("AGENTMESH_ALLOWED_PRIVATE_HOSTS", "127.0.0.1:11434, 10.0.0.0/8")
+    settings = AgentsSettings(common=common_settings, **secrets)
+    assert settings.allowed_private_hosts == ("127.0.0.1:11434", "10.0.0.0/8")
+    policy = settings.outbound_policy
+    assert policy.endpoints == {("127.0.0.1", 11434)} and not policy.allow_private
+    monkeypatch.setenv("AGENTMESH_ALLOWED_PRIVATE_HOSTS", "10.0.0.0/40")
+    with pytest.raises(ValueError, match="CIDR"):
+        AgentsSettings(common=common_settings, **secrets)

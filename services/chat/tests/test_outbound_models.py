@@ -72,3 +72,9 @@ async def test_a_model_dropped_from_the_cache_has_its_http_client_closed(monkeyp
     for _ in range(5):
         await asyncio.sleep(0)
     assert http.is_closed
+
+
+def test_chat_reads_the_same_allow_list(monkeypatch, common):
+    monkeypatch.setenv("AGENTMESH_ALLOWED_PRIVATE_HOSTS", "[::1]:8000 vllm.internal:8000")
+    settings = ChatSettings(common=common, internal_token=TEST_INTERNAL_TOKEN)
+    assert settings.outbound_policy.endpoints == {("::1", 8000), ("vllm.internal", 8000)}

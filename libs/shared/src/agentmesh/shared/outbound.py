@@ -19,6 +19,7 @@ expiring, and it closes what it drops once no task still uses it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Hashable
 from types import ModuleType
@@ -69,10 +70,12 @@ AllowedPrivateHosts = Annotated[tuple[str, ...], NoDecode, BeforeValidator(
 
 
 def _json_list(value: Any) -> Any:
+    """A JSON list as a list; anything else (``[::1]:8000, ...`` too) as it is."""
     if isinstance(value, str) and value.strip().startswith("["):
         import json
 
-        return json.loads(value)
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
     return value
 
 
@@ -272,7 +275,9 @@ class ClientCache(Generic[V]):
     ``get`` builds a value on a miss. A value dropped (expired, over ``maxsize`` or
     ``discard``-ed) is closed with ``close``: at once if no task still uses it, else
     when the last task that took it from the cache ends, so a stream in flight is never
-    cut. Values can hold secrets (a decrypted key): the TTL bounds how long they live.
+    cut; with ``max_hold``, at the latest that many seconds after it was dropped (for
+    values taken by long-lived worker tasks). Values can hold secrets (a decrypted key):
+    the TTL bounds how long they live.
     """
 
     def __init__(
@@ -282,9 +287,11 @@ class ClientCache(Generic[V]):
         ttl: float,
         close: Callable[[V], Awaitable[None]],
         timer: Callable[[], float] | None = None,
+        max_hold: float | None = None,
     ) -> None:
         self._cache = _EvictingTTLCache(maxsize, ttl, self._retire, timer)
         self._close = close
+        self._max_hold = max_hold
         self._users: dict[int, int] = {}
         self._retired: dict[int, V] = {}
         self._held: weakref.WeakKeyDictionary[asyncio.Task[Any], set[int]] = (
@@ -344,9 +351,17 @@ class ClientCache(Generic[V]):
             self._schedule_close(retired)
 
     def _retire(self, value: V) -> None:
-        if self._users.get(id(value)):
-            self._retired[id(value)] = value
-        else:
+        if not self._users.get(id(value)):
+            self._schedule_close(value)
+            return
+        self._retired[id(value)] = value
+        if self._max_hold is not None:
+            with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule on
+                asyncio.get_running_loop().call_later(self._max_hold, self._expire_hold, value)
+
+    def _expire_hold(self, value: V) -> None:
+        if self._retired.pop(id(value), None) is not None:
+            self._users.pop(id(value), None)
             self._schedule_close(value)
 
     def _schedule_close(self, value: V) -> None:

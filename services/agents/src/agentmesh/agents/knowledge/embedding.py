@@ -56,8 +56,9 @@ class Embedder:
         self.box = box
         self.timeout = timeout
         self.policy = policy
+        # max_hold: an ingest worker that lives for long never pins a dropped client.
         self.remotes: ClientCache[_Remote] = ClientCache(
-            maxsize=cache_size, ttl=cache_ttl, close=_Remote.aclose
+            maxsize=cache_size, ttl=cache_ttl, close=_Remote.aclose, max_hold=2 * cache_ttl
         )
 
     async def for_kb(self, session: AsyncSession, kb: KnowledgeBase) -> Embeddings:
