@@ -45,11 +45,12 @@ class ModelAddressNotAllowed(ModelCallFailed):
 
 async def check_provider_address(base_url: str | None, policy: OutboundPolicy) -> None:
     """Check a provider's ``base_url`` at use (the guard checks each request too; this
-    gives the run a clear error before any call)."""
+    gives the run a clear error before any call). A host that does not resolve is left to
+    the call, which fails as ``model-unreachable``: DNS trouble is not a refused address."""
     if not base_url:
         return
     try:
-        await outbound.check_field(base_url, policy, "base_url")
+        await outbound.check_field(base_url, policy, "base_url", unresolvable_ok=True)
     except outbound.AddressNotAllowed as exc:
         raise ModelAddressNotAllowed(
             f"The provider's {exc.detail}. An operator can allow it with "
