@@ -211,6 +211,21 @@ async def resolve_checked(
     if allowed_hosts is not None and not host_allowed(host, allowed_hosts):
         raise BlockedAddress(f"host {host!r} is not in the allowed hosts")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    addresses: list[IPAddress] = []
+    try:  # a canonical IP literal needs no resolver (other forms, "0x7f.1", go through it)
+        addresses.append(ipaddress.ip_address(host))
+    except ValueError:
+        addresses = await _resolve(host, port)
+    if not addresses:
+        raise UnresolvableHost(f"cannot resolve host {host!r}")
+    for address in addresses:
+        reason = blocked_reason(address)
+        if reason is not None and not policy.permits(address, host, port):
+            raise BlockedAddress(reason if str(address) == host else f"{host}: {reason}")
+    return addresses
+
+
+async def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError):
@@ -221,12 +236,6 @@ async def resolve_checked(
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if address not in addresses:
             addresses.append(address)
-    if not addresses:
-        raise UnresolvableHost(f"cannot resolve host {host!r}")
-    for address in addresses:
-        reason = blocked_reason(address)
-        if reason is not None and not policy.permits(address, host, port):
-            raise BlockedAddress(reason if str(address) == host else f"{host}: {reason}")
     return addresses
 
 
