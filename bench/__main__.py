@@ -1,13 +1,14 @@
 """Run every benchmark: ``make bench`` (= ``uv run python -m bench``).
 
 First the suite (``bench/run``: every figure of the table, written to ``bench/results``),
-then the two that are not in the table: chat's read-model lag and the upstream clients.
+then those that are not in the table: chat's read-model lag, the upstream clients and
+the outbound guard.
 """
 
 import asyncio
 import logging
 
-from bench import read_model_lag, suite, upstream_clients
+from bench import outbound_guard, read_model_lag, suite, upstream_clients
 
 logging.disable(logging.INFO)
 suite.write(asyncio.run(suite.main()))
@@ -15,3 +16,5 @@ print()
 asyncio.run(read_model_lag.main(300, 50.0, 10))
 print()
 upstream_clients.main(3000, 64)
+print()
+asyncio.run(outbound_guard.main(300))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from sqlalchemy import select
 
@@ -26,6 +28,29 @@ async def agents(common_settings, token_issuer):
     async with app_client(app) as client:
         client.app = app
         yield client
+
+
+@pytest.fixture
+def agents_with(common_settings, token_issuer):
+    """``async with agents_with(**settings) as client``: an agents app with other settings
+    (e.g. ``allowed_private_hosts`` for a local provider started first)."""
+
+    @contextlib.asynccontextmanager
+    async def make(**overrides):
+        common = common_settings.model_copy(update={"jwks_url": token_issuer.jwks_url})
+        app = create_app(
+            AgentsSettings(
+                common=common,
+                provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                internal_token=TEST_INTERNAL_TOKEN,
+                **overrides,
+            )
+        )
+        async with app_client(app) as client:
+            client.app = app
+            yield client
+
+    return make
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import httpx
 import nats
 import pytest
 
@@ -106,11 +107,14 @@ async def test_search_rpc_checks_the_callers_ownership(agents, indexed, nats_url
         await nc.close()
 
 
-async def test_a_remote_openai_compatible_embedding_model(agents, token_issuer):
+async def test_a_remote_openai_compatible_embedding_model(agents_with, token_issuer):
     from agentmesh.shared.testing.openai_server import FakeOpenAI
 
     headers = token_issuer.headers()
-    async with FakeOpenAI() as server:
+    async with (
+        FakeOpenAI() as server,
+        agents_with(allowed_private_hosts=[httpx.URL(server.base_url).netloc.decode()]) as agents,
+    ):
         provider = await agents.post("/api/v1/providers", headers=headers, json={
             "kind": "openai", "name": "emb", "base_url": server.base_url,
             "api_key": server.api_key})  # fmt: skip

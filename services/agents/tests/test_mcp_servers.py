@@ -17,18 +17,17 @@ from sqlalchemy import func, select
 from starlette.responses import JSONResponse
 
 from agentmesh.agents.app import create_app
-from agentmesh.agents.mcp.guard import PinnedTransport
 from agentmesh.agents.mcp.models import McpServer
 from agentmesh.agents.settings import AgentsSettings
 from agentmesh.shared.events.contracts import UserDeleted
 from agentmesh.shared.events.envelope import Envelope
+from agentmesh.shared.outbound import BlockedAddress, GuardedTransport2, OutboundPolicy
 from agentmesh.shared.testing.fixtures import (
     TEST_INTERNAL_TOKEN,
     TEST_KEY_ENCRYPTION_KEY,
     app_client,
     serve_app,
 )
-from agentmesh.shared.tools.netguard import BlockedAddress
 
 SERVERS = "/api/v1/mcp-servers"
 TOKEN = "s3cret-token-0123456789WXYZ"
@@ -226,12 +225,13 @@ async def test_private_addresses_are_refused_unless_allowed(
 
 
 async def test_every_request_is_checked_and_pinned(mcp_url):
-    """The SDK's HTTP client (httpx2) connects only to addresses netguard checked, so a
+    """The SDK's HTTP client (httpx2) connects only to addresses the guard checked, so a
     DNS answer that changes after the check cannot reach a private address."""
-    async with httpx2.AsyncClient(transport=PinnedTransport()) as http:
+    async with httpx2.AsyncClient(transport=GuardedTransport2()) as http:
         with pytest.raises(BlockedAddress, match="loopback"):
             await http.post(mcp_url, json={})
-    async with httpx2.AsyncClient(transport=PinnedTransport(allow_private=True)) as http:
+    open_policy = OutboundPolicy(allow_private=True)
+    async with httpx2.AsyncClient(transport=GuardedTransport2(open_policy)) as http:
         response = await http.post(mcp_url, json={}, headers={"Authorization": AUTH})
         assert response.status_code != 401  # reached the server, with the header
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import httpx
 import nats
 import pytest
 from fastapi import FastAPI, Request
@@ -41,6 +42,14 @@ async def openai_like():
         yield f"{base_url}/v1"
 
 
+@pytest.fixture
+async def agents(agents_with, openai_like):
+    """The agents app with loopback allowed only where this module's providers listen."""
+    allowed = [f"127.0.0.1:{httpx.URL(openai_like).port}", "127.0.0.1:9"]
+    async with agents_with(allowed_private_hosts=allowed) as client:
+        yield client
+
+
 async def create(agents, headers, **body):
     body = {"kind": "openai", "name": "Local", "api_key": SECRET_KEY, **body}
     response = await agents.post(PROVIDERS, json=body, headers=headers)
@@ -72,10 +81,12 @@ async def test_test_call_reports_success_and_the_providers_error(agents, token_i
     bad = await create(agents, headers, base_url=openai_like, api_key="sk-wrong-key-1234")
     result = (await agents.post(f"{PROVIDERS}/{bad['id']}/test", headers=headers)).json()
     assert result["ok"] is False and result["status"] == 401
-    assert "Incorrect API key" in result["error"] and "sk-wrong-key-1234" not in result["error"]
+    assert result["error"] == "the provider refused the API key (HTTP 401)"
+    assert "Incorrect API key" not in str(result)  # the answer's body is never echoed
     down = await create(agents, headers, base_url="http://127.0.0.1:9/v1")
     result = (await agents.post(f"{PROVIDERS}/{down['id']}/test", headers=headers)).json()
     assert result["ok"] is False and "cannot reach" in result["error"]
+    assert result["error_type"] == "ConnectError"
 
 
 async def test_providers_are_private_and_validated(agents, token_issuer):

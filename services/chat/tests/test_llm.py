@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Sequence
 
+import httpx
 import openai
 import pytest
 from langchain_core.language_models import BaseChatModel
@@ -33,6 +34,7 @@ from agentmesh.chat.llm import (
     turns_to_summarize,
 )
 from agentmesh.chat.llm.tokens import uses_tiktoken
+from agentmesh.shared.outbound import OutboundPolicy
 from agentmesh.shared.testing.openai_server import FakeOpenAI
 
 
@@ -228,6 +230,7 @@ def openai_model(fake: FakeOpenAI, *, api_key: str | None = None, timeout: float
         temperature=0.0,
         max_tokens=64,
         timeout=timeout,
+        policy=OutboundPolicy(allowed_private=(httpx.URL(fake.base_url).netloc.decode(),)),
     )
 
 

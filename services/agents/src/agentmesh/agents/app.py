@@ -44,7 +44,7 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     )
     app.state.secret_box = box
     app.state.embeddings = shared_model()
-    app.state.embedder = Embedder(app.state.embeddings, box)
+    app.state.embedder = Embedder(app.state.embeddings, box, policy=settings.outbound_policy)
     knowledge_rpc.register(
         runtime.broker, runtime.sessionmaker, app.state.embedder,
         settings.internal_token.get_secret_value(), settings.hnsw_ef_search,
@@ -60,4 +60,9 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
         )
 
     runtime.startup_hooks.append(resume)
+
+    async def close_remote_embedders(app: FastAPI) -> None:
+        await app.state.embedder.remotes.aclose()
+
+    runtime.shutdown_hooks.append(close_remote_embedders)
     return app

@@ -3,6 +3,7 @@
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from agentmesh.shared.outbound import AllowedPrivateHosts, OutboundPolicy
 from agentmesh.shared.settings import ServiceSettings
 
 
@@ -36,5 +37,21 @@ class AgentsSettings(ServiceSettings):
             "AGENTMESH_ALLOW_PRIVATE_NETWORK", "AGENTS_ALLOW_PRIVATE_NETWORK"
         ),
     )
+    #: Private addresses outbound calls may reach without opening them all:
+    #: ``host:port`` (``127.0.0.1:11434`` for Ollama) and CIDR (``10.0.0.0/8``) entries.
+    allowed_private_hosts: AllowedPrivateHosts = Field(
+        default=(),
+        validation_alias=AliasChoices(
+            "AGENTMESH_ALLOWED_PRIVATE_HOSTS",
+            "AGENTS_ALLOWED_PRIVATE_HOSTS",
+            "allowed_private_hosts",
+        ),
+    )
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """What ``agentmesh.shared.outbound`` clients may reach (metadata: never)."""
+        return OutboundPolicy(self.allow_private_network, self.allowed_private_hosts)
+
     #: Timeout of connecting to an MCP server and listing its tools.
     mcp_timeout_seconds: float = Field(default=10.0, gt=0, le=60)

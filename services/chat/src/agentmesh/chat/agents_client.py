@@ -1,20 +1,24 @@
 """Chat's client of the agents RPCs (core NATS request/reply, internal token).
 
-Provider credentials and MCP connections are cached briefly in memory, never stored in
-the database.
+Provider credentials and MCP connections (decrypted keys and auth headers) are cached
+briefly in memory, bounded (``CACHE_SIZE`` entries each) and expiring after ``ttl``,
+never stored in the database.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
+from cachetools import TTLCache
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, TracerProvider
 
 from agentmesh.shared.errors import AppError
+
+#: Most entries of each cache (credentials, MCP connections).
+CACHE_SIZE = 1024
 
 
 class AgentsUnavailable(AppError):
@@ -48,8 +52,11 @@ class AgentsClient:
         self.token = internal_token
         self.timeout = timeout
         self.ttl = ttl
-        self._cache: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, dict[str, Any]]] = {}
-        self._mcp_cache: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, dict[str, Any]]] = {}
+        self._cache: TTLCache[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] | None = None
+        self._mcp_cache: TTLCache[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] | None = None
+        if ttl > 0:
+            self._cache = TTLCache(maxsize=CACHE_SIZE, ttl=ttl)
+            self._mcp_cache = TTLCache(maxsize=CACHE_SIZE, ttl=ttl)
 
     async def _request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         nc = nats_client(self.broker)
@@ -76,9 +83,9 @@ class AgentsClient:
 
     async def credentials(self, user_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
         key = (user_id, provider_id)
-        hit = self._cache.get(key)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
+        hit = self._cache.get(key) if self._cache is not None else None
+        if hit is not None:
+            return hit
         answer = await self._request(
             "agents.rpc.provider.credentials",
             {"user_id": str(user_id), "provider_id": str(provider_id)},
@@ -87,21 +94,23 @@ class AgentsClient:
             raise ProviderMissing(
                 "The agent's model provider is gone or not yours; update the agent."
             )
-        self._cache[key] = (time.monotonic() + self.ttl, answer)
+        if self._cache is not None:
+            self._cache[key] = answer
         return answer
 
     async def mcp_connection(self, user_id: uuid.UUID, server_id: uuid.UUID) -> dict[str, Any]:
         """``{"url", "headers"}`` of the user's MCP server (headers hold its auth value)."""
         key = (user_id, server_id)
-        hit = self._mcp_cache.get(key)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
+        hit = self._mcp_cache.get(key) if self._mcp_cache is not None else None
+        if hit is not None:
+            return hit
         answer = await self._request(
             "agents.rpc.mcp.connection", {"user_id": str(user_id), "server_id": str(server_id)}
         )
         if "error" in answer:
             raise McpServerMissing(f"The MCP server is gone or not yours ({answer['error']}).")
-        self._mcp_cache[key] = (time.monotonic() + self.ttl, answer)
+        if self._mcp_cache is not None:
+            self._mcp_cache[key] = answer
         return answer
 
     async def knowledge_search(

@@ -24,7 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent, Tool
 
 from agentmesh.chat.agents_client import AgentsClient
-from agentmesh.shared.tools.netguard import BlockedAddress, check_url, resolve_checked
+from agentmesh.shared import outbound
+from agentmesh.shared.outbound import BlockedAddress, OutboundPolicy
+from agentmesh.shared.tools.netguard import check_url
 
 logger = logging.getLogger("agentmesh.chat.mcp")
 
@@ -34,42 +36,12 @@ MAX_TOOL_PAGES = 20
 MAX_RESULT_CHARS = 20_000
 
 
-class PinnedTransport(httpx2.AsyncBaseTransport):
-    """Check every request (each redirect hop too) and connect to the checked address, so
-    DNS that changes after the check cannot reach a private address."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        self._inner = httpx2.AsyncHTTPTransport(
-            limits=httpx2.Limits(max_keepalive_connections=0), trust_env=False
-        )
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        addresses = await resolve_checked(str(request.url), allow_private=self.allow_private)
-        extensions = dict(request.extensions)
-        if request.url.scheme == "https":
-            extensions.setdefault("sni_hostname", request.url.raw_host.decode("ascii").lower())
-        last_error: httpx2.ConnectError | None = None
-        for address in addresses:
-            pinned = httpx2.Request(
-                request.method, request.url.copy_with(host=str(address)),
-                headers=request.headers, stream=request.stream, extensions=extensions,
-            )  # fmt: skip
-            try:
-                return await self._inner.handle_async_request(pinned)
-            except httpx2.ConnectError as error:
-                last_error = error
-        assert last_error is not None
-        raise last_error
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 class _Session:
     """Opens an MCP client session to one server and runs ``work`` in it, within a timeout."""
 
-    def __init__(self, connection: dict[str, Any], *, allow_private: bool, timeout: float):
+    def __init__(
+        self, connection: dict[str, Any], *, allow_private: bool | OutboundPolicy, timeout: float
+    ):
         self.url = str(connection["url"])
         self.headers = {str(k): str(v) for k, v in (connection.get("headers") or {}).items()}
         self.allow_private = allow_private
@@ -82,11 +54,10 @@ class _Session:
         async def record_status(response: httpx2.Response) -> None:
             self.statuses.append(response.status_code)
 
-        http = httpx2.AsyncClient(
+        http = outbound.async_client2(
+            self.allow_private,
             headers=self.headers,
             timeout=httpx2.Timeout(self.timeout),
-            transport=PinnedTransport(allow_private=self.allow_private),
-            trust_env=False,  # an environment proxy would bypass the pinned transport
             event_hooks={"response": [record_status]},
         )
         async with (
@@ -148,7 +119,7 @@ def result_text(result: CallToolResult) -> str:
 
 
 def _tool(
-    tool: Tool, connection: dict[str, Any], *, allow_private: bool, timeout: float
+    tool: Tool, connection: dict[str, Any], *, allow_private: bool | OutboundPolicy, timeout: float
 ) -> BaseTool:
     async def call(**args: Any) -> str:
         session = _Session(connection, allow_private=allow_private, timeout=timeout)
@@ -177,7 +148,7 @@ async def mcp_tools(
     user_id: uuid.UUID,
     refs: list[dict[str, Any]],
     *,
-    allow_private: bool,
+    allow_private: bool | OutboundPolicy,
     timeout: float,
 ) -> list[BaseTool]:
     """LangChain tools for the ``mcp`` refs of an agent. A server that is gone, refused or

@@ -5,6 +5,7 @@ from decimal import Decimal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from agentmesh.shared.outbound import AllowedPrivateHosts, OutboundPolicy
 from agentmesh.shared.settings import ServiceSettings
 
 
@@ -65,6 +66,19 @@ class ChatSettings(ServiceSettings):
             "CHAT_ALLOW_PRIVATE_NETWORK", "AGENTMESH_ALLOW_PRIVATE_NETWORK"
         ),
     )
+    #: Private addresses outbound calls may reach without opening them all:
+    #: ``host:port`` (``127.0.0.1:11434`` for Ollama) and CIDR (``10.0.0.0/8``) entries.
+    allowed_private_hosts: AllowedPrivateHosts = Field(
+        default=(),
+        validation_alias=AliasChoices(
+            "AGENTMESH_ALLOWED_PRIVATE_HOSTS", "CHAT_ALLOWED_PRIVATE_HOSTS", "allowed_private_hosts"
+        ),
+    )
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """What ``agentmesh.shared.outbound`` clients may reach (metadata: never)."""
+        return OutboundPolicy(self.allow_private_network, self.allowed_private_hosts)
 
     @property
     def run_orphan_after(self) -> float:

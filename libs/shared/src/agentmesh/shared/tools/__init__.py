@@ -1,5 +1,6 @@
 """Built-in agent tools and the network address guard.
 
-``netguard`` (SSRF guard, httpx only) is also used by MCP server registration, so this
-package imports nothing eagerly: ``builtin`` needs langchain-core, ``netguard`` does not.
+``netguard`` (SSRF guard and ``OutboundPolicy``; the clients that apply it are built by
+``agentmesh.shared.outbound``) is also used outside the tools, so this package imports
+nothing eagerly: ``builtin`` needs langchain-core, ``netguard`` does not.
 """

@@ -23,7 +23,8 @@ import httpx
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field, ValidationError
 
-from agentmesh.shared.tools.netguard import BlockedAddress, GuardedTransport
+from agentmesh.shared import outbound
+from agentmesh.shared.tools.netguard import BlockedAddress, OutboundPolicy
 
 logger = logging.getLogger("agentmesh.tools")
 
@@ -205,12 +206,13 @@ class HttpRequestArgs(BaseModel):
 def http_request_tool(
     config: dict[str, Any],
     *,
-    allow_private_network: bool,
+    allow_private_network: bool | OutboundPolicy,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> StructuredTool:
     """The ``http_request`` tool for one agent's config (``allowed_hosts``, limits).
 
-    ``allow_private_network`` is a platform setting, never agent config. ``transport`` is
+    ``allow_private_network`` (a flag or the operator's ``OutboundPolicy``) is a platform
+    setting, never agent config. The client comes from ``outbound``. ``transport`` is
     the connection layer under the guard (tests substitute a fake network).
     """
     allowed_hosts = list(config.get("allowed_hosts") or [])
@@ -221,14 +223,12 @@ def http_request_tool(
         method = method.upper()
         if method not in ("GET", "POST"):
             raise ToolError("only GET and POST are allowed")
-        guard = GuardedTransport(
-            allow_private=allow_private_network, allowed_hosts=allowed_hosts, inner=transport
-        )
+        client = outbound.async_client(
+            allow_private_network, allowed_hosts=allowed_hosts, inner=transport,
+            timeout=timeout_seconds,
+        )  # fmt: skip
         try:
-            async with (
-                asyncio.timeout(timeout_seconds),
-                httpx.AsyncClient(transport=guard, timeout=timeout_seconds) as client,
-            ):
+            async with asyncio.timeout(timeout_seconds), client:
                 return await _fetch(client, method, url, body, max_bytes)
         except BlockedAddress as error:
             raise ToolError(f"refused: {error}") from None
@@ -339,7 +339,7 @@ def knowledge_search_tool(search: KnowledgeSearch) -> StructuredTool:
 def build_tools(
     tool_refs: list[dict[str, Any]],
     *,
-    allow_private_network: bool,
+    allow_private_network: bool | OutboundPolicy,
     knowledge_search: KnowledgeSearch | None,
 ) -> list[BaseTool]:
     """LangChain tools for an agent's ``[{"id": ..., "config": {...}}, ...]`` list.

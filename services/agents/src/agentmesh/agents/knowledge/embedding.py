@@ -19,8 +19,10 @@ from agentmesh.agents.embeddings.local import DIMENSION, MODEL_NAME, LocalMiniLM
 from agentmesh.agents.knowledge.models import KnowledgeBase
 from agentmesh.agents.providers import service as providers
 from agentmesh.agents.providers.models import Provider
+from agentmesh.shared import outbound
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import AppError
+from agentmesh.shared.outbound import ClientCache, OutboundPolicy
 
 SUPPORTED_DIMENSIONS = (DIMENSION,)
 
@@ -50,13 +52,35 @@ async def embed_query(model: Embeddings, query: str) -> list[float]:
         ) from None
 
 
-class Embedder:
-    """Resolves a knowledge base's embeddings; the local model is loaded once."""
+class _Remote:
+    """A remote embedder and the guarded HTTP client it owns (closed when dropped)."""
 
-    def __init__(self, local: LocalMiniLM, box: SecretBox, timeout: float = 30.0) -> None:
+    def __init__(self, embeddings: Embeddings, http: Any) -> None:
+        self.embeddings, self.http = embeddings, http
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class Embedder:
+    """Resolves a knowledge base's embeddings; the local model is loaded once.
+
+    Remote embedders (each holds a decrypted key and an SDK client) are cached, at most
+    ``cache_size`` for ``cache_ttl`` seconds, keyed by provider and its last change; a
+    dropped one has its HTTP client closed once no task uses it."""
+
+    def __init__(
+        self, local: LocalMiniLM, box: SecretBox, timeout: float = 30.0,
+        policy: OutboundPolicy | bool = False, *, cache_size: int = 64, cache_ttl: float = 300,
+    ) -> None:  # fmt: skip
         self.local = local
         self.box = box
         self.timeout = timeout
+        self.policy = policy
+        # max_hold: an ingest worker that lives for long never pins a dropped client.
+        self.remotes: ClientCache[_Remote] = ClientCache(
+            maxsize=cache_size, ttl=cache_ttl, close=_Remote.aclose, max_hold=2 * cache_ttl
+        )
 
     async def for_kb(self, session: AsyncSession, kb: KnowledgeBase) -> Embeddings:
         if kb.embedding_provider_id is None:
@@ -64,13 +88,18 @@ class Embedder:
         provider = await session.get(Provider, kb.embedding_provider_id)
         if provider is None:
             raise InvalidEmbeddingConfig("The knowledge base's embedding provider was deleted.")
-        return self.remote(providers.credentials(self.box, provider), kb.embedding_model,
-                           kb.dimension)  # fmt: skip
+        key = (provider.id, provider.updated_at, kb.embedding_model, kb.dimension)
+        return self.remotes.get(key, lambda: self.remote(
+            providers.credentials(self.box, provider), kb.embedding_model, kb.dimension,
+        )).embeddings  # fmt: skip
 
-    def remote(self, creds: dict[str, Any], model: str, dimension: int) -> Embeddings:
+    def remote(self, creds: dict[str, Any], model: str, dimension: int) -> _Remote:
+        """An OpenAI-compatible embedder whose HTTP client is ``outbound``'s (every call
+        checks ``base_url`` against the policy)."""
         from langchain_openai import OpenAIEmbeddings
 
-        return OpenAIEmbeddings(
+        http = outbound.async_client2(self.policy, keepalive=True)
+        embeddings = OpenAIEmbeddings(
             model=model,
             base_url=creds["base_url"],
             api_key=creds["api_key"] or "unused",  # type: ignore[arg-type]
@@ -78,7 +107,10 @@ class Embedder:
             check_embedding_ctx_length=False,  # send text, not tiktoken ids (offline-safe)
             max_retries=2,
             timeout=self.timeout,
+            http_async_client=http,
+            http_client=outbound.refusing_sync_client2(),
         )
+        return _Remote(embeddings, http)
 
 
 async def check_config(

@@ -34,7 +34,7 @@ async def create_mcp_server(
         request.app.state.secret_box,
         caller,
         body,
-        allow_private=request.app.state.settings.allow_private_network,
+        allow_private=request.app.state.settings.outbound_policy,
     )
     return service.to_out(server)
 
@@ -69,7 +69,7 @@ async def update_mcp_server(
         request.app.state.secret_box,
         server,
         body,
-        allow_private=request.app.state.settings.allow_private_network,
+        allow_private=request.app.state.settings.outbound_policy,
     )
     return service.to_out(updated)
 
@@ -104,5 +104,5 @@ async def list_mcp_server_tools(
         request.app.state.secret_box,
         server,
         timeout=settings.mcp_timeout_seconds,
-        allow_private=settings.allow_private_network,
+        allow_private=settings.outbound_policy,
     )

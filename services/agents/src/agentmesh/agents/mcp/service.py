@@ -13,7 +13,6 @@ from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.agents.mcp.guard import PinnedTransport
 from agentmesh.agents.mcp.models import McpServer
 from agentmesh.agents.mcp.schemas import (
     McpServerCreate,
@@ -21,10 +20,11 @@ from agentmesh.agents.mcp.schemas import (
     McpServerUpdate,
     McpToolOut,
 )
+from agentmesh.shared import outbound
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import AppError, NotFound
-from agentmesh.shared.tools.netguard import BlockedAddress, check_url
+from agentmesh.shared.outbound import AddressNotAllowed, BlockedAddress, OutboundPolicy
 
 logger = logging.getLogger("agentmesh.agents.mcp")
 
@@ -36,10 +36,6 @@ MAX_TOOL_PAGES = 20
 
 class McpServerNotFound(NotFound):
     type, title = "mcp-server-not-found", "MCP server not found"
-
-
-class AddressNotAllowed(AppError):
-    status, type, title = 422, "address-not-allowed", "Address not allowed"
 
 
 class McpServerUnreachable(AppError):
@@ -60,12 +56,9 @@ def to_out(server: McpServer) -> McpServerOut:
     )
 
 
-async def check_address(url: str, allow_private: bool) -> None:
+async def check_address(url: str, allow_private: bool | OutboundPolicy) -> None:
     """422 naming ``url`` unless the platform may connect to it (same rules as http_request)."""
-    try:
-        await check_url(url, allow_private=allow_private)
-    except BlockedAddress as exc:
-        raise AddressNotAllowed(f"url: {exc}", extra={"field": "url"}) from None
+    await outbound.check_field(url, allow_private, "url")
 
 
 def _set_auth(box: SecretBox, server: McpServer, name: str | None, value: str | None) -> None:
@@ -110,7 +103,7 @@ async def create(
     principal: Principal,
     body: McpServerCreate,
     *,
-    allow_private: bool,
+    allow_private: bool | OutboundPolicy,
 ) -> McpServer:
     url = str(body.url)
     await check_address(url, allow_private)
@@ -129,7 +122,7 @@ async def update(
     server: McpServer,
     body: McpServerUpdate,
     *,
-    allow_private: bool,
+    allow_private: bool | OutboundPolicy,
 ) -> McpServer:
     if body.name is not None:
         server.name = body.name
@@ -156,7 +149,7 @@ async def update(
 
 
 async def list_tools(
-    box: SecretBox, server: McpServer, *, timeout: float, allow_private: bool
+    box: SecretBox, server: McpServer, *, timeout: float, allow_private: bool | OutboundPolicy
 ) -> list[McpToolOut]:
     """Connect over streamable HTTP and list every tool of the server, with its schema."""
     await check_address(server.url, allow_private)
@@ -166,11 +159,10 @@ async def list_tools(
     async def record_status(response: httpx2.Response) -> None:
         statuses.append(response.status_code)
 
-    http = httpx2.AsyncClient(
+    http = outbound.async_client2(
+        allow_private,
         headers=headers,
         timeout=httpx2.Timeout(timeout),
-        transport=PinnedTransport(allow_private=allow_private),
-        trust_env=False,  # an environment proxy would bypass the pinned transport
         event_hooks={"response": [record_status]},
     )
     try:

@@ -16,16 +16,18 @@ from agentmesh.shared.db import Session
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 NOT_YOURS = {404: {"description": "No such provider, or not yours"}}
+BLOCKED = {422: {"description": "base_url reaches a private address (address-not-allowed)"}}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut, responses=BLOCKED)
 async def create_provider(
     body: ProviderCreate, caller: CurrentPrincipal, request: Request, session: Session
 ) -> ProviderOut:
     """Add a model provider: ``openai`` (any OpenAI-compatible ``base_url``),
     ``anthropic`` or ``ollama``. The API key is encrypted at rest; only its last 4
     characters are ever shown again."""
-    provider = await service.create(session, request.app.state.secret_box, caller, body)
+    provider = await service.create(session, request.app.state.secret_box, caller, body,
+                                    policy=request.app.state.settings.outbound_policy)  # fmt: skip
     return service.to_out(provider)
 
 
@@ -45,7 +47,11 @@ async def get_provider(
     return service.to_out(await service.get_owned(session, caller, provider_id))
 
 
-@router.patch("/{provider_id}", response_model=ProviderOut, responses=NOT_YOURS)
+@router.patch(
+    "/{provider_id}",
+    response_model=ProviderOut,
+    responses={**NOT_YOURS, **BLOCKED, 403: {"description": "base_url: owner only"}},
+)
 async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
@@ -53,9 +59,12 @@ async def update_provider(
     request: Request,
     session: Session,
 ) -> ProviderOut:
-    """Rename, move or re-key a provider (``"api_key": null`` removes the key)."""
+    """Rename, move or re-key a provider (``"api_key": null`` removes the key). Only the
+    owner may change ``base_url`` (an admin gets 403); a private address is a 422."""
     provider = await service.get_owned(session, caller, provider_id)
-    updated = await service.update(session, request.app.state.secret_box, provider, body)
+    updated = await service.update(session, request.app.state.secret_box, provider, body,
+                                   principal=caller,
+                                   policy=request.app.state.settings.outbound_policy)  # fmt: skip
     return service.to_out(updated)
 
 
@@ -72,9 +81,10 @@ async def test_provider(
     provider_id: uuid.UUID, caller: CurrentPrincipal, request: Request, session: Session
 ) -> ProviderTestResult:
     """Make a minimal real call (list the provider's models) and report success, or the
-    provider's own error."""
+    status and the provider's error type (never the answer's body)."""
     provider = await service.get_owned(session, caller, provider_id)
     settings = request.app.state.settings
     return await service.test_call(
-        request.app.state.secret_box, provider, settings.provider_test_timeout_seconds
-    )
+        request.app.state.secret_box, provider, settings.provider_test_timeout_seconds,
+        settings.outbound_policy,
+    )  # fmt: skip

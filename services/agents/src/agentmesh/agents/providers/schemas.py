@@ -54,4 +54,11 @@ class ProviderTestResult(BaseModel):
     status: int | None = Field(default=None, description="The provider's HTTP status")
     latency_ms: float | None = None
     models: list[str] = Field(default_factory=list, description="Models the provider lists")
-    error: str | None = None
+    error_type: str | None = Field(
+        default=None,
+        description="The provider's own error type (e.g. invalid_api_key), or ours: "
+        "address-not-allowed, timeout, ConnectError, unexpected-answer",
+    )
+    error: str | None = Field(
+        default=None, description="What went wrong, from the status: never the answer's body"
+    )

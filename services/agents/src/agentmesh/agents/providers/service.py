@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -18,9 +19,11 @@ from agentmesh.agents.providers.schemas import (
     ProviderTestResult,
     ProviderUpdate,
 )
+from agentmesh.shared import outbound
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.crypto import SecretBox
-from agentmesh.shared.errors import NotFound
+from agentmesh.shared.errors import Forbidden, NotFound
+from agentmesh.shared.outbound import BlockedAddress, OutboundPolicy
 
 OFFLINE = ProviderOut(
     id="offline",
@@ -34,6 +37,32 @@ OFFLINE = ProviderOut(
 
 class ProviderNotFound(NotFound):
     type, title = "provider-not-found", "Provider not found"
+
+
+class OwnerOnly(Forbidden):
+    """403: a platform admin may see and delete a user's provider, never repoint it (its
+    key would go to the new address). 403 rather than 404: the admin can read it."""
+
+    type, title = "provider-owner-only", "Only the owner may do this"
+
+
+#: A provider's error ``type``/``code`` is reported only when it looks like one.
+_ERROR_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+_STATUS_ERRORS = {
+    401: "the provider refused the API key",
+    403: "the provider refused the API key",
+    404: "the provider has no such endpoint; check base_url",
+    429: "the provider is rate limiting",
+}
+
+
+async def check_base_url(provider_kind: str, base_url: str | None,
+                         policy: OutboundPolicy | bool) -> None:  # fmt: skip
+    """422 ``address-not-allowed`` naming ``base_url`` when the URL the provider will be
+    called at (``base_url`` or the kind's default) reaches a refused address. A host that
+    does not resolve now is accepted: every use checks it again."""
+    url = base_url or DEFAULT_BASE_URLS[provider_kind]
+    await outbound.check_field(url, policy, "base_url", unresolvable_ok=True)
 
 
 def to_out(provider: Provider) -> ProviderOut:
@@ -69,8 +98,10 @@ async def get_owned(
 
 
 async def create(
-    session: AsyncSession, box: SecretBox, principal: Principal, body: ProviderCreate
-) -> Provider:
+    session: AsyncSession, box: SecretBox, principal: Principal, body: ProviderCreate,
+    *, policy: OutboundPolicy | bool,
+) -> Provider:  # fmt: skip
+    await check_base_url(body.kind, str(body.base_url) if body.base_url else None, policy)
     provider = Provider(
         owner_id=principal.user_id,
         kind=body.kind,
@@ -85,12 +116,18 @@ async def create(
 
 
 async def update(
-    session: AsyncSession, box: SecretBox, provider: Provider, body: ProviderUpdate
-) -> Provider:
+    session: AsyncSession, box: SecretBox, provider: Provider, body: ProviderUpdate,
+    *, principal: Principal, policy: OutboundPolicy | bool,
+) -> Provider:  # fmt: skip
+    if "base_url" in body.model_fields_set:
+        if provider.owner_id != principal.user_id:
+            raise OwnerOnly("Only the provider's owner may change its base_url.",
+                            extra={"field": "base_url"})  # fmt: skip
+        base_url = str(body.base_url).rstrip("/") if body.base_url else None
+        await check_base_url(provider.kind, base_url, policy)
+        provider.base_url = base_url
     if body.name is not None:
         provider.name = body.name
-    if "base_url" in body.model_fields_set:
-        provider.base_url = str(body.base_url).rstrip("/") if body.base_url else None
     if "api_key" in body.model_fields_set:
         _set_key(box, provider, body.api_key.get_secret_value() if body.api_key else None)
     provider.updated_at = datetime.now(UTC)
@@ -115,8 +152,14 @@ def credentials(box: SecretBox, provider: Provider) -> dict[str, str | None]:
     }
 
 
-async def test_call(box: SecretBox, provider: Provider, timeout: float) -> ProviderTestResult:
-    """List the provider's models: the smallest real call that proves URL and key work."""
+async def test_call(
+    box: SecretBox, provider: Provider, timeout: float, policy: OutboundPolicy | bool
+) -> ProviderTestResult:
+    """List the provider's models: the smallest real call that proves URL and key work.
+
+    The call goes through the guarded client (the address is checked now, redirects are
+    not followed). The answer reports the status and, from a provider-shaped error, its
+    error type: never the body, which may come from anything the URL points at."""
     creds = credentials(box, provider)
     base, key = creds["base_url"], creds["api_key"]
     headers: dict[str, str] = {}
@@ -131,19 +174,26 @@ async def test_call(box: SecretBox, provider: Provider, timeout: float) -> Provi
             headers["Authorization"] = f"Bearer {key}"
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with outbound.async_client(policy, timeout=timeout,
+                                         follow_redirects=False) as client:  # fmt: skip
             response = await client.get(url, headers=headers)
+    except BlockedAddress as exc:
+        error = f"the provider's address is not allowed: {exc}"
+        return ProviderTestResult(ok=False, error_type="address-not-allowed", error=error)
+    except httpx.TimeoutException:
+        error = f"the provider did not answer within {timeout:g} s"
+        return ProviderTestResult(ok=False, error_type="timeout", error=error)
     except httpx.HTTPError as exc:
-        return ProviderTestResult(
-            ok=False, error=f"cannot reach the provider: {type(exc).__name__}"
-        )
+        error = f"cannot reach the provider: {type(exc).__name__}"
+        return ProviderTestResult(ok=False, error_type=type(exc).__name__, error=error)
     latency = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
         return ProviderTestResult(
             ok=False,
             status=response.status_code,
             latency_ms=latency,
-            error=_provider_error(response, key),
+            error_type=_provider_error_type(response),
+            error=_status_error(response.status_code),
         )
     try:
         body = response.json()
@@ -154,20 +204,32 @@ async def test_call(box: SecretBox, provider: Provider, timeout: float) -> Provi
             ok=False,
             status=200,
             latency_ms=latency,
+            error_type="unexpected-answer",
             error="the provider's answer is not the expected JSON",
         )
     return ProviderTestResult(ok=True, status=200, latency_ms=latency, models=models[:100])
 
 
-def _provider_error(response: httpx.Response, key: str | None) -> str:
-    """The provider's own error message, trimmed, with our key masked if it echoed it."""
+def _status_error(status: int) -> str:
+    if 300 <= status < 400:
+        return f"the provider redirected (HTTP {status}); redirects are not followed"
+    if status >= 500:
+        return f"the provider failed (HTTP {status})"
+    return f"{_STATUS_ERRORS.get(status, 'the provider refused the call')} (HTTP {status})"
+
+
+def _provider_error_type(response: httpx.Response) -> str | None:
+    """The error type of an OpenAI- or Anthropic-shaped error answer, else None: a type
+    is a short identifier (``invalid_api_key``), never free text."""
     try:
         body = response.json()
-        error = body.get("error", body)
-        message = error.get("message") if isinstance(error, dict) else str(error)
-    except (ValueError, AttributeError):
-        message = response.text
-    message = str(message)
-    if key:
-        message = message.replace(key, "***")
-    return f"HTTP {response.status_code}: {message[:300]}"
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    for name in ("type", "code"):
+        value = error.get(name)
+        if isinstance(value, str) and _ERROR_TYPE.match(value):
+            return value
+    return None

@@ -19,7 +19,7 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
 from opentelemetry import trace
 
-from agentmesh.chat.llm.resolve import resolve_chat_model, tool_choice_for
+from agentmesh.chat.llm.resolve import check_provider_address, resolve_chat_model, tool_choice_for
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
@@ -130,6 +130,7 @@ class RunExecutor:
             creds = await self.state.agents_client.credentials(
                 plan.user_id, uuid.UUID(str(config["provider_id"]))
             )
+            await check_provider_address(creds.get("base_url"), settings.outbound_policy)
         temperature = plan.temperature if plan.temperature is not None else config.get(
             "temperature")  # fmt: skip
         model = resolve_chat_model(
@@ -140,6 +141,7 @@ class RunExecutor:
             temperature=temperature,
             max_tokens=plan.max_tokens or config.get("max_output_tokens"),
             timeout=settings.model_timeout_seconds,
+            policy=settings.outbound_policy,
         )
         return model, provider_label(config, creds)
 
@@ -158,14 +160,14 @@ class RunExecutor:
         settings = self.state.settings
         tools = build_tools(
             refs,
-            allow_private_network=settings.allow_private_network,
+            allow_private_network=settings.outbound_policy,
             knowledge_search=search if kb_ids else None,
         )
         if mcp_refs:  # over MCP; a server that can't be reached is left out (logged)
             names = {tool.name for tool in tools}
             for tool in await mcp_tools(
                 self.state.agents_client, plan.user_id, mcp_refs,
-                allow_private=settings.allow_private_network,
+                allow_private=settings.outbound_policy,
                 timeout=settings.mcp_timeout_seconds,
             ):  # fmt: skip
                 if tool.name in names:
