@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from agentmesh.chat.metrics import ACTIVE_STREAMS
 from agentmesh.chat.runs.hub import RunEvent
 
 HEARTBEAT = b": heartbeat\n\n"
@@ -28,6 +29,7 @@ async def _with_heartbeats(
             await queue.put(StopAsyncIteration())
 
     task = asyncio.create_task(pump())
+    ACTIVE_STREAMS.inc()
     try:
         while True:
             try:
@@ -41,6 +43,7 @@ async def _with_heartbeats(
         if task.done() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     finally:
+        ACTIVE_STREAMS.dec()
         # The client went away (or the run ended): stop following; the run goes on.
         task.cancel()
         with contextlib.suppress(BaseException):

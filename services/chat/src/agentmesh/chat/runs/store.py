@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentmesh.chat import metrics
 from agentmesh.chat.models import new_id
 from agentmesh.shared.errors import AppError, problem_type
 from agentmesh.shared.events.contracts import MessageCompleted
@@ -128,11 +129,13 @@ async def begin_run(
     ``RunPlan.recorded``); the request's own transaction is then read-only, for the caller
     to end once the run has started."""
     if reserve is None:
+        metrics.RUNS_STARTED.inc()
         return asyncio.ensure_future(record_run(state, **run, reserved=0))
     if not await reserve_budget(session, run["user_id"], reserve):
         raise OverBudget("This month's budget is spent; ask an admin to raise it.")
     await start_run(session, **run, reserved=reserve)
     await session.commit()  # the edge: the run's own writes come after this one
+    metrics.RUNS_STARTED.inc()
     return None
 
 
@@ -222,6 +225,11 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
             latency_ms=round(finished.latency_ms, 3),
             time_to_first_token_ms=None if outcome.ttft_ms is None else round(outcome.ttft_ms, 3),
         ))  # fmt: skip
+    metrics.record_finish(
+        status=outcome.status, provider=finished.provider, model=finished.model,
+        input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+        latency_ms=finished.latency_ms, ttft_ms=outcome.ttft_ms,
+    )  # fmt: skip
     return assistant_id, row.created_at
 
 
