@@ -65,7 +65,8 @@ def same_secret(a: str, b: str) -> bool:
 
 
 class KeyEncryption(SecretBox):
-    """Encrypts signing keys with a key derived from ``IDENTITY_KEY_ENCRYPTION_KEY``."""
+    """Encrypts signing keys with keys derived from ``IDENTITY_KEY_ENCRYPTION_KEY`` (one
+    secret, or several comma-separated, newest first)."""
 
     def __init__(self, key_encryption_key: str) -> None:
         super().__init__(
