@@ -22,7 +22,7 @@ from agentmesh.shared.runtime import ServiceRuntime
 
 def create_app(settings: AgentsSettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the agents app; ``runtime_options`` go to ``ServiceRuntime`` (tests use them)."""
-    settings = settings or AgentsSettings()
+    settings = settings or AgentsSettings.load()
     runtime = ServiceRuntime("agents", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
     box = secret_box(settings)

@@ -50,7 +50,7 @@ def request_scheme(request: Request, settings: GatewaySettings) -> str:
 
 def create_app(settings: GatewaySettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the gateway app; ``runtime_options`` go to ``ServiceRuntime``."""
-    settings = settings or GatewaySettings()
+    settings = settings or GatewaySettings.load()
     if "*" in settings.cors_origins and settings.cors_allow_credentials:
         raise ValueError("GATEWAY_CORS_ORIGINS='*' cannot be combined with credentials")
     runtime = ServiceRuntime("gateway", settings, use_database=False, **runtime_options)  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ async def bootstrap(app: FastAPI) -> None:
 
 def create_app(settings: IdentitySettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the identity app; ``runtime_options`` go to ``ServiceRuntime``."""
-    settings = settings or IdentitySettings()
+    settings = settings or IdentitySettings.load()
     runtime = ServiceRuntime("identity", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
     runtime.startup_hooks.append(bootstrap)
