@@ -16,7 +16,7 @@ from agentmesh.identity.auth.models import LoginFailure, RefreshToken, RefreshTo
 from agentmesh.identity.auth.passwords import check_password_policy
 from agentmesh.identity.auth.schemas import TokenPair
 from agentmesh.identity.auth.tokens import TokenIssuer
-from agentmesh.identity.crypto import Passwords, hash_token
+from agentmesh.identity.crypto import EmailHasher, Passwords, hash_token
 from agentmesh.identity.errors import (
     AccountDeactivated,
     EmailTaken,
@@ -39,6 +39,8 @@ class AuthService:
     outbox: Outbox
     #: For effects that must survive an error response (failed logins, reuse revocation).
     sessionmaker: async_sessionmaker[AsyncSession]
+    #: Keyed digests of erased emails.
+    emails: EmailHasher
 
     async def register(
         self,
@@ -99,6 +101,16 @@ class AuthService:
     async def _record_failure(self, email: str, ip: str) -> None:
         async with self.sessionmaker() as session, session.begin():
             session.add(LoginFailure(email=email, ip=ip))
+
+    async def prune_login_failures(self) -> int:
+        """Delete failed logins older than the throttling window (they no longer count,
+        and an email or address is not kept longer than it is needed); returns how many."""
+        window = timedelta(seconds=self.settings.login_failure_window_seconds)
+        async with self.sessionmaker() as session, session.begin():
+            result = await session.execute(
+                delete(LoginFailure).where(LoginFailure.failed_at < func.now() - window)
+            )
+        return result.rowcount or 0
 
     async def login(
         self, session: AsyncSession, *, email: str, password: str, ip: str
