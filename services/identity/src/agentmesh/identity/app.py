@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.identity import events
+from agentmesh.identity import denylist, events
 from agentmesh.identity.api_keys.router import internal_router
 from agentmesh.identity.api_keys.router import router as api_keys_router
 from agentmesh.identity.auth.router import router as auth_router
@@ -120,6 +120,7 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
     settings = settings or IdentitySettings.load()
     runtime = ServiceRuntime("identity", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
+    denylist.register(runtime, settings)
     runtime.startup_hooks.extend([bootstrap, prune_login_failures])
     runtime.shutdown_hooks.append(stop_pruning)
     app = runtime.create_app(

@@ -27,7 +27,7 @@ from agentmesh.identity.errors import (
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.schemas import normalize_email
-from agentmesh.shared.events.contracts import UserRegistered
+from agentmesh.shared.events.contracts import SessionsRevoked, UserRegistered
 from agentmesh.shared.events.outbox import Outbox
 
 
@@ -185,11 +185,18 @@ class AuthService:
 
     async def _revoke_family_now(self, family_id: uuid.UUID, *, reason: str) -> None:
         async with self.sessionmaker() as session, session.begin():
-            await session.execute(
+            revoked = await session.execute(
                 update(RefreshTokenFamily)
                 .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
                 .values(revoked_at=func.now(), revoked_reason=reason)
+                .returning(RefreshTokenFamily.user_id)
             )
+            user_id = revoked.scalar()
+            if user_id is not None:
+                await self.outbox.add(
+                    session,
+                    SessionsRevoked(user_id=user_id, session_ids=[family_id], reason=reason),
+                )
 
     async def revoke_families(
         self,
@@ -200,7 +207,8 @@ class AuthService:
         only: uuid.UUID | None = None,
         keep: uuid.UUID | None = None,
     ) -> None:
-        """Revoke the user's sessions: one (``only``), or all but ``keep``."""
+        """Revoke the user's sessions: one (``only``), or all but ``keep``; emits
+        ``identity.session.revoked`` so every service refuses their access tokens."""
         statement = update(RefreshTokenFamily).where(
             RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None)
         )
@@ -208,4 +216,13 @@ class AuthService:
             statement = statement.where(RefreshTokenFamily.id == only)
         if keep is not None:
             statement = statement.where(RefreshTokenFamily.id != keep)
-        await session.execute(statement.values(revoked_at=func.now(), revoked_reason=reason))
+        revoked = await session.scalars(
+            statement.values(revoked_at=func.now(), revoked_reason=reason).returning(
+                RefreshTokenFamily.id
+            )
+        )
+        session_ids = list(revoked)
+        if session_ids:
+            await self.outbox.add(
+                session, SessionsRevoked(user_id=user_id, session_ids=session_ids, reason=reason)
+            )
