@@ -79,6 +79,14 @@ GENERATORS = [
 ]
 
 
+def test_any_invalid_setting_exits_with_one_line(monkeypatch):
+    monkeypatch.setenv("AGENTMESH_ENV", "development")
+    monkeypatch.setenv("DEMO_PORT", "70000")
+    with pytest.raises(SystemExit) as exited:
+        DemoSettings.load()
+    assert str(exited.value.code).startswith("agentmesh: port: Input should be less than")
+
+
 @pytest.mark.parametrize("make", GENERATORS)
 def test_generated_secrets_pass(monkeypatch, make):
     monkeypatch.setenv("AGENTMESH_ENV", "production")

@@ -174,6 +174,6 @@ class ServiceSettings(BaseSettings):
         except ValidationError as exc:
             error = exc.errors()[0]
             message = str(error["msg"]).removeprefix("Value error, ")
-            if error.get("loc") and not message.startswith(tuple(string.ascii_uppercase)):
+            if error.get("loc"):  # a field's own check (model checks name their variable)
                 message = f"{'.'.join(map(str, error['loc']))}: {message}"
             raise SystemExit(f"agentmesh: {message}") from None
