@@ -11,6 +11,7 @@ import pytest
 from agentmesh.gateway.app import create_app
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.shared.testing.backbone import wait_until
+from agentmesh.shared.testing.fixtures import TEST_INTERNAL_TOKEN
 from agentmesh.shared.testing.jwt_keys import SigningKey, make_claims
 
 ME = "/api/v1/users/me"
@@ -259,7 +260,7 @@ def test_wildcard_cors_with_credentials_is_refused(common_settings):
         create_app(
             GatewaySettings(
                 common=common_settings,
-                internal_token="x" * 40,
+                internal_token=TEST_INTERNAL_TOKEN,
                 cors_origins=["*"],
                 cors_allow_credentials=True,
             )
@@ -294,7 +295,7 @@ async def test_merged_openapi_has_every_service_and_one_security_scheme(platform
 
 def test_group_settings_override_only_what_they_name(common_settings, monkeypatch):
     monkeypatch.setenv("GATEWAY_GROUPS", '{"chat_runs": {"rate_limit": {"rate": 3}}}')
-    settings = GatewaySettings(common=common_settings, internal_token="x" * 40)
+    settings = GatewaySettings(common=common_settings, internal_token=TEST_INTERNAL_TOKEN)
     runs = settings.policy("chat_runs")
     assert runs.rate_limit.rate == 3 and runs.rate_limit.burst == 5  # burst kept
     assert runs.read_timeout == 600

@@ -10,7 +10,10 @@ in a JWKS (``/.well-known/jwks.json``). Every service verifies tokens locally:
   at most once per ``refetch_min_interval`` seconds, so a flood of random kids cannot
   hammer identity;
 * a failure is an ``Unauthorized`` (401) with a short detail that leaks nothing; when the
-  JWKS cannot be fetched and no cached key matches, a ``ServiceUnavailable`` (503).
+  JWKS cannot be fetched and no cached key matches, a ``ServiceUnavailable`` (503);
+* every token, cached or not, is checked against the deny list (``deny_list``, fed by a
+  JetStream KV watch): a deactivated user's, a logged-out session's and a revoked API
+  key's tokens are refused before they expire (see ``agentmesh.shared.denylist``).
 
 Tokens are never logged.
 """
@@ -33,6 +36,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentmesh.shared.denylist import DenyList
 from agentmesh.shared.errors import Forbidden, ServiceUnavailable, Unauthorized
 
 __all__ = [
@@ -78,6 +82,8 @@ class Principal(BaseModel):
     expires_at: datetime
     #: The API key the token was issued for (``akid``), if any.
     api_key_id: str | None = None
+    #: The login session (refresh-token family) the token belongs to (``sid``), if any.
+    session_id: str | None = None
     #: When the token was issued (``iat``), if it says.
     issued_at: datetime | None = None
     #: The workspace the token is bound to (``wid``) and the caller's role there
@@ -125,6 +131,7 @@ class JWTVerifier:
         refetch_min_interval: float = 30.0,
         leeway: float = 5.0,
         jwks_ttl: float = 3600.0,
+        deny_list: DenyList | None = None,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -132,6 +139,8 @@ class JWTVerifier:
         self.refetch_min_interval = refetch_min_interval
         self.leeway = leeway
         self.jwks_ttl = jwks_ttl
+        #: Revoked tokens (users, sessions, API keys); checked on every ``verify``.
+        self.deny_list = deny_list
         self._owns_client = http_client is None
         self._client = (
             http_client
@@ -232,11 +241,23 @@ class JWTVerifier:
             and self._keys.get(hit[1]) is hit[2]  # the key that verified it is still current
             and not self._is_stale(time.monotonic())
         ):
-            return hit[0]
+            return self._not_denied(hit[0])
         principal, kid, key = await self._verify(token)
         self._verified[digest] = (principal, kid, key)
         while len(self._verified) > self.verified_cache_size:
             self._verified.pop(next(iter(self._verified)))  # the oldest
+        return self._not_denied(principal)
+
+    def _not_denied(self, principal: Principal) -> Principal:
+        if self.deny_list is not None:
+            reason = self.deny_list.refusal(
+                user_id=principal.user_id,
+                issued_at=principal.issued_at.timestamp() if principal.issued_at else None,
+                session_id=principal.session_id,
+                api_key_id=principal.api_key_id,
+            )
+            if reason is not None:
+                raise Unauthorized(reason)
         return principal
 
     async def _verify(self, token: str) -> tuple[Principal, str, Any]:
@@ -311,8 +332,12 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
         raise ValueError("sub must be a string")
     jti = claims.get("jti", "")
     api_key_id = claims.get("akid")
-    if not isinstance(jti, str) or not (api_key_id is None or isinstance(api_key_id, str)):
-        raise ValueError("jti and akid must be strings")
+    session_id = claims.get("sid")
+    if not isinstance(jti, str) or not all(
+        value is None or isinstance(value, str) for value in (api_key_id, session_id)
+    ):
+        raise ValueError("jti, akid and sid must be strings")
+    iat = claims.get("iat")
     wid, wrole = claims.get("wid"), claims.get("wrole")
     if not (wid is None or isinstance(wid, str)) or not (wrole is None or isinstance(wrole, str)):
         raise ValueError("wid and wrole must be strings")
@@ -323,11 +348,10 @@ def _principal(claims: Mapping[str, Any], token: str) -> Principal:
         token_id=jti,
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         api_key_id=api_key_id,
+        session_id=session_id,
+        issued_at=None if iat is None else datetime.fromtimestamp(iat, UTC),
         workspace_id=uuid.UUID(wid) if wid else None,
         workspace_role=wrole if wid else None,
-        issued_at=datetime.fromtimestamp(claims["iat"], UTC)
-        if isinstance(claims.get("iat"), int | float)
-        else None,
         token=token,
     )
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from agentmesh.shared import db, metrics, telemetry
 from agentmesh.shared.asyncapi import asyncapi_document, document_publications
 from agentmesh.shared.auth import JWTVerifier
+from agentmesh.shared.denylist import DenyList
 from agentmesh.shared.errors import install_error_handlers
 from agentmesh.shared.events.inbox import ConsumerPolicy, EventHandler, subscribe_events
 from agentmesh.shared.events.outbox import Outbox
@@ -114,7 +115,11 @@ class ServiceRuntime:
         if self.broker is not None:
             self.readiness["nats"] = self._nats_ready
         #: Verifies callers' access tokens against identity's JWKS (``CurrentPrincipal``).
-        self.verifier = JWTVerifier(common.jwks_url, common.jwt_issuer, common.jwt_audience)
+        #: Tokens refused before they expire, watched from NATS once it is connected.
+        self.deny_list = DenyList(replicas=common.stream_replicas)
+        self.verifier = JWTVerifier(
+            common.jwks_url, common.jwt_issuer, common.jwt_audience, deny_list=self.deny_list
+        )
         #: Workspace memberships, watched from identity's bucket (``shared.access``); by
         #: default in every service that owns data (not the gateway).
         self.memberships = MembershipView()
@@ -162,6 +167,7 @@ class ServiceRuntime:
                 self.broker.config.connection_state.stream, self.settings.common.stream_replicas
             )
         await self.broker.start()
+        self.deny_list.start(self.broker.config.connection_state.stream)
         logger.info("connected to NATS", extra={"service": self.name})
 
     @contextlib.asynccontextmanager
@@ -196,6 +202,7 @@ class ServiceRuntime:
             if self.relay is not None:
                 await self.relay.stop()
             await self.memberships.stop()
+            await self.deny_list.stop()
             if broker_task is not None and not broker_task.done():
                 broker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -11,9 +11,11 @@ and reads the shared settings (database, NATS, telemetry) from ``settings.common
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import string
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Values that look like someone forgot to set a secret.
@@ -36,10 +38,44 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+#: Outside development every secret (each key of a comma-separated list) needs this much.
+MIN_SECRET_ENTROPY_BYTES = 32
+
+
 def is_placeholder(value: str) -> bool:
     """True when ``value`` is empty, a well-known placeholder, or marked ``change-me``."""
     lowered = value.strip().lower()
     return lowered in PLACEHOLDER_SECRETS or ("change" in lowered and "me" in lowered)
+
+
+def entropy_bytes(value: str) -> float:
+    """An upper estimate of the entropy of a random-looking secret, in bytes.
+
+    Length times log2 of the alphabet its characters come from: hex digits (16), or the
+    sum of the classes present (lower and upper letters 26 each, digits 10, other
+    printable ASCII 33), 8 bits for any other character. ``openssl rand -base64 32``,
+    ``openssl rand -hex 32`` and ``secrets.token_urlsafe(32)`` all pass; a 32-character
+    hex string (16 bytes) or a short password does not. A secret with fewer than 8
+    distinct characters counts as none (``aaaa…``)."""
+    if len(set(value)) < 8:
+        return 0.0
+    if all(c in string.hexdigits for c in value) and (
+        value.lower() == value or value.upper() == value
+    ):
+        return len(value) * 4 / 8
+    ascii_chars = [c for c in value if c.isascii() and c.isprintable()]
+    alphabet = sum(
+        size
+        for chars, size in (
+            (string.ascii_lowercase, 26),
+            (string.ascii_uppercase, 26),
+            (string.digits, 10),
+            (string.punctuation + " ", 33),
+        )
+        if any(c in chars for c in ascii_chars)
+    )
+    bits = len(ascii_chars) * math.log2(max(alphabet, 2)) + 8 * (len(value) - len(ascii_chars))
+    return bits / 8
 
 
 class CommonSettings(BaseSettings):
@@ -86,8 +122,10 @@ class CommonSettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """Base for a service's settings class; subclasses set ``env_prefix``.
 
-    Every ``SecretStr`` field refuses placeholder values unless
-    ``AGENTMESH_ENV=development``.
+    Unless ``AGENTMESH_ENV=development``, every ``SecretStr`` field refuses placeholder
+    values and (passwords aside, which have their own policy) secrets with less than
+    ``MIN_SECRET_ENTROPY_BYTES`` of entropy; a comma-separated list of keys is checked
+    key by key. ``load()`` turns a refusal into a one-line exit.
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -103,17 +141,42 @@ class ServiceSettings(BaseSettings):
             return self
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
-            if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
-                alias = field.validation_alias
-                choices = getattr(alias, "choices", None)
-                if choices:
-                    variable = str(choices[0])
-                elif isinstance(alias, str):
-                    variable = alias
-                else:
-                    variable = f"{self.model_config.get('env_prefix', '')}{name.upper()}"
+            if not isinstance(value, SecretStr):
+                continue
+            alias = field.validation_alias
+            choices = getattr(alias, "choices", None)
+            if choices:
+                variable = str(choices[0])
+            elif isinstance(alias, str):
+                variable = alias
+            else:
+                variable = f"{self.model_config.get('env_prefix', '')}{name.upper()}"
+            secret = value.get_secret_value()
+            if is_placeholder(secret):
                 raise ValueError(
                     f"{variable} is unset or a placeholder; set a real secret "
                     "(placeholders are only accepted with AGENTMESH_ENV=development)"
                 )
+            if "password" in name:
+                continue
+            for part in [p.strip() for p in secret.split(",") if p.strip()] or [secret]:
+                estimate = entropy_bytes(part)
+                if estimate < MIN_SECRET_ENTROPY_BYTES:
+                    raise ValueError(
+                        f"{variable} is too weak: about {estimate:.0f} bytes of entropy, "
+                        f"{MIN_SECRET_ENTROPY_BYTES} needed (e.g. `openssl rand -base64 32`; "
+                        "weak secrets are only accepted with AGENTMESH_ENV=development)"
+                    )
         return self
+
+    @classmethod
+    def load(cls) -> Self:
+        """The settings from the environment; an invalid one exits with a one-line reason."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error.get("loc"):  # a field's own check (model checks name their variable)
+                message = f"{'.'.join(map(str, error['loc']))}: {message}"
+            raise SystemExit(f"agentmesh: {message}") from None

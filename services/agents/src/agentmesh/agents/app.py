@@ -14,22 +14,18 @@ from agentmesh.agents.mcp import rpc as mcp_rpc
 from agentmesh.agents.mcp.router import router as mcp_router
 from agentmesh.agents.providers import rpc
 from agentmesh.agents.providers.router import router as providers_router
+from agentmesh.agents.secrets import secret_box
 from agentmesh.agents.settings import AgentsSettings
 from agentmesh.agents.tools.router import router as tools_router
-from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.runtime import ServiceRuntime
 
 
 def create_app(settings: AgentsSettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the agents app; ``runtime_options`` go to ``ServiceRuntime`` (tests use them)."""
-    settings = settings or AgentsSettings()
+    settings = settings or AgentsSettings.load()
     runtime = ServiceRuntime("agents", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
-    box = SecretBox(
-        settings.provider_encryption_key.get_secret_value(),
-        purpose="agentmesh-agents-provider-keys",
-        setting="AGENTS_PROVIDER_ENCRYPTION_KEY",
-    )
+    box = secret_box(settings)
     assert runtime.broker is not None and runtime.sessionmaker is not None
     rpc.register(
         runtime.broker, runtime.sessionmaker, box, settings.internal_token.get_secret_value()

@@ -26,7 +26,7 @@ from agentmesh.shared.runtime import ServiceRuntime
 
 def create_app(settings: ChatSettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the chat app; ``runtime_options`` go to ``ServiceRuntime`` (tests use them)."""
-    settings = settings or ChatSettings()
+    settings = settings or ChatSettings.load()
     runtime = ServiceRuntime("chat", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
     assert runtime.broker is not None

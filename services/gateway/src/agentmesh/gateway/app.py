@@ -51,11 +51,12 @@ def request_scheme(request: Request, trusted: TrustedProxies) -> str:
 
 def create_app(settings: GatewaySettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the gateway app; ``runtime_options`` go to ``ServiceRuntime``."""
-    settings = settings or GatewaySettings()
+    settings = settings or GatewaySettings.load()
     if "*" in settings.cors_origins and settings.cors_allow_credentials:
         raise ValueError("GATEWAY_CORS_ORIGINS='*' cannot be combined with credentials")
     runtime = ServiceRuntime("gateway", settings, use_database=False, **runtime_options)  # type: ignore[arg-type]
-    # NATS only carries cache evictions here; an outage must not take the gateway out.
+    # NATS only carries cache evictions and the deny list here; an outage must not take the
+    # gateway out (it keeps the last known deny list).
     runtime.readiness.pop("nats", None)
     limiter = RateLimiter()
     trusted = TrustedProxies(settings.trusted_proxies)
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
             f"{settings.upstreams()['identity']}/.well-known/jwks.json",
             settings.common.jwt_issuer,
             settings.common.jwt_audience,
+            deny_list=runtime.deny_list,
         )
         app.state.http = session
         app.state.verifier = verifier

@@ -3,6 +3,8 @@
 Exchanged tokens are cached until shortly before they expire, and evicted when identity
 broadcasts ``identity.apikey.revoked``, ``identity.user.deactivated`` or
 ``identity.user.deleted``. Tokens of a deactivated user are refused until they expire.
+Every caller, cached or not, is also checked against the platform's deny list (the
+verifier's, watched from JetStream KV), which a replica that missed a broadcast still has.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import aiohttp
+import jwt
 from starlette.datastructures import Headers
 
 from agentmesh.gateway.settings import GatewaySettings
@@ -33,6 +36,8 @@ class Caller:
     token: str
     user_id: uuid.UUID
     api_key_id: str | None
+    session_id: str | None = None
+    issued_at: float | None = None
 
     @property
     def limit_keys(self) -> tuple[str, ...]:
@@ -83,6 +88,16 @@ class Authenticator:
             raise Unauthorized("missing bearer token or API key")
         kind, value = found
         caller = await (self._api_key(value) if kind == "api_key" else self._jwt(value))
+        deny_list = self.verifier.deny_list
+        if deny_list is not None:
+            reason = deny_list.refusal(
+                user_id=caller.user_id,
+                issued_at=caller.issued_at,
+                session_id=caller.session_id,
+                api_key_id=caller.api_key_id,
+            )
+            if reason is not None:
+                raise Unauthorized(reason)
         denied_until = self._denied_users.get(caller.user_id)
         if denied_until is not None:
             if denied_until > time.monotonic():
@@ -96,7 +111,13 @@ class Authenticator:
         if hit is not None and hit[1] > time.time():
             return hit[0]
         principal = await self.verifier.verify(token)
-        caller = Caller(token=token, user_id=principal.user_id, api_key_id=principal.api_key_id)
+        caller = Caller(
+            token=token,
+            user_id=principal.user_id,
+            api_key_id=principal.api_key_id,
+            session_id=principal.session_id,
+            issued_at=principal.issued_at.timestamp() if principal.issued_at else None,
+        )
         self._verified[digest] = (caller, principal.expires_at.timestamp())
         if len(self._verified) > self.settings.api_key_cache_size:
             self._verified.popitem(last=False)
@@ -160,10 +181,15 @@ class Authenticator:
                 type="service-unavailable",
                 title="Service Unavailable",
             )
+        try:  # from identity itself over the internal call: only its iat is read here
+            issued_at = jwt.decode(body["access_token"], options={"verify_signature": False})["iat"]
+        except (jwt.PyJWTError, KeyError):
+            issued_at = None
         caller = Caller(
             token=body["access_token"],
             user_id=uuid.UUID(body["user_id"]),
             api_key_id=body["api_key_id"],
+            issued_at=issued_at,
         )
         return caller, float(body["expires_in"])
 

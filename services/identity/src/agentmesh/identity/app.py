@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.identity import events
+from agentmesh.identity import denylist, events
 from agentmesh.identity.api_keys.router import internal_router
 from agentmesh.identity.api_keys.router import router as api_keys_router
 from agentmesh.identity.auth.router import router as auth_router
 from agentmesh.identity.auth.service import AuthService
 from agentmesh.identity.auth.tokens import TokenIssuer
 from agentmesh.identity.base import EVENT_TABLES
-from agentmesh.identity.crypto import KeyEncryption, Passwords
+from agentmesh.identity.crypto import EmailHasher, KeyEncryption, Passwords
+from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.keys.router import router as keys_router
 from agentmesh.identity.keys.service import SigningKeyStore
 from agentmesh.identity.settings import IdentitySettings
@@ -46,6 +50,10 @@ def build_auth(settings: IdentitySettings, runtime: ServiceRuntime) -> AuthServi
         tokens=TokenIssuer(keys, settings.common, ttl_seconds=settings.access_token_ttl_seconds),
         outbox=runtime.outbox,
         sessionmaker=runtime.sessionmaker,
+        emails=EmailHasher(
+            settings.email_hash_key.get_secret_value() if settings.email_hash_key else None,
+            settings.key_encryption_key.get_secret_value(),
+        ),
     )
 
 
@@ -67,15 +75,57 @@ async def bootstrap(app: FastAPI) -> None:
                     roles=["admin", "user"],
                 )
                 logger.info("bootstrap admin created", extra={"email": email})
+        await upgrade_email_hashes(auth, session)
+
+
+async def upgrade_email_hashes(auth: AuthService, session: AsyncSession) -> None:
+    """Erasures recorded before emails were keyed hold a bare SHA-256: key them now."""
+    legacy = await session.execute(
+        select(Erasure.user_id, Erasure.email_hash).where(
+            Erasure.email_hash.not_like(f"{EmailHasher.PREFIX}%")
+        )
+    )
+    for user_id, stored in legacy.all():
+        keyed = auth.emails.upgrade(stored)
+        if keyed is not None:
+            await session.execute(
+                update(Erasure).where(Erasure.user_id == user_id).values(email_hash=keyed)
+            )
+
+
+async def prune_login_failures(app: FastAPI) -> None:
+    """Start the sweep of expired failed logins (every window, at most every minute)."""
+    auth: AuthService = app.state.auth
+    interval = min(auth.settings.login_failure_window_seconds, 60)
+
+    async def sweep() -> None:
+        while True:
+            try:
+                await auth.prune_login_failures()
+            except Exception:  # the database may be away for a while: try again later
+                logger.warning("cannot prune failed logins", exc_info=True)
+            await asyncio.sleep(interval)
+
+    app.state.login_failure_sweep = asyncio.create_task(sweep(), name="login-failure-sweep")
+
+
+async def stop_pruning(app: FastAPI) -> None:
+    task: asyncio.Task[None] | None = getattr(app.state, "login_failure_sweep", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: IdentitySettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the identity app; ``runtime_options`` go to ``ServiceRuntime``."""
-    settings = settings or IdentitySettings()
+    settings = settings or IdentitySettings.load()
     runtime = ServiceRuntime("identity", settings, tables=EVENT_TABLES, **runtime_options)  # type: ignore[arg-type]
     events.register(runtime)
     readmodel.register(runtime, resync_seconds=settings.membership_resync_seconds)
-    runtime.startup_hooks.append(bootstrap)
+    denylist.register(runtime, settings)
+    runtime.startup_hooks.extend([bootstrap, prune_login_failures])
+    runtime.shutdown_hooks.append(stop_pruning)
     app = runtime.create_app(
         title="AgentMesh identity",
         description="Accounts, sessions, workspaces, API keys and signing keys.",

@@ -11,7 +11,7 @@ import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from agentmesh.shared.crypto import SecretBox
+from agentmesh.shared.crypto import SecretBox, derive_key, split_secrets
 
 
 class Passwords:
@@ -65,7 +65,8 @@ def same_secret(a: str, b: str) -> bool:
 
 
 class KeyEncryption(SecretBox):
-    """Encrypts signing keys with a key derived from ``IDENTITY_KEY_ENCRYPTION_KEY``."""
+    """Encrypts signing keys with keys derived from ``IDENTITY_KEY_ENCRYPTION_KEY`` (one
+    secret, or several comma-separated, newest first)."""
 
     def __init__(self, key_encryption_key: str) -> None:
         super().__init__(
@@ -73,3 +74,37 @@ class KeyEncryption(SecretBox):
             purpose="agentmesh-identity-kek",
             setting="IDENTITY_KEY_ENCRYPTION_KEY",
         )
+
+
+class EmailHasher:
+    """Keyed digests of erased emails: ``hmac-sha256:`` + HMAC-SHA256(key, SHA-256(email)).
+
+    A bare SHA-256 of an email can be reversed by hashing candidate addresses; without
+    the server key it cannot. Hashing the SHA-256 (not the address) lets rows written
+    before this change, which hold a bare SHA-256, be upgraded in place (``upgrade``).
+    The key is ``IDENTITY_EMAIL_HASH_KEY`` or, unset, one derived from the newest
+    ``IDENTITY_KEY_ENCRYPTION_KEY`` (set it explicitly before rotating that key)."""
+
+    PREFIX = "hmac-sha256:"
+
+    def __init__(self, email_hash_key: str | None, key_encryption_key: str) -> None:
+        if email_hash_key:
+            self._key = email_hash_key.encode()
+        else:
+            newest = (split_secrets(key_encryption_key) or [""])[0]
+            self._key = derive_key(newest, "agentmesh-identity-email-hash")
+
+    def _keyed(self, sha256: bytes) -> str:
+        return self.PREFIX + hmac.new(self._key, sha256, hashlib.sha256).hexdigest()
+
+    def hash(self, email: str) -> str:
+        return self._keyed(hashlib.sha256(email.encode()).digest())
+
+    def upgrade(self, stored: str) -> str | None:
+        """The keyed form of a legacy bare SHA-256 digest; None if ``stored`` is not one."""
+        if stored.startswith(self.PREFIX) or len(stored) != 64:
+            return None
+        try:
+            return self._keyed(bytes.fromhex(stored))
+        except ValueError:
+            return None

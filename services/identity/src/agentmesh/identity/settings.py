@@ -12,7 +12,10 @@ class IdentitySettings(ServiceSettings):
     service_name: str = "identity"
     port: int = Field(default=8081, ge=0, le=65535)
     #: Encrypts signing keys at rest (any long random string; a Fernet key is derived).
+    #: Several, comma-separated, newest first, while rotating (``agentmesh secrets rotate``).
     key_encryption_key: SecretStr = SecretStr("")
+    #: Keys the HMAC of erased emails (unset: derived from the newest key-encryption key).
+    email_hash_key: SecretStr | None = None
     #: Callers of /internal/* (the gateway) present this; shared by the platform.
     internal_token: SecretStr = Field(
         default=SecretStr(""),

@@ -61,6 +61,43 @@ def migrate(
         typer.echo(f"{service}: migrated to head")
 
 
+secrets_app = typer.Typer(help="Secrets stored encrypted at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("rotate")
+def rotate_secrets() -> None:
+    """Re-encrypt every stored secret under the newest key of each encryption setting.
+
+    Put the new key first in the setting (``IDENTITY_KEY_ENCRYPTION_KEY=new,old``,
+    ``AGENTS_PROVIDER_ENCRYPTION_KEY=new,old``), roll the services, run this, then drop
+    the old key. Each service installed here registers its part (``agentmesh.secrets``).
+    """
+    import asyncio
+
+    from pydantic import ValidationError
+
+    parts = sorted(entry_points(group="agentmesh.secrets"), key=lambda e: e.name)
+    if not parts:
+        typer.echo(
+            "agentmesh secrets rotate: no service with stored secrets is installed", err=True
+        )
+        raise typer.Exit(1)
+    for entry in parts:
+        try:
+            counts = asyncio.run(entry.load()())
+        except ValidationError as exc:
+            typer.echo(
+                f"agentmesh secrets rotate: {entry.name}: {exc.errors()[0]['msg']}", err=True
+            )
+            raise typer.Exit(1) from None
+        except RuntimeError as exc:  # a ciphertext no configured key can read
+            typer.echo(f"agentmesh secrets rotate: {entry.name}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        for what, rewritten in counts.items():
+            typer.echo(f"{what}: {rewritten} re-encrypted")
+
+
 def _add_service_commands() -> None:
     """Add every ``agentmesh.cli`` entry point (a ``typer.Typer``) as a group of its name."""
     for entry in entry_points(group="agentmesh.cli"):

@@ -62,6 +62,19 @@ class UserDeleted(EventPayload):
     requested_at: datetime
 
 
+class SessionsRevoked(EventPayload):
+    subject = "identity.session.revoked"
+    aggregate_field = "user_id"
+    description = (
+        "Login sessions ended (logout, password change, a reused refresh token); "
+        "their access tokens are refused from now on."
+    )
+
+    user_id: UUID
+    session_ids: list[UUID]
+    reason: str | None = None
+
+
 class ApiKeyCreated(EventPayload):
     subject = "identity.apikey.created"
     aggregate_field = "api_key_id"
@@ -274,6 +287,7 @@ CATALOG: dict[str, type[EventPayload]] = {
         UserUpdated,
         UserDeactivated,
         UserDeleted,
+        SessionsRevoked,
         ApiKeyCreated,
         ApiKeyRevoked,
         WorkspaceCreated,

@@ -16,7 +16,7 @@ from agentmesh.identity.auth.models import LoginFailure, RefreshToken, RefreshTo
 from agentmesh.identity.auth.passwords import check_password_policy
 from agentmesh.identity.auth.schemas import TokenPair
 from agentmesh.identity.auth.tokens import TokenIssuer
-from agentmesh.identity.crypto import Passwords, hash_token
+from agentmesh.identity.crypto import EmailHasher, Passwords, hash_token
 from agentmesh.identity.errors import (
     AccountDeactivated,
     EmailTaken,
@@ -28,7 +28,7 @@ from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.schemas import normalize_email
 from agentmesh.identity.workspaces import service as workspaces
-from agentmesh.shared.events.contracts import UserRegistered
+from agentmesh.shared.events.contracts import SessionsRevoked, UserRegistered
 from agentmesh.shared.events.outbox import Outbox
 
 
@@ -40,6 +40,8 @@ class AuthService:
     outbox: Outbox
     #: For effects that must survive an error response (failed logins, reuse revocation).
     sessionmaker: async_sessionmaker[AsyncSession]
+    #: Keyed digests of erased emails.
+    emails: EmailHasher
 
     async def register(
         self,
@@ -101,6 +103,16 @@ class AuthService:
     async def _record_failure(self, email: str, ip: str) -> None:
         async with self.sessionmaker() as session, session.begin():
             session.add(LoginFailure(email=email, ip=ip))
+
+    async def prune_login_failures(self) -> int:
+        """Delete failed logins older than the throttling window (they no longer count,
+        and an email or address is not kept longer than it is needed); returns how many."""
+        window = timedelta(seconds=self.settings.login_failure_window_seconds)
+        async with self.sessionmaker() as session, session.begin():
+            result = await session.execute(
+                delete(LoginFailure).where(LoginFailure.failed_at < func.now() - window)
+            )
+        return result.rowcount or 0
 
     async def login(
         self, session: AsyncSession, *, email: str, password: str, ip: str
@@ -212,11 +224,18 @@ class AuthService:
 
     async def _revoke_family_now(self, family_id: uuid.UUID, *, reason: str) -> None:
         async with self.sessionmaker() as session, session.begin():
-            await session.execute(
+            revoked = await session.execute(
                 update(RefreshTokenFamily)
                 .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
                 .values(revoked_at=func.now(), revoked_reason=reason)
+                .returning(RefreshTokenFamily.user_id)
             )
+            user_id = revoked.scalar()
+            if user_id is not None:
+                await self.outbox.add(
+                    session,
+                    SessionsRevoked(user_id=user_id, session_ids=[family_id], reason=reason),
+                )
 
     async def revoke_families(
         self,
@@ -227,7 +246,8 @@ class AuthService:
         only: uuid.UUID | None = None,
         keep: uuid.UUID | None = None,
     ) -> None:
-        """Revoke the user's sessions: one (``only``), or all but ``keep``."""
+        """Revoke the user's sessions: one (``only``), or all but ``keep``; emits
+        ``identity.session.revoked`` so every service refuses their access tokens."""
         statement = update(RefreshTokenFamily).where(
             RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None)
         )
@@ -235,4 +255,13 @@ class AuthService:
             statement = statement.where(RefreshTokenFamily.id == only)
         if keep is not None:
             statement = statement.where(RefreshTokenFamily.id != keep)
-        await session.execute(statement.values(revoked_at=func.now(), revoked_reason=reason))
+        revoked = await session.scalars(
+            statement.values(revoked_at=func.now(), revoked_reason=reason).returning(
+                RefreshTokenFamily.id
+            )
+        )
+        session_ids = list(revoked)
+        if session_ids:
+            await self.outbox.add(
+                session, SessionsRevoked(user_id=user_id, session_ids=session_ids, reason=reason)
+            )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import any_, func, select, update
+from sqlalchemy import any_, delete, func, select, update
 
 from agentmesh.identity.api_keys.models import ApiKey
+from agentmesh.identity.auth.models import LoginFailure
 from agentmesh.identity.auth.passwords import check_password_policy
 from agentmesh.identity.auth.service import AuthService
-from agentmesh.identity.crypto import hash_token
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.errors import InvalidCredentials
 from agentmesh.identity.users.models import User
@@ -120,7 +120,9 @@ async def start_erasure(auth: AuthService, session, user: User) -> Erasure:
         .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
-    erasure = Erasure(user_id=user.id, email_hash=hash_token(user.email))
+    # Failed logins name the email (and the addresses it was tried from): gone with it.
+    await session.execute(delete(LoginFailure).where(LoginFailure.email == user.email))
+    erasure = Erasure(user_id=user.id, email_hash=auth.emails.hash(user.email))
     session.add(erasure)
     await session.flush()
     await auth.outbox.add(session, UserDeleted(user_id=user.id, requested_at=datetime.now(UTC)))
