@@ -157,11 +157,13 @@ class DenyList:
             self._task = asyncio.create_task(self._watch_forever(js), name="denylist-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: unsubscribing from a connection that is going away can hang, and a
+            # second lifespan of the same app (tests) must still shut down.
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+                await asyncio.wait_for(task, 5)
 
     async def _watch_forever(self, js: JetStreamContext) -> None:
         while True:
@@ -196,4 +198,4 @@ class DenyList:
                 self.apply(entry.key, None if deleted else entry.value)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await asyncio.wait_for(watcher.stop(), 2)
