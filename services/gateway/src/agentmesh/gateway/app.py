@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 from agentmesh.gateway import events
 from agentmesh.gateway.addresses import TrustedProxies, ip_bucket
 from agentmesh.gateway.docs import DocsCache
+from agentmesh.gateway.metrics import RATE_LIMITED, watch_breakers
 from agentmesh.gateway.principals import Authenticator
 from agentmesh.gateway.proxy import Proxy
 from agentmesh.gateway.ratelimit import RateLimiter
@@ -76,6 +77,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         app.state.http = session
         app.state.verifier = verifier
         app.state.proxy = Proxy(settings, session)
+        watch_breakers(app.state.proxy)
         app.state.docs = DocsCache(settings, session)
         authenticator.session = session
         authenticator.verifier = verifier
@@ -144,6 +146,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
                     "auth_failures", f"ip:{ip_bucket(ip)}", settings.auth_failure_limit
                 )
                 if not failed.allowed:
+                    RATE_LIMITED.labels("auth_failures").inc()
                     raise RateLimited(
                         "Too many failed authentications from this address.",
                         headers=failed.headers(),
@@ -152,6 +155,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         keys = caller.limit_keys if caller else (f"ip:{ip_bucket(ip)}",)
         decision = limiter.take(route.group, keys, settings.policy(route.group).rate_limit)
         if not decision.allowed:
+            RATE_LIMITED.labels(route.group).inc()
             raise RateLimited("Slow down: the rate limit of this route is exceeded.",
                               headers=decision.headers())  # fmt: off
         response = await request.app.state.proxy.forward(

@@ -20,6 +20,7 @@ import aiohttp
 import jwt
 from starlette.datastructures import Headers
 
+from agentmesh.gateway.metrics import API_KEY_CACHE
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.errors import AppError, ServiceUnavailable, Unauthorized
@@ -128,13 +129,16 @@ class Authenticator:
         cached = self._keys.get(digest)
         if cached is not None and cached.valid_until > time.monotonic():
             self._keys.move_to_end(digest)
+            API_KEY_CACHE.labels("hit").inc()
             return cached.caller
         refused_until = self._refused.get(digest)
         if refused_until is not None and refused_until > time.monotonic():
+            API_KEY_CACHE.labels("refused").inc()
             raise InvalidApiKey("The API key is invalid, expired or revoked.")
         inflight = self._inflight.get(digest)
         if inflight is not None:  # concurrent first uses share one exchange
             return await asyncio.shield(inflight)
+        API_KEY_CACHE.labels("miss").inc()
         future: asyncio.Future[Caller] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
