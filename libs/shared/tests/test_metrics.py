@@ -59,3 +59,20 @@ async def test_an_app_can_keep_metrics_off_its_public_port():
     async with app_client(probe("hiddenprobe", serve_metrics=False)) as client:
         assert (await client.get("/items/1")).status_code == 200
         assert (await client.get("/metrics")).status_code == 404
+
+
+async def test_one_access_log_line_per_request_without_query_or_headers(caplog):
+    caplog.set_level("DEBUG", logger="agentmesh.access")
+    async with app_client(probe("accessprobe"), client_ip="10.1.2.3") as client:
+        await client.get("/items/5?api_key=s3cret-value", headers={"X-Secret": "hidden-header"})
+        await client.get("/health/live")
+    records = [r for r in caplog.records if r.name == "agentmesh.access"]
+    item = next(r for r in records if r.http_route == "/items/{item_id}")
+    assert (item.levelname, item.http_method, item.http_status) == ("INFO", "GET", 200)
+    assert item.client_ip == "10.1.2.3" and item.bytes_sent == len(b'{"id":5}')
+    assert item.duration_ms >= 0 and item.request_id
+    assert item.user_id is None and item.api_key_id is None
+    line = str(item.__dict__)
+    assert "s3cret-value" not in line and "hidden-header" not in line
+    health = next(r for r in records if r.http_route == "/health/live")
+    assert health.levelname == "DEBUG"

@@ -29,3 +29,16 @@ async def test_identity_exports_request_and_pool_metrics(identity, make_account)
     assert states == {"in_use", "idle", "waiting"}
     waits = samples(page, "agentmesh_db_pool_checkout_wait_seconds_count")
     assert waits.get((("service", "identity"),), 0) >= 1
+
+
+async def test_the_access_log_names_the_principal_never_the_token(identity, make_account, caplog):
+    caplog.set_level("INFO", logger="agentmesh.access")
+    account = await make_account()
+    await identity.get("/api/v1/users/me", headers=account.headers)
+    [line] = [
+        r
+        for r in caplog.records
+        if r.name == "agentmesh.access" and r.http_route == "/api/v1/users/me"
+    ]
+    assert line.user_id == account.id and line.http_status == 200
+    assert account.access_token not in str(line.__dict__)

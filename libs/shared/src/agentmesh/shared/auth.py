@@ -376,7 +376,15 @@ async def current_principal(
     verifier: JWTVerifier | None = getattr(request.app.state, "verifier", None)
     if verifier is None:
         raise RuntimeError("app.state.verifier is not set: create a JWTVerifier at start-up")
-    return await verifier.verify(credentials.credentials)
+    principal = await verifier.verify(credentials.credentials)
+    note_principal(request, principal.user_id, principal.api_key_id)
+    return principal
+
+
+def note_principal(request: Request, user_id: object, api_key_id: str | None) -> None:
+    """Let the access log name who called (ids only, never a token)."""
+    request.state.principal_user_id = str(user_id)
+    request.state.principal_api_key_id = api_key_id
 
 
 #: A route parameter annotated with this receives the verified caller.

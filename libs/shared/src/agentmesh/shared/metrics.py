@@ -14,6 +14,7 @@ registry without clashing. ``GET /metrics`` serves them on the service's port; w
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -47,8 +48,15 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 class HttpMetricsMiddleware:
     """Times every HTTP request by the route template that served it (never the raw path,
-    which would carry ids and make one series per resource). Pure ASGI: streaming
-    responses are timed to their last byte and not buffered."""
+    which would carry ids and make one series per resource), and writes its access-log
+    line. Pure ASGI: streaming responses are timed to their last byte, not buffered.
+
+    The access log (logger ``agentmesh.access``, one JSON line per request): method, route
+    template, status, duration, bytes sent, client IP and the principal (``user_id``,
+    ``api_key_id``; never a token), with the request id and trace id every log line
+    carries. Never the query string, never a header value. Health and metrics requests
+    log at debug level.
+    """
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -60,25 +68,66 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        sent = 0
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = (
+                (scope.get("state") or {}).get("route_template")
+                or getattr(route, "path", None)
+                or "unmatched"
+            )
             method = scope.get("method", "GET")
             HTTP_DURATION.labels(
                 self.service,
                 template,
                 method if method in _METHODS else "_OTHER",
                 f"{status // 100}xx",
-            ).observe(time.perf_counter() - started)
+            ).observe(elapsed)
+            _access_log(scope, method, template, status, elapsed, sent)
+
+
+ACCESS_LOG = logging.getLogger("agentmesh.access")
+_QUIET = ("/health/", "/metrics")
+
+
+def _access_log(
+    scope: Scope, method: str, template: str, status: int, elapsed: float, sent: int
+) -> None:
+    path = scope.get("path", "")
+    level = logging.DEBUG if path.startswith(_QUIET) else logging.INFO
+    if not ACCESS_LOG.isEnabledFor(level):
+        return
+    state = scope.get("state") or {}
+    client = state.get("client_ip") or (scope.get("client") or ("", 0))[0]
+    ACCESS_LOG.log(
+        level,
+        "%s %s %d",
+        method,
+        template,
+        status,
+        extra={
+            "http_method": method,
+            "http_route": template,
+            "http_status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "bytes_sent": sent,
+            "client_ip": client,
+            "user_id": state.get("principal_user_id"),
+            "api_key_id": state.get("principal_api_key_id"),
+        },
+    )
 
 
 class MeasuredPool(AsyncAdaptedQueuePool):

@@ -254,10 +254,11 @@ class ServiceRuntime:
 
         for router in routers:
             app.include_router(router)
-        telemetry.instrument_app(app, self.tracer_provider)
+        # Inside the tracing middleware, so access-log lines carry the request's trace id.
         metrics.install(
             app, self.name, port=self.settings.common.metrics_port, on_app=serve_metrics
         )
+        telemetry.instrument_app(app, self.tracer_provider)
         # Outermost, so even errors rendered by Starlette carry the request id.
         app.add_middleware(RequestIdMiddleware)
         return app

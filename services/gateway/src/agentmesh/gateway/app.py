@@ -19,7 +19,7 @@ from agentmesh.gateway.routing import resolve
 from agentmesh.gateway.security import SecurityHeaders
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.gateway.upstreams import readiness_checks
-from agentmesh.shared.auth import JWTVerifier
+from agentmesh.shared.auth import JWTVerifier, note_principal
 from agentmesh.shared.errors import AppError, NotFound, Unauthorized
 from agentmesh.shared.openai_errors import openai_error
 from agentmesh.shared.runtime import ServiceRuntime
@@ -135,10 +135,14 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         if route is None:
             raise NotFound(f"No resource at {request.method} {request.url.path}")
         ip = client_ip(request, trusted)
+        # Metrics and the access log name the route group, not the catch-all template.
+        request.state.route_template = f"{route.upstream}:{route.group}"
+        request.state.client_ip = ip
         caller = None
         if not route.public and request.method != "OPTIONS":
             try:
                 caller = await authenticator.authenticate(request.headers)
+                note_principal(request, caller.user_id, caller.api_key_id)
             except Unauthorized:
                 # Bad credentials cost the caller's IP, so guessing keys or flooding
                 # random tokens is limited too (each may cost identity a lookup).

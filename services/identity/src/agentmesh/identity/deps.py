@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentmesh.identity.crypto import same_secret
 from agentmesh.identity.users.models import User
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.auth import Principal, note_principal
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import Forbidden, Unauthorized
 
@@ -32,6 +32,7 @@ async def current_caller(
     if credentials is None:
         raise Unauthorized("missing bearer token")
     principal, claims = await request.app.state.tokens.verify(session, credentials.credentials)
+    note_principal(request, principal.user_id, principal.api_key_id)
     user = await session.get(User, principal.user_id)
     assert user is not None
     return Caller(principal=principal, user=user, claims=claims)
