@@ -20,7 +20,7 @@ from agentmesh.agents.knowledge.schemas import (
     TextDocument,
 )
 from agentmesh.shared.auth import CurrentPrincipal
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import Session, release
 from agentmesh.shared.errors import AppError, NotFound
 
 router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"])
@@ -239,9 +239,12 @@ async def search(
     """Search chunks: ``vector``, ``keyword`` or ``hybrid`` (reciprocal rank fusion,
     the default). Results carry their score, document and position."""
     kb = await service.get_owned(session, caller, kb_id)
+    model = await request.app.state.embedder.for_kb(session, kb)
+    await release(session)  # a remote embedding model is a network call
+    vector = await service.embed_query(model, body.query, body.mode)
     hits = await service.search(
         session,
-        await request.app.state.embedder.for_kb(session, kb),
+        vector,
         kb,
         query=body.query,
         top_k=body.top_k,
