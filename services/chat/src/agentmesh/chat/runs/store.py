@@ -232,7 +232,16 @@ UPDATE chat.runs SET heartbeat_at = now()
 WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
 """)
 
-#: Fail the running runs whose replica stopped refreshing them, and release their budget
+#: The running runs whose replica stopped refreshing them: candidates only, read without
+#: a lock, so the sweep can read their events from NATS before it opens a transaction.
+FIND_ORPHANS = text("""
+SELECT id FROM chat.runs
+WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => :orphan_seconds)
+  AND NOT (id = ANY(CAST(:local_ids AS uuid[])))
+ORDER BY heartbeat_at LIMIT :limit
+""")
+
+#: Fail those of the candidates (``:ids``) still orphaned, and release their budget
 #: reservations, atomically: of several replicas sweeping at once each run goes to one
 #: (``FOR UPDATE SKIP LOCKED``; the row update settles any race with a late finish).
 CLAIM_ORPHANS = text("""
@@ -240,10 +249,9 @@ WITH orphaned AS (
   UPDATE chat.runs r SET status = 'failed', error = CAST(:error AS jsonb),
          finished_at = now(), latency_ms = EXTRACT(EPOCH FROM now() - r.created_at) * 1000
   WHERE r.id IN (SELECT id FROM chat.runs
-                 WHERE status = 'running'
+                 WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
                    AND heartbeat_at < now() - make_interval(secs => :orphan_seconds)
                    AND NOT (id = ANY(CAST(:local_ids AS uuid[])))
-                 ORDER BY heartbeat_at LIMIT :limit
                  FOR UPDATE SKIP LOCKED)
     AND r.status = 'running'
   RETURNING r.id, r.user_id, r.conversation_id, r.agent_id, r.agent_version,
