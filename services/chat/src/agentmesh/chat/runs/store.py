@@ -40,9 +40,13 @@ class FinishedRun:
     last_event_id: int
 
 
+#: A run's month is that of its ``created_at`` (UTC): its reservation goes to that month's
+#: row here (``now()`` is the time of the transaction that also inserts the run), and its
+#: finish and the orphan sweep release it from that row, even after midnight of the last
+#: day of the month.
 RESERVE = text("""
 INSERT INTO chat.budget_spend AS s (user_id, month, tokens, cost_usd, reserved_tokens)
-SELECT :user_id, :month, 0, 0, :reserve
+SELECT :user_id, CAST(date_trunc('month', now() AT TIME ZONE 'UTC') AS date), 0, 0, :reserve
 WHERE EXISTS (SELECT 1 FROM chat.budgets b WHERE b.user_id = :user_id
               AND (b.monthly_tokens IS NULL OR b.monthly_tokens > 0)
               AND (b.monthly_cost_usd IS NULL OR b.monthly_cost_usd > 0))
@@ -58,9 +62,7 @@ async def reserve_budget(session: AsyncSession, user_id: uuid.UUID, tokens: int)
     """Atomically start a run against the user's monthly budget: False when the tokens
     spent plus those in flight, or the cost spent, already reach the limit. The row lock
     of ``ON CONFLICT DO UPDATE`` serializes concurrent starts of one user."""
-    row = await session.execute(
-        RESERVE, {"user_id": user_id, "month": this_month(), "reserve": tokens}
-    )
+    row = await session.execute(RESERVE, {"user_id": user_id, "reserve": tokens})
     return row.first() is not None
 
 
@@ -146,14 +148,18 @@ WITH r AS (
          assistant_message_id = :assistant_id, last_event_id = :last_event_id,
          finished_at = now()
   WHERE id = :run_id AND status = 'running'
-  RETURNING id)
+  RETURNING id, created_at)
 {message_cte}
 , spend AS (
   UPDATE chat.budget_spend SET tokens = tokens + :total_tokens, cost_usd = cost_usd + :cost,
          reserved_tokens = GREATEST(reserved_tokens - :reserved, 0)
   -- Not only runs that reserved: one that started before the budget of its user was set
-  -- (seeded from the runs) counts too. The row exists only while a budget does.
-  WHERE user_id = :user_id AND month = :month AND EXISTS (SELECT 1 FROM r))
+  -- (seeded from the runs) counts too. The row exists only while a budget does. The run's
+  -- own month (see RESERVE): a run started on the 31st at 23:59 is spent and released
+  -- there, not against the month it ended in.
+  WHERE user_id = :user_id
+    AND month = (SELECT CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date)
+                 FROM r))
 SELECT (SELECT count(*) FROM r) AS updated, {created} AS created_at
 """
 #: The assistant message, written only when the run's own update (``r``) took effect.
@@ -199,7 +205,7 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
         "run_id": plan.run_id, "agent_version": plan.agent_version,
         "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
         "total_tokens": outcome.input_tokens + outcome.output_tokens,
-        "cost": outcome.cost_usd, "reserved": plan.reserved_tokens, "month": this_month(),
+        "cost": outcome.cost_usd, "reserved": plan.reserved_tokens,
         "error": json.dumps(outcome.error) if outcome.error else None,
         "model": finished.model, "provider": finished.provider,
         "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,
