@@ -31,6 +31,15 @@ class SlowServer:
     def __init__(self) -> None:
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
+        self.held_too_long = asyncio.Event()  # ``HANG_SECONDS`` passed unreleased
+
+    async def hold(self) -> None:
+        """Wait until released, or until ``HANG_SECONDS`` pass (then say so)."""
+        self.arrived.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.release.wait(), HANG_SECONDS)
+        if not self.release.is_set():
+            self.held_too_long.set()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -38,9 +47,7 @@ class SlowServer:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        self.arrived.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.release.wait(), HANG_SECONDS)
+        await self.hold()
         path = scope["path"]
         if path.endswith("/embeddings"):
             body = {"object": "list", "model": "embed",
@@ -85,15 +92,19 @@ async def agents_one_connection(common_settings, token_issuer):
 
 
 async def answered_while_pending(agents, slow: SlowServer, headers: dict, slow_call) -> None:
-    """Start ``slow_call``; once the slow server has it, another request must be answered
-    before the slow one is."""
+    """Start ``slow_call``; once the slow server holds it, another request must be answered
+    while it is still held (before the server gives up holding it)."""
     pending = asyncio.create_task(slow_call)
     await asyncio.wait({pending, asyncio.create_task(slow.arrived.wait())},
                        return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
     assert not pending.done(), pending.result().text
     other = asyncio.create_task(agents.get("/api/v1/providers", headers=headers))
-    done, _ = await asyncio.wait({pending, other}, return_when=asyncio.FIRST_COMPLETED)
-    assert other in done and pending not in done, "the slow call held the only connection"
+    gave_up = asyncio.create_task(slow.held_too_long.wait())
+    done, _ = await asyncio.wait({other, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+    gave_up.cancel()
+    assert other in done and not slow.held_too_long.is_set() and not pending.done(), (
+        "the slow call held the only connection"
+    )
     assert other.result().status_code == 200, other.result().text
     slow.release.set()
     await pending
@@ -159,3 +170,22 @@ async def test_every_connection_has_the_statement_and_idle_transaction_timeouts(
         assert await session.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     assert common_settings.db_statement_timeout_ms == 30_000
     assert common_settings.db_idle_in_transaction_timeout_ms == 60_000
+
+
+async def test_a_slow_upload_holds_no_connection(agents_one_connection, token_issuer):
+    """A client that sends its document slowly: the route reads the body before its first
+    query, so the only connection stays free meanwhile."""
+    agents, headers = agents_one_connection, token_issuer.headers()
+    kb = await agents.post("/api/v1/knowledge-bases", headers=headers, json={"name": "Docs"})
+    assert kb.status_code == 201, kb.text
+    slow = SlowServer()  # only its events: the upload's body waits on them
+
+    async def body():
+        yield b'{"text": "The first part, '
+        await slow.hold()
+        yield b'and the rest.", "filename": "slow.txt"}'
+
+    upload = agents.post(f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
+                         headers={**headers, "content-type": "application/json"},
+                         content=body())  # fmt: skip
+    await answered_while_pending(agents, slow, headers, upload)

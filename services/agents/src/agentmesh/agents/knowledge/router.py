@@ -138,7 +138,7 @@ async def upload(
     """Add a document as a multipart ``file`` (txt, md, html, pdf) or as JSON
     ``{text, filename?, metadata?}``. Indexing runs in the background: poll the document
     until ``status`` is ``ready`` or ``failed``. The same content twice is not re-embedded."""
-    kb = await service.get_owned(session, caller, kb_id)
+    # The body is read before the first query: a slow upload holds no pooled connection.
     limit = request.app.state.settings.max_document_bytes
     if int(request.headers.get("content-length") or 0) > limit:
         raise DocumentTooLarge(f"Documents are limited to {limit} bytes.")
@@ -183,6 +183,7 @@ async def upload(
             type="validation-error",
             title="Unprocessable Content",
         )
+    kb = await service.get_owned(session, caller, kb_id)
     document, duplicate = await service.add_document(
         session, kb, raw=raw, filename=filename, metadata=metadata
     )
