@@ -303,10 +303,11 @@ async def run_queries(
     deadline = time.monotonic() + budget
     for query in queries:
         started = time.perf_counter()
+        vector = await service.embed_query(model, query, mode)  # as the API: before the session
         async with sessionmaker() as session, session.begin():
             found = await service.search(
                 session,
-                model,
+                vector,
                 kb,
                 query=query,
                 top_k=TOP_K,

@@ -192,8 +192,9 @@ async def test_searches_on_one_connection_keep_custom_plans(agents, plans):
         pid = await session.scalar(text("SELECT pg_backend_pid()"))
         for _ in range(10):
             for mode in ("hybrid", "keyword", "vector"):
+                vector = await service.embed_query(model, "zeppelin budget hiring", mode)
                 hits = await service.search(
-                    session, model, plans, query="zeppelin budget hiring", top_k=5, mode=mode,
+                    session, vector, plans, query="zeppelin budget hiring", top_k=5, mode=mode,
                     filter={}, ef_search=40, keyword_candidate_cap=5,
                 )  # fmt: skip
                 results.append((mode, [(hit.chunk_id, hit.score) for hit in hits]))

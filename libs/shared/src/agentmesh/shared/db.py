@@ -55,10 +55,21 @@ def create_engine(settings: CommonSettings, *, application_name: str = "agentmes
         pool_pre_ping=True,
         # Parameters can hold password hashes and tokens: keep them out of error logs.
         hide_parameters=True,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={"server_settings": server_settings(settings, application_name)},
     )
     engine.sync_engine.pool.service = application_name.removeprefix("agentmesh-")  # type: ignore[attr-defined]
     return engine
+
+
+def server_settings(settings: CommonSettings, application_name: str) -> dict[str, str]:
+    """Session settings of every connection: its name, and the timeouts that keep a stuck
+    statement or a forgotten transaction from holding a pooled connection (and its locks).
+    Transaction-local ``set_config`` (the knowledge search's) works under them."""
+    return {
+        "application_name": application_name,
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+        "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
+    }
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -70,7 +81,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request: commit when the route returns, roll back when it raises.
 
     Services add rows and outbox events to this session and never call ``commit()``;
-    that keeps each state change and its events in one transaction.
+    that keeps each state change and its events in one transaction. A route that calls
+    the network first ``release``s the session (see there).
     """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
@@ -85,6 +97,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 #: ``scope="function"`` runs the commit before the response is sent, so a failed commit
 #: becomes an error response instead of a 200 for a write that never happened.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def release(session: AsyncSession) -> None:
+    """End the request's transaction now and give its connection back to the pool, before
+    a call to a model, an MCP server, a provider or another service: a slow one must not
+    hold a pooled connection. What the route wrote so far is committed; loaded objects stay
+    usable (``expire_on_commit=False``) and the next query takes a connection again."""
+    await session.commit()
 
 
 async def ping(engine: AsyncEngine) -> None:

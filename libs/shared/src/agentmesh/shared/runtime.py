@@ -163,8 +163,11 @@ class ServiceRuntime:
         assert self.broker is not None
         await self.broker.connect()
         if self.tables is not None:  # publishers declare streams; the gateway needs none
+            common = self.settings.common
             await ensure_streams(
-                self.broker.config.connection_state.stream, self.settings.common.stream_replicas
+                self.broker.config.connection_state.stream,
+                common.stream_replicas,
+                runs_max_bytes=common.runs_stream_max_bytes,
             )
         await self.broker.start()
         self.deny_list.start(self.broker.config.connection_state.stream)

@@ -89,6 +89,12 @@ class CommonSettings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout: float = Field(default=10.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
+    #: Postgres cancels any statement of a service's engine running longer than this
+    #: (milliseconds, 0 = no limit). Migrations have engines of their own, without it.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    #: Postgres ends a session left idle inside a transaction this long (milliseconds,
+    #: 0 = never), so a forgotten transaction gives its connection and locks back.
+    db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
     nats_url: str = "nats://127.0.0.1:4222"
     log_level: str = "INFO"
     #: Serve Prometheus metrics on a port of their own instead of ``GET /metrics`` on the
@@ -109,6 +115,9 @@ class CommonSettings(BaseSettings):
     nats_connect_wait_seconds: float = Field(default=10.0, ge=0)
     #: JetStream stream replicas (3 in a clustered production NATS).
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: Most bytes the ``CHAT_RUNS`` stream (run events, kept for resuming) holds; the
+    #: oldest events go first when it is full.
+    runs_stream_max_bytes: int = Field(default=1024**3, ge=1024**2)
     #: Auth: where the verifier fetches identity's public keys, and what it expects.
     jwks_url: str = "http://127.0.0.1:8081/.well-known/jwks.json"
     jwt_issuer: str = "agentmesh-identity"

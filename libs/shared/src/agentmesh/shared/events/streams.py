@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from agentmesh.shared.events.contracts import CATALOG
+from agentmesh.shared.settings import CommonSettings
 
 #: JetStream deduplicates on Nats-Msg-Id inside this window (ARCHITECTURE: >= 2 minutes).
 DUPLICATE_WINDOW_SECONDS = 300
@@ -21,6 +22,9 @@ DLQ_STREAM = "DLQ"
 RUNS_STREAM = "CHAT_RUNS"
 RUNS_SUBJECT_PREFIX = "chat.run."
 RUNS_MAX_AGE_SECONDS = 6 * 3600
+#: And at most this many bytes (``AGENTMESH_RUNS_STREAM_MAX_BYTES``): many long runs at
+#: once must not fill the server's disk; the oldest events go first.
+RUNS_MAX_BYTES: int = CommonSettings.model_fields["runs_stream_max_bytes"].default
 SERVICES = ("identity", "agents", "chat")
 
 
@@ -38,7 +42,7 @@ def dlq_subject(service: str, subject: str) -> str:
     return f"dlq.{service}.{subject}"
 
 
-def stream_configs(replicas: int = 1) -> list[StreamConfig]:
+def stream_configs(replicas: int = 1, runs_max_bytes: int = RUNS_MAX_BYTES) -> list[StreamConfig]:
     """Every stream AgentMesh uses, ready for ``js.add_stream`` / ``update_stream``."""
     configs = [
         StreamConfig(
@@ -72,17 +76,20 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.OLD,
             max_age=RUNS_MAX_AGE_SECONDS,
+            max_bytes=runs_max_bytes,
             num_replicas=replicas,
         )
     )
     return configs
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, replicas: int = 1, runs_max_bytes: int = RUNS_MAX_BYTES
+) -> None:
     """Create or update every stream; safe to run from every replica at start-up."""
     from nats.js.errors import NotFoundError
 
-    for config in stream_configs(replicas):
+    for config in stream_configs(replicas, runs_max_bytes):
         try:
             await js.stream_info(config.name)
         except NotFoundError:

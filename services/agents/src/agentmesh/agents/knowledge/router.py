@@ -20,7 +20,7 @@ from agentmesh.agents.knowledge.schemas import (
     TextDocument,
 )
 from agentmesh.shared.auth import CurrentPrincipal
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import Session, release
 from agentmesh.shared.errors import AppError, NotFound
 
 router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"])
@@ -138,7 +138,7 @@ async def upload(
     """Add a document as a multipart ``file`` (txt, md, html, pdf) or as JSON
     ``{text, filename?, metadata?}``. Indexing runs in the background: poll the document
     until ``status`` is ``ready`` or ``failed``. The same content twice is not re-embedded."""
-    kb = await service.get_owned(session, caller, kb_id)
+    # The body is read before the first query: a slow upload holds no pooled connection.
     limit = request.app.state.settings.max_document_bytes
     if int(request.headers.get("content-length") or 0) > limit:
         raise DocumentTooLarge(f"Documents are limited to {limit} bytes.")
@@ -183,6 +183,7 @@ async def upload(
             type="validation-error",
             title="Unprocessable Content",
         )
+    kb = await service.get_owned(session, caller, kb_id)
     document, duplicate = await service.add_document(
         session, kb, raw=raw, filename=filename, metadata=metadata
     )
@@ -241,9 +242,12 @@ async def search(
     """Search chunks: ``vector``, ``keyword`` or ``hybrid`` (reciprocal rank fusion,
     the default). Results carry their score, document and position."""
     kb = await service.get_owned(session, caller, kb_id)
+    model = await request.app.state.embedder.for_kb(session, kb)
+    await release(session)  # a remote embedding model is a network call
+    vector = await service.embed_query(model, body.query, body.mode)
     hits = await service.search(
         session,
-        await request.app.state.embedder.for_kb(session, kb),
+        vector,
         kb,
         query=body.query,
         top_k=body.top_k,

@@ -51,20 +51,25 @@ def register(
             call = SearchCall.model_validate(body)
         except ValidationError as exc:
             return {"error": "bad_request", "detail": str(exc.errors()[0]["msg"])}
-        hits = []
-        async with sessionmaker() as session:
+        kbs = []
+        async with sessionmaker() as session:  # closed before any embedding call
             for kb_id in dict.fromkeys(call.knowledge_base_ids):
                 try:
                     kb = await service.get_owned(session, call.user_id, kb_id)
                 except NotFound:
                     return {"error": "not_found", "knowledge_base_id": str(kb_id)}
-                try:
-                    hits += await service.search(
-                        session, await embedder.for_kb(session, kb), kb, query=call.query,
-                        top_k=call.top_k, mode=call.mode, filter=call.filter,
-                        ef_search=ef_search, keyword_candidate_cap=keyword_candidate_cap,
-                    )  # fmt: skip
-                except EmbeddingUnreachable as exc:  # the user's endpoint: say so, at once
-                    return {"error": "embedding_unreachable", "detail": exc.detail}
+                kbs.append((kb, await embedder.for_kb(session, kb)))
+        try:
+            vectors = [await service.embed_query(model, call.query, call.mode) for _, model in kbs]
+        except EmbeddingUnreachable as exc:  # the user's endpoint: say so, at once
+            return {"error": "embedding_unreachable", "detail": exc.detail}
+        hits = []
+        async with sessionmaker() as session, session.begin():
+            for (kb, _), vector in zip(kbs, vectors, strict=True):
+                hits += await service.search(
+                    session, vector, kb, query=call.query, top_k=call.top_k, mode=call.mode,
+                    filter=call.filter, ef_search=ef_search,
+                    keyword_candidate_cap=keyword_candidate_cap,
+                )  # fmt: skip
         hits.sort(key=lambda hit: -hit.score)
         return {"results": [hit.model_dump(mode="json") for hit in hits[: call.top_k]]}

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.agents.knowledge.embedding import embed_query
+from agentmesh.agents.knowledge.embedding import embed_query as embed_with_errors
 from agentmesh.agents.knowledge.models import KnowledgeBase
 from agentmesh.agents.knowledge.schemas import SearchHit
 from agentmesh.agents.settings import AgentsSettings
@@ -102,29 +102,39 @@ def plan_keyword(frequencies: dict[str, int], cap: int) -> KeywordPlan:
     return KeywordPlan(picked, others, total, degraded=total > cap)
 
 
+async def embed_query(model: Any, query: str, mode: str) -> list[float] | None:
+    """The query's vector for ``search`` (None for ``keyword``). A remote model is a network
+    call: make it while no session holds a connection."""
+    if mode not in ("vector", "hybrid"):
+        return None
+    return list(await embed_with_errors(model, query))  # a remote failure: EmbeddingUnreachable
+
+
 async def search(
-    session: AsyncSession, model: Any, kb: KnowledgeBase, *, query: str, top_k: int, mode: str,
-    filter: dict[str, Any], ef_search: int, keyword_candidate_cap: int = KEYWORD_CANDIDATE_CAP,
+    session: AsyncSession, vector: list[float] | None, kb: KnowledgeBase, *, query: str,
+    top_k: int, mode: str, filter: dict[str, Any], ef_search: int,
+    keyword_candidate_cap: int = KEYWORD_CANDIDATE_CAP,
 ) -> list[SearchHit]:  # fmt: skip
     """``vector`` (HNSW, cosine), ``keyword`` (Postgres full text, any of the words) or
-    ``hybrid`` (reciprocal rank fusion of both)."""
+    ``hybrid`` (reciprocal rank fusion of both); ``vector`` is ``embed_query``'s."""
     pool = top_k if mode != "hybrid" else top_k * 4
     params: dict[str, Any] = {"kb": kb.id, "limit": pool}
     where = UNFILTERED
     if filter:
         params["filter"], where = json.dumps(filter), WHERE
-    vector = str(await embed_query(model, query)) if mode in ("vector", "hybrid") else None
+    if vector is None and mode in ("vector", "hybrid"):
+        raise ValueError(f"a {mode} search needs the query's vector")
     settings = {"ef_search": str(int(ef_search)), "text": query, "kb": kb.id}
     words = mode in ("keyword", "hybrid")
     setup = (await session.execute(text(SETTINGS + (FREQUENCIES if words else "")), settings)).one()
     vector_hits: list[Any] = []
     keyword_hits: list[Any] = []
-    if vector is not None:
+    if mode in ("vector", "hybrid"):
         vector_hits = list(await session.execute(text(f"""
             SELECT {HIT}, 1 - (c.embedding <=> CAST(:q AS vector)) AS score
             FROM {CHUNKS} WHERE {where}
             ORDER BY c.embedding <=> CAST(:q AS vector) LIMIT :limit"""),
-            {**params, "q": vector}))  # fmt: skip
+            {**params, "q": str(vector)}))  # fmt: skip
     if words:
         plan = plan_keyword(setup.frequencies or {}, keyword_candidate_cap)
         keyword_hits = await keyword(session, plan, setup.any_word, params,

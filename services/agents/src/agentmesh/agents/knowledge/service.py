@@ -16,7 +16,8 @@ from agentmesh.agents.knowledge.schemas import (
     KnowledgeBaseCreate,
     KnowledgeBaseUpdate,
 )
-from agentmesh.agents.knowledge.search import search as search  # the router's and RPC's
+from agentmesh.agents.knowledge.search import embed_query as embed_query  # the router's, RPC's
+from agentmesh.agents.knowledge.search import search as search
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import AppError, NotFound
 

@@ -12,7 +12,7 @@ from agentmesh.agents.mcp.schemas import (
     McpToolOut,
 )
 from agentmesh.shared.auth import CurrentPrincipal
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import Session, release
 
 router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"])
 NOT_YOURS = {404: {"description": "No such MCP server, or not yours"}}
@@ -63,14 +63,10 @@ async def update_mcp_server(
 ) -> McpServerOut:
     """Rename, move or re-key an MCP server (``"auth_header_value": null`` removes the
     header)."""
+    if body.url is not None:  # resolves the name: before the session takes a connection
+        await service.check_address(str(body.url), request.app.state.settings.outbound_policy)
     server = await service.get_owned(session, caller, server_id)
-    updated = await service.update(
-        session,
-        request.app.state.secret_box,
-        server,
-        body,
-        allow_private=request.app.state.settings.outbound_policy,
-    )
+    updated = await service.update(session, request.app.state.secret_box, server, body)
     return service.to_out(updated)
 
 
@@ -99,6 +95,7 @@ async def list_mcp_server_tools(
     arguments. Agents enable them by name: ``{"id": "mcp", "config": {"server_id": ...,
     "tools": [...]}}``."""
     server = await service.get_owned(session, caller, server_id)
+    await release(session)  # the server may take its time: not on a pooled connection
     settings = request.app.state.settings
     return await service.list_tools(
         request.app.state.secret_box,

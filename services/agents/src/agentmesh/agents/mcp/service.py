@@ -106,7 +106,7 @@ async def create(
     allow_private: bool | OutboundPolicy,
 ) -> McpServer:
     url = str(body.url)
-    await check_address(url, allow_private)
+    await check_address(url, allow_private)  # before the session's first query
     server = McpServer(owner_id=principal.user_id, name=body.name, url=url)
     value = body.auth_header_value.get_secret_value() if body.auth_header_value else None
     _set_auth(box, server, body.auth_header_name, value)
@@ -121,13 +121,12 @@ async def update(
     box: SecretBox,
     server: McpServer,
     body: McpServerUpdate,
-    *,
-    allow_private: bool | OutboundPolicy,
 ) -> McpServer:
+    """Apply a partial update; the caller has checked a new ``url`` (``check_address``)
+    before loading ``server``, so no name is resolved while the session holds a connection."""
     if body.name is not None:
         server.name = body.name
     if body.url is not None:
-        await check_address(str(body.url), allow_private)
         server.url = str(body.url)
     if "auth_header_value" in body.model_fields_set:
         value = body.auth_header_value.get_secret_value() if body.auth_header_value else None

@@ -12,7 +12,7 @@ from agentmesh.agents.providers.schemas import (
     ProviderUpdate,
 )
 from agentmesh.shared.auth import CurrentPrincipal
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import Session, release
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 NOT_YOURS = {404: {"description": "No such provider, or not yours"}}
@@ -83,6 +83,7 @@ async def test_provider(
     """Make a minimal real call (list the provider's models) and report success, or the
     status and the provider's error type (never the answer's body)."""
     provider = await service.get_owned(session, caller, provider_id)
+    await release(session)  # the provider may take its time: not on a pooled connection
     settings = request.app.state.settings
     return await service.test_call(
         request.app.state.secret_box, provider, settings.provider_test_timeout_seconds,

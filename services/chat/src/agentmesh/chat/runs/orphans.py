@@ -5,11 +5,12 @@ A run is an asyncio task on the replica that started it. Every ``run_heartbeat_s
 that replica marks all of its running runs alive in one ``UPDATE`` (short turns cost
 nothing: the run's insert sets the first heartbeat). Every replica also sweeps: a running
 run whose heartbeat is older than ``run_orphan_after`` lost its replica, so the sweep
-fails it atomically (one replica takes each), releases its budget reservation, saves what
-was streamed (rebuilt from the run's ``message.delta`` events in ``CHAT_RUNS``) as a
-failed assistant message with ``chat.message.completed`` (status ``failed``) through the
-outbox, and then ends the run's stream with ``run.failed`` and ``done``, numbered after
-the stream's last event, so a client following it on any replica gets the end.
+reads its events from ``CHAT_RUNS`` (no transaction open meanwhile), then fails it
+atomically (one replica takes each), releases its budget reservation, saves what was
+streamed (rebuilt from the run's ``message.delta`` events) as a failed assistant
+message with ``chat.message.completed`` (status ``failed``) through the outbox, and then
+ends the run's stream with ``run.failed`` and ``done``, numbered after the stream's last
+event, so a client following it on any replica gets the end.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from agentmesh.chat.models import new_id
 from agentmesh.chat.runs.hub import TERMINAL, RunEvent, RunHub
 from agentmesh.chat.runs.store import (
     CLAIM_ORPHANS,
+    FIND_ORPHANS,
     MESSAGE_CTE,
     NO_MESSAGE_CTE,
     RECORD_ORPHAN,
@@ -103,21 +105,30 @@ class RunWatch:
                 await heartbeat(session, ids)
 
     async def sweep(self) -> list[uuid.UUID]:
-        """Fail the runs whose replica stopped; returns their ids."""
+        """Fail the runs whose replica stopped; returns their ids.
+
+        No transaction is open while NATS is read: the candidates are read, their events
+        fetched, and only then are they claimed and recorded in one short transaction. A
+        NATS failure leaves them all running: the next sweep retries."""
         nc = nats_client(self.state.runtime.broker)
         if nc is None or not nc.is_connected:
             return []  # where a run's stream ended is in NATS: wait until it is back
         settings = self.state.settings
+        window = {"orphan_seconds": settings.run_orphan_after, "local_ids": self.live_run_ids()}
+        async with self.state.sessionmaker() as session:
+            found = await session.scalars(FIND_ORPHANS, {**window, "limit": SWEEP_LIMIT})
+            candidates = list(found)
+        if not candidates:
+            return []
+        streamed = {run_id: await self.hub.stream_events(run_id) for run_id in candidates}
         ends: list[tuple[uuid.UUID, int]] = []
         error = interrupted_problem()
         async with self.state.sessionmaker() as session, session.begin():
             claimed = (await session.execute(CLAIM_ORPHANS, {
-                "error": json.dumps(error), "orphan_seconds": settings.run_orphan_after,
-                "local_ids": self.live_run_ids(), "limit": SWEEP_LIMIT,
+                **window, "error": json.dumps(error), "ids": candidates,
             })).mappings().all()  # fmt: skip
             for run in claimed:
-                # A failure here (NATS timing out) rolls the claim back: the next sweep retries.
-                events = await self.hub.stream_events(run["id"])
+                events = streamed[run["id"]]
                 last = events[-1].id if events else 0
                 ended = bool(events) and events[-1].type == TERMINAL
                 content, tool_calls = rebuild(events)

@@ -41,9 +41,13 @@ class FinishedRun:
     last_event_id: int
 
 
+#: A run's month is that of its ``created_at`` (UTC): its reservation goes to that month's
+#: row here (``now()`` is the time of the transaction that also inserts the run), and its
+#: finish and the orphan sweep release it from that row, even after midnight of the last
+#: day of the month.
 RESERVE = text("""
 INSERT INTO chat.budget_spend AS s (user_id, month, tokens, cost_usd, reserved_tokens)
-SELECT :user_id, :month, 0, 0, :reserve
+SELECT :user_id, CAST(date_trunc('month', now() AT TIME ZONE 'UTC') AS date), 0, 0, :reserve
 WHERE EXISTS (SELECT 1 FROM chat.budgets b WHERE b.user_id = :user_id
               AND (b.monthly_tokens IS NULL OR b.monthly_tokens > 0)
               AND (b.monthly_cost_usd IS NULL OR b.monthly_cost_usd > 0))
@@ -59,9 +63,7 @@ async def reserve_budget(session: AsyncSession, user_id: uuid.UUID, tokens: int)
     """Atomically start a run against the user's monthly budget: False when the tokens
     spent plus those in flight, or the cost spent, already reach the limit. The row lock
     of ``ON CONFLICT DO UPDATE`` serializes concurrent starts of one user."""
-    row = await session.execute(
-        RESERVE, {"user_id": user_id, "month": this_month(), "reserve": tokens}
-    )
+    row = await session.execute(RESERVE, {"user_id": user_id, "reserve": tokens})
     return row.first() is not None
 
 
@@ -149,14 +151,18 @@ WITH r AS (
          assistant_message_id = :assistant_id, last_event_id = :last_event_id,
          finished_at = now()
   WHERE id = :run_id AND status = 'running'
-  RETURNING id)
+  RETURNING id, created_at)
 {message_cte}
 , spend AS (
   UPDATE chat.budget_spend SET tokens = tokens + :total_tokens, cost_usd = cost_usd + :cost,
          reserved_tokens = GREATEST(reserved_tokens - :reserved, 0)
   -- Not only runs that reserved: one that started before the budget of its user was set
-  -- (seeded from the runs) counts too. The row exists only while a budget does.
-  WHERE user_id = :user_id AND month = :month AND EXISTS (SELECT 1 FROM r))
+  -- (seeded from the runs) counts too. The row exists only while a budget does. The run's
+  -- own month (see RESERVE): a run started on the 31st at 23:59 is spent and released
+  -- there, not against the month it ended in.
+  WHERE user_id = :user_id
+    AND month = (SELECT CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date)
+                 FROM r))
 SELECT (SELECT count(*) FROM r) AS updated, {created} AS created_at
 """
 #: The assistant message, written only when the run's own update (``r``) took effect.
@@ -202,7 +208,7 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
         "run_id": plan.run_id, "agent_version": plan.agent_version,
         "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
         "total_tokens": outcome.input_tokens + outcome.output_tokens,
-        "cost": outcome.cost_usd, "reserved": plan.reserved_tokens, "month": this_month(),
+        "cost": outcome.cost_usd, "reserved": plan.reserved_tokens,
         "error": json.dumps(outcome.error) if outcome.error else None,
         "model": finished.model, "provider": finished.provider,
         "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,
@@ -240,7 +246,16 @@ UPDATE chat.runs SET heartbeat_at = now()
 WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
 """)
 
-#: Fail the running runs whose replica stopped refreshing them, and release their budget
+#: The running runs whose replica stopped refreshing them: candidates only, read without
+#: a lock, so the sweep can read their events from NATS before it opens a transaction.
+FIND_ORPHANS = text("""
+SELECT id FROM chat.runs
+WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => :orphan_seconds)
+  AND NOT (id = ANY(CAST(:local_ids AS uuid[])))
+ORDER BY heartbeat_at LIMIT :limit
+""")
+
+#: Fail those of the candidates (``:ids``) still orphaned, and release their budget
 #: reservations, atomically: of several replicas sweeping at once each run goes to one
 #: (``FOR UPDATE SKIP LOCKED``; the row update settles any race with a late finish).
 CLAIM_ORPHANS = text("""
@@ -248,10 +263,9 @@ WITH orphaned AS (
   UPDATE chat.runs r SET status = 'failed', error = CAST(:error AS jsonb),
          finished_at = now(), latency_ms = EXTRACT(EPOCH FROM now() - r.created_at) * 1000
   WHERE r.id IN (SELECT id FROM chat.runs
-                 WHERE status = 'running'
+                 WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
                    AND heartbeat_at < now() - make_interval(secs => :orphan_seconds)
                    AND NOT (id = ANY(CAST(:local_ids AS uuid[])))
-                 ORDER BY heartbeat_at LIMIT :limit
                  FOR UPDATE SKIP LOCKED)
     AND r.status = 'running'
   RETURNING r.id, r.user_id, r.conversation_id, r.agent_id, r.agent_version,
