@@ -83,6 +83,13 @@ def prepare(raw: bytes, content_type: str, chunk_size: int, overlap: int):
     return split(extract_text(raw, content_type), chunk_size, overlap)
 
 
+def warm_up() -> None:
+    """Load the local model and the PDF reader once, before the process takes a document."""
+    import pypdf  # noqa: F401
+
+    embed_local([])
+
+
 def embed_local(texts: list[str]):
     """Unit vectors (n, 384) from the local model, loaded once per worker process."""
     if "model" not in _process:

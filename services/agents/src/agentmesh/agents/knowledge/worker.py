@@ -55,6 +55,7 @@ class _Slot:
                 initializer=ingest.init_process, initargs=(self.nice,),
             )  # fmt: skip
             self.pid = await asyncio.wrap_future(self.pool.submit(os.getpid))
+            await asyncio.wrap_future(self.pool.submit(ingest.warm_up))
 
     async def run(self, fn: Any, *args: Any) -> Any:
         await self.start()
@@ -131,7 +132,7 @@ class IngestWorker:
         beat = asyncio.create_task(self._heartbeat(job, work))
         timeout = asyncio.timeout(None)
         try:
-            await slot.start()  # spawning the process is not the document's time
+            await slot.start()  # starting the process and the model is not the document's time
             timeout = asyncio.timeout(limit)
             async with timeout:
                 pieces, vectors = await self._index(slot, job)
@@ -181,6 +182,9 @@ class IngestWorker:
         if not pieces:
             raise ValueError("the document has no text")
         job.total = len(pieces)
+        if not await jobs.heartbeat(self.sessionmaker, self.id, job,
+                                    self.settings.ingest_lease_seconds):  # fmt: skip
+            raise _Lost
         async with self.sessionmaker() as session:
             kb = await session.get(KnowledgeBase, job.knowledge_base_id)
             if kb is None:
