@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
@@ -50,7 +51,11 @@ class KnowledgeBase(Base):
 
 class Document(Base):
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("knowledge_base_id", "content_hash"),)
+    __table_args__ = (
+        UniqueConstraint("knowledge_base_id", "content_hash"),
+        Index("ix_documents_queue", "owner_id", "created_at",
+              postgresql_where=text("status IN ('pending', 'indexing')")),
+    )  # fmt: off
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
