@@ -8,8 +8,8 @@ from agentmesh.agents.base import EVENT_TABLES
 from agentmesh.agents.embeddings.local import shared_model
 from agentmesh.agents.knowledge import rpc as knowledge_rpc
 from agentmesh.agents.knowledge.embedding import Embedder
-from agentmesh.agents.knowledge.ingest import resume_unfinished
 from agentmesh.agents.knowledge.router import router as knowledge_router
+from agentmesh.agents.knowledge.worker import IngestWorker
 from agentmesh.agents.mcp import rpc as mcp_rpc
 from agentmesh.agents.mcp.router import router as mcp_router
 from agentmesh.agents.providers import rpc
@@ -47,18 +47,22 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
         settings.keyword_candidate_cap,
     )  # fmt: skip
 
-    async def resume(app: FastAPI) -> None:
-        import asyncio
-
-        # Not awaited: indexing left over by a crash must not hold up start-up.
-        app.state.resume_task = asyncio.create_task(
-            resume_unfinished(runtime.sessionmaker, runtime.outbox, app.state.embedder)
+    async def start_ingest(app: FastAPI) -> None:
+        # Documents are durable jobs: whatever is queued, or was left half done by a
+        # replica that died, is claimed by the worker loop (not in the way of start-up).
+        app.state.ingest = IngestWorker(
+            runtime.sessionmaker, runtime.outbox, app.state.embedder, settings
         )
-
-    runtime.startup_hooks.append(resume)
+        app.state.ingest.start()
 
     async def close_remote_embedders(app: FastAPI) -> None:
         await app.state.embedder.remotes.aclose()
 
+    async def stop_ingest(app: FastAPI) -> None:
+        await app.state.ingest.stop()
+
+    runtime.startup_hooks.append(start_ingest)
+    # Hooks stop in reverse: the worker first, then the clients it may still use.
     runtime.shutdown_hooks.append(close_remote_embedders)
+    runtime.shutdown_hooks.append(stop_ingest)
     return app

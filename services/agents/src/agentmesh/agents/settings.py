@@ -55,3 +55,18 @@ class AgentsSettings(ServiceSettings):
 
     #: Timeout of connecting to an MCP server and listing its tools.
     mcp_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: Documents this replica indexes at once, each in its own worker process (0: an
+    #: API-only replica that indexes nothing).
+    ingest_concurrency: int = Field(default=2, ge=0, le=64)
+    #: Documents of one owner indexed at once across all replicas, so one user's many
+    #: uploads do not hold every slot; the claim takes owners in turn.
+    ingest_per_user_concurrency: int = Field(default=1, ge=1, le=64)
+    #: A claimed document's lease, renewed every third of it while indexing; a replica
+    #: that dies leaves its documents to the others once it runs out.
+    ingest_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: A document still indexing after this ends ``failed`` (its worker process is killed).
+    ingest_document_timeout_seconds: float = Field(default=900.0, gt=0, le=86400)
+    #: How often an idle worker looks for documents queued by other replicas.
+    ingest_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    #: Niceness of the worker processes: indexing yields the CPU to requests.
+    ingest_worker_nice: int = Field(default=10, ge=0, le=19)

@@ -1,25 +1,19 @@
-"""Parse, chunk and embed a document; runs in the background after the upload commits."""
+"""What an ingest worker process runs: parse, split and embed with the local model.
+
+These are CPU-bound and run in the worker's process pool (``knowledge.worker``), never
+on the event loop. Each worker process loads the local model once, on its first batch.
+"""
 
 from __future__ import annotations
 
 import html.parser
 import io
-import logging
-import uuid
-from datetime import UTC, datetime
+import os
 from typing import Any
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentmesh.agents.knowledge.embedding import Embedder
-from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
-from agentmesh.shared.events.contracts import KnowledgeDocumentIndexed
-from agentmesh.shared.events.outbox import Outbox
-
-logger = logging.getLogger("agentmesh.agents.ingest")
-EMBED_BATCH = 64
+_process: dict[str, Any] = {}
 
 
 class _TextOnly(html.parser.HTMLParser):
@@ -78,84 +72,28 @@ def split(text: str, chunk_size: int, overlap: int) -> list[tuple[str, dict[str,
     return chunks
 
 
-async def ingest(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, embedder: Embedder,
-    document_id: uuid.UUID,
-) -> None:  # fmt: skip
-    """Index one document: pending -> indexing -> ready, or failed with the reason."""
-    async with sessionmaker() as session, session.begin():
-        claimed = (await session.execute(
-            update(Document)
-            .where(Document.id == document_id, Document.status.in_(["pending", "indexing"]))
-            .values(status="indexing", error=None, updated_at=datetime.now(UTC))
-            .returning(Document.raw, Document.content_type, Document.knowledge_base_id)
-        )).first()  # fmt: off
-    if claimed is None:
-        return
-    raw, content_type, kb_id = claimed
-    try:
-        async with sessionmaker() as session:
-            kb = await session.get(KnowledgeBase, kb_id)
-            assert kb is not None
-            chunk_size, overlap, dimension = kb.chunk_size, kb.chunk_overlap, kb.dimension
-            model = await embedder.for_kb(session, kb)
-        text = extract_text(raw, content_type)
-        pieces = split(text, chunk_size, overlap)
-        if not pieces:
-            raise ValueError("the document has no text")
-        vectors = []
-        for start in range(0, len(pieces), EMBED_BATCH):
-            batch = [content for content, _ in pieces[start : start + EMBED_BATCH]]
-            vectors += await model.aembed_documents(batch)
-        if any(len(vector) != dimension for vector in vectors):
-            raise ValueError(
-                f"the embedding model returned vectors of another size than {dimension}"
-            )
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        logger.warning("ingest failed", extra={"document_id": str(document_id), "error": reason})
-        await _finish(sessionmaker, outbox, document_id, status="failed", error=reason)
-        return
-    async with sessionmaker() as session, session.begin():
-        await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
-        session.add_all(
-            Chunk(document_id=document_id, knowledge_base_id=kb_id, position=i, content=content,
-                  headings=headings, embedding=vector)
-            for i, ((content, headings), vector) in enumerate(zip(pieces, vectors, strict=True))
-        )  # fmt: off
-    await _finish(sessionmaker, outbox, document_id, status="ready", chunks=len(pieces))
+def init_process(nice: int) -> None:
+    """Pool initializer: ingest yields the CPU to the service's requests."""
+    if nice:
+        os.nice(nice)
 
 
-async def _finish(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, document_id: uuid.UUID, *,
-    status: str, error: str | None = None, chunks: int = 0,
-) -> None:  # fmt: skip
-    async with sessionmaker() as session, session.begin():
-        document = await session.get(Document, document_id)
-        if document is None:  # deleted meanwhile
-            return
-        document.status, document.error, document.chunk_count = status, error, chunks
-        document.updated_at = datetime.now(UTC)
-        await outbox.add(session, KnowledgeDocumentIndexed(
-            document_id=document.id, knowledge_base_id=document.knowledge_base_id,
-            owner_id=document.owner_id, status=status, chunk_count=chunks, error=error,
-        ))  # fmt: off
+def prepare(raw: bytes, content_type: str, chunk_size: int, overlap: int):
+    """Extract and split: the chunks with their headings."""
+    return split(extract_text(raw, content_type), chunk_size, overlap)
 
 
-async def ingest_many(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, embedder: Embedder,
-    document_ids: list[uuid.UUID],
-) -> None:  # fmt: skip
-    for document_id in document_ids:
-        await ingest(sessionmaker, outbox, embedder, document_id)
+def warm_up() -> None:
+    """Load the local model and the PDF reader once, before the process takes a document."""
+    import pypdf  # noqa: F401
+
+    embed_local([])
 
 
-async def resume_unfinished(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, embedder: Embedder
-) -> None:
-    """At start-up: index what a crash or a restart left pending or half done."""
-    async with sessionmaker() as session:
-        ids = list(await session.scalars(
-            select(Document.id).where(Document.status.in_(["pending", "indexing"]))
-        ))  # fmt: off
-    await ingest_many(sessionmaker, outbox, embedder, ids)
+def embed_local(texts: list[str]):
+    """Unit vectors (n, 384) from the local model, loaded once per worker process."""
+    if "model" not in _process:
+        from agentmesh.agents.embeddings.local import LocalMiniLM
+
+        _process["model"] = LocalMiniLM()
+    return _process["model"].embed(texts)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
@@ -43,12 +44,18 @@ class KnowledgeBase(Base):
     dimension: Mapped[int] = mapped_column(Integer, default=DIMENSION)
     chunk_size: Mapped[int] = mapped_column(Integer, default=800)
     chunk_overlap: Mapped[int] = mapped_column(Integer, default=100)
+    #: Bumped by every re-index; chunks of an older generation are refused (migration 0007).
+    embedding_generation: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Document(Base):
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("knowledge_base_id", "content_hash"),)
+    __table_args__ = (
+        UniqueConstraint("knowledge_base_id", "content_hash"),
+        Index("ix_documents_queue", "owner_id", "created_at",
+              postgresql_where=text("status IN ('pending', 'indexing')")),
+    )  # fmt: off
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
@@ -64,6 +71,12 @@ class Document(Base):
     status: Mapped[str] = mapped_column(Text, default="pending")
     error: Mapped[str | None] = mapped_column(Text)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: The ingest job: the worker holding it, until when (renewed by its heartbeat).
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Progress while ``indexing``; ``chunks_total`` is known once the text is split.
+    chunks_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    chunks_total: Mapped[int | None] = mapped_column(Integer)
     doc_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -86,6 +99,8 @@ class Chunk(Base):
     content: Mapped[str] = mapped_column(Text)
     headings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     embedding: Mapped[Any] = mapped_column(Vector(DIMENSION))
+    #: The knowledge base's ``embedding_generation`` the chunk was embedded under.
+    generation: Mapped[int] = mapped_column(Integer)
     tsv: Mapped[Any] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english', content)", persisted=True)
     )

@@ -3,12 +3,11 @@ from __future__ import annotations
 import json
 import uuid
 
-from fastapi import APIRouter, BackgroundTasks, Request, status
+from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from agentmesh.agents.knowledge import service
-from agentmesh.agents.knowledge.ingest import ingest, ingest_many
 from agentmesh.agents.knowledge.models import Document, KnowledgeBase
 from agentmesh.agents.knowledge.schemas import (
     DocumentOut,
@@ -59,12 +58,12 @@ async def get_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
 @router.patch("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
 async def update_kb(
     kb_id: uuid.UUID, body: KnowledgeBaseUpdate, caller: CurrentPrincipal, session: Session,
-    request: Request, background: BackgroundTasks,
+    request: Request,
 ) -> KnowledgeBaseOut:  # fmt: skip
     """Rename, re-chunk or change the embedding model. A new model or chunking re-indexes
     every document in the background (their ``status`` goes back to ``pending``)."""
     kb = await service.get_owned(session, caller, kb_id)
-    _schedule(request, background, await service.update_kb(session, kb, body))
+    _schedule(request, session, await service.update_kb(session, kb, body))
     await session.flush()
     await session.refresh(kb)
     return KnowledgeBaseOut.model_validate(kb)
@@ -76,12 +75,11 @@ async def update_kb(
 )  # fmt: skip
 async def reindex(
     kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request,
-    background: BackgroundTasks,
 ) -> list[DocumentOut]:  # fmt: skip
     """Re-embed every document with the knowledge base's current model."""
     kb = await service.get_owned(session, caller, kb_id)
     ids = await service.mark_for_reindex(session, kb, drop_vectors=False)
-    _schedule(request, background, ids)
+    _schedule(request, session, ids)
     rows = await session.scalars(
         select(Document).where(Document.knowledge_base_id == kb_id)
         .order_by(Document.created_at).execution_options(populate_existing=True)
@@ -89,10 +87,11 @@ async def reindex(
     return [service.document_out(d) for d in rows]
 
 
-def _schedule(request: Request, background: BackgroundTasks, ids: list[uuid.UUID]) -> None:
+def _schedule(request: Request, session, ids: list[uuid.UUID]) -> None:
+    """The documents are queued in this transaction; wake the worker once it commits."""
     if ids:
-        state = request.app.state
-        background.add_task(ingest_many, state.sessionmaker, state.outbox, state.embedder, ids)
+        event.listen(session.sync_session, "after_commit",
+                     lambda _: request.app.state.ingest.wake(), once=True)  # fmt: skip
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
@@ -133,7 +132,6 @@ async def upload(
     request: Request,
     caller: CurrentPrincipal,
     session: Session,
-    background: BackgroundTasks,
 ) -> DocumentOut:
     """Add a document as a multipart ``file`` (txt, md, html, pdf) or as JSON
     ``{text, filename?, metadata?}``. Indexing runs in the background: poll the document
@@ -188,8 +186,7 @@ async def upload(
         session, kb, raw=raw, filename=filename, metadata=metadata
     )
     if not duplicate:
-        state = request.app.state
-        background.add_task(ingest, state.sessionmaker, state.outbox, state.embedder, document.id)
+        _schedule(request, session, [document.id])
     return service.document_out(document, duplicate=duplicate)
 
 

@@ -77,6 +77,10 @@ class DocumentOut(BaseModel):
     status: Status
     error: str | None
     chunk_count: int
+    chunks_done: int = Field(description="Chunks embedded so far (progress while indexing)")
+    chunks_total: int | None = Field(
+        description="Chunks the document splits into; null until its text is split"
+    )
     metadata: dict[str, Any]
     duplicate: bool = Field(default=False, description="Same content was already here")
     created_at: datetime

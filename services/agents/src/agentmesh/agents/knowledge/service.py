@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from agentmesh.agents.knowledge.embedding import check_config
 from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
@@ -101,13 +102,24 @@ async def update_kb(
 async def mark_for_reindex(
     session: AsyncSession, kb: KnowledgeBase, *, drop_vectors: bool
 ) -> list[uuid.UUID]:
-    """Every document back to ``pending``. A new model drops the old vectors at once,
-    so a search never compares vectors of two models."""
+    """Every document back to ``pending`` under a new embedding generation: a job still
+    indexing under the old one writes nothing (its chunks would be refused). A new model
+    drops the old vectors at once, so a search never compares vectors of two models."""
+    # The knowledge base row first: ingest locks it (FOR SHARE) before writing chunks.
+    generation = await session.scalar(
+        update(KnowledgeBase).where(KnowledgeBase.id == kb.id)
+        .values(embedding_generation=KnowledgeBase.embedding_generation + 1)
+        .returning(KnowledgeBase.embedding_generation)
+        .execution_options(synchronize_session=False)
+    )  # fmt: off
+    set_committed_value(kb, "embedding_generation", generation)
     if drop_vectors:
         await session.execute(delete(Chunk).where(Chunk.knowledge_base_id == kb.id))
     ids = await session.scalars(
         update(Document).where(Document.knowledge_base_id == kb.id)
-        .values(status="pending", error=None).returning(Document.id)
+        .values(status="pending", error=None, lease_owner=None, lease_expires_at=None,
+                chunks_done=0, chunks_total=None)
+        .returning(Document.id)
     )  # fmt: off
     return list(ids)
 
@@ -117,7 +129,8 @@ def document_out(document: Document, *, duplicate: bool = False) -> DocumentOut:
         id=document.id, knowledge_base_id=document.knowledge_base_id, filename=document.filename,
         content_type=document.content_type, size_bytes=document.size_bytes,
         status=document.status, error=document.error,  # type: ignore[arg-type]
-        chunk_count=document.chunk_count, metadata=document.doc_metadata, duplicate=duplicate,
+        chunk_count=document.chunk_count, chunks_done=document.chunks_done,
+        chunks_total=document.chunks_total, metadata=document.doc_metadata, duplicate=duplicate,
         created_at=document.created_at, updated_at=document.updated_at,
     )  # fmt: off
 

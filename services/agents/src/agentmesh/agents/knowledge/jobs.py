@@ -1,0 +1,190 @@
+"""Ingest jobs in Postgres: claim with a lease, heartbeat, finish. Documents are the jobs.
+
+A document waits as ``pending``; a worker claims it (``indexing``, ``lease_owner``,
+``lease_expires_at``) and renews the lease while it works. A lease that runs out (its
+replica died) makes the document claimable again. Claims are serialized by an advisory
+lock so the per-user cap holds across replicas, and rows another transaction holds are
+skipped (``FOR UPDATE SKIP LOCKED``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
+from agentmesh.shared.events.contracts import KnowledgeDocumentIndexed
+from agentmesh.shared.events.outbox import Outbox
+
+CLAIM_LOCK = (27501, 0)  # pg_advisory_xact_lock key: one claim at a time, every replica
+INSERT_BATCH = 500
+
+# Fair across owners: each owner's waiting documents are ranked oldest first, and a
+# document's turn is its rank plus the owner's running jobs. Lower turns go first, so one
+# owner's 200 uploads take one slot while the next owner's first upload takes the next.
+# A turn over the per-user cap waits.
+CLAIM = text("""
+WITH running AS (
+    SELECT owner_id, count(*) AS n FROM agents.documents
+    WHERE status = 'indexing' AND lease_expires_at > now()
+    GROUP BY owner_id
+), waiting AS (
+    SELECT d.id, d.owner_id, d.created_at,
+           row_number() OVER (PARTITION BY d.owner_id ORDER BY d.created_at, d.id) AS rank
+    FROM agents.documents d
+    WHERE d.status = 'pending'
+       OR (d.status = 'indexing' AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now()))
+), fair AS (
+    SELECT w.id, w.rank + coalesce(r.n, 0) AS turn, w.created_at
+    FROM waiting w LEFT JOIN running r USING (owner_id)
+    WHERE w.rank + coalesce(r.n, 0) <= :per_user
+), picked AS (
+    SELECT d.id FROM agents.documents d JOIN fair f USING (id)
+    ORDER BY f.turn, f.created_at, d.id
+    LIMIT :slots
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE agents.documents d
+SET status = 'indexing', lease_owner = :worker,
+    lease_expires_at = now() + make_interval(secs => :lease),
+    error = NULL, chunks_done = 0, chunks_total = NULL, updated_at = now()
+FROM picked WHERE d.id = picked.id
+RETURNING d.id
+""")
+
+
+@dataclass
+class Job:
+    document_id: uuid.UUID
+    knowledge_base_id: uuid.UUID
+    owner_id: uuid.UUID
+    content_type: str
+    raw: bytes
+    chunk_size: int
+    overlap: int
+    dimension: int
+    generation: int
+    done: int = 0
+    total: int | None = None
+    lost: bool = field(default=False)
+
+
+async def claim(
+    sessionmaker: async_sessionmaker[AsyncSession], worker: str, *, slots: int,
+    per_user: int, lease_seconds: float,
+) -> list[Job]:  # fmt: skip
+    """Up to ``slots`` documents leased to ``worker``, fairly across owners."""
+    if slots <= 0:
+        return []
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                              {"a": CLAIM_LOCK[0], "b": CLAIM_LOCK[1]})  # fmt: skip
+        params = {"worker": worker, "slots": slots, "per_user": per_user, "lease": lease_seconds}
+        ids = list(await session.scalars(CLAIM, params))
+        if not ids:
+            return []
+        rows = await session.execute(
+            select(Document.id, Document.knowledge_base_id, Document.owner_id,
+                   Document.content_type, Document.raw, KnowledgeBase.chunk_size,
+                   KnowledgeBase.chunk_overlap, KnowledgeBase.dimension,
+                   KnowledgeBase.embedding_generation)
+            .join(KnowledgeBase, KnowledgeBase.id == Document.knowledge_base_id)
+            .where(Document.id.in_(ids))
+        )  # fmt: off
+        return [Job(*row) for row in rows]
+
+
+async def heartbeat(sessionmaker: async_sessionmaker[AsyncSession], worker: str, job: Job,
+                    lease_seconds: float) -> bool:  # fmt: skip
+    """Renew the lease and write the progress; False when the job is no longer ours (the
+    document was deleted, re-indexed, or taken over after the lease ran out)."""
+    async with sessionmaker() as session, session.begin():
+        result = await session.execute(
+            update(Document)
+            .where(Document.id == job.document_id, Document.lease_owner == worker,
+                   Document.status == "indexing")
+            .values(lease_expires_at=text("now() + make_interval(secs => :lease)"),
+                    chunks_done=job.done, chunks_total=job.total)
+            .execution_options(synchronize_session=False),
+            {"lease": lease_seconds},
+        )  # fmt: off
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def finish_ready(
+    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, worker: str, job: Job,
+    pieces: list[tuple[str, dict[str, Any]]], vectors: np.ndarray,
+) -> bool:  # fmt: skip
+    """Write the chunks and mark the document ready, if the job is still ours and the
+    knowledge base still at the job's generation; False (nothing written) otherwise."""
+    async with sessionmaker() as session, session.begin():
+        # The knowledge base first (FOR SHARE), as a re-index locks it first: a re-index
+        # either committed already (we see its generation) or waits for this transaction.
+        generation = await session.scalar(
+            select(KnowledgeBase.embedding_generation)
+            .where(KnowledgeBase.id == job.knowledge_base_id).with_for_update(read=True)
+        )  # fmt: off
+        owner = await session.scalar(
+            select(Document.lease_owner)
+            .where(Document.id == job.document_id, Document.status == "indexing")
+            .with_for_update()
+        )  # fmt: off
+        if generation != job.generation or owner != worker:
+            return False
+        await session.execute(Chunk.__table__.delete().where(Chunk.document_id == job.document_id))
+        for start in range(0, len(pieces), INSERT_BATCH):
+            await session.execute(insert(Chunk), [
+                {"document_id": job.document_id, "knowledge_base_id": job.knowledge_base_id,
+                 "position": i, "content": content, "headings": headings,
+                 "embedding": vectors[i], "generation": job.generation}
+                for i, (content, headings) in enumerate(
+                    pieces[start : start + INSERT_BATCH], start)
+            ])  # fmt: off
+        await _finish(session, outbox, job, status="ready", chunks=len(pieces))
+        return True
+
+
+async def finish_failed(
+    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, worker: str, job: Job,
+    error: str,
+) -> bool:  # fmt: skip
+    async with sessionmaker() as session, session.begin():
+        owner = await session.scalar(
+            select(Document.lease_owner)
+            .where(Document.id == job.document_id, Document.status == "indexing")
+            .with_for_update()
+        )  # fmt: off
+        if owner != worker:
+            return False
+        await _finish(session, outbox, job, status="failed", error=error[:500])
+        return True
+
+
+async def _finish(session: AsyncSession, outbox: Outbox, job: Job, *, status: str,
+                  error: str | None = None, chunks: int = 0) -> None:  # fmt: skip
+    await session.execute(
+        update(Document).where(Document.id == job.document_id)
+        .values(status=status, error=error, chunk_count=chunks, lease_owner=None,
+                lease_expires_at=None, chunks_done=chunks if status == "ready" else job.done,
+                chunks_total=job.total, updated_at=text("now()"))
+        .execution_options(synchronize_session=False)
+    )  # fmt: off
+    await outbox.add(session, KnowledgeDocumentIndexed(
+        document_id=job.document_id, knowledge_base_id=job.knowledge_base_id,
+        owner_id=job.owner_id, status=status, chunk_count=chunks, error=error,
+    ))  # fmt: off
+
+
+async def release(sessionmaker: async_sessionmaker[AsyncSession], worker: str) -> None:
+    """On shutdown: this worker's unfinished documents go back to the queue at once."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Document).where(Document.lease_owner == worker, Document.status == "indexing")
+            .values(status="pending", lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )  # fmt: off

@@ -1,0 +1,210 @@
+"""The ingest worker of one replica: claims documents and indexes them off the event loop.
+
+Each of the replica's ``AGENTS_INGEST_CONCURRENCY`` slots owns one worker process (a
+``ProcessPoolExecutor`` of one, spawned on first use), which parses, splits and, for the
+local model, embeds; the local model is loaded once per process. Remote embeddings are
+HTTP calls and stay on the event loop. A document over ``AGENTS_INGEST_DOCUMENT_TIMEOUT_SECONDS``
+ends ``failed``; its process is killed (a running task cannot be cancelled otherwise) and
+the slot starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentmesh.agents.knowledge import ingest, jobs
+from agentmesh.agents.knowledge.embedding import Embedder
+from agentmesh.agents.knowledge.models import KnowledgeBase
+from agentmesh.agents.settings import AgentsSettings
+from agentmesh.shared.events.outbox import Outbox
+
+logger = logging.getLogger("agentmesh.agents.ingest")
+EMBED_BATCH = 64
+
+
+class _Lost(Exception):
+    """The document is no longer this worker's job."""
+
+
+class _Slot:
+    """One worker process, started on first use and killed when its document overruns."""
+
+    def __init__(self, nice: int) -> None:
+        self.nice = nice
+        self.pool: ProcessPoolExecutor | None = None
+        self.pid: int | None = None
+        self.job: jobs.Job | None = None
+
+    async def start(self) -> None:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=ingest.init_process, initargs=(self.nice,),
+            )  # fmt: skip
+            self.pid = await asyncio.wrap_future(self.pool.submit(os.getpid))
+            await asyncio.wrap_future(self.pool.submit(ingest.warm_up))
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        await self.start()
+        assert self.pool is not None
+        return await asyncio.wrap_future(self.pool.submit(fn, *args))
+
+    def kill(self) -> None:
+        if self.pool is None:
+            return
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool, self.pid = None, None
+
+
+class IngestWorker:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox,
+        embedder: Embedder, settings: AgentsSettings,
+    ) -> None:  # fmt: skip
+        self.sessionmaker, self.outbox, self.embedder = sessionmaker, outbox, embedder
+        self.settings = settings
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.slots = [_Slot(settings.ingest_worker_nice)
+                      for _ in range(settings.ingest_concurrency)]  # fmt: skip
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """A document was queued: claim now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self.slots:
+            self._loop = asyncio.create_task(self._claim_loop(), name="ingest-worker")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for slot in self.slots:
+            slot.kill()
+        with contextlib.suppress(Exception):  # the lease runs out anyway
+            await jobs.release(self.sessionmaker, self.id)
+
+    async def _claim_loop(self) -> None:
+        s = self.settings
+        while True:
+            self._wake.clear()
+            free = [slot for slot in self.slots if slot.job is None]
+            try:
+                claimed = await jobs.claim(
+                    self.sessionmaker, self.id, slots=len(free),
+                    per_user=s.ingest_per_user_concurrency, lease_seconds=s.ingest_lease_seconds,
+                )  # fmt: skip
+            except Exception:
+                logger.exception("claiming ingest jobs failed")
+                claimed = []
+            for slot, job in zip(free, claimed, strict=False):
+                slot.job = job
+                task = asyncio.create_task(self._run(slot, job), name=f"ingest-{job.document_id}")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), s.ingest_poll_seconds)
+
+    async def _run(self, slot: _Slot, job: jobs.Job) -> None:
+        limit = self.settings.ingest_document_timeout_seconds
+        work = asyncio.current_task()
+        assert work is not None
+        beat = asyncio.create_task(self._heartbeat(job, work))
+        timeout = asyncio.timeout(None)
+        try:
+            await slot.start()  # starting the process and the model is not the document's time
+            timeout = asyncio.timeout(limit)
+            async with timeout:
+                pieces, vectors = await self._index(slot, job)
+            beat.cancel()
+            await jobs.finish_ready(self.sessionmaker, self.outbox, self.id, job, pieces, vectors)
+        except _Lost:
+            pass
+        except asyncio.CancelledError:
+            slot.kill()  # its process may be busy with this document
+            if not job.lost:
+                raise
+        except Exception as exc:
+            if timeout.expired() or isinstance(exc, BrokenProcessPool):
+                slot.kill()
+            if timeout.expired():
+                reason = (f"TimeLimitExceeded: indexing took longer than the {limit:g} s limit "
+                          "(AGENTS_INGEST_DOCUMENT_TIMEOUT_SECONDS)")  # fmt: skip
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            extra = {"document_id": str(job.document_id), "error": reason[:500]}
+            logger.warning("ingest failed", extra=extra)
+            with contextlib.suppress(Exception):
+                await jobs.finish_failed(self.sessionmaker, self.outbox, self.id, job, reason)
+        finally:
+            beat.cancel()
+            slot.job = None
+            self._wake.set()
+
+    async def _heartbeat(self, job: jobs.Job, work: asyncio.Task[None]) -> None:
+        lease = self.settings.ingest_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                ours = await jobs.heartbeat(self.sessionmaker, self.id, job, lease)
+            except Exception:
+                logger.exception("ingest heartbeat failed")
+                continue
+            if not ours:  # deleted, re-indexed or taken over: stop and write nothing
+                job.lost = True
+                work.cancel()
+                return
+
+    async def _index(self, slot: _Slot, job: jobs.Job) -> tuple[list, np.ndarray]:
+        pieces = await slot.run(ingest.prepare, job.raw, job.content_type, job.chunk_size,
+                                job.overlap)  # fmt: skip
+        job.raw = b""  # the worker has it; do not keep 20 MiB per job on the service
+        if not pieces:
+            raise ValueError("the document has no text")
+        job.total = len(pieces)
+        if not await jobs.heartbeat(self.sessionmaker, self.id, job,
+                                    self.settings.ingest_lease_seconds):  # fmt: skip
+            raise _Lost
+        async with self.sessionmaker() as session:
+            kb = await session.get(KnowledgeBase, job.knowledge_base_id)
+            if kb is None:
+                raise ValueError("the knowledge base was deleted")
+            model = None if kb.embedding_provider_id is None else await self.embedder.for_kb(
+                session, kb)  # fmt: skip
+        parts = []
+        for start in range(0, len(pieces), EMBED_BATCH):
+            batch = [content for content, _ in pieces[start : start + EMBED_BATCH]]
+            if model is None:
+                part = await slot.run(ingest.embed_local, batch)
+            else:  # an HTTP provider: I/O, on the loop
+                part = np.asarray(await model.aembed_documents(batch), dtype=np.float32)
+            if part.ndim != 2 or part.shape[1] != job.dimension:
+                raise ValueError(
+                    f"the embedding model returned vectors of another size than {job.dimension}"
+                )
+            parts.append(part)
+            job.done += len(batch)
+            if not await jobs.heartbeat(self.sessionmaker, self.id, job,
+                                        self.settings.ingest_lease_seconds):  # fmt: skip
+                raise _Lost
+        return pieces, np.concatenate(parts)
