@@ -163,7 +163,7 @@ class DenyList:
             # Bounded: unsubscribing from a connection that is going away can hang, and a
             # second lifespan of the same app (tests) must still shut down.
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 5)
+                await asyncio.wait({task}, timeout=5)
 
     async def _watch_forever(self, js: JetStreamContext) -> None:
         while True:

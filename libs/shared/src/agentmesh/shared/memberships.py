@@ -114,7 +114,7 @@ class MembershipView:
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 5)
+                await asyncio.wait({task}, timeout=5)
 
     async def _run(self, js_factory) -> None:
         from nats.js.kv import KV_DEL, KV_PURGE

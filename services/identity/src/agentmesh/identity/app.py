@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from fastapi import FastAPI
@@ -113,8 +112,8 @@ async def stop_pruning(app: FastAPI) -> None:
     task: asyncio.Task[None] | None = getattr(app.state, "login_failure_sweep", None)
     if task is not None:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Not waited for past 5 s: a sweep cancelled inside a query may unwind slowly.
+        await asyncio.wait({task}, timeout=5)
 
 
 def create_app(settings: IdentitySettings | None = None, **runtime_options: object) -> FastAPI:

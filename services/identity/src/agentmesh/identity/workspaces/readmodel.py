@@ -147,8 +147,10 @@ def register(runtime: ServiceRuntime, *, resync_seconds: float) -> None:
         task = state.pop("task", None)
         if task is not None:
             task.cancel()
+            # Bounded: a reconcile cancelled inside a query can take a while to unwind,
+            # and shutdown must not wait on it.
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait({task}, timeout=5)
 
     runtime.startup_hooks.append(start)
     runtime.shutdown_hooks.append(stop)
