@@ -46,6 +46,7 @@ OWNED_ROWS = {
     "identity.users": "id = :user",
     "identity.api_keys": "user_id = :user",
     "identity.refresh_token_families": "user_id = :user",
+    "identity.memberships": "user_id = :user",
     "agents.agents": "owner_id = :user",
     "agents.agent_versions": "agent_id = ANY(:agents)",
     "agents.providers": "owner_id = :user",

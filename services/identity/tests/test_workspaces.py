@@ -303,7 +303,7 @@ async def test_delete_workspace_is_owner_only_and_hides_it(identity, make_accoun
     refused = await identity.delete(f"{WS}/{wid}", headers=admin.headers)
     assert refused.status_code == 403
     accepted = await identity.delete(f"{WS}/{wid}", headers=owner.headers)
-    assert accepted.status_code == 202
+    assert accepted.status_code == 202 and accepted.json() == {"id": wid, "status": "deleting"}
     assert await outbox_events("identity.workspace.deleted", wid)
     assert (await identity.get(f"{WS}/{wid}", headers=admin.headers)).status_code == 404
     assert wid not in (await identity.get(WS, headers=owner.headers)).text

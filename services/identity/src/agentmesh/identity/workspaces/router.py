@@ -20,6 +20,7 @@ from agentmesh.identity.workspaces.schemas import (
     MemberUpdate,
     TransferRequest,
     WorkspaceCreate,
+    WorkspaceDeletion,
     WorkspaceOut,
     WorkspaceUpdate,
 )
@@ -112,16 +113,17 @@ async def rename_workspace(
 @router.delete(
     "/workspaces/{workspace_id}",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=WorkspaceDeletion,
     responses={**NOT_FOUND, **ROLE, 409: {"description": "A personal workspace"}},
 )
 async def delete_workspace(
     workspace_id: uuid.UUID, caller: CurrentCaller, session: Session, events: Events
-) -> Response:
+) -> WorkspaceDeletion:
     """Delete (owner): gone at once for every API; each service then deletes its data."""
     _session_only(caller)
     found = await _access(session, caller, workspace_id, "owner")
     await service.delete(session, events, found.workspace)
-    return Response(status_code=status.HTTP_202_ACCEPTED)
+    return WorkspaceDeletion(id=workspace_id, status="deleting")
 
 
 @router.post(

@@ -85,3 +85,8 @@ class SwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workspace_id: uuid.UUID
+
+
+class WorkspaceDeletion(BaseModel):
+    id: uuid.UUID
+    status: Literal["deleting"]
