@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -47,9 +48,9 @@ async def bucket(js: JetStreamContext, replicas: int = 1):
         )
 
 
-async def put_role(js: JetStreamContext, workspace_id, user_id, role: str | None) -> None:
-    """Identity's write: the member's current role, or None when they are not a member."""
-    kv = await bucket(js)
+async def put_role(kv: Any, workspace_id, user_id, role: str | None) -> None:
+    """Identity's write (``kv``: the ``bucket``): the member's current role, or None when
+    they are not a member."""
     key = membership_key(workspace_id, user_id)
     if role is None:
         with contextlib.suppress(KeyNotFoundError):
@@ -86,6 +87,14 @@ class MembershipView:
         """The member's current role, or None when they are not a member (as far as known)."""
         seen = self.seen(workspace_id, user_id)
         return seen.role if seen else None
+
+    def current(self) -> dict[str, str]:
+        """Every membership the view holds, as bucket keys and roles."""
+        return {
+            membership_key(w, u): seen.role
+            for (w, u), seen in list(self._seen.items())
+            if seen.role is not None
+        }
 
     @property
     def ready(self) -> bool:

@@ -11,9 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from agentmesh.identity.base import Base
 from agentmesh.shared.events.envelope import uuid7
 
-#: Roles in a workspace, weakest first.
-ROLES = ("viewer", "member", "admin", "owner")
-
 
 def _uuid() -> uuid.UUID:
     return uuid.UUID(uuid7())

@@ -49,13 +49,13 @@ async def sync_event(runtime: ServiceRuntime, envelope: Envelope) -> None:
     workspace_id = uuid.UUID(str(envelope.data["workspace_id"]))
     roles = await current_roles(runtime.sessionmaker, workspace_id)
     users = {str(envelope.data["user_id"])} if "user_id" in envelope.data else set()
+    kv = await bucket(js)
     if envelope.type == "identity.workspace.deleted":
-        kv = await bucket(js)
         prefix = f"{workspace_id}."
         with contextlib.suppress(Exception):  # no keys at all raises NoKeysError
             users |= {key[len(prefix) :] for key in await kv.keys() if key.startswith(prefix)}
     for user_id in users:
-        await put_role(js, workspace_id, user_id, roles.get(user_id))
+        await put_role(kv, workspace_id, user_id, roles.get(user_id))
 
 
 async def reconcile(runtime: ServiceRuntime) -> int:
@@ -69,13 +69,9 @@ async def reconcile(runtime: ServiceRuntime) -> int:
             .where(Workspace.deleted_at.is_(None))
         )
         wanted = {membership_key(w, u): role for w, u, role in rows.all()}
+    # What the bucket holds, from identity's own watch of it (no read per key).
+    present = runtime.memberships.current()
     kv = await bucket(js)
-    present: dict[str, str] = {}
-    with contextlib.suppress(Exception):  # an empty bucket raises NoKeysError
-        for key in await kv.keys():
-            entry = await kv.get(key)
-            if entry.value:
-                present[key] = entry.value.decode()
     changed = 0
     for key, role in wanted.items():
         if present.get(key) != role:
@@ -128,7 +124,11 @@ def register(runtime: ServiceRuntime, *, resync_seconds: float) -> None:
     async def loop() -> None:
         while True:
             try:
-                if runtime.broker is not None and await runtime.broker.ping(timeout=1.0):
+                if (
+                    runtime.broker is not None
+                    and runtime.memberships.ready
+                    and await runtime.broker.ping(timeout=1.0)
+                ):
                     changed = await reconcile(runtime)
                     if changed:
                         logger.info("memberships bucket reconciled", extra={"changed": changed})

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.identity.users.models import User
 from agentmesh.identity.workspaces.errors import LastOwner, PersonalWorkspace, WorkspaceNotFound
-from agentmesh.identity.workspaces.models import ROLES, Membership, Workspace
+from agentmesh.identity.workspaces.models import Membership, Workspace
 from agentmesh.shared.errors import Forbidden, NotFound
 from agentmesh.shared.events.contracts import (
     MembershipAdded,
@@ -27,11 +27,7 @@ from agentmesh.shared.events.contracts import (
     WorkspaceUpdated,
 )
 from agentmesh.shared.events.outbox import Outbox
-
-
-def at_least(role: str, needed: str) -> bool:
-    """Whether ``role`` is ``needed`` or stronger (viewer < member < admin < owner)."""
-    return ROLES.index(role) >= ROLES.index(needed)
+from agentmesh.shared.memberships import at_least
 
 
 @dataclass(frozen=True)
