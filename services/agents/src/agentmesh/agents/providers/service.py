@@ -21,6 +21,7 @@ from agentmesh.agents.providers.schemas import (
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import NotFound
+from agentmesh.shared.pagination import paginate
 
 OFFLINE = ProviderOut(
     id="offline",
@@ -99,11 +100,16 @@ async def update(
     return provider
 
 
-async def list_owned(session: AsyncSession, principal: Principal) -> list[Provider]:
-    query = select(Provider).order_by(Provider.created_at)
+async def list_owned(
+    session: AsyncSession, principal: Principal, *, limit: int, cursor: str | None
+) -> tuple[list[Provider], str | None]:
+    """One page of the caller's providers (admins: everyone's), oldest first."""
+    query = select(Provider)
     if not principal.is_admin:
         query = query.where(Provider.owner_id == principal.user_id)
-    return list(await session.scalars(query))
+    return await paginate(
+        session, query, (Provider.created_at, Provider.id), limit=limit, cursor=cursor
+    )
 
 
 def credentials(box: SecretBox, provider: Provider) -> dict[str, str | None]:

@@ -16,6 +16,7 @@ from agentmesh.identity.errors import InvalidApiKey
 from agentmesh.identity.users.models import User
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ApiKeyCreated, ApiKeyRevoked
+from agentmesh.shared.pagination import paginate
 
 KEY_PREFIX = "am_"
 #: last_used_at is written at most this often per key, to keep exchanges read-mostly.
@@ -59,13 +60,13 @@ async def create(auth: AuthService, session, user: User, body: ApiKeyCreate) -> 
     return api_key, f"{KEY_PREFIX}{key_id}_{secret}"
 
 
-async def list_keys(session, user: User) -> list[ApiKey]:
-    return list(
-        await session.scalars(
-            select(ApiKey)
-            .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
-            .order_by(ApiKey.created_at.desc())
-        )
+async def list_keys(
+    session, user: User, *, limit: int, cursor: str | None
+) -> tuple[list[ApiKey], str | None]:
+    """One page of the user's active keys, newest first."""
+    query = select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+    return await paginate(
+        session, query, (ApiKey.created_at, ApiKey.id), limit=limit, cursor=cursor, descending=True
     )
 
 
