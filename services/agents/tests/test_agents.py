@@ -85,7 +85,7 @@ async def test_every_update_is_a_version_and_old_ones_can_be_restored(agents, us
     )
     assert v2.status_code == 200 and v2.json()["version"] == 2
     assert v2.json()["name"] == "Keeper"  # untouched fields are kept
-    versions = (await agents.get(f"{url}/versions", headers=headers)).json()
+    versions = (await agents.get(f"{url}/versions", headers=headers)).json()["items"]
     assert [v["version"] for v in versions] == [2, 1]
     v1 = (await agents.get(f"{url}/versions/1", headers=headers)).json()
     assert v1["config"]["instructions"] == "Keep notes."
@@ -94,7 +94,8 @@ async def test_every_update_is_a_version_and_old_ones_can_be_restored(agents, us
     assert restored.status_code == 200
     assert restored.json()["version"] == 3
     assert restored.json()["instructions"] == "Keep notes."
-    assert (await agents.get(f"{url}/versions", headers=headers)).json()[0]["restored_from"] == 1
+    newest = (await agents.get(f"{url}/versions", headers=headers)).json()["items"][0]
+    assert newest["restored_from"] == 1
     events = await outbox_events("agents.agent.updated", agent["id"])
     assert [e["data"]["agent_version"] for e in events] == [2, 3]
     assert events[-1]["data"]["config"]["instructions"] == "Keep notes."

@@ -45,7 +45,7 @@ async def test_user_deleted_erases_agents_once(agents, token_issuer, nats_url):
         listing = await agents.get("/api/v1/agents", headers=headers)
         assert listing.json()["items"] == []
         providers = await agents.get("/api/v1/providers", headers=headers)
-        assert [p["id"] for p in providers.json()] == ["offline"]
+        assert [p["id"] for p in providers.json()["items"]] == ["offline"]
         outbox = agents.app.state.runtime.tables.outbox
         async with agents.app.state.sessionmaker() as session:
             from sqlalchemy import func, select

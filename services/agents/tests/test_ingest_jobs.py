@@ -208,7 +208,7 @@ async def test_documents_show_progress_while_indexing(agents, token_issuer):
     assert total > 64 and found["chunks_done"] == found["chunks_total"] == total
     assert any(t == total and done < total for done, t in seen), seen
     assert all(t in (None, total) and done <= total for done, t in seen), seen
-    [listed] = (await agents.get(f"{KBS}/{kb_id}/documents", headers=headers)).json()
+    [listed] = (await agents.get(f"{KBS}/{kb_id}/documents", headers=headers)).json()["items"]
     assert listed["chunks_done"] == listed["chunks_total"] == total
 
 

@@ -84,7 +84,7 @@ async def test_same_content_is_not_embedded_twice(agents, kb):
     await ready(agents, headers, base["id"], first.json()["id"])
     again = await agents.post(f"{KBS}/{base['id']}/documents", json=body, headers=headers)
     assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
-    listing = (await agents.get(f"{KBS}/{base['id']}/documents", headers=headers)).json()
+    listing = (await agents.get(f"{KBS}/{base['id']}/documents", headers=headers)).json()["items"]
     assert len(listing) == 1
 
 

@@ -22,7 +22,7 @@ async def ready_all(agents, headers, kb_id) -> list[dict]:
     import asyncio
 
     for _ in range(300):
-        documents = (await agents.get(f"{KBS}/{kb_id}/documents", headers=headers)).json()
+        documents = (await agents.get(f"{KBS}/{kb_id}/documents", headers=headers)).json()["items"]
         if documents and all(d["status"] in ("ready", "failed") for d in documents):
             return documents
         await asyncio.sleep(0.1)

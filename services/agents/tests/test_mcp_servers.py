@@ -124,7 +124,7 @@ async def test_crud_with_the_auth_value_encrypted_and_never_shown(
     assert created["auth_header_value_last4"] == "WXYZ" and created["url"] == UNREACHABLE
     url = f"{SERVERS}/{created['id']}"
     listing = await agents_private.get(SERVERS, headers=headers)
-    assert [s["id"] for s in listing.json()] == [created["id"]]
+    assert [s["id"] for s in listing.json()["items"]] == [created["id"]]
     for response in (listing, await agents_private.get(url, headers=headers)):
         assert response.status_code == 200 and TOKEN not in response.text
     async with agents_private.app.state.sessionmaker() as session:
@@ -246,11 +246,17 @@ async def test_servers_are_private_to_their_owner(agents_private, token_issuer, 
         )
         assert response.status_code == 404, (method, path)
         assert response.headers["content-type"] == PROBLEM
-    assert (await agents_private.get(SERVERS, headers=stranger)).json() == []
+    assert (await agents_private.get(SERVERS, headers=stranger)).json()["items"] == []
     admin = token_issuer.headers(roles=("admin",))
     assert (await agents_private.get(url, headers=admin)).status_code == 200
-    listed = (await agents_private.get(SERVERS, headers=admin)).json()
-    assert server["id"] in [s["id"] for s in listed]
+    listed, cursor = [], None
+    while True:  # everyone's servers, page after page
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = (await agents_private.get(SERVERS, params=params, headers=admin)).json()
+        listed += [s["id"] for s in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert server["id"] in listed
     assert (await agents_private.get(url, headers=owner)).json()["name"] == "Tools"
 
 
@@ -307,7 +313,7 @@ async def test_erasure_removes_the_users_mcp_servers(agents_private, token_issue
                 break
     finally:
         await nc.close()
-    assert (await agents_private.get(SERVERS, headers=headers)).json() == []
+    assert (await agents_private.get(SERVERS, headers=headers)).json()["items"] == []
     async with agents_private.app.state.sessionmaker() as session:
         left = await session.scalar(
             select(func.count()).select_from(McpServer).where(McpServer.owner_id == user_id)

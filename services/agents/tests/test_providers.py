@@ -62,7 +62,8 @@ async def test_key_is_encrypted_and_only_its_last_four_are_shown(agents, token_i
     created = await create(agents, headers, base_url="http://127.0.0.1:9/v1")
     assert created["api_key_last4"] == "WXYZ"
     listing = await agents.get(PROVIDERS, headers=headers)
-    assert listing.json()[0]["id"] == "offline" and listing.json()[0]["builtin"] is True
+    first = listing.json()["items"][0]
+    assert first["id"] == "offline" and first["builtin"] is True
     for response in (listing, await agents.get(f"{PROVIDERS}/{created['id']}", headers=headers)):
         assert SECRET_KEY not in response.text
     async with agents.app.state.sessionmaker() as session:
@@ -98,7 +99,9 @@ async def test_providers_are_private_and_validated(agents, token_issuer):
             method, url, json={} if method == "PATCH" else None, headers=stranger
         )
         assert response.status_code == 404
-    assert [p["id"] for p in (await agents.get(PROVIDERS, headers=stranger)).json()] == ["offline"]
+    assert [p["id"] for p in (await agents.get(PROVIDERS, headers=stranger)).json()["items"]] == [
+        "offline"
+    ]
     bad = await agents.post(PROVIDERS, json={"kind": "cohere", "name": "x"}, headers=owner)
     assert bad.status_code == 422
     no_key = await agents.post(PROVIDERS, json={"kind": "anthropic", "name": "x"}, headers=owner)

@@ -124,7 +124,9 @@ async def test_bad_input_is_problem_json(chat, make_agent, token_issuer):
         response = await chat.post(url, json=body, headers=headers)
         assert response.status_code == 422, body
         assert response.headers["content-type"] == "application/problem+json"
-    assert (await chat.get(f"{CONV}?cursor=nonsense", headers=headers)).status_code == 422
+    bad_cursor = await chat.get(f"{CONV}?cursor=nonsense", headers=headers)
+    assert bad_cursor.status_code == 400, bad_cursor.text  # the one shape of every list
+    assert bad_cursor.json()["type"].endswith("/invalid-cursor")
     assert (await chat.get(f"{CONV}/not-a-uuid", headers=headers)).status_code == 422
 
 

@@ -35,7 +35,7 @@ async def test_key_is_shown_once_and_only_its_prefix_is_listed(
     assert listing.status_code == 200
     secret = key.split("_", 2)[2]
     assert secret not in listing.text
-    [item] = listing.json()
+    [item] = listing.json()["items"]
     assert item["prefix"] == created["prefix"] and "key" not in item
     assert item["scopes"] == ["agents:read", "chat"]
     events = await outbox_events("identity.apikey.created", key.split("_")[1])
@@ -55,7 +55,7 @@ async def test_exchange_gives_a_short_lived_scoped_token(identity, make_account)
     token_header = {"Authorization": f"Bearer {body['access_token']}"}
     me = await identity.get("/api/v1/users/me", headers=token_header)
     assert me.status_code == 200
-    listing = (await identity.get(KEYS, headers=account.headers)).json()
+    listing = (await identity.get(KEYS, headers=account.headers)).json()["items"]
     assert listing[0]["last_used_at"] is not None
 
 
@@ -121,8 +121,8 @@ async def test_other_users_cannot_revoke_my_key(identity, make_account):
     created = await create_key(identity, owner)
     response = await identity.delete(f"{KEYS}/{created['id']}", headers=other.headers)
     assert response.status_code == 404
-    assert len((await identity.get(KEYS, headers=owner.headers)).json()) == 1
-    assert (await identity.get(KEYS, headers=other.headers)).json() == []
+    assert len((await identity.get(KEYS, headers=owner.headers)).json()["items"]) == 1
+    assert (await identity.get(KEYS, headers=other.headers)).json()["items"] == []
 
 
 async def test_an_api_key_cannot_manage_the_account(identity, make_account):
@@ -147,7 +147,7 @@ async def test_an_api_key_cannot_manage_the_account(identity, make_account):
     ):
         response = await identity.request(method, path, json=body, headers=key_token)
         assert response.status_code == 403, (method, path, response.text)
-    assert len((await identity.get(KEYS, headers=account.headers)).json()) == 1
+    assert len((await identity.get(KEYS, headers=account.headers)).json()["items"]) == 1
 
 
 async def test_a_user_holds_at_most_50_live_keys(identity, make_account):

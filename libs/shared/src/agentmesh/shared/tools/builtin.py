@@ -24,6 +24,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field, ValidationError
 
 from agentmesh.shared import outbound
+from agentmesh.shared.tools.configs import HttpRequestConfig
 from agentmesh.shared.tools.netguard import BlockedAddress, OutboundPolicy
 
 logger = logging.getLogger("agentmesh.tools")
@@ -209,15 +210,19 @@ def http_request_tool(
     allow_private_network: bool | OutboundPolicy,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> StructuredTool:
-    """The ``http_request`` tool for one agent's config (``allowed_hosts``, limits).
+    """The ``http_request`` tool for one agent's config (``allowed_hosts``, limits;
+    ``configs.HttpRequestConfig``, clamped into its bounds).
 
     ``allow_private_network`` (a flag or the operator's ``OutboundPolicy``) is a platform
     setting, never agent config. The client comes from ``outbound``. ``transport`` is
     the connection layer under the guard (tests substitute a fake network).
     """
-    allowed_hosts = list(config.get("allowed_hosts") or [])
-    timeout_seconds = float(config.get("timeout_seconds", 10))
-    max_bytes = int(config.get("max_response_bytes", 100_000))
+    # Clamped into the catalog's bounds: a config stored before they were enforced (an old
+    # agent version) gets no longer timeout or bigger response than a new one may ask for.
+    settings = HttpRequestConfig.for_run(config)
+    allowed_hosts = settings.allowed_hosts
+    timeout_seconds = settings.timeout_seconds
+    max_bytes = settings.max_response_bytes
 
     async def http_request(url: str, method: str = "GET", body: str | None = None) -> str:
         method = method.upper()

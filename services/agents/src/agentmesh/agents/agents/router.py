@@ -14,10 +14,12 @@ from agentmesh.agents.agents.schemas import (
     AgentPage,
     Sort,
     VersionOut,
+    VersionPage,
 )
 from agentmesh.shared.auth import CurrentPrincipal
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
+from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 IfMatch = Annotated[str | None, Header(description="An ETag from a read; 412 when stale")]
@@ -46,15 +48,15 @@ async def create_agent(
     return service.to_out(agent, config)
 
 
-@router.get("", response_model=AgentPage, responses={400: {"description": "An invalid cursor"}})
+@router.get("", response_model=AgentPage, responses=CURSOR_RESPONSES)
 async def list_agents(
     caller: CurrentPrincipal,
     session: Session,
     tag: Annotated[str | None, Query(max_length=50)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
     sort: Sort = "-created_at",
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> AgentPage:
     """Your agents (admins: everyone's), newest first by default, one page at a time."""
     items, next_cursor = await service.list_agents(
@@ -112,16 +114,21 @@ async def delete_agent(
     await service.soft_delete(session, request.app.state.outbox, caller, agent_id, if_match)
 
 
-@router.get("/{agent_id}/versions", response_model=list[VersionOut], responses=NOT_YOURS)
+@router.get(
+    "/{agent_id}/versions", response_model=VersionPage, responses={**NOT_YOURS, **CURSOR_RESPONSES}
+)
 async def list_versions(
-    agent_id: uuid.UUID, caller: CurrentPrincipal, session: Session
-) -> list[VersionOut]:
-    """Every version, newest first."""
+    agent_id: uuid.UUID,
+    caller: CurrentPrincipal,
+    session: Session,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> VersionPage:
+    """Every version, newest first, one page at a time."""
     agent = await service.get_visible(session, caller, agent_id)
-    return [
-        VersionOut.model_validate(v, from_attributes=True)
-        for v in await service.versions(session, agent)
-    ]
+    rows, next_cursor = await service.versions(session, agent, limit=limit, cursor=cursor)
+    items = [VersionOut.model_validate(v, from_attributes=True) for v in rows]
+    return VersionPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{agent_id}/versions/{version}", response_model=VersionOut, responses=NOT_YOURS)

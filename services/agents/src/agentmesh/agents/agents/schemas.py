@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from agentmesh.shared.fields import NotNull
+from agentmesh.shared.pagination import Page
+
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[\w.:-]+$")]
 
 
@@ -23,22 +26,16 @@ class MemoryConfig(BaseModel):
     summarize: bool = False
 
 
-def _not_null(schema: dict[str, Any]) -> None:
-    """For a PATCH field that may be left out (kept as is) but not be null: its schema
-    shows no ``default: null``."""
-    schema.pop("default", None)
-
-
 class AgentFields(BaseModel):
     """Everything an agent is made of; every field optional, for PATCH."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(None, min_length=1, max_length=200, json_schema_extra=_not_null)
+    name: str = NotNull(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    instructions: str = Field(None, max_length=100_000, json_schema_extra=_not_null)
+    instructions: str = NotNull(max_length=100_000)
     provider_id: uuid.UUID | None = None
-    model: str = Field(None, min_length=1, max_length=200, json_schema_extra=_not_null)
+    model: str = NotNull(min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1, le=200_000)
     tools: list[ToolRef] | None = Field(default=None, max_length=32)
@@ -74,9 +71,8 @@ class AgentOut(BaseModel):
     updated_at: datetime
 
 
-class AgentPage(BaseModel):
-    items: list[AgentOut]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
+class AgentPage(Page[AgentOut]):
+    pass
 
 
 class VersionOut(BaseModel):
@@ -84,6 +80,10 @@ class VersionOut(BaseModel):
     created_at: datetime
     restored_from: int | None
     config: dict[str, Any]
+
+
+class VersionPage(Page[VersionOut]):
+    pass
 
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select
+from pydantic import ValidationError
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.models import Agent, AgentVersion
@@ -23,6 +22,8 @@ from agentmesh.shared.events.contracts import (
     AgentUpdated,
 )
 from agentmesh.shared.events.outbox import Outbox
+from agentmesh.shared.pagination import paginate
+from agentmesh.shared.tools.configs import TOOL_CONFIGS
 
 
 class AgentNotFound(NotFound):
@@ -123,6 +124,30 @@ def _check_mcp_config(index: int, config: dict[str, Any]) -> None:
         ) from None
 
 
+def _check_tool_config(index: int, tool_id: str, config: dict[str, Any]) -> None:
+    """A built-in tool's config must fit its model, the bounds ``GET /api/v1/tools`` shows:
+    a 422 naming the field (``tools[0].config.timeout_seconds``) otherwise."""
+    try:
+        TOOL_CONFIGS[tool_id].model_validate(config)
+    except ValidationError as exc:
+        errors = [
+            {
+                "loc": ["body", "tools", str(index), "config", *(str(p) for p in error["loc"])],
+                "msg": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors()
+        ]
+        field = ".".join([f"tools[{index}].config", *errors[0]["loc"][4:]])
+        raise AppError(
+            f"{field}: {errors[0]['msg']}; see the tool's config schema in GET /api/v1/tools.",
+            status=422,
+            type="validation-error",
+            title="Unprocessable Content",
+            extra={"field": field, "errors": errors},
+        ) from None
+
+
 def _check_references(config: dict[str, Any]) -> None:
     for index, tool in enumerate(config["tools"]):
         if tool["id"] == "mcp":
@@ -132,6 +157,8 @@ def _check_references(config: dict[str, Any]) -> None:
                 f"tools[{index}].id: no tool {tool['id']!r}; see GET /api/v1/tools.",
                 extra={"field": f"tools[{index}].id"},
             )
+        else:
+            _check_tool_config(index, tool["id"], tool.get("config") or {})
 
 
 def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -295,25 +322,6 @@ async def soft_delete(
 SORT_COLUMNS = {"created_at": Agent.created_at, "updated_at": Agent.updated_at}
 
 
-def encode_cursor(value: datetime, agent_id: uuid.UUID) -> str:
-    raw = json.dumps([value.isoformat(), str(agent_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value, agent_id = json.loads(raw)
-        return datetime.fromisoformat(value), uuid.UUID(agent_id)
-    except (ValueError, TypeError) as exc:
-        raise AppError(
-            "The cursor is not one this API gave out.",
-            status=400,
-            type="invalid-cursor",
-            title="Invalid cursor",
-        ) from exc
-
-
 async def list_agents(
     session: AsyncSession,
     principal: Principal,
@@ -335,18 +343,11 @@ async def list_agents(
     if q:
         escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Agent.name.ilike(f"%{escaped}%", escape="\\"))
-    if cursor:
-        value, last_id = decode_cursor(cursor)
-        after = (column < value) if descending else (column > value)
-        tie = and_(column == value, (Agent.id < last_id) if descending else (Agent.id > last_id))
-        query = query.where(or_(after, tie))
-    order = (column.desc(), Agent.id.desc()) if descending else (column.asc(), Agent.id.asc())
-    agents = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
-    page, more = agents[:limit], len(agents) > limit
+    page, next_cursor = await paginate(
+        session, query, (column, Agent.id), limit=limit, cursor=cursor, descending=descending
+    )
     configs = await _configs(session, page)
-    items = [(agent, configs[agent.id]) for agent in page]
-    next_cursor = encode_cursor(getattr(page[-1], field), page[-1].id) if more else None
-    return items, next_cursor
+    return [(agent, configs[agent.id]) for agent in page], next_cursor
 
 
 async def _configs(session: AsyncSession, agents: list[Agent]) -> dict[uuid.UUID, dict]:
@@ -363,13 +364,13 @@ async def _configs(session: AsyncSession, agents: list[Agent]) -> dict[uuid.UUID
     return {agent_id: config for agent_id, config in rows}
 
 
-async def versions(session: AsyncSession, agent: Agent) -> list[AgentVersion]:
-    return list(
-        await session.scalars(
-            select(AgentVersion)
-            .where(AgentVersion.agent_id == agent.id)
-            .order_by(AgentVersion.version.desc())
-        )
+async def versions(
+    session: AsyncSession, agent: Agent, *, limit: int, cursor: str | None
+) -> tuple[list[AgentVersion], str | None]:
+    """One page of the agent's versions, newest first."""
+    query = select(AgentVersion).where(AgentVersion.agent_id == agent.id)
+    return await paginate(
+        session, query, (AgentVersion.version,), limit=limit, cursor=cursor, descending=True
     )
 
 

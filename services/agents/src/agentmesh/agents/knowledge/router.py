@@ -6,13 +6,16 @@ import uuid
 from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
 from sqlalchemy import event, select
+from sqlalchemy.orm import defer
 
 from agentmesh.agents.knowledge import service
 from agentmesh.agents.knowledge.models import Document, KnowledgeBase
 from agentmesh.agents.knowledge.schemas import (
     DocumentOut,
+    DocumentPage,
     KnowledgeBaseCreate,
     KnowledgeBaseOut,
+    KnowledgeBasePage,
     KnowledgeBaseUpdate,
     SearchRequest,
     SearchResponse,
@@ -21,6 +24,7 @@ from agentmesh.agents.knowledge.schemas import (
 from agentmesh.shared.auth import CurrentPrincipal
 from agentmesh.shared.db import Session, release
 from agentmesh.shared.errors import AppError, NotFound
+from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit, paginate
 
 router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"])
 NOT_YOURS = {404: {"description": "No such knowledge base, or not yours"}}
@@ -40,13 +44,20 @@ async def create_kb(
     return KnowledgeBaseOut.model_validate(await service.create(session, caller, body))
 
 
-@router.get("", response_model=list[KnowledgeBaseOut])
-async def list_kbs(caller: CurrentPrincipal, session: Session) -> list[KnowledgeBaseOut]:
-    """Your knowledge bases."""
-    query = select(KnowledgeBase).order_by(KnowledgeBase.created_at.desc())
+@router.get("", response_model=KnowledgeBasePage, responses=CURSOR_RESPONSES)
+async def list_kbs(
+    caller: CurrentPrincipal, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> KnowledgeBasePage:
+    """Your knowledge bases, newest first, one page at a time."""
+    query = select(KnowledgeBase)
     if not caller.is_admin:
         query = query.where(KnowledgeBase.owner_id == caller.user_id)
-    return [KnowledgeBaseOut.model_validate(kb) for kb in await session.scalars(query)]
+    kbs, next_cursor = await paginate(
+        session, query, (KnowledgeBase.created_at, KnowledgeBase.id),
+        limit=limit, cursor=cursor, descending=True,
+    )  # fmt: skip
+    items = [KnowledgeBaseOut.model_validate(kb) for kb in kbs]
+    return KnowledgeBasePage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
@@ -198,14 +209,26 @@ async def _document(session, caller, kb_id: uuid.UUID, document_id: uuid.UUID) -
     return document
 
 
-@router.get("/{kb_id}/documents", response_model=list[DocumentOut], responses=NOT_YOURS)
-async def list_documents(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
-    """The knowledge base's documents and their indexing status."""
+@router.get(
+    "/{kb_id}/documents", response_model=DocumentPage, responses={**NOT_YOURS, **CURSOR_RESPONSES}
+)
+async def list_documents(
+    kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session,
+    limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
+) -> DocumentPage:  # fmt: skip
+    """The knowledge base's documents and their indexing status, oldest first."""
     await service.get_owned(session, caller, kb_id)
-    rows = await session.scalars(
-        select(Document).where(Document.knowledge_base_id == kb_id).order_by(Document.created_at)
+    # Never the uploaded bytes (up to the document size limit each): raiseload, so a
+    # later change that touches them fails loudly instead of loading them.
+    query = (
+        select(Document)
+        .where(Document.knowledge_base_id == kb_id)
+        .options(defer(Document.raw, raiseload=True))
     )
-    return [service.document_out(d) for d in rows]
+    rows, next_cursor = await paginate(
+        session, query, (Document.created_at, Document.id), limit=limit, cursor=cursor
+    )
+    return DocumentPage(items=[service.document_out(d) for d in rows], next_cursor=next_cursor)
 
 
 @router.get("/{kb_id}/documents/{document_id}", response_model=DocumentOut, responses=NOT_YOURS)

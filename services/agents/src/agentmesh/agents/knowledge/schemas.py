@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentmesh.shared.fields import NotNull
+from agentmesh.shared.pagination import Page
+
 Status = Literal["pending", "indexing", "ready", "failed"]
 SearchMode = Literal["vector", "keyword", "hybrid"]
 
@@ -38,12 +41,16 @@ class KnowledgeBaseUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str = NotNull(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    chunk_size: int | None = Field(default=None, ge=100, le=8000)
-    chunk_overlap: int | None = Field(default=None, ge=0, le=2000)
-    embedding_provider_id: uuid.UUID | None = None
-    embedding_model: str | None = Field(default=None, max_length=200)
+    chunk_size: int = NotNull(ge=100, le=8000)
+    chunk_overlap: int = NotNull(ge=0, le=2000)
+    embedding_provider_id: uuid.UUID | None = Field(
+        default=None, description="``null``: back to the local model"
+    )
+    embedding_model: str | None = Field(
+        default=None, max_length=200, description="``null``: the provider's default model"
+    )
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -58,6 +65,10 @@ class KnowledgeBaseOut(BaseModel):
     chunk_size: int
     chunk_overlap: int
     created_at: datetime
+
+
+class KnowledgeBasePage(Page[KnowledgeBaseOut]):
+    pass
 
 
 class TextDocument(BaseModel):
@@ -85,6 +96,10 @@ class DocumentOut(BaseModel):
     duplicate: bool = Field(default=False, description="Same content was already here")
     created_at: datetime
     updated_at: datetime
+
+
+class DocumentPage(Page[DocumentOut]):
+    pass
 
 
 class SearchRequest(BaseModel):

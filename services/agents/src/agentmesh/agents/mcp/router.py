@@ -8,11 +8,13 @@ from agentmesh.agents.mcp import service
 from agentmesh.agents.mcp.schemas import (
     McpServerCreate,
     McpServerOut,
+    McpServerPage,
     McpServerUpdate,
     McpToolOut,
 )
 from agentmesh.shared.auth import CurrentPrincipal
 from agentmesh.shared.db import Session, release
+from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"])
 NOT_YOURS = {404: {"description": "No such MCP server, or not yours"}}
@@ -39,10 +41,13 @@ async def create_mcp_server(
     return service.to_out(server)
 
 
-@router.get("", response_model=list[McpServerOut])
-async def list_mcp_servers(caller: CurrentPrincipal, session: Session) -> list[McpServerOut]:
-    """Your MCP servers, oldest first."""
-    return [service.to_out(s) for s in await service.list_owned(session, caller)]
+@router.get("", response_model=McpServerPage, responses=CURSOR_RESPONSES)
+async def list_mcp_servers(
+    caller: CurrentPrincipal, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> McpServerPage:
+    """Your MCP servers, oldest first, one page at a time."""
+    servers, next_cursor = await service.list_owned(session, caller, limit=limit, cursor=cursor)
+    return McpServerPage(items=[service.to_out(s) for s in servers], next_cursor=next_cursor)
 
 
 @router.get("/{server_id}", response_model=McpServerOut, responses=NOT_YOURS)

@@ -16,6 +16,9 @@ from pydantic import (
     field_validator,
 )
 
+from agentmesh.shared.fields import NotNull
+from agentmesh.shared.pagination import Page
+
 McpUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
 HeaderName = Annotated[
     str,
@@ -83,9 +86,9 @@ class McpServerCreate(BaseModel):
 class McpServerUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    url: McpUrl | None = None
-    auth_header_name: HeaderName | None = None
+    name: str = NotNull(min_length=1, max_length=200)
+    url: McpUrl = NotNull()
+    auth_header_name: HeaderName = NotNull()
     auth_header_value: SecretStr | None = Field(
         default=None, max_length=4000, description="``null`` removes the auth header"
     )
@@ -122,3 +125,7 @@ class McpToolsConfig(BaseModel):
 
     server_id: uuid.UUID
     tools: list[ToolName] = Field(min_length=1, max_length=100)
+
+
+class McpServerPage(Page[McpServerOut]):
+    pass

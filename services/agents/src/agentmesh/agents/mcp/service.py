@@ -25,6 +25,7 @@ from agentmesh.shared.auth import Principal
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.outbound import AddressNotAllowed, BlockedAddress, OutboundPolicy
+from agentmesh.shared.pagination import paginate
 
 logger = logging.getLogger("agentmesh.agents.mcp")
 
@@ -90,11 +91,16 @@ async def get_owned(
     return server
 
 
-async def list_owned(session: AsyncSession, principal: Principal) -> list[McpServer]:
-    query = select(McpServer).order_by(McpServer.created_at, McpServer.id)
+async def list_owned(
+    session: AsyncSession, principal: Principal, *, limit: int, cursor: str | None
+) -> tuple[list[McpServer], str | None]:
+    """One page of the caller's MCP servers (admins: everyone's), oldest first."""
+    query = select(McpServer)
     if not principal.is_admin:
         query = query.where(McpServer.owner_id == principal.user_id)
-    return list(await session.scalars(query))
+    return await paginate(
+        session, query, (McpServer.created_at, McpServer.id), limit=limit, cursor=cursor
+    )
 
 
 async def create(

@@ -8,11 +8,13 @@ from agentmesh.agents.providers import service
 from agentmesh.agents.providers.schemas import (
     ProviderCreate,
     ProviderOut,
+    ProviderPage,
     ProviderTestResult,
     ProviderUpdate,
 )
 from agentmesh.shared.auth import CurrentPrincipal
 from agentmesh.shared.db import Session, release
+from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 NOT_YOURS = {404: {"description": "No such provider, or not yours"}}
@@ -31,12 +33,15 @@ async def create_provider(
     return service.to_out(provider)
 
 
-@router.get("", response_model=list[ProviderOut])
-async def list_providers(caller: CurrentPrincipal, session: Session) -> list[ProviderOut]:
-    """The built-in offline provider, then yours."""
-    return [service.OFFLINE] + [
-        service.to_out(p) for p in await service.list_owned(session, caller)
-    ]
+@router.get("", response_model=ProviderPage, responses=CURSOR_RESPONSES)
+async def list_providers(
+    caller: CurrentPrincipal, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> ProviderPage:
+    """Yours, oldest first, one page at a time; the first page starts with the built-in
+    offline provider (beside its ``limit`` of yours)."""
+    providers, next_cursor = await service.list_owned(session, caller, limit=limit, cursor=cursor)
+    items = ([] if cursor else [service.OFFLINE]) + [service.to_out(p) for p in providers]
+    return ProviderPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{provider_id}", response_model=ProviderOut, responses=NOT_YOURS)

@@ -5,6 +5,9 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from agentmesh.shared.fields import NotNull
+from agentmesh.shared.pagination import Page
+
 Kind = Literal["openai", "anthropic", "ollama"]
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -33,7 +36,7 @@ class ProviderCreate(BaseModel):
 class ProviderUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str = NotNull(min_length=1, max_length=200)
     base_url: AnyHttpUrl | None = None
     api_key: SecretStr | None = Field(default=None, max_length=1000)
 
@@ -47,6 +50,10 @@ class ProviderOut(BaseModel):
     builtin: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+class ProviderPage(Page[ProviderOut]):
+    pass
 
 
 class ProviderTestResult(BaseModel):

@@ -24,6 +24,7 @@ from agentmesh.shared.auth import Principal
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import Forbidden, NotFound
 from agentmesh.shared.outbound import BlockedAddress, OutboundPolicy
+from agentmesh.shared.pagination import paginate
 
 OFFLINE = ProviderOut(
     id="offline",
@@ -136,11 +137,16 @@ async def update(
     return provider
 
 
-async def list_owned(session: AsyncSession, principal: Principal) -> list[Provider]:
-    query = select(Provider).order_by(Provider.created_at)
+async def list_owned(
+    session: AsyncSession, principal: Principal, *, limit: int, cursor: str | None
+) -> tuple[list[Provider], str | None]:
+    """One page of the caller's providers (admins: everyone's), oldest first."""
+    query = select(Provider)
     if not principal.is_admin:
         query = query.where(Provider.owner_id == principal.user_id)
-    return list(await session.scalars(query))
+    return await paginate(
+        session, query, (Provider.created_at, Provider.id), limit=limit, cursor=cursor
+    )
 
 
 def credentials(box: SecretBox, provider: Provider) -> dict[str, str | None]:

@@ -1,8 +1,15 @@
-"""The built-in tools agents can use, with JSON schemas for their arguments."""
+"""The built-in tools agents can use, with JSON schemas for their arguments and config.
+
+Each ``config`` schema is generated from the tool's config model in
+``agentmesh.shared.tools.configs``: what the catalog shows is what an agent is checked
+against and what the tool clamps to at run time.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from agentmesh.shared.tools.configs import config_schema
 
 BUILTIN_TOOLS: dict[str, dict[str, Any]] = {
     "calculator": {
@@ -12,7 +19,7 @@ BUILTIN_TOOLS: dict[str, dict[str, Any]] = {
             "properties": {"expression": {"type": "string", "maxLength": 500}},
             "required": ["expression"],
         },
-        "config": {"type": "object", "properties": {}},
+        "config": config_schema("calculator"),
     },
     "current_time": {
         "description": "The current date and time in a time zone.",
@@ -22,7 +29,7 @@ BUILTIN_TOOLS: dict[str, dict[str, Any]] = {
                 "timezone": {"type": "string", "default": "UTC", "examples": ["Europe/Paris"]}
             },
         },
-        "config": {"type": "object", "properties": {}},
+        "config": config_schema("current_time"),
     },
     "knowledge_search": {
         "description": "Search the agent's knowledge bases.",
@@ -34,7 +41,7 @@ BUILTIN_TOOLS: dict[str, dict[str, Any]] = {
             },
             "required": ["query"],
         },
-        "config": {"type": "object", "properties": {}},
+        "config": config_schema("knowledge_search"),
     },
     "http_request": {
         "description": "GET or POST to an allow-listed host; never private or loopback addresses.",
@@ -47,14 +54,6 @@ BUILTIN_TOOLS: dict[str, dict[str, Any]] = {
             },
             "required": ["url"],
         },
-        "config": {
-            "type": "object",
-            "properties": {
-                "allowed_hosts": {"type": "array", "items": {"type": "string"}, "maxItems": 50},
-                "timeout_seconds": {"type": "number", "minimum": 0.1, "maximum": 60},
-                "max_response_bytes": {"type": "integer", "minimum": 1, "maximum": 5_000_000},
-            },
-            "required": ["allowed_hosts"],
-        },
+        "config": config_schema("http_request"),
     },
 }

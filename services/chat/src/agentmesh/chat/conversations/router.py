@@ -28,6 +28,7 @@ from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
 from agentmesh.shared.openapi import sse_content
+from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 NOT_YOURS = {404: {"description": "No such conversation, or not yours"}}
@@ -78,10 +79,9 @@ async def create(
     return ConversationOut.model_validate(conversation)
 
 
-@router.get("", response_model=ConversationPage)
+@router.get("", response_model=ConversationPage, responses=CURSOR_RESPONSES)
 async def list_conversations(
-    caller: CurrentPrincipal, session: Session,
-    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    caller: CurrentPrincipal, session: Session, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
 ) -> ConversationPage:  # fmt: skip
     """Your conversations, newest first."""
     rows, next_cursor = await service.page(
@@ -122,10 +122,11 @@ async def delete(
     return Response(status_code=204)
 
 
-@router.get("/{conversation_id}/messages", response_model=MessagePage, responses=NOT_YOURS)
+@router.get("/{conversation_id}/messages", response_model=MessagePage,
+            responses={**NOT_YOURS, **CURSOR_RESPONSES})  # fmt: skip
 async def history(
     conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session,
-    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> MessagePage:  # fmt: skip
     """Every message, oldest first: earlier variants (regenerated answers, edited
     questions) are kept and linked by ``parent_id``; the current branch ends at the newest."""

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import AgentSnapshot, Budget, Conversation
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import AppError, NotFound
+from agentmesh.shared.pagination import paginate
 
 
 class ConversationNotFound(NotFound):
@@ -24,22 +23,6 @@ class ConversationNotFound(NotFound):
 
 class AgentUnavailable(AppError):
     status, type, title = 409, "agent-unavailable", "Conflict"
-
-
-class BadCursor(AppError):
-    status, type, title = 422, "invalid-cursor", "Unprocessable Content"
-
-
-def encode_cursor(created_at: datetime, id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        stamp, id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(id)
-    except Exception as exc:
-        raise BadCursor("The cursor is not one this API returned.") from exc
 
 
 def visible(query: Any, caller: Principal) -> Any:
@@ -175,13 +158,6 @@ async def page(
     session: AsyncSession, query: Any, model: Any, cursor: str | None, limit: int, *,
     newest_first: bool,
 ) -> tuple[list[Any], str | None]:  # fmt: skip
-    key = tuple_(model.created_at, model.id)
-    if cursor:
-        stamp, id = decode_cursor(cursor)
-        query = query.where(key < (stamp, id) if newest_first else key > (stamp, id))
-    order = (model.created_at.desc(), model.id.desc()) if newest_first else (
-        model.created_at, model.id)  # fmt: skip
-    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    """One page of ``query`` by ``(created_at, id)``: the cursor shape every list shares."""
+    return await paginate(session, query, (model.created_at, model.id), limit=limit,
+                          cursor=cursor, descending=newest_first)  # fmt: skip

@@ -9,6 +9,7 @@ from agentmesh.identity.api_keys.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
+    ApiKeyPage,
     ExchangeRequest,
     ExchangeResponse,
     ScopeOut,
@@ -16,6 +17,7 @@ from agentmesh.identity.api_keys.schemas import (
 from agentmesh.identity.deps import InternalService, SessionCaller
 from agentmesh.shared.access import SCOPES
 from agentmesh.shared.db import Session
+from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
 internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
@@ -47,10 +49,13 @@ async def create_api_key(
     return ApiKeyCreated(**ApiKeyOut.model_validate(api_key).model_dump(), key=key)
 
 
-@router.get("", response_model=list[ApiKeyOut])
-async def list_api_keys(caller: SessionCaller, session: Session) -> list[ApiKeyOut]:
-    """The caller's active API keys (never their secrets)."""
-    return [ApiKeyOut.model_validate(k) for k in await service.list_keys(session, caller.user)]
+@router.get("", response_model=ApiKeyPage, responses=CURSOR_RESPONSES)
+async def list_api_keys(
+    caller: SessionCaller, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> ApiKeyPage:
+    """The caller's active API keys (never their secrets), newest first, one page at a time."""
+    keys, next_cursor = await service.list_keys(session, caller.user, limit=limit, cursor=cursor)
+    return ApiKeyPage(items=[ApiKeyOut.model_validate(k) for k in keys], next_cursor=next_cursor)
 
 
 @router.delete(

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from agentmesh.shared.access import SCOPES
+from agentmesh.shared.pagination import Page
 
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 
@@ -51,6 +52,10 @@ class ApiKeyOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None
+
+
+class ApiKeyPage(Page[ApiKeyOut]):
+    pass
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -17,6 +17,7 @@ from agentmesh.identity.users.models import User
 from agentmesh.identity.workspaces import service as workspaces
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ApiKeyCreated, ApiKeyRevoked
+from agentmesh.shared.pagination import paginate
 
 KEY_PREFIX = "am_"
 #: last_used_at is written at most this often per key, to keep exchanges read-mostly.
@@ -83,13 +84,13 @@ async def _check_key_limit(session, user: User, limit: int) -> None:
         )
 
 
-async def list_keys(session, user: User) -> list[ApiKey]:
-    return list(
-        await session.scalars(
-            select(ApiKey)
-            .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
-            .order_by(ApiKey.created_at.desc())
-        )
+async def list_keys(
+    session, user: User, *, limit: int, cursor: str | None
+) -> tuple[list[ApiKey], str | None]:
+    """One page of the user's active keys, newest first."""
+    query = select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+    return await paginate(
+        session, query, (ApiKey.created_at, ApiKey.id), limit=limit, cursor=cursor, descending=True
     )
 
 

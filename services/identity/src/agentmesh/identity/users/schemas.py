@@ -7,6 +7,8 @@ from typing import Any, Literal
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentmesh.shared.fields import NotNull
+
 Role = Literal["user", "admin"]
 
 
@@ -69,16 +71,16 @@ class UserPage(BaseModel):
 class ProfileUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    password: str | None = Field(default=None, min_length=12, max_length=256)
-    current_password: str | None = Field(default=None, max_length=256)
+    name: str = NotNull(min_length=1, max_length=200)
+    password: str = NotNull(min_length=12, max_length=256)
+    current_password: str = NotNull(max_length=256)
 
 
 class AdminUserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Role | None = None
-    active: bool | None = None
+    role: Role = NotNull()
+    active: bool = NotNull()
 
 
 class ErasureOut(BaseModel):
