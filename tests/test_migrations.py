@@ -169,15 +169,17 @@ async def test_workspaces_migration_moves_existing_data_into_personal_workspaces
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT u.id, w.name, w.personal, m.role, u.last_workspace_id = w.id"
+                        "SELECT u.id, w.name, w.personal, m.role, u.last_workspace_id = w.id,"
+                        " w.id = u.id"
                         " FROM identity.users u JOIN identity.memberships m ON m.user_id = u.id"
                         " JOIN identity.workspaces w ON w.id = m.workspace_id ORDER BY u.email"
                     )
                 )
             ).all()
-            assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
-                (ada, True, "owner", True),
-                (bob, True, "owner", True),
+            # (A personal workspace has its owner's id.)
+            assert [(r[0], r[2], r[3], r[4], r[5]) for r in rows] == [
+                (ada, True, "owner", True, True),
+                (bob, True, "owner", True, True),
             ]
             assert rows[0][1] == "Ada's workspace" and rows[1][1] == "bob@example.com's workspace"
             key_ws, family_ws = (

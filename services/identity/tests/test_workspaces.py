@@ -58,6 +58,8 @@ async def test_registration_gives_a_personal_workspace_and_tokens_are_bound_to_i
     assert personal["personal"] is True and personal["role"] == "owner"
     claims = claims_of(account.access_token)
     assert claims["wid"] == personal["id"] and claims["wrole"] == "owner"
+    # A personal workspace has its owner's id: other services map data to it without asking.
+    assert personal["id"] == claims["sub"]
     assert await outbox_events("identity.workspace.created", personal["id"])
     deleted = await identity.delete(f"{WS}/{personal['id']}", headers=account.headers)
     assert deleted.status_code == 409 and deleted.json()["type"].endswith("/personal-workspace")

@@ -124,12 +124,13 @@ def upgrade() -> None:
     op.add_column("api_keys", sa.Column("workspace_id", sa.Uuid(), nullable=True), schema=S)
 
     # Every existing account gets its personal workspace; its sessions and keys move there.
-    # (uuidv7() is Postgres 18's; the ids only need to be unique.)
+    # A personal workspace has its owner's id, so agents and chat move their rows into it
+    # (their own migrations) without reading identity's schema.
     op.execute(
         f"""
         WITH made AS (
             INSERT INTO {S}.workspaces (id, name, personal, created_by, created_at)
-            SELECT gen_random_uuid(), coalesce(nullif(u.name, ''), u.email) || '''s workspace',
+            SELECT u.id, coalesce(nullif(u.name, ''), u.email) || '''s workspace',
                    true, u.id, u.created_at
             FROM {S}.users u
             RETURNING id, created_by

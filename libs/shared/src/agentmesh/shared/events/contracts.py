@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh.shared.events.envelope import EventPayload
 
+#: Every resource event names its workspace (since version 2 of its contract).
+WORKSPACE_ID = (
+    "The workspace the resource belongs to (version 2). Absent in version 1 events: then "
+    "it is the owner's personal workspace, whose id is the owner's user id."
+)
+
 # --------------------------------------------------------------------------- identity
 
 
@@ -180,9 +186,11 @@ class AgentCreated(EventPayload):
     subject = "agents.agent.created"
     aggregate_field = "agent_id"
     description = "An agent was created (version 1)."
+    version = 2
 
     agent_id: UUID
     owner_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
     agent_version: int = Field(ge=1)
     config: AgentConfig
 
@@ -191,9 +199,11 @@ class AgentUpdated(EventPayload):
     subject = "agents.agent.updated"
     aggregate_field = "agent_id"
     description = "An agent got a new current version (an update or a restore)."
+    version = 2
 
     agent_id: UUID
     owner_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
     agent_version: int = Field(ge=1)
     config: AgentConfig
 
@@ -202,9 +212,11 @@ class AgentDeleted(EventPayload):
     subject = "agents.agent.deleted"
     aggregate_field = "agent_id"
     description = "An agent was (soft) deleted and can no longer be chatted with."
+    version = 2
 
     agent_id: UUID
     owner_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
     agent_version: int = Field(ge=1)
 
 
@@ -212,10 +224,12 @@ class KnowledgeDocumentIndexed(EventPayload):
     subject = "agents.knowledge.document.indexed"
     aggregate_field = "document_id"
     description = "A knowledge-base document finished ingest (ready or failed)."
+    version = 2
 
     document_id: UUID
     knowledge_base_id: UUID
     owner_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
     status: str
     chunk_count: int = 0
     error: str | None = None
@@ -229,6 +243,17 @@ class AgentsErasureCompleted(EventPayload):
     user_id: UUID
 
 
+class AgentsWorkspacePurged(EventPayload):
+    subject = "agents.workspace.purged"
+    aggregate_field = "workspace_id"
+    description = (
+        "The agents service deleted everything of a deleted workspace (agents, providers, "
+        "MCP servers, knowledge bases); identity removes the workspace once chat has too."
+    )
+
+    workspace_id: UUID
+
+
 # --------------------------------------------------------------------------- chat
 
 
@@ -236,9 +261,11 @@ class ConversationCreated(EventPayload):
     subject = "chat.conversation.created"
     aggregate_field = "conversation_id"
     description = "A conversation was started with an agent."
+    version = 2
 
     conversation_id: UUID
     user_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
     agent_id: UUID
 
 
@@ -246,20 +273,24 @@ class ConversationDeleted(EventPayload):
     subject = "chat.conversation.deleted"
     aggregate_field = "conversation_id"
     description = "A conversation was deleted."
+    version = 2
 
     conversation_id: UUID
     user_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
 
 
 class MessageCompleted(EventPayload):
     subject = "chat.message.completed"
     aggregate_field = "message_id"
     description = "An assistant message finished; carries the run's usage."
+    version = 2
 
     message_id: UUID
     conversation_id: UUID | None = None
     run_id: UUID
     user_id: UUID
+    workspace_id: UUID | None = Field(default=None, description=WORKSPACE_ID)
     agent_id: UUID
     agent_version: int
     model: str
@@ -278,6 +309,20 @@ class ChatErasureCompleted(EventPayload):
     description = "The chat service deleted everything of this user."
 
     user_id: UUID
+
+
+class ChatWorkspacePurged(EventPayload):
+    subject = "chat.workspace.purged"
+    aggregate_field = "workspace_id"
+    description = "The chat service deleted everything of a deleted workspace."
+
+    workspace_id: UUID
+
+
+def personal_workspace(user_id: UUID) -> UUID:
+    """A user's personal workspace has the user's id: what a version 1 event (without
+    ``workspace_id``) means."""
+    return user_id
 
 
 CATALOG: dict[str, type[EventPayload]] = {
@@ -301,10 +346,12 @@ CATALOG: dict[str, type[EventPayload]] = {
         AgentDeleted,
         KnowledgeDocumentIndexed,
         AgentsErasureCompleted,
+        AgentsWorkspacePurged,
         ConversationCreated,
         ConversationDeleted,
         MessageCompleted,
         ChatErasureCompleted,
+        ChatWorkspacePurged,
     )
 }
 

@@ -115,13 +115,25 @@ class TokenIssuer:
         self.jwks_url = jwks_url
         self.key = key
 
-    def token(self, user_id: Any = None, *, roles: tuple[str, ...] = ("user",), **claims: Any):
-        """A signed access token (and its user id) for ``user_id`` (a new one if None)."""
+    def token(
+        self,
+        user_id: Any = None,
+        *,
+        roles: tuple[str, ...] = ("user",),
+        workspace_id: Any = None,
+        workspace_role: str = "owner",
+        **claims: Any,
+    ):
+        """A signed access token (and its user id) for ``user_id`` (a new one if None),
+        bound to ``workspace_id`` with ``workspace_role`` (by default the user's personal
+        workspace, whose id is the user's, as its owner). ``wid=None`` leaves it unbound."""
         import uuid as _uuid
 
         from agentmesh.shared.testing.jwt_keys import make_claims
 
         user_id = user_id or _uuid.uuid4()
+        claims.setdefault("wid", str(workspace_id or user_id))
+        claims.setdefault("wrole", workspace_role if claims["wid"] else None)
         return self.key.sign(make_claims(user_id, roles=roles, **claims)), user_id
 
     def headers(self, user_id: Any = None, **kwargs: Any) -> dict[str, str]:

@@ -25,6 +25,7 @@ from agentmesh.shared.events.contracts import (
     WorkspaceCreated,
     WorkspaceDeleted,
     WorkspaceUpdated,
+    personal_workspace,
 )
 from agentmesh.shared.events.outbox import Outbox
 from agentmesh.shared.memberships import at_least
@@ -41,8 +42,12 @@ class Access:
 async def create(
     session: AsyncSession, outbox: Outbox, user: User, name: str, *, personal: bool = False
 ) -> Workspace:
-    """A new workspace with ``user`` as its owner (and the events that say so)."""
+    """A new workspace with ``user`` as its owner (and the events that say so). A personal
+    workspace takes its owner's id (``contracts.personal_workspace``): other services map
+    data and version 1 events without a ``workspace_id`` to it without asking identity."""
     workspace = Workspace(name=name, personal=personal, created_by=user.id)
+    if personal:
+        workspace.id = personal_workspace(user.id)
     session.add(workspace)
     await session.flush()
     session.add(
