@@ -224,3 +224,83 @@ async def test_gateway_openapi_fuzz(gateway_url, tmp_path):
     print(output.decode(errors="replace"))
     print(f"schemathesis took {time.monotonic() - started:.0f}s")
     assert process.returncode == 0, "schemathesis found failures: see its output above"
+
+
+#: A value of the wrong JSON type for a property of each type.
+WRONG_TYPE = {"string": 12345, "integer": "many", "number": "many", "boolean": "maybe",
+              "array": "not-a-list", "object": ["not", "an", "object"]}  # fmt: skip
+
+
+def _resolve(document: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+def _types(document: dict, schema: dict) -> set[str]:
+    """The JSON types a property's schema admits (``null`` included when it is nullable)."""
+    schema = _resolve(document, schema)
+    if "anyOf" in schema or "oneOf" in schema:
+        return set().union(*(_types(document, s) for s in schema.get("anyOf", schema.get("oneOf"))))
+    kind = schema.get("type")
+    if kind is None:
+        return {"any"}
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def update_operations(document: dict, ids: dict[str, list[str | int]]):
+    """Every PATCH and PUT with a JSON body whose path parameters the user's ids fill:
+    ``(method, path, {property: types})``."""
+    for template, item in document["paths"].items():
+        for method in ("patch", "put"):
+            operation = item.get(method)
+            body = (operation or {}).get("requestBody", {}).get("content", {})
+            if "application/json" not in body:
+                continue
+            names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
+            if not all(name in ids for name in names):
+                continue
+            path = template
+            for name in names:
+                path = path.replace("{" + name + "}", str(ids[name][0]))
+            schema = _resolve(document, body["application/json"]["schema"])
+            properties = {
+                name: _types(document, prop) for name, prop in schema.get("properties", {}).items()
+            }
+            yield method.upper(), path, properties
+
+
+@pytest.mark.timeout(600)
+async def test_nulls_and_wrong_types_on_updates_are_client_errors(gateway_url):
+    """Deterministic sweep of the class of bug fuzzing found (a null ``name`` on PATCH
+    answered 500): every property of every update body, sent as ``null`` and as a value of
+    the wrong type, to the user's own resource. Never a 5xx; a null where the schema does
+    not allow one is a 422 naming the field."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        token, ids = await sign_up(client)
+        headers = {"Authorization": f"Bearer {token}"}
+        document = (await client.get("/openapi.json")).json()
+        operations = list(update_operations(document, ids))
+        assert any(path.startswith("/api/v1/knowledge-bases/") for _, path, _ in operations)
+        failures, tried = [], 0
+        for method, path, properties in operations:
+            for name, types in properties.items():
+                wrong = next((WRONG_TYPE[t] for t in sorted(types) if t in WRONG_TYPE), None)
+                for value in (None, wrong):
+                    if value is None and wrong is None and "any" in types:
+                        continue
+                    tried += 1
+                    answer = await client.request(method, path, json={name: value},
+                                                  headers=headers)  # fmt: skip
+                    admitted = "null" in types if value is None else "any" in types
+                    # (401 and 403: refused before the body counts, as a platform admin's
+                    # operation is for this user.)
+                    refused = answer.status_code in (401, 403, 422)
+                    if answer.status_code >= 500 or (not admitted and not refused):
+                        failures.append(f"{method} {path} {{{name!r}: {value!r}}}: "
+                                        f"{answer.status_code} {answer.text[:200]}")  # fmt: skip
+                    elif answer.status_code == 422:
+                        assert name in answer.text, answer.text
+    print(f"{tried} updates tried on {len(operations)} operations")
+    assert not failures, "\n".join(failures)
