@@ -2,10 +2,12 @@
 
 Publishes: identity.user.registered, identity.user.updated, identity.user.deactivated,
     identity.user.deleted, identity.apikey.created, identity.apikey.revoked.
-Consumes: agents.erasure.completed and chat.erasure.completed, to finish the erasure saga.
+Consumes: agents.erasure.completed and chat.erasure.completed, to finish the erasure saga;
+    agents.workspace.purged and chat.workspace.purged, to finish deleting a workspace.
 """
 
 from agentmesh.identity.erasure.service import on_erasure_completed
+from agentmesh.identity.workspaces.lifecycle import on_workspace_purged
 from agentmesh.shared.runtime import ServiceRuntime
 
 
@@ -16,4 +18,12 @@ def register(runtime: ServiceRuntime) -> None:
     )
     runtime.subscribe(
         purpose="erasure-chat", subject="chat.erasure.completed", handler=on_erasure_completed
+    )
+    runtime.subscribe(
+        purpose="workspace-purge-agents",
+        subject="agents.workspace.purged",
+        handler=on_workspace_purged,
+    )
+    runtime.subscribe(
+        purpose="workspace-purge-chat", subject="chat.workspace.purged", handler=on_workspace_purged
     )

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.users.models import User
+from agentmesh.identity.workspaces.lifecycle import remove_personal
 from agentmesh.shared.events.contracts import AgentsErasureCompleted, ChatErasureCompleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 
@@ -40,5 +41,6 @@ async def on_erasure_completed(
         erasure.chat_completed_at = erasure.chat_completed_at or now
     if erasure.agents_completed_at and erasure.chat_completed_at and not erasure.completed_at:
         await session.execute(delete(User).where(User.id == payload.user_id))
+        await remove_personal(session, payload.user_id)
         erasure.completed_at = now
         logger.info("account erased", extra={"user_id": str(payload.user_id)})

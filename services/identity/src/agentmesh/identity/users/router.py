@@ -44,10 +44,23 @@ async def update_me(
     return UserOut.of(user)
 
 
-@router.delete("/me", status_code=status.HTTP_202_ACCEPTED, response_model=ErasureOut)
+@router.delete(
+    "/me",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ErasureOut,
+    responses={
+        409: {
+            "description": "An erasure is already pending (`erasure-pending`), or the user is "
+            "the only owner of a workspace others belong to (`transfer-ownership-first`, "
+            "with `workspaces: [{id, name}]`)"
+        }
+    },
+)
 async def delete_me(caller: SessionCaller, request: Request, session: Session) -> ErasureOut:
     """Erase the account: it is deactivated at once and removed once every service has
-    deleted the user's data."""
+    deleted the user's data. It leaves every shared workspace first; a workspace where the
+    user is the only owner is deleted with them when nobody else belongs to it, and blocks
+    the erasure (409) while others do."""
     erasure = await service.start_erasure(request.app.state.auth, session, caller.user)
     return ErasureOut.model_validate(erasure, from_attributes=True)
 

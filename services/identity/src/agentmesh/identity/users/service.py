@@ -15,6 +15,7 @@ from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.errors import InvalidCredentials
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.schemas import AdminUserUpdate, ProfileUpdate
+from agentmesh.identity.workspaces.lifecycle import release_memberships
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.events.contracts import UserDeactivated, UserDeleted, UserUpdated
 
@@ -114,6 +115,7 @@ async def start_erasure(auth: AuthService, session, user: User) -> Erasure:
             type="erasure-pending",
             title="Erasure pending",
         )
+    await release_memberships(session, auth.outbox, user)
     await deactivate(auth, session, user, reason="erasure")
     await session.execute(
         update(ApiKey)

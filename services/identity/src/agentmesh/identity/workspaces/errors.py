@@ -17,3 +17,7 @@ class LastOwner(Conflict):
 
 class InvitationNotFound(NotFound):
     type, title = "invitation-not-found", "Invitation not found"
+
+
+class TransferOwnershipFirst(Conflict):
+    type, title = "transfer-ownership-first", "Transfer ownership first"

@@ -34,6 +34,10 @@ class Workspace(Base):
     )
     #: Set when deletion starts; a deleted workspace is gone for every API.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The deletion saga: when agents and chat reported the workspace's data deleted (the
+    #: row goes once both have).
+    agents_purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    chat_purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Membership(Base):
