@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import aiohttp
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 
-from agentmesh.gateway import events
+from agentmesh.gateway import docs_ui, events
 from agentmesh.gateway.addresses import TrustedProxies, ip_bucket
 from agentmesh.gateway.docs import DocsCache
 from agentmesh.gateway.metrics import RATE_LIMITED, watch_breakers
@@ -108,9 +107,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(await request.app.state.docs.openapi())
 
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="AgentMesh API")
+    docs_ui.register(app)
 
     @app.get("/asyncapi", include_in_schema=False)
     async def asyncapi(request: Request) -> JSONResponse:
