@@ -8,13 +8,16 @@ import pytest
 from sqlalchemy import select, update
 
 from agentmesh.identity.app import create_app
+from agentmesh.identity.oidc.config import OidcProviders
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.shared.testing.fixtures import (
     TEST_INTERNAL_TOKEN,
     TEST_KEY_ENCRYPTION_KEY,
     app_client,
+    serve_app,
 )
+from agentmesh.shared.testing.oidc_provider import MockProvider, mock_provider, resigning_app
 
 PASSWORD = "correct horse battery staple"
 
@@ -103,3 +106,93 @@ def outbox_events(identity):
             return list(rows)
 
     return fetch
+
+
+# ---------------------------------------------------------------- OpenID Connect
+
+RETURN_URL = "https://app.example.test/signed-in"
+
+
+@pytest.fixture(scope="session")
+async def oidc_provider():
+    """A real OpenID Connect provider (oidc-provider-mock) on loopback, and a relay in
+    front of it that re-signs ID tokens with another key."""
+    async with mock_provider() as provider:
+        async with serve_app(resigning_app(provider.url)) as resigning_url:
+            provider.resigning_url = resigning_url
+            yield provider
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
+    def config(issuer: str, client_id: str, **extra) -> dict:
+        return {"issuer": issuer, "client_id": client_id, "client_secret": "s3cret", **extra}
+
+    return identity_settings.model_copy(
+        update={
+            "oidc_providers": OidcProviders.model_validate(
+                {
+                    "providers": {
+                        "corp": config(oidc_provider.url, "corp-client", display_name="Corp SSO"),
+                        "acme": config(
+                            oidc_provider.url, "acme-client", allowed_domains=["acme.test"]
+                        ),  # fmt: skip
+                        "evil": config(oidc_provider.resigning_url, "evil-client"),
+                    }
+                }
+            ),
+            "oidc_return_urls": [RETURN_URL],
+            "allowed_private_hosts": (
+                f"127.0.0.1:{_port(oidc_provider.url)}",
+                f"127.0.0.1:{_port(oidc_provider.resigning_url)}",
+            ),
+        }
+    )
+
+
+@pytest.fixture
+async def oidc_identity(oidc_settings):
+    """Identity with three providers: ``corp``, ``acme`` (acme.test only) and ``evil``
+    (its ID tokens are signed by a key the provider does not publish)."""
+    app = create_app(oidc_settings)
+    async with app_client(app) as client:
+        client.app = app
+        yield client
+
+
+@dataclass
+class Browser:
+    """Signs in as a browser would: authorize, the provider's form, the callback."""
+
+    client: httpx.AsyncClient
+    provider: MockProvider
+
+    async def authorize(self, name: str = "corp", **params: str) -> httpx.Response:
+        return await self.client.get(f"/api/v1/auth/oidc/{name}/authorize", params=params)
+
+    async def to_callback(self, sub: str, name: str = "corp", **params: str) -> str:
+        """The callback URL the provider sends the browser to, after signing in."""
+        started = await self.authorize(name, **params)
+        assert started.status_code == 302, started.text
+        return await self.provider.sign_in(started.headers["location"], sub)
+
+    async def sign_in(self, sub: str, name: str = "corp", **params: str) -> httpx.Response:
+        return await self.client.get(await self.to_callback(sub, name, **params))
+
+
+@pytest.fixture
+def browser(oidc_identity, oidc_provider) -> Browser:
+    return Browser(oidc_identity, oidc_provider)
+
+
+def new_sub() -> str:
+    return f"sub-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def oidc_return_url() -> str:
+    return RETURN_URL
