@@ -117,10 +117,9 @@ RETURN_URL = "https://app.example.test/signed-in"
 async def oidc_provider():
     """A real OpenID Connect provider (oidc-provider-mock) on loopback, and a relay in
     front of it that re-signs ID tokens with another key."""
-    async with mock_provider() as provider:
-        async with serve_app(resigning_app(provider.url)) as resigning_url:
-            provider.resigning_url = resigning_url
-            yield provider
+    async with mock_provider() as provider, serve_app(resigning_app(provider.url)) as relay_url:
+        provider.resigning_url = relay_url
+        yield provider
 
 
 def _port(url: str) -> int:
@@ -139,8 +138,8 @@ def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
                     "providers": {
                         "corp": config(oidc_provider.url, "corp-client", display_name="Corp SSO"),
                         "acme": config(
-                            oidc_provider.url, "acme-client", allowed_domains=["acme.test"]
-                        ),  # fmt: skip
+                            oidc_provider.url, "acme-client", allowed_domains=["acme.example.com"]
+                        ),
                         "evil": config(oidc_provider.resigning_url, "evil-client"),
                     }
                 }
@@ -156,7 +155,7 @@ def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
 
 @pytest.fixture
 async def oidc_identity(oidc_settings):
-    """Identity with three providers: ``corp``, ``acme`` (acme.test only) and ``evil``
+    """Identity with three providers: ``corp``, ``acme`` (acme.example.com only) and ``evil``
     (its ID tokens are signed by a key the provider does not publish)."""
     app = create_app(oidc_settings)
     async with app_client(app) as client:

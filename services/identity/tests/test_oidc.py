@@ -82,7 +82,8 @@ async def test_full_flow_creates_the_user_and_answers_a_token_pair(browser, oidc
     await oidc_provider.set_user(subject, email=email(), email_verified=True)
     again = await browser.sign_in(subject)
     assert again.status_code == 200, again.text
-    me2 = await browser.client.get(ME, headers={"Authorization": f"Bearer {again.json()['access_token']}"})  # fmt: skip
+    again_headers = {"Authorization": f"Bearer {again.json()['access_token']}"}
+    me2 = await browser.client.get(ME, headers=again_headers)
     assert me2.json()["id"] == body["id"]
     # No password was set: password login is not a way in.
     login = await browser.client.post(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,16 +49,15 @@ class MockProvider:
 async def mock_provider() -> AsyncIterator[MockProvider]:
     """``python -m oidc_provider_mock -p PORT`` on loopback, until it answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "oidc_provider_mock", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oidc_provider_mock", "-p", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as client:
             for _ in range(300):
-                if process.poll() is not None:
+                if process.returncode is not None:
                     raise RuntimeError("oidc-provider-mock exited during start-up")
                 with contextlib.suppress(httpx.HTTPError):
                     answer = await client.get(f"{url}/.well-known/openid-configuration")
@@ -70,12 +68,13 @@ async def mock_provider() -> AsyncIterator[MockProvider]:
                 raise RuntimeError("oidc-provider-mock did not start")
         yield MockProvider(url)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 def resigning_app(upstream: str) -> Starlette:
