@@ -216,3 +216,33 @@ async def test_a_provider_outside_the_allowed_hosts_is_never_called(oidc_setting
     assert response.status_code == 502
     assert response.json()["type"].endswith("/oidc-provider-unavailable")
     assert "not allowed" in response.json()["detail"]
+
+
+async def test_a_flow_started_on_one_replica_completes_on_another(
+    oidc_settings, oidc_provider, oidc_return_url
+):
+    """State, code use and login codes live in Postgres: replica B finishes what A began,
+    and a replay on A after B is still refused."""
+    from agentmesh.identity.app import create_app
+    from agentmesh.shared.testing.fixtures import app_client
+
+    subject = sub()
+    await oidc_provider.set_user(subject, email=email(), email_verified=True)
+    async with (
+        app_client(create_app(oidc_settings)) as first,
+        app_client(create_app(oidc_settings)) as second,
+    ):
+        started = await first.get(
+            "/api/v1/auth/oidc/corp/authorize", params={"return_to": oidc_return_url}
+        )
+        callback = await oidc_provider.sign_in(started.headers["location"], subject)
+        second.cookies.update(first.cookies)
+        done = await second.get(callback)
+        assert done.status_code == 302, done.text
+        login_code = query(done.headers["location"])["login_code"]
+        replay = await first.get(callback)
+        assert replay.json()["type"].endswith("/oidc-code-replayed")
+        swap = await first.post("/api/v1/auth/oidc/token", json={"login_code": login_code})
+        assert swap.status_code == 200, swap.text
+        reuse = await second.post("/api/v1/auth/oidc/token", json={"login_code": login_code})
+        assert reuse.json()["type"].endswith("/invalid-login-code")

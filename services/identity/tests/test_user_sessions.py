@@ -103,3 +103,24 @@ async def test_failed_logins_count_against_the_account_whatever_the_case(identit
         assert (await identity.post("/api/v1/auth/login", json=wrong)).status_code == 401
     right = {"email": account.email.upper(), "password": PASSWORD}
     assert (await identity.post("/api/v1/auth/login", json=right)).status_code == 429
+
+
+async def test_an_invitation_reaches_the_account_whatever_the_case(identity, make_account):
+    owner, invitee = await make_account(), await make_account()
+    workspace = await identity.post(
+        "/api/v1/workspaces", json={"name": "Case"}, headers=owner.headers
+    )
+    invited = await identity.post(
+        f"/api/v1/workspaces/{workspace.json()['id']}/invitations",
+        json={"email": invitee.email.upper(), "role": "member"},
+        headers=owner.headers,
+    )
+    assert invited.status_code == 201, invited.text
+    mine = (await identity.get("/api/v1/invitations", headers=invitee.headers)).json()
+    assert [i["id"] for i in mine] == [invited.json()["id"]]
+    accepted = await identity.post(
+        "/api/v1/invitations/accept",
+        json={"token": invited.json()["token"]},
+        headers=invitee.headers,
+    )
+    assert accepted.status_code == 200, accepted.text
