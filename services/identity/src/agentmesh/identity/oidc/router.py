@@ -105,6 +105,8 @@ async def authorize(
         400: {"description": "Bad state, replayed or refused code, provider error"},
         401: {"description": "The ID token failed verification"},
         403: {"description": "Email not verified, domain not allowed, account deactivated"},
+        404: {"description": "No such provider"},
+        409: {"description": "The account already has another identity of this provider"},
         502: {"description": "The provider cannot be reached"},
     },
 )
@@ -131,7 +133,10 @@ async def callback(name: str, request: Request, oidc: Oidc) -> Response:
 @router.post(
     "/token",
     response_model=TokenPair,
-    responses={400: {"description": "Unknown, expired or used login code"}},
+    responses={
+        400: {"description": "Unknown, expired or used login code"},
+        403: {"description": "The account is deactivated"},
+    },
 )
 async def token(
     body: LoginCodeRequest, response: Response, session: Session, oidc: Oidc
