@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -117,8 +118,14 @@ RETURN_URL = "https://app.example.test/signed-in"
 async def oidc_provider():
     """A real OpenID Connect provider (oidc-provider-mock) on loopback, and a relay in
     front of it that re-signs ID tokens with another key."""
-    async with mock_provider() as provider, serve_app(resigning_app(provider.url)) as relay_url:
-        provider.resigning_url = relay_url
+    async with AsyncExitStack() as stack:
+        provider = await stack.enter_async_context(mock_provider())
+        provider.relays = {}
+        for mode in ("other-key", "hs256", "none"):
+            relay = resigning_app(
+                provider.url, mode=mode, secret="test-client-secret-9d2c4e6f8a0b1c3d5e7f9a1b"
+            )
+            provider.relays[mode] = await stack.enter_async_context(serve_app(relay))
         yield provider
 
 
@@ -129,7 +136,12 @@ def _port(url: str) -> int:
 @pytest.fixture
 def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
     def config(issuer: str, client_id: str, **extra) -> dict:
-        return {"issuer": issuer, "client_id": client_id, "client_secret": "s3cret", **extra}
+        return {
+            "issuer": issuer,
+            "client_id": client_id,
+            "client_secret": "test-client-secret-9d2c4e6f8a0b1c3d5e7f9a1b",
+            **extra,
+        }
 
     return identity_settings.model_copy(
         update={
@@ -140,14 +152,16 @@ def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
                         "acme": config(
                             oidc_provider.url, "acme-client", allowed_domains=["acme.example.com"]
                         ),
-                        "evil": config(oidc_provider.resigning_url, "evil-client"),
+                        "evil": config(oidc_provider.relays["other-key"], "evil-client"),
+                        "hs256": config(oidc_provider.relays["hs256"], "hs-client"),
+                        "unsigned": config(oidc_provider.relays["none"], "none-client"),
                     }
                 }
             ),
             "oidc_return_urls": [RETURN_URL],
-            "allowed_private_hosts": (
-                f"127.0.0.1:{_port(oidc_provider.url)}",
-                f"127.0.0.1:{_port(oidc_provider.resigning_url)}",
+            "allowed_private_hosts": tuple(
+                f"127.0.0.1:{_port(url)}"
+                for url in (oidc_provider.url, *oidc_provider.relays.values())
             ),
         }
     )
@@ -155,8 +169,9 @@ def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
 
 @pytest.fixture
 async def oidc_identity(oidc_settings):
-    """Identity with three providers: ``corp``, ``acme`` (acme.example.com only) and ``evil``
-    (its ID tokens are signed by a key the provider does not publish)."""
+    """Identity with providers ``corp``, ``acme`` (acme.example.com only), and three whose
+    ID tokens are forged: ``evil`` (signed by a key the provider does not publish),
+    ``hs256`` (HMAC with the client secret) and ``unsigned`` (``alg: none``)."""
     app = create_app(oidc_settings)
     async with app_client(app) as client:
         client.app = app

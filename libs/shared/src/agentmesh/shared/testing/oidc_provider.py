@@ -77,11 +77,21 @@ async def mock_provider() -> AsyncIterator[MockProvider]:
                 await process.wait()
 
 
-def resigning_app(upstream: str) -> Starlette:
+def resigning_app(upstream: str, *, mode: str = "other-key", secret: str = "") -> Starlette:
     """Passes every request on to ``upstream`` (keeping the ``Host``, so the provider's
-    URLs and issuer name this app), and re-signs the ID tokens the token endpoint returns
-    with another RSA key (under the original ``kid``, if it has one)."""
+    URLs and issuer name this app), and re-signs the ID tokens the token endpoint returns:
+    ``other-key`` with another RSA key (under the original ``kid``, if it has one);
+    ``hs256`` with HMAC keyed by the client ``secret`` (algorithm confusion); ``none``
+    unsigned."""
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def resign(claims: dict[str, Any], header: dict[str, Any]) -> str:
+        kid = {"kid": header["kid"]} if "kid" in header else None
+        if mode == "hs256":
+            return jwt.encode(claims, secret, algorithm="HS256", headers=kid)
+        if mode == "none":
+            return jwt.encode(claims, None, algorithm="none", headers=kid)
+        return jwt.encode(claims, other_key, algorithm=header["alg"], headers=kid)
 
     async def relay(request: Request) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
@@ -98,8 +108,7 @@ def resigning_app(upstream: str) -> Starlette:
             tokens = answer.json()
             header = jwt.get_unverified_header(tokens["id_token"])
             claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
-            kid = {"kid": header["kid"]} if "kid" in header else None
-            tokens["id_token"] = jwt.encode(claims, other_key, algorithm=header["alg"], headers=kid)
+            tokens["id_token"] = resign(claims, header)
             body = httpx.Response(200, json=tokens).content
         kept = {
             k: v
