@@ -285,8 +285,14 @@ class OidcService:
                 raise IdentityConflict(
                     "That account is already linked to another account of this provider."
                 )
-            session.add(OidcIdentity(user_id=user.id, provider=name, subject=subject, email=email))
-            await session.flush()
+            try:
+                async with session.begin_nested():
+                    session.add(
+                        OidcIdentity(user_id=user.id, provider=name, subject=subject, email=email)
+                    )
+                    await session.flush()
+            except IntegrityError:  # the same account signing in twice at once
+                raise IdentityConflict("This sign-in raced another one; try again.") from None
         if not user.is_active:
             raise AccountDeactivated("This account is deactivated.")
         return user
