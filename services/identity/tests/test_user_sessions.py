@@ -124,3 +124,28 @@ async def test_an_invitation_reaches_the_account_whatever_the_case(identity, mak
         headers=invitee.headers,
     )
     assert accepted.status_code == 200, accepted.text
+
+
+async def test_erasure_removes_failed_logins_of_a_mixed_case_email(identity, login):
+    from sqlalchemy import func, select
+
+    from agentmesh.identity.auth.models import LoginFailure
+
+    address = f"Mixed-{uuid.uuid4().hex[:8]}@example.com"
+    body = {"email": address, "password": PASSWORD, "name": "Mixed"}
+    assert (await identity.post("/api/v1/auth/register", json=body)).status_code == 201
+    wrong = {"email": address.upper(), "password": "not the password 123"}
+    assert (await identity.post("/api/v1/auth/login", json=wrong)).status_code == 401
+    pair = await login(address)
+    # The failure is gone with a successful login; fail again, then erase.
+    assert (await identity.post("/api/v1/auth/login", json=wrong)).status_code == 401
+
+    async def left() -> int:
+        async with identity.app.state.sessionmaker() as session:
+            count = select(func.count()).select_from(LoginFailure)
+            return await session.scalar(count.where(LoginFailure.email == address.lower()))
+
+    assert await left() == 1
+    erased = await identity.delete("/api/v1/users/me", headers=bearer(pair["access_token"]))
+    assert erased.status_code == 202
+    assert await left() == 0
