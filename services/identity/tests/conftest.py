@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -8,13 +9,16 @@ import pytest
 from sqlalchemy import select, update
 
 from agentmesh.identity.app import create_app
+from agentmesh.identity.oidc.config import OidcProviders
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.shared.testing.fixtures import (
     TEST_INTERNAL_TOKEN,
     TEST_KEY_ENCRYPTION_KEY,
     app_client,
+    serve_app,
 )
+from agentmesh.shared.testing.oidc_provider import MockProvider, mock_provider, resigning_app
 
 PASSWORD = "correct horse battery staple"
 
@@ -103,3 +107,106 @@ def outbox_events(identity):
             return list(rows)
 
     return fetch
+
+
+# ---------------------------------------------------------------- OpenID Connect
+
+RETURN_URL = "https://app.example.test/signed-in"
+
+
+@pytest.fixture(scope="session")
+async def oidc_provider():
+    """A real OpenID Connect provider (oidc-provider-mock) on loopback, and a relay in
+    front of it that re-signs ID tokens with another key."""
+    async with AsyncExitStack() as stack:
+        provider = await stack.enter_async_context(mock_provider())
+        provider.relays = {}
+        for mode in ("other-key", "hs256", "none"):
+            relay = resigning_app(
+                provider.url, mode=mode, secret="test-client-secret-9d2c4e6f8a0b1c3d5e7f9a1b"
+            )
+            provider.relays[mode] = await stack.enter_async_context(serve_app(relay))
+        yield provider
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def oidc_settings(identity_settings, oidc_provider) -> IdentitySettings:
+    def config(issuer: str, client_id: str, **extra) -> dict:
+        return {
+            "issuer": issuer,
+            "client_id": client_id,
+            "client_secret": "test-client-secret-9d2c4e6f8a0b1c3d5e7f9a1b",
+            **extra,
+        }
+
+    return identity_settings.model_copy(
+        update={
+            "oidc_providers": OidcProviders.model_validate(
+                {
+                    "providers": {
+                        "corp": config(oidc_provider.url, "corp-client", display_name="Corp SSO"),
+                        "acme": config(
+                            oidc_provider.url, "acme-client", allowed_domains=["acme.example.com"]
+                        ),
+                        "evil": config(oidc_provider.relays["other-key"], "evil-client"),
+                        "hs256": config(oidc_provider.relays["hs256"], "hs-client"),
+                        "unsigned": config(oidc_provider.relays["none"], "none-client"),
+                    }
+                }
+            ),
+            "oidc_return_urls": [RETURN_URL],
+            "allowed_private_hosts": tuple(
+                f"127.0.0.1:{_port(url)}"
+                for url in (oidc_provider.url, *oidc_provider.relays.values())
+            ),
+        }
+    )
+
+
+@pytest.fixture
+async def oidc_identity(oidc_settings):
+    """Identity with providers ``corp``, ``acme`` (acme.example.com only), and three whose
+    ID tokens are forged: ``evil`` (signed by a key the provider does not publish),
+    ``hs256`` (HMAC with the client secret) and ``unsigned`` (``alg: none``)."""
+    app = create_app(oidc_settings)
+    async with app_client(app) as client:
+        client.app = app
+        yield client
+
+
+@dataclass
+class Browser:
+    """Signs in as a browser would: authorize, the provider's form, the callback."""
+
+    client: httpx.AsyncClient
+    provider: MockProvider
+
+    async def authorize(self, name: str = "corp", **params: str) -> httpx.Response:
+        return await self.client.get(f"/api/v1/auth/oidc/{name}/authorize", params=params)
+
+    async def to_callback(self, sub: str, name: str = "corp", **params: str) -> str:
+        """The callback URL the provider sends the browser to, after signing in."""
+        started = await self.authorize(name, **params)
+        assert started.status_code == 302, started.text
+        return await self.provider.sign_in(started.headers["location"], sub)
+
+    async def sign_in(self, sub: str, name: str = "corp", **params: str) -> httpx.Response:
+        return await self.client.get(await self.to_callback(sub, name, **params))
+
+
+@pytest.fixture
+def browser(oidc_identity, oidc_provider) -> Browser:
+    return Browser(oidc_identity, oidc_provider)
+
+
+def new_sub() -> str:
+    return f"sub-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def oidc_return_url() -> str:
+    return RETURN_URL

@@ -32,7 +32,26 @@ PUBLIC = {
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/.well-known/jwks.json"),
+    # OpenID Connect sign-in: a browser arrives at these without a token.
+    ("GET", "/api/v1/auth/oidc/providers"),
+    ("GET", "/api/v1/auth/oidc/{name}/authorize"),
+    ("GET", "/api/v1/auth/oidc/{name}/callback"),
+    ("POST", "/api/v1/auth/oidc/token"),
 }
+#: The templated public routes as patterns (a ``{param}`` is one path segment).
+_PUBLIC_PATTERNS = tuple(
+    (method, re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"))
+    for method, path in PUBLIC
+    if "{" in path
+)
+
+
+def is_public(method: str, path: str) -> bool:
+    """Whether ``method path`` may be called without a token."""
+    if (method, path) in PUBLIC:
+        return True
+    return any(m == method and pattern.match(path) for m, pattern in _PUBLIC_PATTERNS)
+
 
 #: Routes that run the model: a new message, a regenerated answer, the OpenAI API...
 _CHAT_RUN = re.compile(
@@ -72,5 +91,5 @@ def resolve(method: str, path: str) -> Route | None:
         if path == exact or path.startswith(exact + "/"):
             if is_run(method, path):
                 group = "chat_runs"
-            return Route(upstream, group, (method, path) in PUBLIC)
+            return Route(upstream, group, is_public(method, path))
     return None

@@ -14,16 +14,20 @@ from agentmesh.identity.api_keys.router import internal_router
 from agentmesh.identity.api_keys.router import router as api_keys_router
 from agentmesh.identity.auth.router import router as auth_router
 from agentmesh.identity.auth.service import AuthService
+from agentmesh.identity.auth.sessions import router as sessions_router
 from agentmesh.identity.auth.tokens import TokenIssuer
 from agentmesh.identity.base import EVENT_TABLES
 from agentmesh.identity.crypto import EmailHasher, KeyEncryption, Passwords
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.keys.router import router as keys_router
 from agentmesh.identity.keys.service import SigningKeyStore
+from agentmesh.identity.oidc.client import OidcClient
+from agentmesh.identity.oidc.router import router as oidc_router
+from agentmesh.identity.oidc.service import OidcService
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.router import router as users_router
-from agentmesh.identity.users.schemas import normalize_email
+from agentmesh.identity.users.schemas import email_key, normalize_email
 from agentmesh.identity.workspaces import readmodel
 from agentmesh.identity.workspaces.router import router as workspaces_router
 from agentmesh.shared.runtime import ServiceRuntime
@@ -65,7 +69,7 @@ async def bootstrap(app: FastAPI) -> None:
         email, password = settings.bootstrap_admin_email, settings.bootstrap_admin_password
         if email and password:
             email = normalize_email(email)
-            if not await session.scalar(select(User.id).where(User.email == email)):
+            if not await session.scalar(select(User.id).where(User.email_key == email_key(email))):
                 await auth.register(
                     session,
                     email=email,
@@ -95,12 +99,14 @@ async def upgrade_email_hashes(auth: AuthService, session: AsyncSession) -> None
 async def prune_login_failures(app: FastAPI) -> None:
     """Start the sweep of expired failed logins (every window, at most every minute)."""
     auth: AuthService = app.state.auth
+    oidc: OidcService = app.state.oidc
     interval = min(auth.settings.login_failure_window_seconds, 60)
 
     async def sweep() -> None:
         while True:
             try:
                 await auth.prune_login_failures()
+                await oidc.prune()
             except Exception:  # the database may be away for a while: try again later
                 logger.warning("cannot prune failed logins", exc_info=True)
             await asyncio.sleep(interval)
@@ -114,6 +120,7 @@ async def stop_pruning(app: FastAPI) -> None:
         task.cancel()
         # Not waited for past 5 s: a sweep cancelled inside a query may unwind slowly.
         await asyncio.wait({task}, timeout=5)
+    await app.state.oidc.client.aclose()
 
 
 def create_app(settings: IdentitySettings | None = None, **runtime_options: object) -> FastAPI:
@@ -130,6 +137,8 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
         description="Accounts, sessions, workspaces, API keys and signing keys.",
         routers=[
             auth_router,
+            sessions_router,
+            oidc_router,
             users_router,
             workspaces_router,
             api_keys_router,
@@ -138,6 +147,15 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
         ],
     )
     app.state.auth = build_auth(settings, runtime)
+    app.state.oidc = OidcService(
+        settings,
+        app.state.auth,
+        OidcClient(
+            settings.outbound_policy,
+            timeout=settings.oidc_http_timeout_seconds,
+            cache_seconds=settings.oidc_cache_seconds,
+        ),
+    )
     app.state.tokens = app.state.auth.tokens
     app.state.keys = app.state.auth.tokens.keys
     return app

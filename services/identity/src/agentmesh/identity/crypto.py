@@ -98,7 +98,8 @@ class EmailHasher:
         return self.PREFIX + hmac.new(self._key, sha256, hashlib.sha256).hexdigest()
 
     def hash(self, email: str) -> str:
-        return self._keyed(hashlib.sha256(email.encode()).digest())
+        """The keyed digest of ``email`` case-folded: the same for every spelling."""
+        return self._keyed(hashlib.sha256(email.strip().casefold().encode()).digest())
 
     def upgrade(self, stored: str) -> str | None:
         """The keyed form of a legacy bare SHA-256 digest; None if ``stored`` is not one."""

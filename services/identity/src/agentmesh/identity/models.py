@@ -5,6 +5,7 @@ from agentmesh.identity.auth.models import LoginFailure, RefreshToken, RefreshTo
 from agentmesh.identity.base import EVENT_TABLES, SCHEMA, Base
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.keys.models import SigningKey
+from agentmesh.identity.oidc.models import LoginCode, OidcFlow, OidcIdentity
 from agentmesh.identity.users.models import User
 from agentmesh.identity.workspaces.models import Invitation, Membership, Workspace
 
@@ -16,8 +17,11 @@ __all__ = [
     "ApiKey",
     "Erasure",
     "Invitation",
+    "LoginCode",
     "LoginFailure",
     "Membership",
+    "OidcFlow",
+    "OidcIdentity",
     "RefreshToken",
     "RefreshTokenFamily",
     "SigningKey",

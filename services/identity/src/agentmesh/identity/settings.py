@@ -1,9 +1,25 @@
 """Settings of the identity service: ``IDENTITY_*`` plus the shared ``AGENTMESH_*``."""
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
 
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from agentmesh.identity.oidc.config import OidcProvider, OidcProviders
+from agentmesh.shared.outbound import AllowedPrivateHosts, OutboundPolicy
 from agentmesh.shared.settings import ServiceSettings
+
+
+def _url_list(value: object) -> object:
+    """Comma- or space-separated URLs (a JSON list works too)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part for part in text.replace(",", " ").split() if part]
+    return value
 
 
 class IdentitySettings(ServiceSettings):
@@ -42,3 +58,49 @@ class IdentitySettings(ServiceSettings):
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1)
+
+    #: ``IDENTITY_OIDC_PROVIDERS``: JSON object of OpenID Connect providers by short name.
+    oidc_providers: OidcProviders = Field(default_factory=OidcProviders)
+    #: ``IDENTITY_OIDC_RETURN_URLS``: pages a sign-in may return to with a login code.
+    oidc_return_urls: Annotated[list[str], NoDecode, BeforeValidator(_url_list)] = Field(
+        default_factory=list
+    )
+    #: How long a started sign-in may take before its callback (state cookie lifetime).
+    oidc_flow_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    #: How long a login code handed to a ``return_to`` page stays valid.
+    oidc_login_code_ttl_seconds: int = Field(default=60, ge=5, le=600)
+    #: Timeout of each call to a provider (discovery, JWKS, token endpoint).
+    oidc_http_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: How long discovery documents and JWKS are cached (an unknown ``kid`` refetches).
+    oidc_cache_seconds: float = Field(default=3600.0, ge=0)
+    #: ``AGENTMESH_PUBLIC_URL``: the platform's public base URL; unset, callback URLs are
+    #: derived from the request as the gateway forwards it (X-Forwarded-Proto/-Host).
+    public_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTMESH_PUBLIC_URL", "IDENTITY_PUBLIC_URL", "public_url"),
+    )
+    #: Private addresses providers may live at (``host:port`` or CIDR entries).
+    allowed_private_hosts: AllowedPrivateHosts = Field(
+        default=(),
+        validation_alias=AliasChoices(
+            "AGENTMESH_ALLOWED_PRIVATE_HOSTS",
+            "IDENTITY_ALLOWED_PRIVATE_HOSTS",
+            "allowed_private_hosts",
+        ),
+    )
+
+    @field_validator("oidc_return_urls")
+    @classmethod
+    def _absolute_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"{url!r} is not an absolute http(s) URL")
+        return urls
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """What calls to OpenID Connect providers may reach (metadata: never)."""
+        return OutboundPolicy(False, self.allowed_private_hosts)
+
+    def oidc_provider(self, name: str) -> OidcProvider | None:
+        return self.oidc_providers.providers.get(name)

@@ -28,6 +28,14 @@ class RefreshTokenFamily(Base):
     workspace_id: Mapped[uuid.UUID | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(Text)
+    #: How the user signed in: ``password`` or ``oidc:<provider>``.
+    method: Mapped[str] = mapped_column(Text, server_default="password")
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(Text)
+    #: The last refresh of this session (its creation until then).
+    last_used_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class RefreshToken(Base):

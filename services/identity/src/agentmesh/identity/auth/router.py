@@ -65,7 +65,11 @@ async def login(
     """Exchange email and password for an access token and a refresh token."""
     response.headers["Cache-Control"] = "no-store"
     return await auth.login(
-        session, email=body.email, password=body.password, ip=client_ip(request)
+        session,
+        email=body.email,
+        password=body.password,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
     )
 
 
@@ -81,7 +85,11 @@ async def token(
     Swagger's Authorize button works."""
     response.headers["Cache-Control"] = "no-store"
     return await auth.login(
-        session, email=form.username, password=form.password, ip=client_ip(request)
+        session,
+        email=form.username,
+        password=form.password,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
     )
 
 

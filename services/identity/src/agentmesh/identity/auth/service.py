@@ -26,7 +26,7 @@ from agentmesh.identity.errors import (
 )
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
-from agentmesh.identity.users.schemas import normalize_email
+from agentmesh.identity.users.schemas import email_key
 from agentmesh.identity.workspaces import service as workspaces
 from agentmesh.shared.events.contracts import SessionsRevoked, UserRegistered
 from agentmesh.shared.events.outbox import Outbox
@@ -54,12 +54,32 @@ class AuthService:
     ) -> User:
         """Create an account and emit ``identity.user.registered``."""
         check_password_policy(password, email=email)
-        if await session.scalar(select(User.id).where(User.email == email)):
+        if await session.scalar(select(User.id).where(User.email_key == email_key(email))):
             raise EmailTaken(f"{email} is already registered")
+        return await self.create_user(
+            session,
+            email=email,
+            name=name,
+            password_hash=await self.passwords.hash(password),
+            roles=roles,
+        )
+
+    async def create_user(
+        self,
+        session: AsyncSession,
+        *,
+        email: str,
+        name: str,
+        password_hash: str | None = None,
+        roles: list[str] | None = None,
+    ) -> User:
+        """Insert a user (no password: one made by OpenID Connect sign-in), emit
+        ``identity.user.registered`` and make their personal workspace."""
         user = User(
             email=email,
+            email_key=email_key(email),
             name=name.strip(),
-            password_hash=await self.passwords.hash(password),
+            password_hash=password_hash,
             roles=roles or ["user"],
             is_active=True,
         )
@@ -115,26 +135,50 @@ class AuthService:
         return result.rowcount or 0
 
     async def login(
-        self, session: AsyncSession, *, email: str, password: str, ip: str
+        self,
+        session: AsyncSession,
+        *,
+        email: str,
+        password: str,
+        ip: str,
+        user_agent: str | None = None,
     ) -> TokenPair:
-        """Exchange credentials for a token pair (a new refresh-token family)."""
-        try:
-            email = normalize_email(email)
-        except ValueError:
-            email = email.strip().lower()
-        await self._check_throttle(session, email, ip)
-        user = await session.scalar(select(User).where(User.email == email))
+        """Exchange credentials for a token pair (a new refresh-token family). The email
+        matches whatever its case."""
+        key = email_key(email)
+        await self._check_throttle(session, key, ip)
+        user = await session.scalar(select(User).where(User.email_key == key))
         # Unknown email or wrong password: the same work (one Argon2 verify) and answer.
         if not await self.passwords.verify(user.password_hash if user else None, password):
-            await self._record_failure(email, ip)
+            await self._record_failure(key, ip)
             raise InvalidCredentials("Invalid email or password.")
-        assert user is not None
+        assert user is not None and user.password_hash is not None
         if not user.is_active:
             raise AccountDeactivated("This account is deactivated.")
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
-        await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
-        family = RefreshTokenFamily(user_id=user.id, workspace_id=user.last_workspace_id)
+        await session.execute(delete(LoginFailure).where(LoginFailure.email == key))
+        return await self.start_session(
+            session, user, method="password", user_agent=user_agent, ip=ip
+        )
+
+    async def start_session(
+        self,
+        session: AsyncSession,
+        user: User,
+        *,
+        method: str,
+        user_agent: str | None,
+        ip: str | None,
+    ) -> TokenPair:
+        """A new login session (refresh-token family) and its first token pair."""
+        family = RefreshTokenFamily(
+            user_id=user.id,
+            workspace_id=user.last_workspace_id,
+            method=method,
+            user_agent=(user_agent or "")[:512] or None,
+            ip=ip,
+        )
         session.add(family)
         await session.flush()
         return await self._pair(session, user, family)
@@ -206,6 +250,7 @@ class AuthService:
         user = await session.get(User, family.user_id)
         if user is None or not user.is_active:
             raise InvalidRefreshToken("This account is not active.")
+        family.last_used_at = datetime.now(UTC)
         return await self._pair(session, user, family)
 
     async def switch(

@@ -7,10 +7,13 @@ from fastapi import APIRouter, Query, Request, status
 
 from agentmesh.identity.deps import AdminCaller, CurrentCaller, SessionCaller
 from agentmesh.identity.erasure.models import Erasure
+from agentmesh.identity.oidc import linked
 from agentmesh.identity.users import service
 from agentmesh.identity.users.schemas import (
     AdminUserUpdate,
     ErasureOut,
+    LinkedIdentity,
+    MeOut,
     ProfileUpdate,
     UserOut,
     UserPage,
@@ -22,10 +25,28 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 ADMIN_ONLY = {401: {"description": "Not authenticated"}, 403: {"description": "Admin only"}}
 
 
-@router.get("/me", response_model=UserOut, responses={401: {"description": "Not authenticated"}})
-async def me(caller: CurrentCaller) -> UserOut:
-    """The caller's own profile."""
-    return UserOut.of(caller.user)
+@router.get("/me", response_model=MeOut, responses={401: {"description": "Not authenticated"}})
+async def me(caller: CurrentCaller, session: Session) -> MeOut:
+    """The caller's own profile, with the OpenID Connect identities linked to it."""
+    identities = await linked.identities_of(session, caller.user.id)
+    return MeOut(
+        **UserOut.of(caller.user).model_dump(),
+        identities=[LinkedIdentity.model_validate(i) for i in identities],
+        has_password=caller.user.password_hash is not None,
+    )
+
+
+@router.delete(
+    "/me/identities/{provider}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        404: {"description": "No identity of that provider is linked"},
+        409: {"description": "It is the only way left to sign in"},
+    },
+)
+async def unlink_identity(provider: str, caller: SessionCaller, session: Session) -> None:
+    """Unlink a provider's account, unless it is your only way left to sign in."""
+    await linked.unlink(session, caller.user, provider)
 
 
 @router.patch("/me", response_model=UserOut)

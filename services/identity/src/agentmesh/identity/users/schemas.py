@@ -23,6 +23,16 @@ def normalize_email(value: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
+def email_key(email: str) -> str:
+    """What emails are compared and indexed by: the normalized email, case-folded, so
+    ``Ada@Example.com`` and ``ada@example.com`` are one account. Falls back to the trimmed
+    text for input that is not an email (a login attempt with garbage finds nobody)."""
+    try:
+        return normalize_email(email).casefold()
+    except ValueError:
+        return email.strip().casefold()
+
+
 class EmailField(BaseModel):
     email: str = Field(max_length=320, examples=["ada@example.com"])
 
@@ -59,6 +69,21 @@ class UserOut(BaseModel):
             created_at=user.created_at,
             updated_at=user.updated_at,
         )
+
+
+class LinkedIdentity(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    provider: str
+    email: str | None
+    linked_at: datetime
+
+
+class MeOut(UserOut):
+    identities: list[LinkedIdentity] = Field(
+        default_factory=list, description="OpenID Connect accounts you can sign in with"
+    )
+    has_password: bool = Field(default=True, description="Whether you can sign in with a password")
 
 
 class UserPage(BaseModel):

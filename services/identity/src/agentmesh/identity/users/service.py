@@ -123,7 +123,10 @@ async def start_erasure(auth: AuthService, session, user: User) -> Erasure:
         .values(revoked_at=func.now())
     )
     # Failed logins name the email (and the addresses it was tried from): gone with it.
-    await session.execute(delete(LoginFailure).where(LoginFailure.email == user.email))
+    # Recorded under the case-folded email (rows older than that under the email itself).
+    await session.execute(
+        delete(LoginFailure).where(LoginFailure.email.in_({user.email, user.email_key}))
+    )
     erasure = Erasure(user_id=user.id, email_hash=auth.emails.hash(user.email))
     session.add(erasure)
     await session.flush()

@@ -10,11 +10,12 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.identity.crypto import hash_token
 from agentmesh.identity.users.models import User
+from agentmesh.identity.users.schemas import email_key
 from agentmesh.identity.workspaces import service
 from agentmesh.identity.workspaces.errors import InvitationNotFound, PersonalWorkspace
 from agentmesh.identity.workspaces.models import Invitation, Membership, Workspace
@@ -76,7 +77,8 @@ async def pending_for(session: AsyncSession, user: User) -> list[Invitation]:
         await session.scalars(
             select(Invitation)
             .join(Workspace, Workspace.id == Invitation.workspace_id)
-            .where(Invitation.email == user.email, *_pending())
+            # Emails match whatever their case (the local part's too).
+            .where(func.lower(Invitation.email) == func.lower(user.email), *_pending())
             .order_by(Invitation.created_at.desc(), Invitation.id)
         )
     )
@@ -109,7 +111,7 @@ async def accept(
     else:
         statement = statement.where(Invitation.token_hash == hash_token(token or ""))
     invitation = await session.scalar(statement.where(*_pending()).with_for_update(of=Invitation))
-    if invitation is None or invitation.email != user.email:
+    if invitation is None or email_key(invitation.email) != user.email_key:
         raise InvitationNotFound("No such invitation for this account.")
     invitation.accepted_at = datetime.now(UTC)
     workspace = await session.get(Workspace, invitation.workspace_id)
