@@ -7,7 +7,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from sqlalchemy import text
+
+from agentmesh.chat.app import create_app as create_chat
+from agentmesh.chat.models import new_id
+from agentmesh.chat.runs.store import reserve_budget, start_run
+from agentmesh.shared.testing.fixtures import app_client
+
 from . import workspaces
+from .conftest import chat_settings
 from .workspaces import (
     COMPLETIONS,
     CONV,
@@ -17,6 +25,7 @@ from .workspaces import (
     assert_problem,
     completion,
     converse,
+    eventually,
 )
 
 chat, nc = workspaces.chat, workspaces.nc  # fixtures: chat alone, a NATS client
@@ -212,3 +221,47 @@ async def test_concurrent_runs_cannot_overspend_the_workspace_budget(
         assert budget["reserved_tokens"] == 0
         spent_by_members += budget["spent_tokens"]
     assert spent_by_members == settled["spent_tokens"]
+
+
+async def test_an_orphaned_run_releases_both_budgets(common, nc, token_issuer):
+    """A run whose replica died holds its reservation on the member's and the workspace's
+    budget; the sweep that fails it releases both."""
+    app = create_chat(chat_settings(common, run_heartbeat_seconds=0.2))
+    async with app_client(app) as chat:
+        chat.app = app
+        ws = Workspace(chat, nc, token_issuer)
+        agent_id = await ws.agent()
+        user = await ws.join("member")
+        platform = token_issuer.headers(roles=("admin",))
+        budgets = [f"/api/v1/workspaces/{ws.id}/budget",
+                   f"/api/v1/workspaces/{ws.id}/members/{user}/budget"]  # fmt: skip
+        for url in budgets:
+            assert (
+                await chat.put(url, json={"monthly_tokens": 10**6}, headers=platform)
+            ).is_success
+        created = await chat.post(
+            CONV, json={"agent_id": agent_id}, headers=ws.headers(user, "member")
+        )
+        # What a replica leaves behind when it dies mid-answer: the reservation, the run.
+        run_id, question_id = new_id(), new_id()
+        async with app.state.sessionmaker() as session, session.begin():
+            assert await reserve_budget(session, ws.id, user, 100)
+            await start_run(
+                session, run_id=run_id, workspace_id=ws.id, user_id=user,
+                agent_id=uuid.UUID(agent_id), agent_version=1, model="offline", reserved=100,
+                conversation_id=uuid.UUID(created.json()["id"]),
+                user_message=(question_id, None, "Say hello"), user_message_id=question_id,
+            )  # fmt: skip
+            await session.execute(
+                text("UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' "
+                     "WHERE id = :id"), {"id": run_id})  # fmt: skip
+        for url in budgets:
+            assert (await chat.get(url, headers=platform)).json()["reserved_tokens"] == 100
+
+        async def swept() -> bool:
+            run = await chat.get(f"/api/v1/runs/{run_id}", headers=platform)
+            return run.json()["status"] == "failed"
+
+        await eventually(swept)
+        for url in budgets:
+            assert (await chat.get(url, headers=platform)).json()["reserved_tokens"] == 0
