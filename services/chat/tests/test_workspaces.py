@@ -95,7 +95,7 @@ async def test_api_key_scopes(chat, nc, token_issuer):
     conversation_id, answer = await converse(chat, chatter, agent_id)
     assert answer.status_code == 200, answer.text
     run = await chat.get(f"/api/v1/runs/{answer.headers['X-Run-Id']}", headers=chatter)
-    assert run.status_code == 200
+    assert run.status_code == 200 and run.json()["workspace_id"] == str(ws.id)
     assert (await chat.post(COMPLETIONS, json=completion(agent_id), headers=chatter)).is_success
     assert_problem(await chat.get(USAGE, headers=chatter), 403, "forbidden")
     budget = f"/api/v1/workspaces/{ws.id}/members/{user}/budget"

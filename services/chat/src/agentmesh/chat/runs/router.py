@@ -36,6 +36,7 @@ class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    workspace_id: uuid.UUID
     conversation_id: uuid.UUID | None
     agent_id: uuid.UUID
     agent_version: int

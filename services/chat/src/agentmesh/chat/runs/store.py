@@ -1,9 +1,10 @@
 """The database side of a run, in as few round trips as possible.
 
 One streamed turn on the conversation path costs: the conversation with its agent snapshot
-and budget (1), the branch history (1), a budget reservation when the user has a budget
-(1), the user message with the run (1), commit (1); then at the end the assistant message
-with the run's usage and the budget spend (1), the outbox event (1), commit (1).
+and budget (1), the branch history (1), a budget reservation when a budget applies (the
+member's and the workspace's in one statement: 1), the user message with the run (1),
+commit (1); then at the end the assistant message with the run's usage and the budget
+spend (1), the outbox event (1), commit (1).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class FinishedRun:
 #: concurrent starts (of every member, on the workspace's row), and the ``WHERE`` is checked
 #: against the newest committed spend. Rows go in a fixed order (the workspace's first), so
 #: two starts never wait on each other crosswise. The run may start only when every budget
-#: took the reservation (``budgets = reserved``); otherwise the caller rolls back what was
-#: reserved (a savepoint), so a refusal reserves nothing.
+#: took the reservation (``budgets = reserved``); otherwise the transaction is rolled back
+#: (``begin_run`` raises), so a refusal reserves nothing.
 RESERVE = text("""
 WITH wanted AS (
   SELECT workspace_id, user_id, monthly_tokens, monthly_cost_usd FROM chat.budgets
@@ -82,16 +83,14 @@ async def reserve_budget(
     session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID, tokens: int
 ) -> bool:
     """Atomically start a run against the member's and the workspace's monthly budgets:
-    False (and nothing reserved) when, for either, the tokens spent plus those in flight,
-    or the cost spent, already reach the limit."""
-    async with session.begin_nested() as savepoint:
-        row = (await session.execute(RESERVE, {"workspace_id": workspace_id,
-                                               "user_id": user_id, "whole": WHOLE_WORKSPACE,
-                                               "reserve": tokens})).one()  # fmt: skip
-        if row.reserved < row.budgets:
-            await savepoint.rollback()
-            return False
-    return True
+    False when, for either, the tokens spent plus those in flight, or the cost spent,
+    already reach the limit. Then the other budget may hold the reservation: the caller
+    must roll the transaction back (``begin_run`` raises ``OverBudget``, and the request's
+    session rolls back), which also ends the row locks at once."""
+    row = (await session.execute(RESERVE, {"workspace_id": workspace_id, "user_id": user_id,
+                                           "whole": WHOLE_WORKSPACE,
+                                           "reserve": tokens})).one()  # fmt: skip
+    return row.reserved == row.budgets
 
 
 START_TURN = text("""
@@ -163,6 +162,8 @@ async def begin_run(
         metrics.RUNS_STARTED.inc()
         return asyncio.ensure_future(record_run(state, **run, reserved=0))
     if not await reserve_budget(session, run["workspace_id"], run["user_id"], reserve):
+        # Raised before anything is committed: the request's transaction rolls back, with
+        # any part of the reservation one of the two budgets took.
         raise OverBudget("This month's budget (yours in this workspace, or the workspace's) "
                          "is spent; ask an admin to raise it.")  # fmt: skip
     await start_run(session, **run, reserved=reserve)
