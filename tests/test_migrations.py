@@ -200,3 +200,64 @@ async def test_workspaces_migration_moves_existing_data_into_personal_workspaces
             assert key_ws == family_ws == ada_ws
     finally:
         await engine.dispose()
+
+
+async def test_chat_workspaces_migration_puts_existing_rows_in_personal_workspaces(scratch_url):
+    """chat 0004: rows made at 0003 (agent snapshots, conversations with their runs,
+    stateless runs, budgets and their spend) land in their owner's personal workspace,
+    whose id is the owner's; a user's budget becomes their member budget there."""
+    await asyncio.to_thread(run, "chat", scratch_url, "downgrade", "base")
+    await asyncio.to_thread(run, "chat", scratch_url, "upgrade", "0003")
+    ada, bob, agent, conversation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    statements = [
+        "INSERT INTO chat.agent_snapshots (agent_id, owner_id, version, config, deleted)"
+        " VALUES (:agent, :bob, 1, '{}', false)",
+        "INSERT INTO chat.conversations (id, user_id, agent_id, auto_title)"
+        " VALUES (:conversation, :ada, :agent, true)",
+        "INSERT INTO chat.messages (id, conversation_id, user_id, role, content, tool_calls,"
+        " status) VALUES (gen_random_uuid(), :conversation, :ada, 'user', 'hi', '[]', 'completed')",
+        "INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, status,"
+        " model, provider, input_tokens, output_tokens, cost_usd, reserved_tokens,"
+        " last_event_id) SELECT gen_random_uuid(), u, c, :agent, 1, 'completed', 'offline',"
+        " 'offline', 3, 4, 0, 0, 0"
+        " FROM (VALUES (CAST(:ada AS uuid), CAST(:conversation AS uuid)),"
+        " (CAST(:bob AS uuid), NULL)) AS v(u, c)",
+        "INSERT INTO chat.budgets (user_id, monthly_tokens) VALUES (:ada, 1000)",
+        "INSERT INTO chat.budget_spend (user_id, month, tokens, cost_usd, reserved_tokens)"
+        " VALUES (:ada, date_trunc('month', now())::date, 7, 0, 0)",
+    ]
+    params = {"ada": ada, "bob": bob, "agent": agent, "conversation": conversation}
+    engine = create_async_engine(scratch_url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement), params)
+        await asyncio.to_thread(run, "chat", scratch_url, "upgrade", "head")
+        async with engine.connect() as conn:
+            owned = {
+                table: (
+                    await conn.execute(text(f"SELECT {owner}, workspace_id FROM chat.{table}"))
+                ).all()
+                for table, owner in (
+                    ("agent_snapshots", "owner_id"),
+                    ("conversations", "user_id"),
+                    ("runs", "user_id"),
+                    ("budgets", "user_id"),
+                    ("budget_spend", "user_id"),
+                )
+            }
+            nullable = (
+                await conn.execute(
+                    text(
+                        "SELECT table_name, is_nullable FROM information_schema.columns"
+                        " WHERE table_schema = 'chat' AND column_name = 'workspace_id'"
+                    )
+                )
+            ).all()
+        assert sorted(owned["runs"]) == sorted([(ada, ada), (bob, bob)])
+        assert owned["agent_snapshots"] == [(bob, bob)]
+        for table in ("conversations", "budgets", "budget_spend"):
+            assert owned[table] == [(ada, ada)], table
+        assert dict(nullable) == dict.fromkeys(owned, "NO")
+    finally:
+        await engine.dispose()

@@ -48,8 +48,8 @@ async def test_a_reservation_at_the_end_of_a_month_is_released_in_that_month(
               t=last_second, u=user_id)  # fmt: skip
     await sql(chat, "UPDATE chat.budget_spend SET month = :old WHERE user_id = :u",
               old=old_month, u=user_id)  # fmt: skip
-    await sql(chat, "INSERT INTO chat.budget_spend (user_id, month, tokens, cost_usd, "
-                    "reserved_tokens) VALUES (:u, :m, 0, 0, :r)",
+    await sql(chat, "INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, "
+                    "cost_usd, reserved_tokens) VALUES (:u, :u, :m, 0, 0, :r)",
               u=user_id, m=new_month, r=OTHER_RESERVATION)  # fmt: skip
     gate.set()
     response = await answer

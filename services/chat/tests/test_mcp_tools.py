@@ -149,7 +149,7 @@ class FixedConnection:
     def __init__(self, url: str, auth: str = AUTH) -> None:
         self.connection = {"url": url, "headers": {"Authorization": auth}}
 
-    async def mcp_connection(self, user_id, server_id):
+    async def mcp_connection(self, user_id, server_id, *, workspace_id):
         return self.connection
 
 
@@ -157,7 +157,9 @@ async def test_tool_errors_never_raise(mcp_url, caplog):
     refs = [{"id": "mcp", "config": {"server_id": str(uuid.uuid4()), "tools": ["add", "nope"]}}]
     client = FixedConnection(mcp_url)
     with caplog.at_level(logging.WARNING, logger="agentmesh.chat.mcp"):
-        [add] = await mcp_tools(client, uuid.uuid4(), refs, allow_private=True, timeout=5)
+        [add] = await mcp_tools(
+            client, uuid.uuid4(), refs, workspace_id=uuid.uuid4(), allow_private=True, timeout=5
+        )
     assert "has no tool 'nope'" in caplog.text
     assert add.args["a"]["type"] == "integer"
     assert await add.ainvoke({"a": 2, "b": 40}) == "42"
@@ -169,7 +171,8 @@ async def test_tool_errors_never_raise(mcp_url, caplog):
         "Error: the MCP server cannot be reached (ConnectError)."
     )
     # Loopback is refused unless private addresses are allowed, at listing time too.
-    assert await mcp_tools(FixedConnection(mcp_url), uuid.uuid4(), refs, allow_private=False,
+    assert await mcp_tools(FixedConnection(mcp_url), uuid.uuid4(), refs, workspace_id=uuid.uuid4(),
+                           allow_private=False,
                            timeout=5) == []  # fmt: skip
 
 

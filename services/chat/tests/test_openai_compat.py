@@ -252,7 +252,7 @@ async def test_over_budget_is_402(chat, make_agent, token_issuer):
     headers = token_issuer.headers(user_id)
     await make_agent(headers, name="Keeper")
     async with chat.app.state.sessionmaker() as session, session.begin():
-        session.add(Budget(user_id=user_id, monthly_tokens=0))
+        session.add(Budget(workspace_id=user_id, user_id=user_id, monthly_tokens=0))
     try:
         response = await chat.post(
             COMPLETIONS,
@@ -269,8 +269,8 @@ async def test_over_budget_is_402(chat, make_agent, token_issuer):
 async def test_a_failed_run_is_an_openai_error_streamed_or_not():
     problem = {"type": problem_type("model-call-failed"), "title": "Model call failed",
                "status": 502, "detail": "The provider is down."}  # fmt: skip
-    plan = RunPlan(run_id=new_id(), user_id=uuid.uuid4(), agent_id=uuid.uuid4(),
-                   agent_version=1, config={}, history=[])  # fmt: skip
+    plan = RunPlan(run_id=new_id(), workspace_id=uuid.uuid4(), user_id=uuid.uuid4(),
+                   agent_id=uuid.uuid4(), agent_version=1, config={}, history=[])  # fmt: skip
     outcome = RunOutcome(status="failed", content="Hel", error=problem)
     with pytest.raises(RunFailed) as failed:
         completion(plan, outcome, "keeper", 0)

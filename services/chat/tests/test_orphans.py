@@ -83,10 +83,10 @@ async def test_a_run_whose_replica_died_is_failed_and_its_stream_ended(
     agent = await make_agent(headers)
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
     # The user has a budget, and the dead replica's run holds 100 reserved tokens of it.
-    await sql(chat, "INSERT INTO chat.budgets (user_id, monthly_tokens, updated_at) "
-                    "VALUES (:u, 100000, now())", u=user_id)  # fmt: skip
-    await sql(chat, "INSERT INTO chat.budget_spend (user_id, month, tokens, cost_usd, "
-                    "reserved_tokens) VALUES (:u, :m, 0, 0, 100)", u=user_id,
+    await sql(chat, "INSERT INTO chat.budgets (workspace_id, user_id, monthly_tokens, "
+                    "updated_at) VALUES (:u, :u, 100000, now())", u=user_id)  # fmt: skip
+    await sql(chat, "INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, "
+                    "cost_usd, reserved_tokens) VALUES (:u, :u, :m, 0, 0, 100)", u=user_id,
               m=this_month())  # fmt: skip
 
     # What a replica leaves behind when it dies mid-answer: the question and its running
@@ -94,7 +94,8 @@ async def test_a_run_whose_replica_died_is_failed_and_its_stream_ended(
     run_id, question_id = new_id(), new_id()  # UUIDv7: time-ordered, as the service's
     async with chat.app.state.sessionmaker() as session, session.begin():
         await start_run(
-            session, run_id=run_id, user_id=user_id, agent_id=uuid.UUID(agent["id"]),
+            session, run_id=run_id, workspace_id=user_id, user_id=user_id,
+            agent_id=uuid.UUID(agent["id"]),
             agent_version=1, model="offline", reserved=100,
             conversation_id=uuid.UUID(conversation["id"]),
             user_message=(question_id, None, "Say hello"), user_message_id=question_id,

@@ -154,12 +154,18 @@ async def test_admins_see_anyones_usage_others_dont(chat, make_agent, token_issu
     owner = token_issuer.headers(user_id)
     agent = await make_agent(owner)
     assert (await turn(chat, owner, agent["id"])).status_code == 200
-    params = {"user_id": str(user_id), "group_by": "model"}
+    # The user's runs are in their personal workspace (its id is theirs).
+    params = {"user_id": str(user_id), "group_by": "model", "workspace_id": str(user_id)}
     seen = await chat.get(USAGE, params=params, headers=admin)
     assert seen.status_code == 200
     assert seen.json()["user_id"] == str(user_id) and seen.json()["totals"]["runs"] == 1
+    assert seen.json()["workspace_id"] == str(user_id)
     assert (await chat.get(USAGE, params=params, headers=owner)).json()["totals"]["runs"] == 1
-    assert_problem(await chat.get(USAGE, params=params, headers=token_issuer.headers()), 403)
+    other = token_issuer.headers()
+    assert_problem(await chat.get(USAGE, params=params, headers=other), 404, "workspace-not-found")
+    # In their own workspace (whose owner they are), they see nothing of the user's.
+    del params["workspace_id"]
+    assert (await chat.get(USAGE, params=params, headers=other)).json()["totals"]["runs"] == 0
     # An admin's own figures are their own, not everyone's.
     assert (await chat.get(USAGE, headers=admin)).json()["totals"]["runs"] == 0
 

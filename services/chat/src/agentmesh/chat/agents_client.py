@@ -3,6 +3,10 @@
 Provider credentials and MCP connections (decrypted keys and auth headers) are cached
 briefly in memory, bounded (``CACHE_SIZE`` entries each) and expiring after ``ttl``,
 never stored in the database.
+
+Every request names the workspace of the agent being run (``workspace_id``): agents
+answers with that workspace's providers, MCP servers and knowledge bases (a request
+without it means the user's personal workspace).
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class AgentsClient:
         self.token = internal_token
         self.timeout = timeout
         self.ttl = ttl
-        self._cache: TTLCache[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] | None = None
-        self._mcp_cache: TTLCache[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] | None = None
+        Key = tuple[uuid.UUID, uuid.UUID, uuid.UUID]  # workspace, user, provider or server
+        self._cache: TTLCache[Key, dict[str, Any]] | None = None
+        self._mcp_cache: TTLCache[Key, dict[str, Any]] | None = None
         if ttl > 0:
             self._cache = TTLCache(maxsize=CACHE_SIZE, ttl=ttl)
             self._mcp_cache = TTLCache(maxsize=CACHE_SIZE, ttl=ttl)
@@ -81,45 +86,55 @@ class AgentsClient:
                 ) from exc
         return json.loads(reply.data)
 
-    async def credentials(self, user_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
-        key = (user_id, provider_id)
+    async def credentials(
+        self, user_id: uuid.UUID, provider_id: uuid.UUID, *, workspace_id: uuid.UUID
+    ) -> dict[str, Any]:
+        key = (workspace_id, user_id, provider_id)
         hit = self._cache.get(key) if self._cache is not None else None
         if hit is not None:
             return hit
         answer = await self._request(
             "agents.rpc.provider.credentials",
-            {"user_id": str(user_id), "provider_id": str(provider_id)},
-        )
+            {"workspace_id": str(workspace_id), "user_id": str(user_id),
+             "provider_id": str(provider_id)},
+        )  # fmt: skip
         if "error" in answer:
             raise ProviderMissing(
-                "The agent's model provider is gone or not yours; update the agent."
+                "The agent's model provider is gone or not in its workspace; update the agent."
             )
         if self._cache is not None:
             self._cache[key] = answer
         return answer
 
-    async def mcp_connection(self, user_id: uuid.UUID, server_id: uuid.UUID) -> dict[str, Any]:
-        """``{"url", "headers"}`` of the user's MCP server (headers hold its auth value)."""
-        key = (user_id, server_id)
+    async def mcp_connection(
+        self, user_id: uuid.UUID, server_id: uuid.UUID, *, workspace_id: uuid.UUID
+    ) -> dict[str, Any]:
+        """``{"url", "headers"}`` of the workspace's MCP server (headers hold its auth value)."""
+        key = (workspace_id, user_id, server_id)
         hit = self._mcp_cache.get(key) if self._mcp_cache is not None else None
         if hit is not None:
             return hit
         answer = await self._request(
-            "agents.rpc.mcp.connection", {"user_id": str(user_id), "server_id": str(server_id)}
-        )
+            "agents.rpc.mcp.connection",
+            {"workspace_id": str(workspace_id), "user_id": str(user_id),
+             "server_id": str(server_id)},
+        )  # fmt: skip
         if "error" in answer:
-            raise McpServerMissing(f"The MCP server is gone or not yours ({answer['error']}).")
+            raise McpServerMissing(
+                f"The MCP server is gone or not in the agent's workspace ({answer['error']})."
+            )
         if self._mcp_cache is not None:
             self._mcp_cache[key] = answer
         return answer
 
     async def knowledge_search(
-        self, user_id: uuid.UUID, kb_ids: list[str], query: str, top_k: int
-    ) -> list[dict[str, Any]]:
+        self, user_id: uuid.UUID, kb_ids: list[str], query: str, top_k: int, *,
+        workspace_id: uuid.UUID,
+    ) -> list[dict[str, Any]]:  # fmt: skip
         answer = await self._request(
             "agents.rpc.knowledge.search",
-            {"user_id": str(user_id), "knowledge_base_ids": kb_ids, "query": query,
-             "top_k": top_k},
+            {"workspace_id": str(workspace_id), "user_id": str(user_id),
+             "knowledge_base_ids": kb_ids, "query": query, "top_k": top_k},
         )  # fmt: skip
         if "error" in answer:
             raise RuntimeError(f"knowledge search failed: {answer['error']}")

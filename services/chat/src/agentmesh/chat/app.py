@@ -21,6 +21,7 @@ from agentmesh.chat.runs.router import router as runs_router
 from agentmesh.chat.settings import ChatSettings
 from agentmesh.chat.usage.router import budgets_router
 from agentmesh.chat.usage.router import router as usage_router
+from agentmesh.chat.usage.workspace_budgets import router as workspace_budgets_router
 from agentmesh.shared.runtime import ServiceRuntime
 
 
@@ -42,7 +43,14 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     app = runtime.create_app(
         title="AgentMesh chat",
         description="Conversations, LangChain runs with tools and memory, resumable streams.",
-        routers=[conversations_router, runs_router, usage_router, budgets_router, openai_router],
+        routers=[
+            conversations_router,
+            runs_router,
+            usage_router,
+            budgets_router,
+            workspace_budgets_router,
+            openai_router,
+        ],
     )
     app.state.hub = hub
     app.state.agents_client = AgentsClient(

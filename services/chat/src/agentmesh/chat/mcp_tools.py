@@ -148,6 +148,7 @@ async def mcp_tools(
     user_id: uuid.UUID,
     refs: list[dict[str, Any]],
     *,
+    workspace_id: uuid.UUID,
     allow_private: bool | OutboundPolicy,
     timeout: float,
 ) -> list[BaseTool]:
@@ -167,7 +168,7 @@ async def mcp_tools(
         extra = {"mcp_server_id": str(server_id)}
         session: _Session | None = None
         try:
-            connection = await client.mcp_connection(user_id, server_id)
+            connection = await client.mcp_connection(user_id, server_id, workspace_id=workspace_id)
             session = _Session(connection, allow_private=allow_private, timeout=timeout)
             listed = {tool.name: tool for tool in await session.run(_list_tools)}
         except Exception as exc:

@@ -2,7 +2,11 @@
 
 A run's usage lives on its ``runs`` row (tokens, model, provider, latency, time to first
 token, cost), written in the same statement as the assistant message: "the usage row
-commits with the message". Budgets count spend per user and month in ``budget_spend``.
+commits with the message". Budgets count spend per member (or whole workspace) and month
+in ``budget_spend``.
+
+Every row belongs to a workspace (``workspace_id``; a personal workspace's id is its
+owner's user id); ``user_id`` is who created it. Messages go with their conversation.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ def new_id() -> uuid.UUID:
     return uuid.UUID(uuid7())
 
 
+#: ``user_id`` of a budget (and its spend rows) that limits a whole workspace, not one
+#: member: no user has the nil UUID.
+WHOLE_WORKSPACE = uuid.UUID(int=0)
+
+
 class AgentSnapshot(Base):
     """The read-model of ``agents.agent.*``: the newest config version seen per agent."""
 
@@ -49,6 +58,7 @@ class AgentSnapshot(Base):
 
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(index=True)
     version: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -57,9 +67,15 @@ class AgentSnapshot(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_user_created", "user_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_conversations_user_created", "user_id", "created_at", "id"),
+        # Lists: the caller's own conversations in their workspace, newest first.
+        Index("ix_conversations_workspace_user_created", "workspace_id", "user_id",
+              "created_at", "id"),
+    )  # fmt: skip
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    workspace_id: Mapped[uuid.UUID] = mapped_column()
     user_id: Mapped[uuid.UUID] = mapped_column()
     agent_id: Mapped[uuid.UUID] = mapped_column(index=True)
     title: Mapped[str | None] = mapped_column(Text)
@@ -103,6 +119,8 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index("ix_runs_user_created", "user_id", "created_at"),
+        # Usage reports: a workspace's (or a member's in it) runs in a time range.
+        Index("ix_runs_workspace_created", "workspace_id", "created_at"),
         # The orphan sweep looks only at running runs, by heartbeat.
         Index(
             "ix_runs_running_heartbeat",
@@ -112,6 +130,7 @@ class Run(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    workspace_id: Mapped[uuid.UUID] = mapped_column()
     user_id: Mapped[uuid.UUID] = mapped_column()
     conversation_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
@@ -138,10 +157,12 @@ class Run(Base):
 
 
 class Budget(Base):
-    """A user's monthly limits, set by an admin. Null: no limit of that kind."""
+    """Monthly limits of a member in a workspace, or (``user_id`` ``WHOLE_WORKSPACE``) of
+    the whole workspace. Null: no limit of that kind."""
 
     __tablename__ = "budgets"
 
+    workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     monthly_tokens: Mapped[int | None] = mapped_column(Integer)
     monthly_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
@@ -149,10 +170,12 @@ class Budget(Base):
 
 
 class BudgetSpend(Base):
-    """Spend and in-flight reservations of a user with a budget, per calendar month (UTC)."""
+    """Spend and in-flight reservations under a budget (a member's in a workspace, or the
+    whole workspace's), per calendar month (UTC)."""
 
     __tablename__ = "budget_spend"
 
+    workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     month: Mapped[date] = mapped_column(Date, primary_key=True)
     tokens: Mapped[int] = mapped_column(Integer, default=0)

@@ -25,6 +25,10 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/v1/", "chat", "chat"),
 )
 
+#: The budgets of a workspace and of its members: chat's (chat enforces them), though the
+#: rest of ``/api/v1/workspaces`` is identity's.
+_CHAT_BUDGETS = re.compile(r"^/api/v1/workspaces/[^/]+(/members/[^/]+)?/budget$")
+
 #: Routes anyone may call (limited per IP instead of per principal).
 PUBLIC = {
     ("POST", "/api/v1/auth/register"),
@@ -86,6 +90,8 @@ def resolve(method: str, path: str) -> Route | None:
     lowered = path.lower()
     if any(token in lowered for token in _SUSPICIOUS):
         return None
+    if _CHAT_BUDGETS.match(path):
+        return Route("chat", "chat", False)
     for prefix, upstream, group in ROUTES:
         exact = prefix.rstrip("/")
         if path == exact or path.startswith(exact + "/"):

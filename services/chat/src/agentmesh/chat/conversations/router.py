@@ -23,7 +23,7 @@ from agentmesh.chat.conversations.schemas import (
 )
 from agentmesh.chat.conversations.turns import start_turn
 from agentmesh.chat.models import AgentSnapshot, Conversation, Message
-from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
@@ -31,7 +31,12 @@ from agentmesh.shared.openapi import sse_content
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
-NOT_YOURS = {404: {"description": "No such conversation, or not yours"}}
+#: Every route: any member of the workspace (viewer and up); API keys need ``chat``.
+Chatter = Annotated[Access, access_to("viewer", "chat")]
+NOT_YOURS = {
+    403: {"description": "An API key without the chat scope"},
+    404: {"description": "No such conversation, or not yours"},
+}
 TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **NOT_YOURS,
     200: {
@@ -50,21 +55,24 @@ TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ConversationOut,
-    responses={404: {"description": "No such agent, or not yours"}},
-)
+    responses={403: NOT_YOURS[403],
+               404: {"description": "No such agent in your workspace"}},
+)  # fmt: skip
 async def create(
-    body: ConversationCreate, caller: CurrentPrincipal, session: Session, request: Request
+    body: ConversationCreate, caller: Chatter, session: Session, request: Request
 ) -> ConversationOut:
-    """Start a conversation with one of your agents."""
+    """Start a conversation with an agent of your workspace. It stays yours: other
+    members of the workspace don't see it."""
     snapshot = await session.get(AgentSnapshot, body.agent_id)
     if (
         snapshot is None
         or snapshot.deleted
-        or (snapshot.owner_id != caller.user_id and not caller.is_admin)
+        or (snapshot.workspace_id != caller.workspace_id and not caller.is_platform_admin)
     ):
-        raise NotFound("agent_id: no such agent of yours.", extra={"field": "agent_id"})
+        raise NotFound("agent_id: no such agent in your workspace.", extra={"field": "agent_id"})
     conversation = Conversation(
-        user_id=caller.user_id, agent_id=body.agent_id, title=body.title,
+        workspace_id=snapshot.workspace_id, user_id=caller.user_id, agent_id=body.agent_id,
+        title=body.title,
         auto_title=body.auto_title and body.title is None,
     )  # fmt: skip
     session.add(conversation)
@@ -73,7 +81,10 @@ async def create(
     await request.app.state.outbox.add(
         session,
         ConversationCreated(
-            conversation_id=conversation.id, user_id=caller.user_id, agent_id=body.agent_id
+            conversation_id=conversation.id,
+            user_id=caller.user_id,
+            agent_id=body.agent_id,
+            workspace_id=conversation.workspace_id,
         ),
     )
     return ConversationOut.model_validate(conversation)
@@ -81,9 +92,9 @@ async def create(
 
 @router.get("", response_model=ConversationPage, responses=CURSOR_RESPONSES)
 async def list_conversations(
-    caller: CurrentPrincipal, session: Session, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
+    caller: Chatter, session: Session, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
 ) -> ConversationPage:  # fmt: skip
-    """Your conversations, newest first."""
+    """Your conversations in the workspace your token is bound to, newest first."""
     rows, next_cursor = await service.page(
         session, service.visible(select(Conversation), caller), Conversation, cursor, limit,
         newest_first=True,
@@ -93,13 +104,13 @@ async def list_conversations(
 
 
 @router.get("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
-async def get(conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
+async def get(conversation_id: uuid.UUID, caller: Chatter, session: Session):
     return ConversationOut.model_validate(await service.get_owned(session, caller, conversation_id))
 
 
 @router.patch("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
 async def rename(
-    conversation_id: uuid.UUID, body: ConversationUpdate, caller: CurrentPrincipal,
+    conversation_id: uuid.UUID, body: ConversationUpdate, caller: Chatter,
     session: Session,
 ) -> ConversationOut:  # fmt: skip
     conversation = await service.get_owned(session, caller, conversation_id)
@@ -111,13 +122,14 @@ async def rename(
 
 @router.delete("/{conversation_id}", status_code=204, responses=NOT_YOURS)
 async def delete(
-    conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request
+    conversation_id: uuid.UUID, caller: Chatter, session: Session, request: Request
 ) -> Response:
     """Delete a conversation with its messages and runs."""
     conversation = await service.get_owned(session, caller, conversation_id)
     await session.delete(conversation)
     await request.app.state.outbox.add(session, ConversationDeleted(
-        conversation_id=conversation.id, user_id=conversation.user_id))  # fmt: skip
+        conversation_id=conversation.id, user_id=conversation.user_id,
+        workspace_id=conversation.workspace_id))  # fmt: skip
     service.forget_converted()
     return Response(status_code=204)
 
@@ -125,7 +137,7 @@ async def delete(
 @router.get("/{conversation_id}/messages", response_model=MessagePage,
             responses={**NOT_YOURS, **CURSOR_RESPONSES})  # fmt: skip
 async def history(
-    conversation_id: uuid.UUID, caller: CurrentPrincipal, session: Session,
+    conversation_id: uuid.UUID, caller: Chatter, session: Session,
     cursor: Cursor = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> MessagePage:  # fmt: skip
     """Every message, oldest first: earlier variants (regenerated answers, edited
@@ -140,7 +152,7 @@ async def history(
 
 @router.post("/{conversation_id}/messages", responses=TURN_RESPONSES, response_model=MessageOut)
 async def post_message(
-    conversation_id: uuid.UUID, body: MessageIn, caller: CurrentPrincipal, session: Session,
+    conversation_id: uuid.UUID, body: MessageIn, caller: Chatter, session: Session,
     request: Request,
 ) -> Any:  # fmt: skip
     """Send a message and run the agent. ``stream: false`` answers with the assistant
@@ -155,7 +167,7 @@ async def post_message(
              response_model=MessageOut)  # fmt: skip
 async def regenerate(
     conversation_id: uuid.UUID, message_id: uuid.UUID, body: RegenerateIn,
-    caller: CurrentPrincipal, session: Session, request: Request,
+    caller: Chatter, session: Session, request: Request,
 ) -> Any:  # fmt: skip
     """Answer the question of assistant message ``message_id`` again. The new answer
     replaces it in the branch; the old one stays as a prior variant (same ``parent_id``)."""
@@ -167,7 +179,7 @@ async def regenerate(
               response_model=MessageOut)  # fmt: skip
 async def edit(
     conversation_id: uuid.UUID, message_id: uuid.UUID, body: MessageEdit,
-    caller: CurrentPrincipal, session: Session, request: Request,
+    caller: Chatter, session: Session, request: Request,
 ) -> Any:  # fmt: skip
     """Edit a user message: the conversation branches from that point (the edited
     question gets a new answer; the old question and everything after it stay as a variant)."""

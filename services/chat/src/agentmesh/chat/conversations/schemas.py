@@ -38,6 +38,8 @@ class ConversationOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    #: The workspace of the conversation's agent; the conversation stays its starter's.
+    workspace_id: uuid.UUID
     agent_id: uuid.UUID
     title: str | None
     auto_title: bool

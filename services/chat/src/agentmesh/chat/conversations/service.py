@@ -8,11 +8,11 @@ from collections import OrderedDict
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from sqlalchemy import select, text
+from sqlalchemy import exists, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.chat.models import AgentSnapshot, Budget, Conversation
-from agentmesh.shared.auth import Principal
+from agentmesh.chat.models import WHOLE_WORKSPACE, AgentSnapshot, Budget, Conversation
+from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.pagination import paginate
 
@@ -25,34 +25,52 @@ class AgentUnavailable(AppError):
     status, type, title = 409, "agent-unavailable", "Conflict"
 
 
-def visible(query: Any, caller: Principal) -> Any:
-    return query if caller.is_admin else query.where(Conversation.user_id == caller.user_id)
+def visible(query: Any, caller: Access) -> Any:
+    """The caller's own conversations in their workspace: private even to the other
+    members of a shared workspace (and, in lists, to platform admins too)."""
+    return query.where(Conversation.workspace_id == caller.workspace_id,
+                       Conversation.user_id == caller.user_id)  # fmt: skip
 
 
-async def get_owned(session: AsyncSession, caller: Principal, id: uuid.UUID) -> Conversation:
+def owns(caller: Access, conversation: Conversation) -> bool:
+    """Whether the caller may open ``conversation`` by id: theirs, in the workspace their
+    token is bound to; a platform admin may open any."""
+    return caller.is_platform_admin or (
+        conversation.workspace_id == caller.workspace_id and conversation.user_id == caller.user_id
+    )
+
+
+async def get_owned(session: AsyncSession, caller: Access, id: uuid.UUID) -> Conversation:
     conversation = await session.get(Conversation, id)
-    if conversation is None or (conversation.user_id != caller.user_id and not caller.is_admin):
+    if conversation is None or not owns(caller, conversation):
         raise ConversationNotFound("No such conversation.")
     return conversation
 
 
+def budget_applies(workspace_id: Any, user_id: Any) -> Any:
+    """Whether a run of ``user_id`` in ``workspace_id`` is limited: the member has a budget
+    there, or the whole workspace has one."""
+    return exists().where(Budget.workspace_id == workspace_id,
+                          Budget.user_id.in_([user_id, WHOLE_WORKSPACE]))  # fmt: skip
+
+
 async def get_for_turn(
-    session: AsyncSession, caller: Principal, id: uuid.UUID
+    session: AsyncSession, caller: Access, id: uuid.UUID
 ) -> tuple[Conversation, AgentSnapshot, bool]:
-    """The conversation, its agent's current snapshot, and whether its owner has a budget:
-    one round trip."""
+    """The conversation, its agent's current snapshot, and whether a budget applies to
+    its owner's runs: one round trip."""
     row = (await session.execute(
-        select(Conversation, AgentSnapshot, Budget.user_id)
+        select(Conversation, AgentSnapshot,
+               budget_applies(Conversation.workspace_id, Conversation.user_id))
         .join(AgentSnapshot, AgentSnapshot.agent_id == Conversation.agent_id, isouter=True)
-        .join(Budget, Budget.user_id == Conversation.user_id, isouter=True)
         .where(Conversation.id == id)
     )).first()  # fmt: off
-    if row is None or (row[0].user_id != caller.user_id and not caller.is_admin):
+    if row is None or not owns(caller, row[0]):
         raise ConversationNotFound("No such conversation.")
-    conversation, snapshot, budget = row
-    if snapshot is None or snapshot.deleted:
+    conversation, snapshot, has_budget = row
+    if snapshot is None or snapshot.deleted or snapshot.workspace_id != conversation.workspace_id:
         raise AgentUnavailable("The conversation's agent was deleted; it can't start new runs.")
-    return conversation, snapshot, budget is not None
+    return conversation, snapshot, bool(has_budget)
 
 
 BRANCH = text("""

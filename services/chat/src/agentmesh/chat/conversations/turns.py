@@ -17,7 +17,7 @@ from agentmesh.chat.models import Message, new_id
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.chat.runs.store import begin_run
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.access import Access
 from agentmesh.shared.errors import NotFound, problem_response
 
 
@@ -30,7 +30,7 @@ async def _message(session: AsyncSession, conversation_id: uuid.UUID, id: uuid.U
 
 
 async def start_turn(
-    request: Request, session: AsyncSession, caller: Principal, conversation_id: uuid.UUID, *,
+    request: Request, session: AsyncSession, caller: Access, conversation_id: uuid.UUID, *,
     content: str | None = None, regenerate: uuid.UUID | None = None,
     edit: uuid.UUID | None = None, stream: bool,
 ) -> Any:  # fmt: skip
@@ -68,7 +68,7 @@ async def start_turn(
     reserve = int(config.get("max_output_tokens") or state.settings.default_reserve_tokens) \
         if has_budget else None  # fmt: skip
     recorded = await begin_run(
-        state, session, reserve=reserve, run_id=run_id,
+        state, session, reserve=reserve, run_id=run_id, workspace_id=conversation.workspace_id,
         user_id=conversation.user_id, agent_id=snapshot.agent_id,
         agent_version=snapshot.version, model=config.get("model") or "offline",
         conversation_id=conversation_id, user_message=new_question, user_message_id=parent_id,
@@ -76,7 +76,8 @@ async def start_turn(
     title_seed = content if conversation.auto_title and conversation.title is None and \
         first_turn else None  # fmt: skip
     plan = RunPlan(
-        run_id=run_id, user_id=conversation.user_id, agent_id=snapshot.agent_id,
+        run_id=run_id, workspace_id=conversation.workspace_id, user_id=conversation.user_id,
+        agent_id=snapshot.agent_id,
         agent_version=snapshot.version, config=config, history=history,
         conversation_id=conversation_id, parent_id=parent_id, summary=summary,
         reserved_tokens=reserve or 0, title_seed=title_seed, recorded=recorded,

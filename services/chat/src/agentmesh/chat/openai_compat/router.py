@@ -6,7 +6,7 @@ AgentMesh API key as ``api_key``)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -22,29 +22,33 @@ from agentmesh.chat.openai_compat.schemas import (
     ModelList,
 )
 from agentmesh.chat.runs.sse import event_stream
-from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+#: Any member of the workspace (viewer and up); API keys need the ``chat`` scope.
+Chatter = Annotated[Access, access_to("viewer", "chat")]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in (
         (400, "Malformed request (OpenAI error shape)"),
-        (401, "Missing or invalid API key or token"),
+        (401, "Missing or invalid API key or token, or no longer a member"),
         (402, "Over the monthly budget"),
-        (404, "No such model (agent) of yours"),
+        (403, "An API key without the chat scope"),
+        (404, "No such model (agent) in your workspace"),
         ("default", "Any other error, in OpenAI's shape (429, 5xx)"),
     )
 }
 
 
 @router.get("/models", response_model=ModelList, responses=ERRORS)
-async def list_models(caller: CurrentPrincipal, session: Session) -> ModelList:
-    """Your agents as models, each listed twice: by its id and by a slug of its name
-    (``"Keeper"`` -> ``keeper``; agents whose names give the same slug get the end of
-    their id appended, as in ``keeper-3f9a0c12``). ``model`` in a completion takes either."""
+async def list_models(caller: Chatter, session: Session) -> ModelList:
+    """The agents of your token's workspace as models, each listed twice: by its id and
+    by a slug of its name (``"Keeper"`` -> ``keeper``; agents whose names give the same
+    slug get the end of their id appended, as in ``keeper-3f9a0c12``). ``model`` in a
+    completion takes either."""
     agents = [snapshot for snapshot, _ in await service.caller_agents(session, caller)]
     slugs = service.model_slugs(agents)
     data: list[Model] = []
@@ -62,7 +66,7 @@ async def list_models(caller: CurrentPrincipal, session: Session) -> ModelList:
                                "content": sse_content()}},
 )  # fmt: skip
 async def create_chat_completion(
-    body: ChatCompletionRequest, caller: CurrentPrincipal, session: Session, request: Request
+    body: ChatCompletionRequest, caller: Chatter, session: Session, request: Request
 ) -> Any:
     """Run an agent statelessly on the messages given, as OpenAI's Chat Completions does:
     nothing is kept but the run and its usage.

@@ -18,7 +18,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.chat.models import AgentSnapshot, Budget, new_id
+from agentmesh.chat.conversations.service import budget_applies
+from agentmesh.chat.models import AgentSnapshot, new_id
 from agentmesh.chat.openai_compat.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -26,7 +27,7 @@ from agentmesh.chat.openai_compat.schemas import (
 )
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.store import begin_run
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
 
@@ -53,21 +54,20 @@ def model_slugs(snapshots: list[AgentSnapshot]) -> dict[uuid.UUID, str]:
     }
 
 
-async def caller_agents(
-    session: AsyncSession, caller: Principal
-) -> list[tuple[AgentSnapshot, bool]]:
-    """The caller's live agents, oldest id first, each with whether the caller has a budget."""
+async def caller_agents(session: AsyncSession, caller: Access) -> list[tuple[AgentSnapshot, bool]]:
+    """The live agents of the caller's workspace, oldest id first, each with whether a
+    budget applies to the caller's runs there."""
     rows = await session.execute(
-        select(AgentSnapshot, Budget.user_id)
-        .join(Budget, Budget.user_id == AgentSnapshot.owner_id, isouter=True)
-        .where(AgentSnapshot.owner_id == caller.user_id, AgentSnapshot.deleted.is_(False))
+        select(AgentSnapshot, budget_applies(caller.workspace_id, caller.user_id))
+        .where(AgentSnapshot.workspace_id == caller.workspace_id,
+               AgentSnapshot.deleted.is_(False))
         .order_by(AgentSnapshot.agent_id)
-    )
-    return [(snapshot, budget is not None) for snapshot, budget in rows]
+    )  # fmt: skip
+    return [(snapshot, bool(budget)) for snapshot, budget in rows]
 
 
 async def resolve_model(
-    session: AsyncSession, caller: Principal, model: str
+    session: AsyncSession, caller: Access, model: str
 ) -> tuple[AgentSnapshot, bool]:
     """The caller's agent named by ``model`` (id or slug), and whether a budget applies."""
     agents = await caller_agents(session, caller)
@@ -134,7 +134,7 @@ def effective_max_tokens(body: ChatCompletionRequest, config: dict[str, Any]) ->
 
 
 async def start_completion(
-    state: Any, session: AsyncSession, caller: Principal, body: ChatCompletionRequest
+    state: Any, session: AsyncSession, caller: Access, body: ChatCompletionRequest
 ) -> RunPlan:
     """Check the request, reserve the budget, record the run and commit: the plan to run."""
     snapshot, has_budget = await resolve_model(session, caller, body.model)
@@ -148,14 +148,14 @@ async def start_completion(
     run_id = new_id()
     reserve = (max_tokens or state.settings.default_reserve_tokens) if has_budget else None
     recorded = await begin_run(
-        state, session, reserve=reserve, run_id=run_id,
+        state, session, reserve=reserve, run_id=run_id, workspace_id=caller.workspace_id,
         user_id=caller.user_id, agent_id=snapshot.agent_id, agent_version=snapshot.version,
         model=config.get("model") or "offline",
     )  # fmt: skip
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     return RunPlan(
-        run_id=run_id, user_id=caller.user_id, agent_id=snapshot.agent_id,
-        agent_version=snapshot.version, config=config, history=history,
+        run_id=run_id, workspace_id=caller.workspace_id, user_id=caller.user_id,
+        agent_id=snapshot.agent_id, agent_version=snapshot.version, config=config, history=history,
         reserved_tokens=reserve or 0, temperature=body.temperature, max_tokens=max_tokens,
         client_tools=tools or None, recorded=recorded,
         tool_choice=_tool_choice(body) if tools else None,

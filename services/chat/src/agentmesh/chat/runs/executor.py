@@ -42,6 +42,9 @@ class RunPlan:
     """Everything a run needs, gathered by the request that starts it."""
 
     run_id: uuid.UUID
+    #: The agent's workspace: its providers, MCP servers and knowledge bases are asked for
+    #: there; the run and its usage belong to it.
+    workspace_id: uuid.UUID
     user_id: uuid.UUID
     agent_id: uuid.UUID
     agent_version: int
@@ -128,7 +131,7 @@ class RunExecutor:
         creds = None
         if config.get("provider_id"):
             creds = await self.state.agents_client.credentials(
-                plan.user_id, uuid.UUID(str(config["provider_id"]))
+                plan.user_id, uuid.UUID(str(config["provider_id"])), workspace_id=plan.workspace_id
             )
             await check_provider_address(creds.get("base_url"), settings.outbound_policy)
         temperature = plan.temperature if plan.temperature is not None else config.get(
@@ -154,7 +157,7 @@ class RunExecutor:
 
         async def search(query: str, top_k: int) -> list[dict[str, Any]]:
             return await self.state.agents_client.knowledge_search(
-                plan.user_id, kb_ids, query, top_k
+                plan.user_id, kb_ids, query, top_k, workspace_id=plan.workspace_id
             )
 
         settings = self.state.settings
@@ -167,7 +170,7 @@ class RunExecutor:
             names = {tool.name for tool in tools}
             for tool in await mcp_tools(
                 self.state.agents_client, plan.user_id, mcp_refs,
-                allow_private=settings.outbound_policy,
+                workspace_id=plan.workspace_id, allow_private=settings.outbound_policy,
                 timeout=settings.mcp_timeout_seconds,
             ):  # fmt: skip
                 if tool.name in names:

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.conversations.service import sweep_converted
-from agentmesh.chat.models import new_id
+from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
 from agentmesh.chat.runs.hub import TERMINAL, RunEvent, RunHub
 from agentmesh.chat.runs.store import (
     CLAIM_ORPHANS,
@@ -126,6 +126,7 @@ class RunWatch:
         async with self.state.sessionmaker() as session, session.begin():
             claimed = (await session.execute(CLAIM_ORPHANS, {
                 **window, "error": json.dumps(error), "ids": candidates,
+                "whole": WHOLE_WORKSPACE,
             })).mappings().all()  # fmt: skip
             for run in claimed:
                 events = streamed[run["id"]]
@@ -148,7 +149,8 @@ class RunWatch:
                 })  # fmt: skip
                 await self.state.outbox.add(session, MessageCompleted(
                     message_id=assistant_id or run["id"], conversation_id=run["conversation_id"],
-                    run_id=run["id"], user_id=run["user_id"], agent_id=run["agent_id"],
+                    run_id=run["id"], user_id=run["user_id"], workspace_id=run["workspace_id"],
+                    agent_id=run["agent_id"],
                     agent_version=run["agent_version"], model=run["model"],
                     provider=run["provider"], status="failed",
                     latency_ms=round(float(run["latency_ms"] or 0), 3),

@@ -17,13 +17,18 @@ from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.models import Run
 from agentmesh.chat.runs.hub import RunEvent
 from agentmesh.chat.runs.sse import event_stream
-from agentmesh.shared.auth import CurrentPrincipal, Principal
+from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
-NOT_YOURS = {404: {"description": "No such run, or not yours"}}
+#: Any member of the workspace (viewer and up) for their own runs; API keys need ``chat``.
+Chatter = Annotated[Access, access_to("viewer", "chat")]
+NOT_YOURS = {
+    403: {"description": "An API key without the chat scope"},
+    404: {"description": "No such run, or not yours"},
+}
 CANCEL_SUBJECT = "chat.control.cancel"
 
 
@@ -31,6 +36,7 @@ class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    workspace_id: uuid.UUID
     conversation_id: uuid.UUID | None
     agent_id: uuid.UUID
     agent_version: int
@@ -49,17 +55,19 @@ class RunOut(BaseModel):
     finished_at: datetime | None
 
 
-async def _owned(session: Any, caller: Principal, run_id: uuid.UUID) -> Run:
+async def _owned(session: Any, caller: Access, run_id: uuid.UUID) -> Run:
+    """The caller's own run in their token's workspace (any for a platform admin)."""
     run = await session.get(Run, run_id)
-    if run is None or (run.user_id != caller.user_id and not caller.is_admin):
+    if run is None or not (
+        caller.is_platform_admin
+        or (run.workspace_id == caller.workspace_id and run.user_id == caller.user_id)
+    ):
         raise NotFound("No such run.")
     return run
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_YOURS)
-async def get_run(
-    run_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request
-) -> RunOut:
+async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
     """A run's state: ``running``, ``completed``, ``failed`` or ``cancelled``, with usage."""
     await settled(request.app.state.hub, run_id)
     return RunOut.model_validate(await _owned(session, caller, run_id))
@@ -67,9 +75,7 @@ async def get_run(
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
              responses=NOT_YOURS)  # fmt: skip
-async def cancel(
-    run_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request
-) -> RunOut:
+async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
     """Stop generating. What was produced is kept, marked ``cancelled``. Works from any
     replica: the one running the run gets the request over NATS."""
     await settled(request.app.state.hub, run_id)
@@ -109,7 +115,7 @@ async def settled(hub: Any, run_id: uuid.UUID) -> None:
     },
 )
 async def events(
-    run_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request,
+    run_id: uuid.UUID, caller: Chatter, session: Session, request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Any:  # fmt: skip
     """Replay a run's events, then follow them until ``done``. Send ``Last-Event-ID`` to

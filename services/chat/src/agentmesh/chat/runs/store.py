@@ -1,9 +1,10 @@
 """The database side of a run, in as few round trips as possible.
 
 One streamed turn on the conversation path costs: the conversation with its agent snapshot
-and budget (1), the branch history (1), a budget reservation when the user has a budget
-(1), the user message with the run (1), commit (1); then at the end the assistant message
-with the run's usage and the budget spend (1), the outbox event (1), commit (1).
+and budget (1), the branch history (1), a budget reservation when a budget applies (the
+member's and the workspace's in one statement: 1), the user message with the run (1),
+commit (1); then at the end the assistant message with the run's usage and the budget
+spend (1), the outbox event (1), commit (1).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat import metrics
-from agentmesh.chat.models import new_id
+from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
 from agentmesh.shared.errors import AppError, problem_type
 from agentmesh.shared.events.contracts import MessageCompleted
 
@@ -42,29 +43,54 @@ class FinishedRun:
 
 
 #: A run's month is that of its ``created_at`` (UTC): its reservation goes to that month's
-#: row here (``now()`` is the time of the transaction that also inserts the run), and its
-#: finish and the orphan sweep release it from that row, even after midnight of the last
+#: rows here (``now()`` is the time of the transaction that also inserts the run), and its
+#: finish and the orphan sweep release it from those rows, even after midnight of the last
 #: day of the month.
+#:
+#: Up to two budgets apply to a run: the member's in the workspace and the whole
+#: workspace's (``user_id`` nil). Each budget's spend row is reserved by one
+#: ``INSERT .. ON CONFLICT DO UPDATE .. WHERE`` of this statement: the row lock serializes
+#: concurrent starts (of every member, on the workspace's row), and the ``WHERE`` is checked
+#: against the newest committed spend. Rows go in a fixed order (the workspace's first), so
+#: two starts never wait on each other crosswise. The run may start only when every budget
+#: took the reservation (``budgets = reserved``); otherwise the transaction is rolled back
+#: (``begin_run`` raises), so a refusal reserves nothing.
 RESERVE = text("""
-INSERT INTO chat.budget_spend AS s (user_id, month, tokens, cost_usd, reserved_tokens)
-SELECT :user_id, CAST(date_trunc('month', now() AT TIME ZONE 'UTC') AS date), 0, 0, :reserve
-WHERE EXISTS (SELECT 1 FROM chat.budgets b WHERE b.user_id = :user_id
-              AND (b.monthly_tokens IS NULL OR b.monthly_tokens > 0)
-              AND (b.monthly_cost_usd IS NULL OR b.monthly_cost_usd > 0))
-ON CONFLICT (user_id, month) DO UPDATE SET reserved_tokens = s.reserved_tokens + :reserve
-WHERE EXISTS (SELECT 1 FROM chat.budgets b WHERE b.user_id = :user_id
-              AND (b.monthly_tokens IS NULL OR s.tokens + s.reserved_tokens < b.monthly_tokens)
-              AND (b.monthly_cost_usd IS NULL OR s.cost_usd < b.monthly_cost_usd))
-RETURNING 1
+WITH wanted AS (
+  SELECT workspace_id, user_id, monthly_tokens, monthly_cost_usd FROM chat.budgets
+  WHERE workspace_id = :workspace_id AND user_id IN (:user_id, :whole)),
+reserved AS (
+  INSERT INTO chat.budget_spend AS s (workspace_id, user_id, month, tokens, cost_usd,
+                                      reserved_tokens)
+  SELECT workspace_id, user_id, CAST(date_trunc('month', now() AT TIME ZONE 'UTC') AS date),
+         0, 0, :reserve
+  FROM wanted
+  WHERE (monthly_tokens IS NULL OR monthly_tokens > 0)
+    AND (monthly_cost_usd IS NULL OR monthly_cost_usd > 0)
+  ORDER BY user_id
+  ON CONFLICT (workspace_id, user_id, month) DO UPDATE
+  SET reserved_tokens = s.reserved_tokens + :reserve
+  WHERE EXISTS (SELECT 1 FROM chat.budgets b
+                WHERE b.workspace_id = s.workspace_id AND b.user_id = s.user_id
+                AND (b.monthly_tokens IS NULL OR s.tokens + s.reserved_tokens < b.monthly_tokens)
+                AND (b.monthly_cost_usd IS NULL OR s.cost_usd < b.monthly_cost_usd))
+  RETURNING 1)
+SELECT (SELECT count(*) FROM wanted) AS budgets, (SELECT count(*) FROM reserved) AS reserved
 """)
 
 
-async def reserve_budget(session: AsyncSession, user_id: uuid.UUID, tokens: int) -> bool:
-    """Atomically start a run against the user's monthly budget: False when the tokens
-    spent plus those in flight, or the cost spent, already reach the limit. The row lock
-    of ``ON CONFLICT DO UPDATE`` serializes concurrent starts of one user."""
-    row = await session.execute(RESERVE, {"user_id": user_id, "reserve": tokens})
-    return row.first() is not None
+async def reserve_budget(
+    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID, tokens: int
+) -> bool:
+    """Atomically start a run against the member's and the workspace's monthly budgets:
+    False when, for either, the tokens spent plus those in flight, or the cost spent,
+    already reach the limit. Then the other budget may hold the reservation: the caller
+    must roll the transaction back (``begin_run`` raises ``OverBudget``, and the request's
+    session rolls back), which also ends the row locks at once."""
+    row = (await session.execute(RESERVE, {"workspace_id": workspace_id, "user_id": user_id,
+                                           "whole": WHOLE_WORKSPACE,
+                                           "reserve": tokens})).one()  # fmt: skip
+    return row.reserved == row.budgets
 
 
 START_TURN = text("""
@@ -74,31 +100,33 @@ WITH m AS (
   VALUES (:message_id, :conversation_id, :user_id, :parent_id, 'user', :content, '[]',
           'completed', :run_id, :agent_version)
   RETURNING id)
-INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, user_message_id,
-                       status, model, provider, input_tokens, output_tokens, cost_usd,
-                       reserved_tokens, last_event_id, heartbeat_at)
-SELECT :run_id, :user_id, :conversation_id, :agent_id, :agent_version, m.id, 'running',
-       :model, :provider, 0, 0, 0, :reserved, 0, now() FROM m
+INSERT INTO chat.runs (id, workspace_id, user_id, conversation_id, agent_id, agent_version,
+                       user_message_id, status, model, provider, input_tokens, output_tokens,
+                       cost_usd, reserved_tokens, last_event_id, heartbeat_at)
+SELECT :run_id, :workspace_id, :user_id, :conversation_id, :agent_id, :agent_version, m.id,
+       'running', :model, :provider, 0, 0, 0, :reserved, 0, now() FROM m
 RETURNING created_at
 """)
 
 START_RUN = text("""
-INSERT INTO chat.runs (id, user_id, conversation_id, agent_id, agent_version, user_message_id,
-                       status, model, provider, input_tokens, output_tokens, cost_usd,
-                       reserved_tokens, last_event_id, heartbeat_at)
-VALUES (:run_id, :user_id, :conversation_id, :agent_id, :agent_version, :user_message_id,
-        'running', :model, :provider, 0, 0, 0, :reserved, 0, now())
+INSERT INTO chat.runs (id, workspace_id, user_id, conversation_id, agent_id, agent_version,
+                       user_message_id, status, model, provider, input_tokens, output_tokens,
+                       cost_usd, reserved_tokens, last_event_id, heartbeat_at)
+VALUES (:run_id, :workspace_id, :user_id, :conversation_id, :agent_id, :agent_version,
+        :user_message_id, 'running', :model, :provider, 0, 0, 0, :reserved, 0, now())
 """)
 
 
 async def start_run(
-    session: AsyncSession, *, run_id: uuid.UUID, user_id: uuid.UUID, agent_id: uuid.UUID,
+    session: AsyncSession, *, run_id: uuid.UUID, workspace_id: uuid.UUID, user_id: uuid.UUID,
+    agent_id: uuid.UUID,
     agent_version: int, model: str, reserved: int, conversation_id: uuid.UUID | None = None,
     user_message: tuple[uuid.UUID, uuid.UUID | None, str] | None = None,
     user_message_id: uuid.UUID | None = None,
 ) -> None:  # fmt: skip
     """Insert the run (and, on the conversation path, the user's message with it)."""
-    params = {"run_id": run_id, "user_id": user_id, "conversation_id": conversation_id,
+    params = {"run_id": run_id, "workspace_id": workspace_id, "user_id": user_id,
+              "conversation_id": conversation_id,
               "agent_id": agent_id, "agent_version": agent_version, "model": model,
               "provider": "pending", "reserved": reserved}  # fmt: skip
     if user_message is not None:
@@ -133,8 +161,11 @@ async def begin_run(
     if reserve is None:
         metrics.RUNS_STARTED.inc()
         return asyncio.ensure_future(record_run(state, **run, reserved=0))
-    if not await reserve_budget(session, run["user_id"], reserve):
-        raise OverBudget("This month's budget is spent; ask an admin to raise it.")
+    if not await reserve_budget(session, run["workspace_id"], run["user_id"], reserve):
+        # Raised before anything is committed: the request's transaction rolls back, with
+        # any part of the reservation one of the two budgets took.
+        raise OverBudget("This month's budget (yours in this workspace, or the workspace's) "
+                         "is spent; ask an admin to raise it.")  # fmt: skip
     await start_run(session, **run, reserved=reserve)
     await session.commit()  # the edge: the run's own writes come after this one
     metrics.RUNS_STARTED.inc()
@@ -156,11 +187,11 @@ WITH r AS (
 , spend AS (
   UPDATE chat.budget_spend SET tokens = tokens + :total_tokens, cost_usd = cost_usd + :cost,
          reserved_tokens = GREATEST(reserved_tokens - :reserved, 0)
-  -- Not only runs that reserved: one that started before the budget of its user was set
-  -- (seeded from the runs) counts too. The row exists only while a budget does. The run's
-  -- own month (see RESERVE): a run started on the 31st at 23:59 is spent and released
-  -- there, not against the month it ended in.
-  WHERE user_id = :user_id
+  -- Not only runs that reserved: one that started before a budget was set (seeded from
+  -- the runs) counts too. A row exists only while its budget does: the member's in the
+  -- workspace, and the whole workspace's. The run's own month (see RESERVE): a run started
+  -- on the 31st at 23:59 is spent and released there, not against the month it ended in.
+  WHERE workspace_id = :workspace_id AND user_id IN (:user_id, :whole)
     AND month = (SELECT CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date)
                  FROM r))
 SELECT (SELECT count(*) FROM r) AS updated, {created} AS created_at
@@ -203,7 +234,8 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
     assistant_id = new_id() if conversational else None
     params: dict[str, Any] = {
         "assistant_id": assistant_id, "conversation_id": plan.conversation_id,
-        "user_id": plan.user_id, "parent_id": plan.parent_id, "content": outcome.content,
+        "user_id": plan.user_id, "workspace_id": plan.workspace_id, "whole": WHOLE_WORKSPACE,
+        "parent_id": plan.parent_id, "content": outcome.content,
         "tool_calls": json.dumps(outcome.tool_calls, default=str), "status": outcome.status,
         "run_id": plan.run_id, "agent_version": plan.agent_version,
         "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
@@ -224,9 +256,9 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
             raise RunAlreadyEnded(str(plan.run_id))
         await state.outbox.add(session, MessageCompleted(
             message_id=assistant_id or plan.run_id, conversation_id=plan.conversation_id,
-            run_id=plan.run_id, user_id=plan.user_id, agent_id=plan.agent_id,
-            agent_version=plan.agent_version, model=finished.model, provider=finished.provider,
-            status=outcome.status, input_tokens=outcome.input_tokens,
+            run_id=plan.run_id, user_id=plan.user_id, workspace_id=plan.workspace_id,
+            agent_id=plan.agent_id, agent_version=plan.agent_version, model=finished.model,
+            provider=finished.provider, status=outcome.status, input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens, cost_usd=str(outcome.cost_usd),
             latency_ms=round(finished.latency_ms, 3),
             time_to_first_token_ms=None if outcome.ttft_ms is None else round(outcome.ttft_ms, 3),
@@ -268,15 +300,19 @@ WITH orphaned AS (
                    AND NOT (id = ANY(CAST(:local_ids AS uuid[])))
                  FOR UPDATE SKIP LOCKED)
     AND r.status = 'running'
-  RETURNING r.id, r.user_id, r.conversation_id, r.agent_id, r.agent_version,
+  RETURNING r.id, r.workspace_id, r.user_id, r.conversation_id, r.agent_id, r.agent_version,
             r.user_message_id, r.model, r.provider, r.reserved_tokens, r.created_at,
             r.latency_ms),
 released AS (
+  -- From the member's budget and from the workspace's (nil user): every run's tokens.
   UPDATE chat.budget_spend s SET reserved_tokens = GREATEST(s.reserved_tokens - o.tokens, 0)
-  FROM (SELECT user_id, CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date)
-               AS month, sum(reserved_tokens) AS tokens
-        FROM orphaned WHERE reserved_tokens > 0 GROUP BY 1, 2) o
-  WHERE s.user_id = o.user_id AND s.month = o.month)
+  FROM (SELECT orphaned.workspace_id, budget.user_id,
+               CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date) AS month,
+               sum(reserved_tokens) AS tokens
+        FROM orphaned CROSS JOIN LATERAL (VALUES (orphaned.user_id),
+                                                 (CAST(:whole AS uuid))) AS budget(user_id)
+        WHERE reserved_tokens > 0 GROUP BY 1, 2, 3) o
+  WHERE s.workspace_id = o.workspace_id AND s.user_id = o.user_id AND s.month = o.month)
 SELECT * FROM orphaned
 """)
 

@@ -3,6 +3,8 @@
 Events of one agent arrive in order, but a redelivery or a replay may bring an older one:
 an upsert only moves a snapshot forward (``version`` greater than stored), and a delete
 marks the snapshot deleted at its version, so a late update can't bring it back.
+The agent's workspace comes with the event (version 2); a version 1 event means the
+owner's personal workspace.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import AgentSnapshot
-from agentmesh.shared.events.contracts import AgentCreated, AgentDeleted, AgentUpdated
+from agentmesh.shared.events.contracts import (
+    AgentCreated,
+    AgentDeleted,
+    AgentUpdated,
+    personal_workspace,
+)
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 
 logger = logging.getLogger("agentmesh.chat.snapshots")
@@ -25,6 +32,7 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
         values = {
             "agent_id": payload.agent_id,
             "owner_id": payload.owner_id,
+            "workspace_id": payload.workspace_id or personal_workspace(payload.owner_id),
             "version": payload.agent_version,
             "config": payload.config.model_dump(mode="json"),
             "deleted": False,
@@ -34,6 +42,7 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
         values = {
             "agent_id": payload.agent_id,
             "owner_id": payload.owner_id,
+            "workspace_id": payload.workspace_id or personal_workspace(payload.owner_id),
             "version": payload.agent_version,
             "config": {},
             "deleted": True,
@@ -42,7 +51,8 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
     else:  # pragma: no cover - the subscription only carries agent events
         return
     statement = insert(AgentSnapshot).values(**values)
-    update = {key: statement.excluded[key] for key in ("owner_id", "version", "deleted")}
+    update = {key: statement.excluded[key] for key in ("owner_id", "workspace_id", "version",
+                                                         "deleted")}  # fmt: skip
     if not values["deleted"]:
         update["config"] = statement.excluded.config
     update["updated_at"] = func.now()

@@ -1,10 +1,15 @@
-"""Erasure: on ``identity.user.deleted`` delete the user's chat data, then say so."""
+"""Erasure: on ``identity.user.deleted`` delete the user's chat data, then say so.
+
+The user's data is their own conversations, runs and budgets in every workspace, and
+everything of their personal workspace (whose id is theirs). What they made in shared
+workspaces for others (agents) stays with the workspace, as does the workspace's budget.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete
+from sqlalchemy import delete, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.conversations.service import forget_converted
@@ -16,7 +21,11 @@ from agentmesh.chat.models import (
     Message,
     Run,
 )
-from agentmesh.shared.events.contracts import ChatErasureCompleted, UserDeleted
+from agentmesh.shared.events.contracts import (
+    ChatErasureCompleted,
+    UserDeleted,
+    personal_workspace,
+)
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.outbox import Outbox
 
@@ -27,16 +36,21 @@ def on_user_deleted(outbox: Outbox):
     async def handle(session: AsyncSession, envelope: Envelope, payload: EventPayload) -> None:
         assert isinstance(payload, UserDeleted)
         user = payload.user_id
+        personal = personal_workspace(user)
+
+        def theirs(model):  # their own rows anywhere, and all of their personal workspace's
+            return or_(model.user_id == user, model.workspace_id == personal)
+
         # Messages and runs of conversations go with them (ON DELETE CASCADE); stateless
         # runs and any stray rows are deleted by user id.
-        await session.execute(delete(Conversation).where(Conversation.user_id == user))
+        await session.execute(delete(Conversation).where(theirs(Conversation)))
         await session.execute(delete(Message).where(Message.user_id == user))
-        await session.execute(delete(Run).where(Run.user_id == user))
-        await session.execute(delete(BudgetSpend).where(BudgetSpend.user_id == user))
-        await session.execute(delete(Budget).where(Budget.user_id == user))
-        # The read-model's copies of the user's agent configs (agents erases the agents
-        # themselves without per-agent events).
-        await session.execute(delete(AgentSnapshot).where(AgentSnapshot.owner_id == user))
+        await session.execute(delete(Run).where(theirs(Run)))
+        await session.execute(delete(BudgetSpend).where(theirs(BudgetSpend)))
+        await session.execute(delete(Budget).where(theirs(Budget)))
+        # The read-model's copies of the personal workspace's agents (agents erases them
+        # without per-agent events); agents they made in shared workspaces stay.
+        await session.execute(delete(AgentSnapshot).where(AgentSnapshot.workspace_id == personal))
         # Same transaction as the deletes and the inbox row: exactly one completion.
         await outbox.add(session, ChatErasureCompleted(user_id=user))
         forget_converted()  # this replica's copies; other replicas' expire within minutes

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-GroupBy = Literal["agent", "model", "day"]
+GroupBy = Literal["agent", "model", "day", "member"]
 
 
 class UsageFigures(BaseModel):
@@ -26,14 +26,17 @@ class UsageFigures(BaseModel):
 
 
 class UsageItem(UsageFigures):
-    #: The agent id, the model name, or the UTC day (``YYYY-MM-DD``).
+    #: The agent id, the model name, the UTC day (``YYYY-MM-DD``), or the member's user id.
     key: str
 
 
 class UsageReport(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    user_id: uuid.UUID
+    #: The workspace the runs belong to (the token's).
+    workspace_id: uuid.UUID
+    #: Whose runs; null with ``group_by=member`` (every member of the workspace).
+    user_id: uuid.UUID | None
     #: Inclusive.
     from_: datetime = Field(alias="from")
     #: Exclusive.
@@ -44,7 +47,7 @@ class UsageReport(BaseModel):
 
 
 class BudgetIn(BaseModel):
-    """A user's monthly limits; null (or left out) for no limit of that kind."""
+    """Monthly limits; null (or left out) for no limit of that kind."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,7 +58,9 @@ class BudgetIn(BaseModel):
 
 
 class BudgetOut(BaseModel):
-    user_id: uuid.UUID
+    workspace_id: uuid.UUID
+    #: The member the budget limits; null for the whole workspace's budget.
+    user_id: uuid.UUID | None
     monthly_tokens: int | None
     monthly_cost_usd: Decimal | None
     #: The calendar month (UTC) the spend below belongs to, as its first day.

@@ -1,7 +1,9 @@
 """Usage reports over the ``runs`` table, and the admin side of monthly budgets.
 
-A run's usage lives on its row, so a report is one ``GROUP BY`` over the caller's runs.
-Budgets are enforced by ``runs.store.reserve_budget``; here they are set, read and removed.
+A run's usage lives on its row, so a report is one ``GROUP BY`` over a workspace's runs
+(the caller's own, or every member's). Budgets (a member's in a workspace, or a whole
+workspace's: ``user_id`` ``WHOLE_WORKSPACE``) are enforced by ``runs.store.reserve_budget``;
+here they are set, read and removed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlalchemy import Text, cast, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.chat.models import Budget, BudgetSpend, Run
+from agentmesh.chat.models import WHOLE_WORKSPACE, Budget, BudgetSpend, Run
 from agentmesh.chat.runs.store import this_month
 from agentmesh.chat.usage.schemas import (
     BudgetIn,
@@ -25,7 +27,7 @@ from agentmesh.chat.usage.schemas import (
     UsageItem,
     UsageReport,
 )
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, Forbidden, NotFound
 
 
@@ -76,12 +78,34 @@ def usage_range(start: datetime | None, end: datetime | None) -> tuple[datetime,
     return start, end
 
 
-def usage_subject(caller: Principal, user_id: uuid.UUID | None) -> uuid.UUID:
-    """Whose usage the caller may see: their own, or anyone's for an admin."""
+class WorkspaceNotFound(NotFound):
+    type, title = "workspace-not-found", "Workspace not found"
+
+
+class MemberNotFound(NotFound):
+    type, title = "member-not-found", "Member not found"
+
+
+def usage_workspace(caller: Access, workspace_id: uuid.UUID | None) -> uuid.UUID:
+    """The workspace a report covers: the token's; any for a platform admin."""
+    if workspace_id is None or workspace_id == caller.workspace_id:
+        return caller.workspace_id
+    if not caller.is_platform_admin:
+        raise WorkspaceNotFound("No such workspace of yours; switch to it first.")
+    return workspace_id
+
+
+def usage_subject(caller: Access, user_id: uuid.UUID | None, group_by: str) -> uuid.UUID | None:
+    """Whose usage the caller may see: their own; another member's, or every member's
+    (None, ``group_by=member``), for the workspace's admins and owners."""
+    if group_by == "member":
+        if not caller.at_least("admin"):
+            raise Forbidden("Usage by member is for the workspace's admins and owners.")
+        return user_id
     if user_id is None or user_id == caller.user_id:
         return caller.user_id
-    if not caller.is_admin:
-        raise Forbidden("Only an admin can see another user's usage or budget.")
+    if not caller.at_least("admin"):
+        raise Forbidden("Only the workspace's admins and owners see another member's usage.")
     return user_id
 
 
@@ -110,65 +134,85 @@ def _figures(row: Any) -> dict[str, Any]:
 
 
 async def usage_report(
-    session: AsyncSession, user_id: uuid.UUID, start: datetime, end: datetime, group_by: GroupBy
-) -> UsageReport:
-    """The user's finished runs in ``[start, end)``, grouped, with totals."""
+    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID | None,
+    start: datetime, end: datetime, group_by: GroupBy,
+) -> UsageReport:  # fmt: skip
+    """The finished runs in ``[start, end)`` of the workspace (of ``user_id`` only, unless
+    None), grouped, with totals."""
     key = {
         "agent": cast(Run.agent_id, Text),
         "model": Run.model,
         "day": func.to_char(func.timezone("UTC", Run.created_at), "YYYY-MM-DD"),
+        "member": cast(Run.user_id, Text),
     }[group_by].label("key")
-    runs = (Run.user_id == user_id, Run.created_at >= start, Run.created_at < end,
-            Run.finished_at.is_not(None))  # fmt: skip
+    runs = [Run.workspace_id == workspace_id, Run.created_at >= start, Run.created_at < end,
+            Run.finished_at.is_not(None)]  # fmt: skip
+    if user_id is not None:
+        runs.append(Run.user_id == user_id)
     groups = await session.execute(
         select(key, *_figure_columns()).where(*runs).group_by(key).order_by(key)
     )
     totals = (await session.execute(select(*_figure_columns()).where(*runs))).one()
     return UsageReport.model_validate({
-        "user_id": user_id, "from": start, "to": end, "group_by": group_by,
+        "workspace_id": workspace_id, "user_id": user_id, "from": start, "to": end,
+        "group_by": group_by,
         "items": [UsageItem(key=row.key, **_figures(row)) for row in groups],
         "totals": UsageFigures(**_figures(totals)),
     })  # fmt: skip
 
 
-# Spend recorded before the budget existed counts: seed this month from the runs. A row
-# already there is authoritative (it has tracked every run since), so nothing changes.
+# Spend recorded before the budget existed counts: seed this month from the runs (of the
+# member in the workspace, or of the whole workspace). A row already there is
+# authoritative (it has tracked every run since), so nothing changes.
 SEED_SPEND = text("""
-INSERT INTO chat.budget_spend (user_id, month, tokens, cost_usd, reserved_tokens)
-SELECT :user_id, :month, COALESCE(SUM(input_tokens + output_tokens), 0),
+INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, cost_usd, reserved_tokens)
+SELECT :workspace_id, :user_id, :month, COALESCE(SUM(input_tokens + output_tokens), 0),
        COALESCE(SUM(cost_usd), 0), 0
-FROM chat.runs WHERE user_id = :user_id AND created_at >= :since
-ON CONFLICT (user_id, month) DO NOTHING
+FROM chat.runs WHERE workspace_id = :workspace_id AND created_at >= :since
+  AND (:user_id = CAST(:whole AS uuid) OR user_id = :user_id)
+ON CONFLICT (workspace_id, user_id, month) DO NOTHING
 """)
 
 
-async def set_budget(session: AsyncSession, user_id: uuid.UUID, body: BudgetIn) -> BudgetOut:
-    """Create or replace the user's monthly limits."""
+def _who(user_id: uuid.UUID) -> uuid.UUID | None:
+    return None if user_id == WHOLE_WORKSPACE else user_id
+
+
+async def set_budget(
+    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID, body: BudgetIn
+) -> BudgetOut:
+    """Create or replace the monthly limits of a member in a workspace (``user_id``
+    ``WHOLE_WORKSPACE``: of the whole workspace)."""
     limits = {"monthly_tokens": body.monthly_tokens, "monthly_cost_usd": body.monthly_cost_usd}
-    statement = insert(Budget).values(user_id=user_id, **limits)
+    statement = insert(Budget).values(workspace_id=workspace_id, user_id=user_id, **limits)
     await session.execute(statement.on_conflict_do_update(
-        index_elements=[Budget.user_id], set_={**limits, "updated_at": func.now()}))  # fmt: skip
+        index_elements=[Budget.workspace_id, Budget.user_id],
+        set_={**limits, "updated_at": func.now()}))  # fmt: skip
     month = this_month()
-    await session.execute(SEED_SPEND, {"user_id": user_id, "month": month,
+    await session.execute(SEED_SPEND, {"workspace_id": workspace_id, "user_id": user_id,
+                                       "whole": WHOLE_WORKSPACE, "month": month,
                                        "since": month_start(month)})  # fmt: skip
-    return await get_budget(session, user_id)
+    return await get_budget(session, workspace_id, user_id)
 
 
-async def get_budget(session: AsyncSession, user_id: uuid.UUID) -> BudgetOut:
+async def get_budget(
+    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID
+) -> BudgetOut:
     """The limits with this month's spend and in-flight reservations."""
     month = this_month()
     row = (await session.execute(
         select(Budget, BudgetSpend)
-        .join(BudgetSpend, (BudgetSpend.user_id == Budget.user_id) & (BudgetSpend.month == month),
+        .join(BudgetSpend, (BudgetSpend.workspace_id == Budget.workspace_id)
+              & (BudgetSpend.user_id == Budget.user_id) & (BudgetSpend.month == month),
               isouter=True)
-        .where(Budget.user_id == user_id)
+        .where(Budget.workspace_id == workspace_id, Budget.user_id == user_id)
         .execution_options(populate_existing=True)
     )).first()  # fmt: skip
     if row is None:
-        raise BudgetNotFound("This user has no budget.")
+        raise BudgetNotFound("No budget is set here.")
     budget, spend = row
     return BudgetOut(
-        user_id=user_id, monthly_tokens=budget.monthly_tokens,
+        workspace_id=workspace_id, user_id=_who(user_id), monthly_tokens=budget.monthly_tokens,
         monthly_cost_usd=budget.monthly_cost_usd, month=month,
         spent_tokens=spend.tokens if spend else 0,
         spent_cost_usd=spend.cost_usd if spend else Decimal(0),
@@ -176,10 +220,12 @@ async def get_budget(session: AsyncSession, user_id: uuid.UUID) -> BudgetOut:
     )  # fmt: skip
 
 
-async def delete_budget(session: AsyncSession, user_id: uuid.UUID) -> None:
+async def delete_budget(session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
     """Remove the limits. The spend rows go too: they are only kept up to date while a
     budget exists, so a budget set later seeds afresh from the runs."""
-    deleted = await session.execute(delete(Budget).where(Budget.user_id == user_id))
+    mine = (Budget.workspace_id == workspace_id, Budget.user_id == user_id)
+    deleted = await session.execute(delete(Budget).where(*mine))
     if not deleted.rowcount:
-        raise BudgetNotFound("This user has no budget.")
-    await session.execute(delete(BudgetSpend).where(BudgetSpend.user_id == user_id))
+        raise BudgetNotFound("No budget is set here.")
+    await session.execute(delete(BudgetSpend).where(
+        BudgetSpend.workspace_id == workspace_id, BudgetSpend.user_id == user_id))  # fmt: skip
