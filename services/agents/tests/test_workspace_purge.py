@@ -208,3 +208,23 @@ async def test_rpcs_resolve_only_within_the_named_workspace(agents_private, toke
         assert personal["provider_id"] == own["id"]
     finally:
         await nc.close()
+
+
+async def test_events_name_the_workspace(agents, token_issuer, outbox_events):
+    team = uuid.uuid4()
+    headers = token_issuer.headers(workspace_id=team, workspace_role="member")
+    agent = await made(agents, AGENTS, {"name": "A"}, headers)
+    url = f"{AGENTS}/{agent['id']}"
+    assert (await agents.patch(url, json={"name": "B"}, headers=headers)).status_code == 200
+    assert (await agents.delete(url, headers=headers)).status_code == 204
+    for subject in ("agents.agent.created", "agents.agent.updated", "agents.agent.deleted"):
+        (event,) = await outbox_events(subject, agent["id"])
+        assert event["data"]["workspace_id"] == str(team), subject
+    kb = await made(agents, KBS, {"name": "K"}, headers)
+    doc = await made(agents, f"{KBS}/{kb['id']}/documents", {"text": TEXT}, headers)
+    for _ in range(300):
+        if events := await outbox_events("agents.knowledge.document.indexed", doc["id"]):
+            break
+        await asyncio.sleep(0.1)
+    assert events[0]["data"]["workspace_id"] == str(team)
+    assert events[0]["data"]["status"] == "ready"
