@@ -134,22 +134,38 @@ async def test_every_use_checks_the_address_again(agents, agents_with, token_iss
     assert result["status"] is None and "loopback" in result["error"]
 
 
-async def test_an_admin_cannot_repoint_a_users_provider(agents, token_issuer):
-    owner = token_issuer.headers()
-    admin = token_issuer.headers(roles=("user", "admin"))
+async def test_only_the_workspaces_admins_may_repoint_a_provider(agents, token_issuer):
+    """The workspace's admins and owners may change base_url (not only its creator); a
+    platform admin who is not an admin of that workspace gets 403 provider-owner-only."""
+    import uuid
+
+    team = uuid.uuid4()
+    creator = token_issuer.headers(workspace_id=team, workspace_role="owner")
+    other_admin = token_issuer.headers(workspace_id=team, workspace_role="admin")
+    platform = token_issuer.headers(roles=("user", "admin"))  # bound to its own workspace
+    platform_member = token_issuer.headers(
+        roles=("user", "admin"), workspace_id=team, workspace_role="member"
+    )
+    platform_admin_here = token_issuer.headers(
+        roles=("user", "admin"), workspace_id=team, workspace_role="admin"
+    )
     body = {"kind": "openai", "name": "Mine", "base_url": "http://llm:8000/v1", "api_key": "sk-1"}
-    provider = (await agents.post(PROVIDERS, json=body, headers=owner)).json()
+    provider = (await agents.post(PROVIDERS, json=body, headers=creator)).json()
     url = f"{PROVIDERS}/{provider['id']}"
-    repointed = await agents.patch(url, json={"base_url": "https://evil.example/v1"},
-                                   headers=admin)  # fmt: skip
-    assert repointed.status_code == 403, repointed.text
-    assert repointed.json()["type"].endswith("/provider-owner-only")
-    assert repointed.json()["field"] == "base_url"
-    assert (await agents.get(url, headers=owner)).json()["base_url"] == "http://llm:8000/v1"
-    renamed = await agents.patch(url, json={"name": "Renamed"}, headers=admin)
-    assert renamed.status_code == 200  # an admin may still manage it otherwise
-    moved = await agents.patch(url, json={"base_url": "http://llm2:8000/v1"}, headers=owner)
-    assert moved.status_code == 200 and moved.json()["base_url"] == "http://llm2:8000/v1"
+    for platform_admin in (platform, platform_member):
+        repointed = await agents.patch(url, json={"base_url": "https://evil.example/v1"},
+                                       headers=platform_admin)  # fmt: skip
+        assert repointed.status_code == 403, repointed.text
+        assert repointed.json()["type"].endswith("/provider-owner-only")
+        assert repointed.json()["field"] == "base_url"
+    assert (await agents.get(url, headers=creator)).json()["base_url"] == "http://llm:8000/v1"
+    renamed = await agents.patch(url, json={"name": "Renamed"}, headers=platform)
+    assert renamed.status_code == 200  # a platform admin may still manage it otherwise
+    for who, base_url in ((other_admin, "http://llm2:8000/v1"),
+                          (platform_admin_here, "http://llm3:8000/v1"),
+                          (creator, "http://llm4:8000/v1")):  # fmt: skip
+        moved = await agents.patch(url, json={"base_url": base_url}, headers=who)
+        assert moved.status_code == 200 and moved.json()["base_url"] == base_url
 
 
 def test_the_allow_list_is_read_from_agentmesh_allowed_private_hosts(monkeypatch, common_settings):

@@ -2,11 +2,13 @@
 
 Publishes: agents.agent.created, agents.agent.updated, agents.agent.deleted (each with the
     full config snapshot and version), agents.knowledge.document.indexed,
-    agents.erasure.completed.
-Consumes: identity.user.deleted (erasure).
+    agents.erasure.completed, agents.workspace.purged.
+Consumes: identity.user.deleted (erasure), identity.workspace.deleted (the workspace
+    deletion saga).
 """
 
 from agentmesh.agents.erasure import on_user_deleted
+from agentmesh.agents.purge import on_workspace_deleted
 from agentmesh.shared.runtime import ServiceRuntime
 
 
@@ -15,4 +17,9 @@ def register(runtime: ServiceRuntime) -> None:
     assert runtime.outbox is not None
     runtime.subscribe(
         purpose="erasure", subject="identity.user.deleted", handler=on_user_deleted(runtime.outbox)
+    )
+    runtime.subscribe(
+        purpose="workspace-purge",
+        subject="identity.workspace.deleted",
+        handler=on_workspace_deleted(runtime.outbox),
     )

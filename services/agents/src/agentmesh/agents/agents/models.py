@@ -17,12 +17,14 @@ class Agent(Base):
 
     __tablename__ = "agents"
     __table_args__ = (
-        Index("ix_agents_owner_created", "owner_id", "created_at"),
+        Index("ix_agents_workspace_created", "workspace_id", "created_at"),
         Index("ix_agents_tags", "tags", postgresql_using="gin"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=lambda: uuid.UUID(uuid7()))
     owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    #: The workspace it belongs to; ``owner_id`` is who created it.
+    workspace_id: Mapped[uuid.UUID] = mapped_column()
     version: Mapped[int] = mapped_column(Integer, default=1)
     #: The current version's name and tags, copied here for listing and filtering.
     name: Mapped[str] = mapped_column(Text)

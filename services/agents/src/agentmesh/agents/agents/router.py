@@ -16,14 +16,14 @@ from agentmesh.agents.agents.schemas import (
     VersionOut,
     VersionPage,
 )
-from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.agents.workspaces import FORBIDDEN, AgentsRead, AgentsWrite
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=FORBIDDEN)
 IfMatch = Annotated[str | None, Header(description="An ETag from a read; 412 when stale")]
-NOT_YOURS = {404: {"description": "No such agent, or not yours"}}
+NOT_YOURS = {404: {"description": "No such agent in your workspace"}}
 
 
 @router.post(
@@ -34,7 +34,7 @@ NOT_YOURS = {404: {"description": "No such agent, or not yours"}}
 )
 async def create_agent(
     body: AgentCreate,
-    caller: CurrentPrincipal,
+    caller: AgentsWrite,
     request: Request,
     response: Response,
     session: Session,
@@ -50,7 +50,7 @@ async def create_agent(
 
 @router.get("", response_model=AgentPage, responses=CURSOR_RESPONSES)
 async def list_agents(
-    caller: CurrentPrincipal,
+    caller: AgentsRead,
     session: Session,
     tag: Annotated[str | None, Query(max_length=50)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
@@ -58,7 +58,7 @@ async def list_agents(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> AgentPage:
-    """Your agents (admins: everyone's), newest first by default, one page at a time."""
+    """The workspace's agents, newest first by default, one page at a time."""
     items, next_cursor = await service.list_agents(
         session, caller, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
     )
@@ -67,7 +67,7 @@ async def list_agents(
 
 @router.get("/{agent_id}", response_model=AgentOut, responses=NOT_YOURS)
 async def get_agent(
-    agent_id: uuid.UUID, caller: CurrentPrincipal, response: Response, session: Session
+    agent_id: uuid.UUID, caller: AgentsRead, response: Response, session: Session
 ) -> AgentOut:
     """One agent's current config; the ``ETag`` names its version."""
     agent = await service.get_visible(session, caller, agent_id)
@@ -83,7 +83,7 @@ async def get_agent(
 async def update_agent(
     agent_id: uuid.UUID,
     body: AgentFields,
-    caller: CurrentPrincipal,
+    caller: AgentsWrite,
     request: Request,
     response: Response,
     session: Session,
@@ -105,7 +105,7 @@ async def update_agent(
 )
 async def delete_agent(
     agent_id: uuid.UUID,
-    caller: CurrentPrincipal,
+    caller: AgentsWrite,
     request: Request,
     session: Session,
     if_match: IfMatch = None,
@@ -119,7 +119,7 @@ async def delete_agent(
 )
 async def list_versions(
     agent_id: uuid.UUID,
-    caller: CurrentPrincipal,
+    caller: AgentsRead,
     session: Session,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
@@ -133,7 +133,7 @@ async def list_versions(
 
 @router.get("/{agent_id}/versions/{version}", response_model=VersionOut, responses=NOT_YOURS)
 async def get_version(
-    agent_id: uuid.UUID, version: int, caller: CurrentPrincipal, session: Session
+    agent_id: uuid.UUID, version: int, caller: AgentsRead, session: Session
 ) -> VersionOut:
     """One version's config."""
     agent = await service.get_visible(session, caller, agent_id)
@@ -151,7 +151,7 @@ async def get_version(
 async def restore_version(
     agent_id: uuid.UUID,
     version: int,
-    caller: CurrentPrincipal,
+    caller: AgentsWrite,
     request: Request,
     response: Response,
     session: Session,

@@ -53,7 +53,8 @@ class AgentCreate(AgentFields):
 
 class AgentOut(BaseModel):
     id: uuid.UUID
-    owner_id: uuid.UUID
+    owner_id: uuid.UUID = Field(description="Who created it")
+    workspace_id: uuid.UUID
     version: int
     name: str
     description: str | None

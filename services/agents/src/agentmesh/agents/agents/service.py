@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.models import Agent, AgentVersion
 from agentmesh.agents.agents.schemas import AgentCreate, AgentFields, AgentOut, MemoryConfig
 from agentmesh.agents.tools.catalog import BUILTIN_TOOLS
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.events.contracts import (
     AgentConfig,
@@ -35,7 +35,8 @@ class PreconditionFailed(AppError):
 
 
 class InvalidReference(AppError):
-    """A referenced tool, provider or knowledge base does not exist or isn't the caller's."""
+    """A referenced tool, provider or knowledge base does not exist in the agent's
+    workspace."""
 
     status, type, title = 422, "invalid-reference", "Invalid reference"
 
@@ -57,9 +58,10 @@ def check_if_match(agent: Agent, if_match: str | None) -> None:
 
 
 async def _check_provider(
-    session: AsyncSession, owner_id: uuid.UUID, config: dict[str, Any]
+    session: AsyncSession, workspace_id: uuid.UUID, config: dict[str, Any]
 ) -> None:
-    """The provider, knowledge bases and MCP servers an agent names must be its owner's."""
+    """The provider, knowledge bases and MCP servers an agent names must be of its
+    workspace."""
     from agentmesh.agents.knowledge.models import KnowledgeBase
 
     wanted = {uuid.UUID(str(kb)) for kb in config["knowledge_base_ids"]}
@@ -67,32 +69,33 @@ async def _check_provider(
         owned = set(
             await session.scalars(
                 select(KnowledgeBase.id).where(
-                    KnowledgeBase.id.in_(wanted), KnowledgeBase.owner_id == owner_id
+                    KnowledgeBase.id.in_(wanted), KnowledgeBase.workspace_id == workspace_id
                 )
             )
         )
         if wanted - owned:
             raise InvalidReference(
-                "knowledge_base_ids: no such knowledge base of yours.",
+                "knowledge_base_ids: no such knowledge base in this workspace.",
                 extra={"field": "knowledge_base_ids"},
             )
-    await _check_mcp_servers(session, owner_id, config["tools"])
+    await _check_mcp_servers(session, workspace_id, config["tools"])
     if config["provider_id"] is None:
         return
     from agentmesh.agents.providers.models import Provider
 
     provider = await session.get(Provider, uuid.UUID(str(config["provider_id"])))
-    if provider is None or provider.owner_id != owner_id:
+    if provider is None or provider.workspace_id != workspace_id:
         raise InvalidReference(
-            "provider_id: no such provider of yours; omit it for the built-in offline one.",
+            "provider_id: no such provider in this workspace; omit it for the built-in "
+            "offline one.",
             extra={"field": "provider_id"},
         )
 
 
 async def _check_mcp_servers(
-    session: AsyncSession, owner_id: uuid.UUID, tools: list[dict[str, Any]]
+    session: AsyncSession, workspace_id: uuid.UUID, tools: list[dict[str, Any]]
 ) -> None:
-    """The MCP servers an agent takes tools from must be its owner's. They are not contacted:
+    """The MCP servers an agent takes tools from must be of its workspace. They are not contacted:
     a server that is down must not stop an agent from being saved."""
     from agentmesh.agents.mcp.models import McpServer
 
@@ -100,9 +103,9 @@ async def _check_mcp_servers(
         if tool["id"] != "mcp":
             continue
         server = await session.get(McpServer, uuid.UUID(str(tool["config"]["server_id"])))
-        if server is None or server.owner_id != owner_id:
+        if server is None or server.workspace_id != workspace_id:
             raise InvalidReference(
-                f"tools[{index}].config.server_id: no such MCP server of yours.",
+                f"tools[{index}].config.server_id: no such MCP server in this workspace.",
                 extra={"field": f"tools[{index}].config.server_id"},
             )
 
@@ -194,6 +197,7 @@ def to_out(agent: Agent, config: dict[str, Any]) -> AgentOut:
     return AgentOut(
         id=agent.id,
         owner_id=agent.owner_id,
+        workspace_id=agent.workspace_id,
         version=agent.version,
         created_at=agent.created_at,
         updated_at=agent.updated_at,
@@ -208,12 +212,13 @@ async def _snapshot(session: AsyncSession, agent: Agent) -> dict[str, Any]:
 
 
 async def get_visible(
-    session: AsyncSession, principal: Principal, agent_id: uuid.UUID, *, lock: bool = False
+    session: AsyncSession, access: Access, agent_id: uuid.UUID, *, lock: bool = False
 ) -> Agent:
-    """The agent if it exists, isn't deleted, and is the caller's (or the caller is admin)."""
+    """The agent if it exists, isn't deleted, and is of the caller's workspace (or the
+    caller is a platform admin)."""
     query = select(Agent).where(Agent.id == agent_id, Agent.deleted_at.is_(None))
-    if not principal.is_admin:
-        query = query.where(Agent.owner_id == principal.user_id)
+    if not access.is_platform_admin:
+        query = query.where(Agent.workspace_id == access.workspace_id)
     if lock:
         query = query.with_for_update()
     agent = await session.scalar(query)
@@ -223,11 +228,12 @@ async def get_visible(
 
 
 async def create(
-    session: AsyncSession, outbox: Outbox, principal: Principal, body: AgentCreate
+    session: AsyncSession, outbox: Outbox, access: Access, body: AgentCreate
 ) -> tuple[Agent, dict[str, Any]]:
     config = _config(body)
-    await _check_provider(session, principal.user_id, config)
-    agent = Agent(owner_id=principal.user_id, version=1, name=config["name"], tags=config["tags"])
+    await _check_provider(session, access.workspace_id, config)
+    agent = Agent(owner_id=access.user_id, workspace_id=access.workspace_id, version=1,
+                  name=config["name"], tags=config["tags"])  # fmt: skip
     session.add(agent)
     await session.flush()
     session.add(AgentVersion(agent_id=agent.id, version=1, config=config))
@@ -235,7 +241,13 @@ async def create(
     await session.refresh(agent)
     await outbox.add(
         session,
-        AgentCreated(agent_id=agent.id, owner_id=agent.owner_id, agent_version=1, config=config),
+        AgentCreated(
+            agent_id=agent.id,
+            owner_id=agent.owner_id,
+            workspace_id=agent.workspace_id,
+            agent_version=1,
+            config=config,
+        ),
     )
     return agent, config
 
@@ -259,7 +271,11 @@ async def _new_version(
     await outbox.add(
         session,
         AgentUpdated(
-            agent_id=agent.id, owner_id=agent.owner_id, agent_version=agent.version, config=config
+            agent_id=agent.id,
+            owner_id=agent.owner_id,
+            workspace_id=agent.workspace_id,
+            agent_version=agent.version,
+            config=config,
         ),
     )
     return config
@@ -268,52 +284,57 @@ async def _new_version(
 async def update(
     session: AsyncSession,
     outbox: Outbox,
-    principal: Principal,
+    access: Access,
     agent_id: uuid.UUID,
     patch: AgentFields,
     if_match: str | None,
 ) -> tuple[Agent, dict[str, Any]]:
     # The row lock serializes writers of one agent: versions and events stay in order.
-    agent = await get_visible(session, principal, agent_id, lock=True)
+    agent = await get_visible(session, access, agent_id, lock=True)
     check_if_match(agent, if_match)
     config = _config(patch, await _snapshot(session, agent))
-    await _check_provider(session, agent.owner_id, config)
+    await _check_provider(session, agent.workspace_id, config)
     return agent, await _new_version(session, outbox, agent, config)
 
 
 async def restore(
     session: AsyncSession,
     outbox: Outbox,
-    principal: Principal,
+    access: Access,
     agent_id: uuid.UUID,
     version: int,
     if_match: str | None,
 ) -> tuple[Agent, dict[str, Any]]:
-    agent = await get_visible(session, principal, agent_id, lock=True)
+    agent = await get_visible(session, access, agent_id, lock=True)
     check_if_match(agent, if_match)
     old = await session.get(AgentVersion, (agent.id, version))
     if old is None:
         raise NotFound(f"Agent {agent_id} has no version {version}.")
     config = _config(AgentFields(), old.config)
-    await _check_provider(session, agent.owner_id, config)
+    await _check_provider(session, agent.workspace_id, config)
     return agent, await _new_version(session, outbox, agent, config, restored_from=version)
 
 
 async def soft_delete(
     session: AsyncSession,
     outbox: Outbox,
-    principal: Principal,
+    access: Access,
     agent_id: uuid.UUID,
     if_match: str | None,
 ) -> None:
-    agent = await get_visible(session, principal, agent_id, lock=True)
+    agent = await get_visible(session, access, agent_id, lock=True)
     check_if_match(agent, if_match)
     agent.deleted_at = datetime.now(UTC)
     agent.version += 1  # the deletion is the agent's newest state; readers order by it
     await session.flush()
     await outbox.add(
         session,
-        AgentDeleted(agent_id=agent.id, owner_id=agent.owner_id, agent_version=agent.version),
+        AgentDeleted(
+            agent_id=agent.id,
+            owner_id=agent.owner_id,
+            workspace_id=agent.workspace_id,
+            agent_version=agent.version,
+        ),
     )
 
 
@@ -324,7 +345,7 @@ SORT_COLUMNS = {"created_at": Agent.created_at, "updated_at": Agent.updated_at}
 
 async def list_agents(
     session: AsyncSession,
-    principal: Principal,
+    access: Access,
     *,
     tag: str | None,
     q: str | None,
@@ -335,9 +356,9 @@ async def list_agents(
     field = sort.lstrip("-")
     column = SORT_COLUMNS[field]
     descending = sort.startswith("-")
-    query: Select[tuple[Agent]] = select(Agent).where(Agent.deleted_at.is_(None))
-    if not principal.is_admin:
-        query = query.where(Agent.owner_id == principal.user_id)
+    query: Select[tuple[Agent]] = select(Agent).where(
+        Agent.deleted_at.is_(None), Agent.workspace_id == access.workspace_id
+    )
     if tag:
         query = query.where(Agent.tags.contains([tag]))
     if q:
@@ -372,9 +393,3 @@ async def versions(
     return await paginate(
         session, query, (AgentVersion.version,), limit=limit, cursor=cursor, descending=True
     )
-
-
-async def erase_user(session: AsyncSession, user_id: uuid.UUID) -> int:
-    """Delete every agent of ``user_id`` (versions go with them); returns how many."""
-    result = await session.execute(delete(Agent).where(Agent.owner_id == user_id))
-    return result.rowcount or 0

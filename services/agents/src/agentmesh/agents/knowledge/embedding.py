@@ -114,10 +114,11 @@ class Embedder:
 
 
 async def check_config(
-    session: AsyncSession, owner_id: uuid.UUID, provider_id: uuid.UUID | None,
+    session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID | None,
     model: str | None, dimension: int,
 ) -> str:  # fmt: skip
-    """Validate an embedding choice; returns the model name to store."""
+    """Validate an embedding choice (a provider of ``workspace_id``); returns the model
+    name to store."""
     if dimension not in SUPPORTED_DIMENSIONS:
         raise InvalidEmbeddingConfig(
             f"dimension: this deployment indexes {DIMENSION}-dimensional vectors.",
@@ -131,9 +132,9 @@ async def check_config(
             )
         return MODEL_NAME
     provider = await session.get(Provider, provider_id)
-    if provider is None or provider.owner_id != owner_id:
+    if provider is None or provider.workspace_id != workspace_id:
         raise InvalidEmbeddingConfig(
-            "embedding_provider_id: no such provider of yours.",
+            "embedding_provider_id: no such provider in this workspace.",
             extra={"field": "embedding_provider_id"},
         )
     if provider.kind != "openai":

@@ -63,6 +63,7 @@ class Job:
     document_id: uuid.UUID
     knowledge_base_id: uuid.UUID
     owner_id: uuid.UUID
+    workspace_id: uuid.UUID
     content_type: str
     raw: bytes
     chunk_size: int
@@ -90,6 +91,7 @@ async def claim(
             return []
         rows = await session.execute(
             select(Document.id, Document.knowledge_base_id, Document.owner_id,
+                   Document.workspace_id,
                    Document.content_type, Document.raw, KnowledgeBase.chunk_size,
                    KnowledgeBase.chunk_overlap, KnowledgeBase.dimension,
                    KnowledgeBase.embedding_generation)
@@ -176,7 +178,8 @@ async def _finish(session: AsyncSession, outbox: Outbox, job: Job, *, status: st
     )  # fmt: off
     await outbox.add(session, KnowledgeDocumentIndexed(
         document_id=job.document_id, knowledge_base_id=job.knowledge_base_id,
-        owner_id=job.owner_id, status=status, chunk_count=chunks, error=error,
+        owner_id=job.owner_id, workspace_id=job.workspace_id, status=status,
+        chunk_count=chunks, error=error,
     ))  # fmt: off
 
 

@@ -32,9 +32,12 @@ def _uuid() -> uuid.UUID:
 
 class KnowledgeBase(Base):
     __tablename__ = "knowledge_bases"
+    __table_args__ = (Index("ix_knowledge_bases_workspace_created", "workspace_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    #: The workspace it belongs to; ``owner_id`` is who created it.
+    workspace_id: Mapped[uuid.UUID] = mapped_column()
     name: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     #: Fixed per knowledge base: changing them means re-indexing, never mixed vectors.
@@ -61,7 +64,9 @@ class Document(Base):
     knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True
     )
+    #: Who uploaded it; the workspace is its knowledge base's.
     owner_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(index=True)
     filename: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(Text)

@@ -21,13 +21,14 @@ from agentmesh.agents.knowledge.schemas import (
     SearchResponse,
     TextDocument,
 )
-from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.agents.workspaces import FORBIDDEN, KnowledgeRead, KnowledgeWrite
 from agentmesh.shared.db import Session, release
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit, paginate
 
-router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"])
-NOT_YOURS = {404: {"description": "No such knowledge base, or not yours"}}
+router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"],
+                   responses=FORBIDDEN)  # fmt: skip
+NOT_YOURS = {404: {"description": "No such knowledge base in your workspace"}}
 
 
 class DocumentTooLarge(AppError):
@@ -36,22 +37,21 @@ class DocumentTooLarge(AppError):
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KnowledgeBaseOut)
 async def create_kb(
-    body: KnowledgeBaseCreate, caller: CurrentPrincipal, session: Session
+    body: KnowledgeBaseCreate, caller: KnowledgeWrite, session: Session
 ) -> KnowledgeBaseOut:
     """A knowledge base. Its embedding model and dimension are fixed per knowledge base:
     by default the local all-MiniLM-L6-v2 (384 dimensions, no network), or a model of one
-    of your OpenAI-compatible providers (``embedding_provider_id`` + ``embedding_model``)."""
+    of the workspace's OpenAI-compatible providers (``embedding_provider_id`` +
+    ``embedding_model``)."""
     return KnowledgeBaseOut.model_validate(await service.create(session, caller, body))
 
 
 @router.get("", response_model=KnowledgeBasePage, responses=CURSOR_RESPONSES)
 async def list_kbs(
-    caller: CurrentPrincipal, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    caller: KnowledgeRead, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> KnowledgeBasePage:
-    """Your knowledge bases, newest first, one page at a time."""
-    query = select(KnowledgeBase)
-    if not caller.is_admin:
-        query = query.where(KnowledgeBase.owner_id == caller.user_id)
+    """The workspace's knowledge bases, newest first, one page at a time."""
+    query = select(KnowledgeBase).where(KnowledgeBase.workspace_id == caller.workspace_id)
     kbs, next_cursor = await paginate(
         session, query, (KnowledgeBase.created_at, KnowledgeBase.id),
         limit=limit, cursor=cursor, descending=True,
@@ -61,14 +61,14 @@ async def list_kbs(
 
 
 @router.get("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
-async def get_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session):
+async def get_kb(kb_id: uuid.UUID, caller: KnowledgeRead, session: Session):
     """One knowledge base."""
     return KnowledgeBaseOut.model_validate(await service.get_owned(session, caller, kb_id))
 
 
 @router.patch("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
 async def update_kb(
-    kb_id: uuid.UUID, body: KnowledgeBaseUpdate, caller: CurrentPrincipal, session: Session,
+    kb_id: uuid.UUID, body: KnowledgeBaseUpdate, caller: KnowledgeWrite, session: Session,
     request: Request,
 ) -> KnowledgeBaseOut:  # fmt: skip
     """Rename, re-chunk or change the embedding model. A new model or chunking re-indexes
@@ -85,7 +85,7 @@ async def update_kb(
     responses=NOT_YOURS,
 )  # fmt: skip
 async def reindex(
-    kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session, request: Request,
+    kb_id: uuid.UUID, caller: KnowledgeWrite, session: Session, request: Request,
 ) -> list[DocumentOut]:  # fmt: skip
     """Re-embed every document with the knowledge base's current model."""
     kb = await service.get_owned(session, caller, kb_id)
@@ -106,7 +106,7 @@ def _schedule(request: Request, session, ids: list[uuid.UUID]) -> None:
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
-async def delete_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session) -> None:
+async def delete_kb(kb_id: uuid.UUID, caller: KnowledgeWrite, session: Session) -> None:
     """Delete a knowledge base with its documents and chunks."""
     await session.delete(await service.get_owned(session, caller, kb_id))
 
@@ -141,7 +141,7 @@ async def delete_kb(kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session
 async def upload(
     kb_id: uuid.UUID,
     request: Request,
-    caller: CurrentPrincipal,
+    caller: KnowledgeWrite,
     session: Session,
 ) -> DocumentOut:
     """Add a document as a multipart ``file`` (txt, md, html, pdf) or as JSON
@@ -194,7 +194,7 @@ async def upload(
         )
     kb = await service.get_owned(session, caller, kb_id)
     document, duplicate = await service.add_document(
-        session, kb, raw=raw, filename=filename, metadata=metadata
+        session, kb, raw=raw, filename=filename, metadata=metadata, uploader=caller.user_id
     )
     if not duplicate:
         _schedule(request, session, [document.id])
@@ -213,7 +213,7 @@ async def _document(session, caller, kb_id: uuid.UUID, document_id: uuid.UUID) -
     "/{kb_id}/documents", response_model=DocumentPage, responses={**NOT_YOURS, **CURSOR_RESPONSES}
 )
 async def list_documents(
-    kb_id: uuid.UUID, caller: CurrentPrincipal, session: Session,
+    kb_id: uuid.UUID, caller: KnowledgeRead, session: Session,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> DocumentPage:  # fmt: skip
     """The knowledge base's documents and their indexing status, oldest first."""
@@ -233,7 +233,7 @@ async def list_documents(
 
 @router.get("/{kb_id}/documents/{document_id}", response_model=DocumentOut, responses=NOT_YOURS)
 async def get_document(
-    kb_id: uuid.UUID, document_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+    kb_id: uuid.UUID, document_id: uuid.UUID, caller: KnowledgeRead, session: Session
 ) -> DocumentOut:
     """A document's ``status``: pending, indexing, ready or failed (with ``error``)."""
     return service.document_out(await _document(session, caller, kb_id, document_id))
@@ -243,7 +243,7 @@ async def get_document(
     "/{kb_id}/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS
 )
 async def delete_document(
-    kb_id: uuid.UUID, document_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+    kb_id: uuid.UUID, document_id: uuid.UUID, caller: KnowledgeWrite, session: Session
 ) -> None:
     """Delete a document and its chunks."""
     await session.delete(await _document(session, caller, kb_id, document_id))
@@ -255,7 +255,7 @@ async def delete_document(
 async def search(
     kb_id: uuid.UUID,
     body: SearchRequest,
-    caller: CurrentPrincipal,
+    caller: KnowledgeRead,
     request: Request,
     session: Session,
 ) -> SearchResponse:

@@ -1,8 +1,9 @@
 """``agents.rpc.knowledge.search``: chat's ``knowledge_search`` tool, over NATS request/reply.
 
 The same search as ``POST /knowledge-bases/{id}/search``, across the agent's knowledge
-bases, for one user: a knowledge base that isn't that user's is refused, whatever the
-agent config says. Services only (the internal token), like the credentials RPC.
+bases, within one workspace (``workspace_id``; without it, from an older chat, the user's
+personal workspace): a knowledge base of another workspace is refused, whatever the agent
+config says. Services only (the internal token), like the credentials RPC.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from agentmesh.agents.knowledge import service
 from agentmesh.agents.knowledge.embedding import Embedder, EmbeddingUnreachable
 from agentmesh.agents.knowledge.schemas import SearchMode
 from agentmesh.shared.errors import NotFound
+from agentmesh.shared.events.contracts import personal_workspace
 
 SUBJECT = "agents.rpc.knowledge.search"
 logger = logging.getLogger("agentmesh.agents.rpc")
@@ -25,6 +27,7 @@ logger = logging.getLogger("agentmesh.agents.rpc")
 
 class SearchCall(BaseModel):
     user_id: uuid.UUID
+    workspace_id: uuid.UUID | None = None
     knowledge_base_ids: list[uuid.UUID] = Field(min_length=1, max_length=32)
     query: str = Field(min_length=1, max_length=2000)
     top_k: int = Field(default=5, ge=1, le=50)
@@ -40,7 +43,7 @@ def register(
 
     @broker.subscriber(
         SUBJECT, queue="agents-rpc", title=SUBJECT,
-        description="Search a user's knowledge bases (services only)",
+        description="Search a workspace's knowledge bases (services only)",
     )  # fmt: skip
     async def knowledge_search(body: dict[str, Any], msg: NatsMessage) -> dict[str, Any]:
         token = (msg.raw_message.headers or {}).get("Authorization", "").removeprefix("Bearer ")
@@ -51,11 +54,12 @@ def register(
             call = SearchCall.model_validate(body)
         except ValidationError as exc:
             return {"error": "bad_request", "detail": str(exc.errors()[0]["msg"])}
+        workspace_id = call.workspace_id or personal_workspace(call.user_id)
         kbs = []
         async with sessionmaker() as session:  # closed before any embedding call
             for kb_id in dict.fromkeys(call.knowledge_base_ids):
                 try:
-                    kb = await service.get_owned(session, call.user_id, kb_id)
+                    kb = await service.get_owned(session, workspace_id, kb_id)
                 except NotFound:
                     return {"error": "not_found", "knowledge_base_id": str(kb_id)}
                 kbs.append((kb, await embedder.for_kb(session, kb)))

@@ -57,6 +57,8 @@ class KnowledgeBaseOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    owner_id: uuid.UUID = Field(description="Who created it")
+    workspace_id: uuid.UUID
     name: str
     description: str | None
     embedding_provider_id: uuid.UUID | None

@@ -19,7 +19,8 @@ from agentmesh.agents.knowledge.schemas import (
 )
 from agentmesh.agents.knowledge.search import embed_query as embed_query  # the router's, RPC's
 from agentmesh.agents.knowledge.search import search as search
-from agentmesh.shared.auth import Principal
+from agentmesh.agents.workspaces import can_see
+from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
 CONTENT_TYPES = {
@@ -43,24 +44,23 @@ def content_type_of(filename: str) -> str:
     return CONTENT_TYPES[suffix]
 
 
-async def get_owned(session: AsyncSession, owner: Principal | uuid.UUID,
+async def get_owned(session: AsyncSession, access: Access | uuid.UUID,
                     kb_id: uuid.UUID) -> KnowledgeBase:  # fmt: skip
+    """The knowledge base if it is of the caller's workspace (``access``, or a workspace id
+    for services), or the caller is a platform admin."""
     kb = await session.get(KnowledgeBase, kb_id)
-    user_id = owner if isinstance(owner, uuid.UUID) else owner.user_id
-    admin = not isinstance(owner, uuid.UUID) and owner.is_admin
-    if kb is None or (kb.owner_id != user_id and not admin):
+    if kb is None or not can_see(access, kb.workspace_id):
         raise KnowledgeBaseNotFound("No such knowledge base.")
     return kb
 
 
-async def create(
-    session: AsyncSession, caller: Principal, body: KnowledgeBaseCreate
-) -> KnowledgeBase:
+async def create(session: AsyncSession, caller: Access, body: KnowledgeBaseCreate) -> KnowledgeBase:
     fields = body.model_dump()
     fields["embedding_model"] = await check_config(
-        session, caller.user_id, body.embedding_provider_id, body.embedding_model, body.dimension
-    )
-    kb = KnowledgeBase(owner_id=caller.user_id, **fields)
+        session, caller.workspace_id, body.embedding_provider_id, body.embedding_model,
+        body.dimension,
+    )  # fmt: skip
+    kb = KnowledgeBase(owner_id=caller.user_id, workspace_id=caller.workspace_id, **fields)
     session.add(kb)
     await session.flush()
     await session.refresh(kb)
@@ -80,7 +80,7 @@ async def update_kb(
         if model is None and provider_id == kb.embedding_provider_id:
             model = kb.embedding_model
         changes["embedding_model"] = await check_config(
-            session, kb.owner_id, provider_id, model, kb.dimension
+            session, kb.workspace_id, provider_id, model, kb.dimension
         )
         changes["embedding_provider_id"] = provider_id
         new_model = (provider_id, changes["embedding_model"]) != (
@@ -137,16 +137,18 @@ def document_out(document: Document, *, duplicate: bool = False) -> DocumentOut:
 
 async def add_document(
     session: AsyncSession, kb: KnowledgeBase, *, raw: bytes, filename: str,
-    metadata: dict[str, Any],
+    metadata: dict[str, Any], uploader: uuid.UUID,
 ) -> tuple[Document, bool]:  # fmt: skip
-    """A new pending document, or the existing one with the same content (no re-embedding)."""
+    """A new pending document, or the existing one with the same content (no re-embedding).
+    It is of the knowledge base's workspace; ``owner_id`` says who uploaded it."""
     content_type = content_type_of(filename)
     digest = hashlib.sha256(raw).hexdigest()
     existing = await session.scalar(select(Document).where(
         Document.knowledge_base_id == kb.id, Document.content_hash == digest))  # fmt: off
     if existing is not None:
         return existing, True
-    document = Document(knowledge_base_id=kb.id, owner_id=kb.owner_id, filename=filename,
+    document = Document(knowledge_base_id=kb.id, owner_id=uploader,
+                        workspace_id=kb.workspace_id, filename=filename,
                         content_type=content_type, content_hash=digest, raw=raw,
                         size_bytes=len(raw), status="pending", doc_metadata=metadata)  # fmt: off
     session.add(document)

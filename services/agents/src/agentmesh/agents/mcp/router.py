@@ -12,12 +12,12 @@ from agentmesh.agents.mcp.schemas import (
     McpServerUpdate,
     McpToolOut,
 )
-from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.agents.workspaces import FORBIDDEN, AgentsRead, ProvidersWrite, sees_secrets
 from agentmesh.shared.db import Session, release
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
-router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"])
-NOT_YOURS = {404: {"description": "No such MCP server, or not yours"}}
+router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"], responses=FORBIDDEN)
+NOT_YOURS = {404: {"description": "No such MCP server in your workspace"}}
 BLOCKED = {422: {"description": "Invalid body, or the URL reaches a private address"}}
 
 
@@ -25,12 +25,12 @@ BLOCKED = {422: {"description": "Invalid body, or the URL reaches a private addr
     "", status_code=status.HTTP_201_CREATED, response_model=McpServerOut, responses=BLOCKED
 )
 async def create_mcp_server(
-    body: McpServerCreate, caller: CurrentPrincipal, request: Request, session: Session
+    body: McpServerCreate, caller: ProvidersWrite, request: Request, session: Session
 ) -> McpServerOut:
-    """Register a remote MCP server by its streamable HTTP URL, with an optional auth header
-    (e.g. ``Authorization: Bearer ...``). The header's value is encrypted at rest and never
-    shown again. Private, loopback and metadata addresses are refused, as for
-    ``http_request``."""
+    """Register a remote MCP server in the workspace (admins and owners) by its streamable
+    HTTP URL, with an optional auth header (e.g. ``Authorization: Bearer ...``). The
+    header's value is encrypted at rest and never shown again. Private, loopback and
+    metadata addresses are refused, as for ``http_request``."""
     server = await service.create(
         session,
         request.app.state.secret_box,
@@ -38,31 +38,34 @@ async def create_mcp_server(
         body,
         allow_private=request.app.state.settings.outbound_policy,
     )
-    return service.to_out(server)
+    return service.to_out(server, secrets=sees_secrets(caller))
 
 
 @router.get("", response_model=McpServerPage, responses=CURSOR_RESPONSES)
 async def list_mcp_servers(
-    caller: CurrentPrincipal, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    caller: AgentsRead, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> McpServerPage:
-    """Your MCP servers, oldest first, one page at a time."""
+    """The workspace's MCP servers, oldest first, one page at a time."""
     servers, next_cursor = await service.list_owned(session, caller, limit=limit, cursor=cursor)
-    return McpServerPage(items=[service.to_out(s) for s in servers], next_cursor=next_cursor)
+    secrets = sees_secrets(caller)
+    items = [service.to_out(s, secrets=secrets) for s in servers]
+    return McpServerPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{server_id}", response_model=McpServerOut, responses=NOT_YOURS)
 async def get_mcp_server(
-    server_id: uuid.UUID, caller: CurrentPrincipal, session: Session
+    server_id: uuid.UUID, caller: AgentsRead, session: Session
 ) -> McpServerOut:
     """One MCP server (never its auth header's value)."""
-    return service.to_out(await service.get_owned(session, caller, server_id))
+    server = await service.get_owned(session, caller, server_id)
+    return service.to_out(server, secrets=sees_secrets(caller))
 
 
 @router.patch("/{server_id}", response_model=McpServerOut, responses={**NOT_YOURS, **BLOCKED})
 async def update_mcp_server(
     server_id: uuid.UUID,
     body: McpServerUpdate,
-    caller: CurrentPrincipal,
+    caller: ProvidersWrite,
     request: Request,
     session: Session,
 ) -> McpServerOut:
@@ -72,13 +75,11 @@ async def update_mcp_server(
         await service.check_address(str(body.url), request.app.state.settings.outbound_policy)
     server = await service.get_owned(session, caller, server_id)
     updated = await service.update(session, request.app.state.secret_box, server, body)
-    return service.to_out(updated)
+    return service.to_out(updated, secrets=sees_secrets(caller))
 
 
 @router.delete("/{server_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
-async def delete_mcp_server(
-    server_id: uuid.UUID, caller: CurrentPrincipal, session: Session
-) -> None:
+async def delete_mcp_server(server_id: uuid.UUID, caller: ProvidersWrite, session: Session) -> None:
     """Remove an MCP server and its auth header. Agents that enable its tools keep their
     config until they are next saved, which then fails until the tools are removed."""
     await session.delete(await service.get_owned(session, caller, server_id))
@@ -94,7 +95,7 @@ async def delete_mcp_server(
     },
 )
 async def list_mcp_server_tools(
-    server_id: uuid.UUID, caller: CurrentPrincipal, request: Request, session: Session
+    server_id: uuid.UUID, caller: AgentsRead, request: Request, session: Session
 ) -> list[McpToolOut]:
     """Connect to the server now and list its tools, with the JSON schema of each tool's
     arguments. Agents enable them by name: ``{"id": "mcp", "config": {"server_id": ...,

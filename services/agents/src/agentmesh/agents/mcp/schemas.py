@@ -100,13 +100,15 @@ class McpServerUpdate(BaseModel):
 
 class McpServerOut(BaseModel):
     id: uuid.UUID
-    owner_id: uuid.UUID
+    owner_id: uuid.UUID = Field(description="Who created it")
+    workspace_id: uuid.UUID
     name: str
     url: str
     auth_header_name: str | None = Field(description="Only the header's name is ever shown")
     has_auth: bool
     auth_header_value_last4: str | None = Field(
-        description="The value's last 4 characters, shown only for values of 12 or more"
+        description="The value's last 4 characters, shown only for values of 12 or more, "
+        "and only to the workspace's admins and owners"
     )
     created_at: datetime
     updated_at: datetime

@@ -20,8 +20,9 @@ from agentmesh.agents.mcp.schemas import (
     McpServerUpdate,
     McpToolOut,
 )
+from agentmesh.agents.workspaces import can_see
 from agentmesh.shared import outbound
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.access import Access
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.outbound import AddressNotAllowed, BlockedAddress, OutboundPolicy
@@ -43,15 +44,17 @@ class McpServerUnreachable(AppError):
     status, type, title = 502, "mcp-server-unreachable", "MCP server unreachable"
 
 
-def to_out(server: McpServer) -> McpServerOut:
+def to_out(server: McpServer, *, secrets: bool) -> McpServerOut:
+    """The server as shown; ``secrets``: with the auth value's last 4 characters (admins)."""
     return McpServerOut(
         id=server.id,
         owner_id=server.owner_id,
+        workspace_id=server.workspace_id,
         name=server.name,
         url=server.url,
         auth_header_name=server.auth_header_name,
         has_auth=server.auth_header_value_encrypted is not None,
-        auth_header_value_last4=server.auth_header_value_last4,
+        auth_header_value_last4=server.auth_header_value_last4 if secrets else None,
         created_at=server.created_at,
         updated_at=server.updated_at,
     )
@@ -80,24 +83,21 @@ def auth_headers(box: SecretBox, server: McpServer) -> dict[str, str]:
 
 
 async def get_owned(
-    session: AsyncSession, principal: Principal | uuid.UUID, server_id: uuid.UUID
+    session: AsyncSession, access: Access | uuid.UUID, server_id: uuid.UUID
 ) -> McpServer:
-    """The server if it belongs to the caller (or the caller is admin)."""
+    """The server if it is of the caller's workspace (``access``, or a workspace id for
+    services), or the caller is a platform admin."""
     server = await session.get(McpServer, server_id)
-    owner = principal if isinstance(principal, uuid.UUID) else principal.user_id
-    admin = not isinstance(principal, uuid.UUID) and principal.is_admin
-    if server is None or (server.owner_id != owner and not admin):
+    if server is None or not can_see(access, server.workspace_id):
         raise McpServerNotFound("No such MCP server.")
     return server
 
 
 async def list_owned(
-    session: AsyncSession, principal: Principal, *, limit: int, cursor: str | None
+    session: AsyncSession, access: Access, *, limit: int, cursor: str | None
 ) -> tuple[list[McpServer], str | None]:
-    """One page of the caller's MCP servers (admins: everyone's), oldest first."""
-    query = select(McpServer)
-    if not principal.is_admin:
-        query = query.where(McpServer.owner_id == principal.user_id)
+    """One page of the workspace's MCP servers, oldest first."""
+    query = select(McpServer).where(McpServer.workspace_id == access.workspace_id)
     return await paginate(
         session, query, (McpServer.created_at, McpServer.id), limit=limit, cursor=cursor
     )
@@ -106,14 +106,15 @@ async def list_owned(
 async def create(
     session: AsyncSession,
     box: SecretBox,
-    principal: Principal,
+    access: Access,
     body: McpServerCreate,
     *,
     allow_private: bool | OutboundPolicy,
 ) -> McpServer:
     url = str(body.url)
     await check_address(url, allow_private)  # before the session's first query
-    server = McpServer(owner_id=principal.user_id, name=body.name, url=url)
+    server = McpServer(owner_id=access.user_id, workspace_id=access.workspace_id,
+                       name=body.name, url=url)  # fmt: skip
     value = body.auth_header_value.get_secret_value() if body.auth_header_value else None
     _set_auth(box, server, body.auth_header_name, value)
     session.add(server)

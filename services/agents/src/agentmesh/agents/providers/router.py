@@ -12,78 +12,86 @@ from agentmesh.agents.providers.schemas import (
     ProviderTestResult,
     ProviderUpdate,
 )
-from agentmesh.shared.auth import CurrentPrincipal
+from agentmesh.agents.workspaces import (
+    FORBIDDEN,
+    AgentsRead,
+    ProvidersWrite,
+    administers,
+    sees_secrets,
+)
 from agentmesh.shared.db import Session, release
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
-router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
-NOT_YOURS = {404: {"description": "No such provider, or not yours"}}
+router = APIRouter(prefix="/api/v1/providers", tags=["providers"], responses=FORBIDDEN)
+NOT_YOURS = {404: {"description": "No such provider in your workspace"}}
 BLOCKED = {422: {"description": "base_url reaches a private address (address-not-allowed)"}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut, responses=BLOCKED)
 async def create_provider(
-    body: ProviderCreate, caller: CurrentPrincipal, request: Request, session: Session
+    body: ProviderCreate, caller: ProvidersWrite, request: Request, session: Session
 ) -> ProviderOut:
-    """Add a model provider: ``openai`` (any OpenAI-compatible ``base_url``),
-    ``anthropic`` or ``ollama``. The API key is encrypted at rest; only its last 4
-    characters are ever shown again."""
+    """Add a model provider to the workspace (admins and owners): ``openai`` (any
+    OpenAI-compatible ``base_url``), ``anthropic`` or ``ollama``. The API key is encrypted
+    at rest; only its last 4 characters are ever shown again, to admins and owners."""
     provider = await service.create(session, request.app.state.secret_box, caller, body,
                                     policy=request.app.state.settings.outbound_policy)  # fmt: skip
-    return service.to_out(provider)
+    return service.to_out(provider, secrets=sees_secrets(caller))
 
 
 @router.get("", response_model=ProviderPage, responses=CURSOR_RESPONSES)
 async def list_providers(
-    caller: CurrentPrincipal, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    caller: AgentsRead, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> ProviderPage:
-    """Yours, oldest first, one page at a time; the first page starts with the built-in
-    offline provider (beside its ``limit`` of yours)."""
+    """The workspace's, oldest first, one page at a time; the first page starts with the
+    built-in offline provider (beside its ``limit`` of the workspace's)."""
     providers, next_cursor = await service.list_owned(session, caller, limit=limit, cursor=cursor)
-    items = ([] if cursor else [service.OFFLINE]) + [service.to_out(p) for p in providers]
+    secrets = sees_secrets(caller)
+    items = [service.to_out(p, secrets=secrets) for p in providers]
+    items = ([] if cursor else [service.OFFLINE]) + items
     return ProviderPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{provider_id}", response_model=ProviderOut, responses=NOT_YOURS)
-async def get_provider(
-    provider_id: uuid.UUID, caller: CurrentPrincipal, session: Session
-) -> ProviderOut:
+async def get_provider(provider_id: uuid.UUID, caller: AgentsRead, session: Session) -> ProviderOut:
     """One provider (never its key)."""
-    return service.to_out(await service.get_owned(session, caller, provider_id))
+    provider = await service.get_owned(session, caller, provider_id)
+    return service.to_out(provider, secrets=sees_secrets(caller))
 
 
 @router.patch(
     "/{provider_id}",
     response_model=ProviderOut,
-    responses={**NOT_YOURS, **BLOCKED, 403: {"description": "base_url: owner only"}},
-)
+    responses={**NOT_YOURS, **BLOCKED, 403: {"description": "base_url: the workspace's admins"
+                                             " only (provider-owner-only)"}},
+)  # fmt: skip
 async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
-    caller: CurrentPrincipal,
+    caller: ProvidersWrite,
     request: Request,
     session: Session,
 ) -> ProviderOut:
     """Rename, move or re-key a provider (``"api_key": null`` removes the key). Only the
-    owner may change ``base_url`` (an admin gets 403); a private address is a 422."""
+    workspace's admins and owners may change ``base_url`` (a platform admin who is not one
+    gets 403 ``provider-owner-only``); a private address is a 422."""
     provider = await service.get_owned(session, caller, provider_id)
+    may_repoint = administers(caller, provider.workspace_id, request.app.state.memberships)
     updated = await service.update(session, request.app.state.secret_box, provider, body,
-                                   principal=caller,
+                                   may_repoint=may_repoint,
                                    policy=request.app.state.settings.outbound_policy)  # fmt: skip
-    return service.to_out(updated)
+    return service.to_out(updated, secrets=sees_secrets(caller))
 
 
 @router.delete("/{provider_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
-async def delete_provider(
-    provider_id: uuid.UUID, caller: CurrentPrincipal, session: Session
-) -> None:
+async def delete_provider(provider_id: uuid.UUID, caller: ProvidersWrite, session: Session) -> None:
     """Remove a provider and its key."""
     await session.delete(await service.get_owned(session, caller, provider_id))
 
 
 @router.post("/{provider_id}/test", response_model=ProviderTestResult, responses=NOT_YOURS)
 async def test_provider(
-    provider_id: uuid.UUID, caller: CurrentPrincipal, request: Request, session: Session
+    provider_id: uuid.UUID, caller: ProvidersWrite, request: Request, session: Session
 ) -> ProviderTestResult:
     """Make a minimal real call (list the provider's models) and report success, or the
     status and the provider's error type (never the answer's body)."""

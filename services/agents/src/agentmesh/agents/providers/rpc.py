@@ -3,6 +3,10 @@
 Core NATS request/reply (never an event, never stored by JetStream), answered by one
 replica of a queue group. Only services may ask: the request carries the platform's
 internal token. In production also restrict ``agents.rpc.>`` to service accounts in NATS.
+
+The body is ``{user_id, provider_id, workspace_id?}``: the provider is looked up only in
+that workspace (the one chat's caller is bound to); without ``workspace_id`` (an older
+chat) in the user's personal workspace.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsMessage
 
 from agentmesh.agents.providers import service
+from agentmesh.agents.workspaces import asked_workspace
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import NotFound
 
@@ -37,12 +42,12 @@ def register(broker: NatsBroker, sessionmaker: Any, box: SecretBox, internal_tok
             return {"error": "unauthorized"}
         try:
             provider_id = uuid.UUID(str(body["provider_id"]))
-            user_id = uuid.UUID(str(body["user_id"]))
+            workspace_id = asked_workspace(body)
         except (KeyError, ValueError, TypeError):
             return {"error": "bad_request"}
         async with sessionmaker() as session:
             try:
-                provider = await service.get_owned(session, user_id, provider_id)
+                provider = await service.get_owned(session, workspace_id, provider_id)
             except NotFound:
                 return {"error": "not_found"}
             return {"provider_id": str(provider.id), **service.credentials(box, provider)}

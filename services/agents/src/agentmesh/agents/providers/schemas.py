@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Literal
 
@@ -46,7 +47,11 @@ class ProviderOut(BaseModel):
     kind: Literal["openai", "anthropic", "ollama", "offline"]
     name: str
     base_url: str | None
-    api_key_last4: str | None = Field(description="Only the last 4 characters are ever shown")
+    api_key_last4: str | None = Field(
+        description="Only the last 4 characters are ever shown, and only to the workspace's "
+        "admins and owners (null for members and viewers)"
+    )
+    workspace_id: uuid.UUID | None = Field(default=None, description="None for the built-in one")
     builtin: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None

@@ -19,8 +19,9 @@ from agentmesh.agents.providers.schemas import (
     ProviderTestResult,
     ProviderUpdate,
 )
+from agentmesh.agents.workspaces import can_see
 from agentmesh.shared import outbound
-from agentmesh.shared.auth import Principal
+from agentmesh.shared.access import Access
 from agentmesh.shared.crypto import SecretBox
 from agentmesh.shared.errors import Forbidden, NotFound
 from agentmesh.shared.outbound import BlockedAddress, OutboundPolicy
@@ -41,10 +42,11 @@ class ProviderNotFound(NotFound):
 
 
 class OwnerOnly(Forbidden):
-    """403: a platform admin may see and delete a user's provider, never repoint it (its
-    key would go to the new address). 403 rather than 404: the admin can read it."""
+    """403: a platform admin may see and delete any workspace's provider, but only the
+    workspace's own admins and owners may repoint it (its key would go to the new address).
+    403 rather than 404: the platform admin can read it."""
 
-    type, title = "provider-owner-only", "Only the owner may do this"
+    type, title = "provider-owner-only", "Only the workspace's admins may do this"
 
 
 #: A provider's error ``type``/``code`` is reported only when it looks like one.
@@ -66,13 +68,15 @@ async def check_base_url(provider_kind: str, base_url: str | None,
     await outbound.check_field(url, policy, "base_url", unresolvable_ok=True)
 
 
-def to_out(provider: Provider) -> ProviderOut:
+def to_out(provider: Provider, *, secrets: bool) -> ProviderOut:
+    """The provider as shown; ``secrets``: with the key's last 4 characters (admins)."""
     return ProviderOut(
         id=str(provider.id),
         kind=provider.kind,
         name=provider.name,  # type: ignore[arg-type]
         base_url=provider.base_url,
-        api_key_last4=provider.api_key_last4,
+        api_key_last4=provider.api_key_last4 if secrets else None,
+        workspace_id=provider.workspace_id,
         created_at=provider.created_at,
         updated_at=provider.updated_at,
     )
@@ -87,24 +91,24 @@ def _set_key(box: SecretBox, provider: Provider, key: str | None) -> None:
 
 
 async def get_owned(
-    session: AsyncSession, principal: Principal | uuid.UUID, provider_id: uuid.UUID
+    session: AsyncSession, access: Access | uuid.UUID, provider_id: uuid.UUID
 ) -> Provider:
-    """The provider if it belongs to the caller (or the caller is admin)."""
+    """The provider if it is of the caller's workspace (``access``, or a workspace id for
+    services), or the caller is a platform admin."""
     provider = await session.get(Provider, provider_id)
-    owner = principal if isinstance(principal, uuid.UUID) else principal.user_id
-    admin = not isinstance(principal, uuid.UUID) and principal.is_admin
-    if provider is None or (provider.owner_id != owner and not admin):
+    if provider is None or not can_see(access, provider.workspace_id):
         raise ProviderNotFound("No such provider.")
     return provider
 
 
 async def create(
-    session: AsyncSession, box: SecretBox, principal: Principal, body: ProviderCreate,
+    session: AsyncSession, box: SecretBox, access: Access, body: ProviderCreate,
     *, policy: OutboundPolicy | bool,
 ) -> Provider:  # fmt: skip
     await check_base_url(body.kind, str(body.base_url) if body.base_url else None, policy)
     provider = Provider(
-        owner_id=principal.user_id,
+        owner_id=access.user_id,
+        workspace_id=access.workspace_id,
         kind=body.kind,
         name=body.name,
         base_url=str(body.base_url).rstrip("/") if body.base_url else None,
@@ -118,12 +122,13 @@ async def create(
 
 async def update(
     session: AsyncSession, box: SecretBox, provider: Provider, body: ProviderUpdate,
-    *, principal: Principal, policy: OutboundPolicy | bool,
+    *, may_repoint: bool, policy: OutboundPolicy | bool,
 ) -> Provider:  # fmt: skip
+    """``may_repoint``: the caller is an admin or owner of the provider's workspace."""
     if "base_url" in body.model_fields_set:
-        if provider.owner_id != principal.user_id:
-            raise OwnerOnly("Only the provider's owner may change its base_url.",
-                            extra={"field": "base_url"})  # fmt: skip
+        if not may_repoint:
+            raise OwnerOnly("Only the workspace's admins and owners may change a provider's "
+                            "base_url.", extra={"field": "base_url"})  # fmt: skip
         base_url = str(body.base_url).rstrip("/") if body.base_url else None
         await check_base_url(provider.kind, base_url, policy)
         provider.base_url = base_url
@@ -138,12 +143,10 @@ async def update(
 
 
 async def list_owned(
-    session: AsyncSession, principal: Principal, *, limit: int, cursor: str | None
+    session: AsyncSession, access: Access, *, limit: int, cursor: str | None
 ) -> tuple[list[Provider], str | None]:
-    """One page of the caller's providers (admins: everyone's), oldest first."""
-    query = select(Provider)
-    if not principal.is_admin:
-        query = query.where(Provider.owner_id == principal.user_id)
+    """One page of the workspace's providers, oldest first."""
+    query = select(Provider).where(Provider.workspace_id == access.workspace_id)
     return await paginate(
         session, query, (Provider.created_at, Provider.id), limit=limit, cursor=cursor
     )
