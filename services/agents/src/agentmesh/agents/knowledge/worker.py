@@ -112,9 +112,6 @@ class IngestWorker:
         measured = -s.common.metrics_refresh_seconds
         while True:
             self._wake.clear()
-            if loop.time() - measured >= s.common.metrics_refresh_seconds:
-                measured = loop.time()
-                await self._measure_queue()
             free = [slot for slot in self.slots if slot.job is None]
             try:
                 claimed = await jobs.claim(
@@ -129,6 +126,9 @@ class IngestWorker:
                 task = asyncio.create_task(self._run(slot, job), name=f"ingest-{job.document_id}")
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
+            if loop.time() - measured >= s.common.metrics_refresh_seconds:
+                measured = loop.time()  # after the claim: what is left waiting
+                await self._measure_queue()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), s.ingest_poll_seconds)
 
