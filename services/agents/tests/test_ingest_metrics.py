@@ -64,6 +64,7 @@ async def until(client, check, attempts: int = 1500) -> str:
 
 async def test_ingest_jobs_show_up_in_the_metrics(make_agents, token_issuer):
     headers = token_issuer.headers()
+
     def body(name: str) -> str:
         return "\n\n".join(f"{name} line {i}: parcels, refunds, invoices." for i in range(300))
 
