@@ -10,7 +10,8 @@ Secrets are scrubbed before anything leaves the process: the SDK's ``EventScrubb
 its denylist (plus ours) blanks Authorization, cookies, API keys, tokens and passwords
 wherever they appear as keys (headers, cookies, extras, breadcrumbs, recursively); query
 strings are dropped; bearer tokens, JWTs, AgentMesh API keys and URL passwords are masked
-inside messages and exception values; local variables are never sent; no default PII.
+inside messages and exception values; local variables are never sent; no default PII
+(``send_default_pii`` left unset: the SDK collects no user identity, IP or cookies).
 ``SENTRY_ENVIRONMENT`` and ``SENTRY_RELEASE`` are read by the SDK itself.
 """
 
@@ -22,6 +23,9 @@ from typing import Any
 
 import sentry_sdk
 from opentelemetry import trace
+from sentry_sdk.integrations.argv import ArgvIntegration
+from sentry_sdk.integrations.fastapi import FastApiIntegration
+from sentry_sdk.integrations.starlette import StarletteIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,13 +72,20 @@ def init(service: str, dsn: str | None = None) -> bool:
         return True
     sentry_sdk.init(
         dsn=dsn,
-        send_default_pii=False,
         include_local_variables=False,
         event_scrubber=EventScrubber(denylist=DENYLIST, recursive=True),
         before_send=before_send,
-        # OpenTelemetry traces requests; Sentry only receives errors.
+        # OpenTelemetry traces requests; Sentry only receives errors, and adds no
+        # sentry-trace or baggage header to any outbound call (a provider would see them).
         traces_sample_rate=None,
-        server_name=None,
+        trace_propagation_targets=[],
+        # Only the request context of FastAPI/Starlette beside the SDK's defaults (logging,
+        # dedupe, ...): no automatic LangChain, database or HTTP-client instrumentation,
+        # which could put prompts or queries into breadcrumbs.
+        auto_enabling_integrations=False,
+        integrations=[StarletteIntegration(), FastApiIntegration()],
+        # The command line may carry a secret.
+        disabled_integrations=[ArgvIntegration()],
     )
     sentry_sdk.get_global_scope().set_tag("service", service)
     _service = service
