@@ -21,7 +21,7 @@ from faststream.nats import NatsBroker
 from opentelemetry.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from agentmesh.shared import db, errortracking, metrics, telemetry
+from agentmesh.shared import db, errortracking, metrics, otlp_metrics, telemetry
 from agentmesh.shared.asyncapi import asyncapi_document, document_publications
 from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.denylist import DenyList
@@ -200,6 +200,7 @@ class ServiceRuntime:
             self.lag_monitor.start(self._jetstream_when_connected(broker_task))
         for hook in self.startup_hooks:
             await hook(app)
+        otlp_metrics.start(self.name)
         # Everything loaded so far (modules, models, SDK clients: ~400k tracked objects in chat)
         # lives as long as the process. Frozen, the collector stops walking it on each
         # full collection: a chat turn costs a quarter less CPU (10.0 -> 7.4 ms, measured
@@ -212,6 +213,7 @@ class ServiceRuntime:
         finally:
             for hook in reversed(self.shutdown_hooks):
                 await hook(app)
+            await asyncio.to_thread(otlp_metrics.stop)  # its last push is a network call
             if self.relay is not None:
                 await self.relay.stop()
             await self.memberships.stop()
