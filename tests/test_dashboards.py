@@ -9,8 +9,10 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
+import agentmesh.agents.knowledge.metrics
 import agentmesh.chat.metrics
 import agentmesh.gateway.metrics
+import agentmesh.shared.events.metrics
 import agentmesh.shared.metrics  # noqa: F401 - registers the shared metrics
 
 ROOT = Path(__file__).resolve().parents[1]

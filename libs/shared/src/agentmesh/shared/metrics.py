@@ -10,6 +10,9 @@ Services add their own (chat's active streams, the gateway's breakers, ...) as m
 metrics with a ``service`` label, so several apps in one process (the tests) share one
 registry without clashing. ``GET /metrics`` serves them on the service's port; with
 ``AGENTMESH_METRICS_PORT`` set they move to a server of their own on that port.
+The event backbone's metrics (outbox, consumers) are in ``events.metrics``; with an OTLP
+endpoint ``otlp_metrics`` pushes this same registry over OTLP. Every metric with its
+labels: docs/observability.md.
 """
 
 from __future__ import annotations

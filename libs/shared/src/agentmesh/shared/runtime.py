@@ -21,15 +21,16 @@ from faststream.nats import NatsBroker
 from opentelemetry.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from agentmesh.shared import db, metrics, telemetry
+from agentmesh.shared import db, errortracking, metrics, otlp_metrics, telemetry
 from agentmesh.shared.asyncapi import asyncapi_document, document_publications
 from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.denylist import DenyList
 from agentmesh.shared.errors import install_error_handlers
 from agentmesh.shared.events.inbox import ConsumerPolicy, EventHandler, subscribe_events
+from agentmesh.shared.events.metrics import ConsumerLagMonitor
 from agentmesh.shared.events.outbox import Outbox
 from agentmesh.shared.events.relay import OutboxRelay
-from agentmesh.shared.events.streams import ensure_streams
+from agentmesh.shared.events.streams import ensure_streams, stream_name
 from agentmesh.shared.events.tables import EventTables
 from agentmesh.shared.health import ReadinessCheck, health_router
 from agentmesh.shared.logging import configure_logging
@@ -70,6 +71,7 @@ class ServiceRuntime:
         common = settings.common
         if configure_logs:
             configure_logging(name, level=common.log_level, json=common.log_json)
+        errortracking.init(name)
         self.tracer_provider = tracer_provider or telemetry.tracer_provider_for(name)
         telemetry.instrument_httpx(self.tracer_provider)
         self.engine: AsyncEngine | None = None
@@ -102,12 +104,16 @@ class ServiceRuntime:
                 self.broker,
                 sweep_seconds=common.outbox_sweep_seconds,
                 retention_seconds=common.outbox_retention_seconds,
+                service=name,
+                stats_seconds=common.metrics_refresh_seconds,
             )
         self.consumer_policy = ConsumerPolicy(
             max_deliver=common.consumer_max_deliver,
             backoff_seconds=common.consumer_backoff_seconds,
             backoff_max_seconds=common.consumer_backoff_max_seconds,
         )
+        #: Reads every durable consumer's lag into ``agentmesh_consumer_pending``.
+        self.lag_monitor = ConsumerLagMonitor(interval=common.metrics_refresh_seconds)
         self.readiness: dict[str, ReadinessCheck] = {}
         if self.engine is not None:
             engine = self.engine
@@ -134,6 +140,8 @@ class ServiceRuntime:
     def subscribe(self, *, purpose: str, subject: str, handler: EventHandler) -> Any:
         """Consume ``subject`` idempotently as durable ``<service>-<purpose>``."""
         assert self.broker and self.sessionmaker and self.tables, "consumers need DB and NATS"
+        self.lag_monitor.add(self.name, stream_name(subject.split(".", 1)[0]),
+                             f"{self.name}-{purpose}")  # fmt: skip
         return subscribe_events(
             self.broker,
             service=self.name,
@@ -188,8 +196,11 @@ class ServiceRuntime:
             await self.relay.start()
         if broker_task is not None and self.watch_memberships:
             self.memberships.start(self._jetstream_when_connected(broker_task))
+        if broker_task is not None:
+            self.lag_monitor.start(self._jetstream_when_connected(broker_task))
         for hook in self.startup_hooks:
             await hook(app)
+        otlp_metrics.start(self.name)
         # Everything loaded so far (modules, models, SDK clients: ~400k tracked objects in chat)
         # lives as long as the process. Frozen, the collector stops walking it on each
         # full collection: a chat turn costs a quarter less CPU (10.0 -> 7.4 ms, measured
@@ -202,9 +213,11 @@ class ServiceRuntime:
         finally:
             for hook in reversed(self.shutdown_hooks):
                 await hook(app)
+            await asyncio.to_thread(otlp_metrics.stop)  # its last push is a network call
             if self.relay is not None:
                 await self.relay.stop()
             await self.memberships.stop()
+            await self.lag_monitor.stop()
             await self.deny_list.stop()
             if broker_task is not None and not broker_task.done():
                 broker_task.cancel()
@@ -261,6 +274,8 @@ class ServiceRuntime:
         metrics.install(
             app, self.name, port=self.settings.common.metrics_port, on_app=serve_metrics
         )
+        if errortracking.enabled():
+            app.add_middleware(errortracking.SentryTagsMiddleware, service=self.name)
         telemetry.instrument_app(app, self.tracer_provider)
         # Outermost, so even errors rendered by Starlette carry the request id.
         app.add_middleware(RequestIdMiddleware)

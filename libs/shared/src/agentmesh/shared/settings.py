@@ -100,6 +100,9 @@ class CommonSettings(BaseSettings):
     #: Serve Prometheus metrics on a port of their own instead of ``GET /metrics`` on the
     #: service's port (0: on the service's port; the gateway then serves none publicly).
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: How often the gauges read from the database or NATS (outbox backlog, consumer lag,
+    #: ingest queue) are refreshed, in seconds.
+    metrics_refresh_seconds: float = Field(default=15.0, gt=0)
     log_json: bool = True
     #: How long sent outbox rows and processed inbox rows are kept (seconds).
     outbox_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)

@@ -21,7 +21,9 @@ from nats.js.api import DeliverPolicy
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agentmesh.shared import errortracking
 from agentmesh.shared.context import REQUEST_ID_HEADER, request_id_var
+from agentmesh.shared.events import metrics
 from agentmesh.shared.events.contracts import contract_for
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.streams import DLQ_STREAM, dlq_subject, stream_name
@@ -123,7 +125,10 @@ async def handle_delivery(
     token = request_id_var.set(headers.get(REQUEST_ID_HEADER))
     subject = raw.subject
     delivered = raw.metadata.num_delivered if raw.metadata else 1
+    if delivered > 1:
+        metrics.REDELIVERIES.labels(service, consumer).inc()
     event_id = None
+    outcome = "processed"
     try:
         envelope = Envelope.model_validate_json(body)
         event_id = envelope.id
@@ -136,6 +141,7 @@ async def handle_delivery(
                 .returning(tables.inbox.c.event_id)
             )
             if inserted.first() is None:
+                outcome = "duplicate"
                 logger.info(
                     "duplicate event skipped",
                     extra={"event_id": envelope.id, "subject": subject, "consumer": consumer},
@@ -157,6 +163,7 @@ async def handle_delivery(
         )
     else:
         await msg.ack()
+        metrics.DELIVERIES.labels(service, consumer, outcome).inc()
     finally:
         request_id_var.reset(token)
 
@@ -185,6 +192,7 @@ async def _on_failure(
         delay = policy.delay(delivered)
         logger.warning("event handling failed; redelivering in %.2fs", delay, extra=context)
         await msg.nack(delay=delay)
+        metrics.DELIVERIES.labels(service, consumer, "failed").inc()
         return
     try:
         await broker.publish(
@@ -203,6 +211,14 @@ async def _on_failure(
         # Keep the event: it stays in the stream and is retried until the DLQ accepts it.
         logger.exception("could not dead-letter event; redelivering", extra=context)
         await msg.nack(delay=policy.backoff_max_seconds)
+        metrics.DELIVERIES.labels(service, consumer, "failed").inc()
         return
-    logger.error("event dead-lettered after %d deliveries", delivered, extra=context)
+    # The handler's exception goes to error tracking once per event given up on (not once
+    # per delivery); the log line carries the same exception, so it is not sent again.
+    errortracking.capture(exc, service=service, consumer=consumer, subject=subject,
+                          event_id=str(event_id) if event_id else None)  # fmt: skip
+    logger.error("event dead-lettered after %d deliveries", delivered, extra=context,
+                 exc_info=exc)  # fmt: skip
     await msg.reject()
+    metrics.DELIVERIES.labels(service, consumer, "dead_lettered").inc()
+    metrics.DEAD_LETTERED.labels(service, consumer).inc()

@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agentmesh.shared.events import metrics
 from agentmesh.shared.events.streams import stream_name
 from agentmesh.shared.events.tables import EventTables
 
@@ -55,6 +56,8 @@ class OutboxRelay:
         publish_timeout: float = 2.0,
         retention_seconds: float = 7 * 24 * 3600,
         prune_every_seconds: float = 600.0,
+        service: str | None = None,
+        stats_seconds: float = 15.0,
     ) -> None:
         self.engine = engine
         self.tables = tables
@@ -70,6 +73,15 @@ class OutboxRelay:
         self._stopping = False
         self.published = 0
         schema = tables.schema
+        #: The ``service`` label of this relay's metrics (its schema by default).
+        self.service = service or schema
+        self.stats_seconds = stats_seconds
+        # Both served by the partial index on unsent rows.
+        self._waiting_sql = text(f'SELECT count(*) FROM "{schema}".outbox WHERE sent_at IS NULL')
+        self._oldest_sql = text(
+            "SELECT extract(epoch FROM now() - created_at) "
+            f'FROM "{schema}".outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1'
+        )
         self._claim_sql = text(
             f"""
             SELECT id, event_id, subject, subject_id, envelope, headers
@@ -150,6 +162,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_prune = 0.0
+        last_stats = -self.stats_seconds
         failures = 0
         while not self._stopping:
             try:
@@ -158,7 +171,14 @@ class OutboxRelay:
                 self._wake.clear()
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
-                await self.drain()
+                try:
+                    await self.drain()
+                finally:
+                    # After the pass, failed or not: while NATS is away the drain fails,
+                    # and that is when the backlog matters.
+                    if loop.time() - last_stats >= self.stats_seconds:
+                        last_stats = loop.time()
+                        await self._measure_quietly()
                 failures = 0
                 if loop.time() - last_prune > self.prune_every_seconds:
                     await self.prune()
@@ -206,6 +226,7 @@ class OutboxRelay:
                     # This message can never go (too big, refused by the stream): log it,
                     # hold its aggregate back, and let every other aggregate flow.
                     stuck.add(row.subject_id)
+                    metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service, "unpublishable").inc()
                     error = f"{type(exc).__name__}: {exc}"
                     await conn.execute(self._mark_failed_sql, {"id": row.id, "error": error})
                     logger.error("outbox event cannot be published",
@@ -215,12 +236,15 @@ class OutboxRelay:
                 except Exception as exc:
                     # The broker is away: stop here, the sweep retries the rest.
                     failed = True
+                    metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service, "broker").inc()
                     await conn.execute(self._mark_failed_sql, {"id": row.id, "error": str(exc)})
                     break
                 sent_ids.append(row.id)
             if sent_ids:
                 await conn.execute(self._mark_sent_sql, {"ids": sent_ids})
         self.published += len(sent_ids)
+        if sent_ids:
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent_ids))
         return len(rows), len(sent_ids), failed
 
     async def _blocked_aggregates(self, conn: Any, rows: Sequence[Any]) -> dict[str, int]:
@@ -246,6 +270,21 @@ class OutboxRelay:
             )
         finally:
             otel_context.detach(token)
+
+    async def measure(self) -> tuple[int, float]:
+        """Set the outbox gauges: (rows waiting, age in seconds of the oldest)."""
+        async with self.engine.connect() as conn:
+            waiting = int(await conn.scalar(self._waiting_sql) or 0)
+            oldest = float(await conn.scalar(self._oldest_sql) or 0.0) if waiting else 0.0
+        metrics.OUTBOX_WAITING.labels(self.service).set(waiting)
+        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(oldest)
+        return waiting, oldest
+
+    async def _measure_quietly(self) -> None:
+        try:
+            await self.measure()
+        except Exception as exc:  # the gauges keep their last value
+            logger.debug("outbox gauges not measured: %s", exc)
 
     async def prune(self) -> None:
         """Delete sent outbox rows and processed inbox rows older than the retention."""

@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentmesh.agents.knowledge import ingest, jobs
+from agentmesh.agents.knowledge import ingest, jobs, metrics
 from agentmesh.agents.knowledge.embedding import Embedder
 from agentmesh.agents.knowledge.models import KnowledgeBase
 from agentmesh.agents.settings import AgentsSettings
+from agentmesh.shared import errortracking
 from agentmesh.shared.events.outbox import Outbox
 
 logger = logging.getLogger("agentmesh.agents.ingest")
@@ -85,6 +86,7 @@ class IngestWorker:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        metrics.watch_worker(self)
 
     def wake(self) -> None:
         """A document was queued: claim now rather than at the next poll."""
@@ -106,6 +108,8 @@ class IngestWorker:
 
     async def _claim_loop(self) -> None:
         s = self.settings
+        loop = asyncio.get_running_loop()
+        measured = -s.common.metrics_refresh_seconds
         while True:
             self._wake.clear()
             free = [slot for slot in self.slots if slot.job is None]
@@ -122,8 +126,18 @@ class IngestWorker:
                 task = asyncio.create_task(self._run(slot, job), name=f"ingest-{job.document_id}")
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
+            if loop.time() - measured >= s.common.metrics_refresh_seconds:
+                measured = loop.time()  # after the claim: what is left waiting
+                await self._measure_queue()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), s.ingest_poll_seconds)
+
+    async def _measure_queue(self) -> None:
+        try:
+            async with self.sessionmaker() as session:
+                metrics.QUEUED.set(await session.scalar(metrics.COUNT_QUEUED) or 0)
+        except Exception as exc:  # the gauge keeps its last value
+            logger.debug("ingest queue not measured: %s", exc)
 
     async def _run(self, slot: _Slot, job: jobs.Job) -> None:
         limit = self.settings.ingest_document_timeout_seconds
@@ -137,7 +151,9 @@ class IngestWorker:
             async with timeout:
                 pieces, vectors = await self._index(slot, job)
             beat.cancel()
-            await jobs.finish_ready(self.sessionmaker, self.outbox, self.id, job, pieces, vectors)
+            if await jobs.finish_ready(self.sessionmaker, self.outbox, self.id, job, pieces,
+                                       vectors):  # fmt: skip
+                metrics.FINISHED.labels("ready").inc()
         except _Lost:
             pass
         except asyncio.CancelledError:
@@ -154,8 +170,13 @@ class IngestWorker:
                 reason = f"{type(exc).__name__}: {exc}"
             extra = {"document_id": str(job.document_id), "error": reason[:500]}
             logger.warning("ingest failed", extra=extra)
+            errortracking.capture(
+                exc, service="agents", job="ingest", document_id=str(job.document_id),
+                user_id=str(job.owner_id),
+            )  # fmt: skip
             with contextlib.suppress(Exception):
-                await jobs.finish_failed(self.sessionmaker, self.outbox, self.id, job, reason)
+                if await jobs.finish_failed(self.sessionmaker, self.outbox, self.id, job, reason):
+                    metrics.FINISHED.labels("failed").inc()
         finally:
             beat.cancel()
             slot.job = None
@@ -203,6 +224,7 @@ class IngestWorker:
                     f"the embedding model returned vectors of another size than {job.dimension}"
                 )
             parts.append(part)
+            metrics.CHUNKS_EMBEDDED.labels("local" if model is None else "remote").inc(len(batch))
             job.done += len(batch)
             if not await jobs.heartbeat(self.sessionmaker, self.id, job,
                                         self.settings.ingest_lease_seconds):  # fmt: skip
