@@ -74,6 +74,7 @@ def _shared_limits(
         batch=settings.limits_batch,
         timeout=settings.limits_timeout_seconds,
         retry_seconds=settings.limits_retry_seconds,
+        sync_seconds=settings.limits_sync_seconds,
         ttl_seconds=min(max(refill, settings.api_key_negative_cache_seconds, 60.0), 86_400.0),
     )
 
@@ -113,6 +114,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         state["ready"] = True
 
     async def close_clients(app: FastAPI) -> None:
+        await limits.aclose()
         await app.state.verifier.aclose()
         await app.state.http.close()
 

@@ -77,8 +77,10 @@ class GatewaySettings(ServiceSettings):
     limits_batch: int = Field(default=4, ge=1, le=1000)
     #: A store operation slower than this counts as unreachable: per-replica limits
     #: for ``limits_retry_seconds``, then the store is tried again.
-    limits_timeout_seconds: float = Field(default=0.25, gt=0)
+    limits_timeout_seconds: float = Field(default=0.5, gt=0)
     limits_retry_seconds: float = Field(default=1.0, gt=0)
+    #: Admissions of this long join one write to the store (unless a batch is pending).
+    limits_sync_seconds: float = Field(default=0.01, ge=0, le=1)
     #: Consecutive outages of an upstream's route group (refused or reset connections,
     #: timeouts, 503s the upstream marks as its own) that open its circuit, and how long.
     breaker_failures: int = Field(default=5, ge=1)
