@@ -282,16 +282,21 @@ def test_two_gateway_replicas_answer_behind_the_printed_port(tmp_path):
         assert f"gateway:  http://127.0.0.1:{port} (2 replicas" in banner
         replicas = dict(re.findall(r"^\s+(gateway-\d)\s+(\S+)$", banner, re.MULTILINE))
         assert sorted(replicas) == ["gateway-1", "gateway-2"]
+        front_log = data_dir / "logs" / "gateway-front.log"
+        before = len(front_log.read_text().splitlines())  # start-up's readiness polls
         for _ in range(6):  # a new connection each time
             with httpx.Client(timeout=10) as client:
                 ready = client.get(f"http://127.0.0.1:{port}/health/ready")
             assert ready.status_code == 200, ready.text
-        for url in replicas.values():  # each replica is a gateway of its own
+        deadline = time.monotonic() + 30  # the front logs a connection once it is closed
+        while len(ours := front_log.read_text().splitlines()[before:]) < 6:
+            assert time.monotonic() < deadline, ours
+            time.sleep(0.05)
+        for url in replicas.values():  # three connections each, every one answered
+            answered = re.findall(rf"-> {re.escape(url[7:])}, (\d+) bytes back", "\n".join(ours))
+            assert len(answered) == 3 and all(int(n) > 0 for n in answered), ours
+        for url in replicas.values():  # and each replica is a gateway of its own
             assert httpx.get(f"{url}/health/live", timeout=10).status_code == 200
-        front_log = (data_dir / "logs" / "gateway-front.log").read_text()
-        for url in replicas.values():
-            answered = re.findall(rf"-> {re.escape(url[7:])}, (\d+) bytes back", front_log)
-            assert len(answered) >= 3 and all(int(n) > 0 for n in answered), front_log
     finally:
         process.send_signal(signal.SIGTERM)
         try:
