@@ -75,6 +75,7 @@ async def gateway(common_settings, service_options):
                 chat_url=chat_url, internal_token=TEST_INTERNAL_TOKEN,
                 groups={name: GENEROUS for name in
                         ("auth", "identity", "agents", "knowledge", "chat", "chat_runs")},
+                limits_scope=uuid.uuid4().hex,  # limits shared with no other test
             ),
             **options["gateway"],
         )  # fmt: skip

@@ -254,3 +254,78 @@ async def test_embedded_postgres_keeps_data_and_survives_a_stale_pid_file(tmp_pa
     finally:
         server.stop()
     assert leftovers(tmp_path, [server.port]) == []
+
+
+@pytest.mark.timeout(420)
+def test_two_gateway_replicas_answer_behind_the_printed_port(tmp_path):
+    """``--replicas gateway=2``: two gateway processes, one round-robin front on the printed
+    port; connections alternate between them and each one answers."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    process = subprocess.Popen(
+        [*up_command(data_dir, port), "--replicas", "gateway=2"],
+        # Six services start at once: give a busy test machine time.
+        env=clean_env() | {"AGENTMESH_UP_READY_SECONDS": "240"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        assert process.stdout is not None
+        while not (lines and lines[-1].startswith("Press Ctrl-C")):
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                raise AssertionError(f"agentmesh up exited: {process.stderr.read()}")
+            lines.append(line)
+        banner = "".join(lines)
+        assert f"gateway:  http://127.0.0.1:{port} (2 replicas" in banner
+        replicas = dict(re.findall(r"^\s+(gateway-\d)\s+(\S+)$", banner, re.MULTILINE))
+        assert sorted(replicas) == ["gateway-1", "gateway-2"]
+        front_log = data_dir / "logs" / "gateway-front.log"
+        before = len(front_log.read_text().splitlines())  # start-up's readiness polls
+        for _ in range(6):  # a new connection each time
+            with httpx.Client(timeout=10) as client:
+                ready = client.get(f"http://127.0.0.1:{port}/health/ready")
+            assert ready.status_code == 200, ready.text
+        deadline = time.monotonic() + 30  # the front logs a connection once it is closed
+        while len(ours := front_log.read_text().splitlines()[before:]) < 6:
+            assert time.monotonic() < deadline, ours
+            time.sleep(0.05)
+        for url in replicas.values():  # three connections each, every one answered
+            answered = re.findall(rf"-> {re.escape(url[7:])}, (\d+) bytes back", "\n".join(ours))
+            assert len(answered) == 3 and all(int(n) > 0 for n in answered), ours
+        for url in replicas.values():  # and each replica is a gateway of its own
+            assert httpx.get(f"{url}/health/live", timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        stderr = process.stderr.read() if process.stderr else ""
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    ports = [port] + [int(u.rsplit(":", 1)[1]) for u in replicas.values()]
+    assert leftovers(data_dir, ports) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("web=2", "--replicas: unknown service 'web' (one of identity, agents, chat, gateway)"),
+        ("chat=0", "--replicas: chat needs a count from 1 to 8, not '0'"),
+        ("chat", "--replicas: chat needs a count from 1 to 8, not ''"),
+    ],
+)
+def test_a_wrong_replicas_option_fails_at_once_with_one_line(tmp_path, value, error):
+    result = subprocess.run(
+        [*up_command(tmp_path / "d", free_port()), "--replicas", value],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"agentmesh up: {error}"

@@ -117,6 +117,7 @@ async def gateway_url(common_settings):
                 chat_url=chat_url, internal_token=TEST_INTERNAL_TOKEN,
                 groups={name: UNLIMITED for name in GROUPS},
                 auth_failure_limit=UNLIMITED["rate_limit"],
+                limits_scope=uuid.uuid4().hex,
             ),
         )))  # fmt: skip
         yield url

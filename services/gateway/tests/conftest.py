@@ -132,6 +132,7 @@ async def platform(common_settings):
             auth_failure_limit={"rate": 0.001, "burst": 20},
             cors_origins=["https://app.example.com"],
             trusted_proxies=["10.9.9.9", "10.44.0.0/16"],
+            limits_scope=uuid.uuid4().hex,  # limits shared with no other test's gateway
         )  # fmt: off
         gateway = create_gateway(settings)
         gateway_url = await stack.enter_async_context(serve_app(gateway))

@@ -17,6 +17,7 @@ from agentmesh.gateway.ratelimit import RateLimiter
 from agentmesh.gateway.routing import resolve
 from agentmesh.gateway.security import SecurityHeaders
 from agentmesh.gateway.settings import GatewaySettings
+from agentmesh.gateway.shared_limits import SharedLimits
 from agentmesh.gateway.upstreams import readiness_checks
 from agentmesh.shared.auth import JWTVerifier, note_principal
 from agentmesh.shared.errors import AppError, NotFound, Unauthorized
@@ -49,6 +50,34 @@ def request_scheme(request: Request, trusted: TrustedProxies) -> str:
     return request.url.scheme
 
 
+def _shared_limits(
+    settings: GatewaySettings, runtime: ServiceRuntime, local: RateLimiter
+) -> SharedLimits:
+    """The limits every replica shares through NATS (per replica when turned off)."""
+    broker = runtime.broker
+
+    def jetstream() -> object | None:
+        try:
+            state = broker.config.connection_state  # type: ignore[union-attr]
+            return state.stream if state.connection.is_connected else None
+        except Exception:  # not connected yet (faststream's IncorrectState)
+            return None
+
+    limits = [settings.auth_failure_limit] + [p.rate_limit for p in settings.groups.values()]
+    # An idle key dropped by the bucket is a full bucket: keep keys until they would be.
+    refill = max(limit.burst / limit.rate for limit in limits)
+    return SharedLimits(
+        jetstream if settings.shared_limits and broker is not None else None,
+        local,
+        scope=settings.limits_scope,
+        batch=settings.limits_batch,
+        timeout=settings.limits_timeout_seconds,
+        retry_seconds=settings.limits_retry_seconds,
+        sync_seconds=settings.limits_sync_seconds,
+        ttl_seconds=min(max(refill, settings.api_key_negative_cache_seconds, 60.0), 86_400.0),
+    )
+
+
 def create_app(settings: GatewaySettings | None = None, **runtime_options: object) -> FastAPI:
     """Build the gateway app; ``runtime_options`` go to ``ServiceRuntime``."""
     settings = settings or GatewaySettings.load()
@@ -59,6 +88,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     # gateway out (it keeps the last known deny list).
     runtime.readiness.pop("nats", None)
     limiter = RateLimiter()
+    limits = _shared_limits(settings, runtime, limiter)
     trusted = TrustedProxies(settings.trusted_proxies)
     state: dict[str, object] = {}
 
@@ -83,10 +113,11 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         state["ready"] = True
 
     async def close_clients(app: FastAPI) -> None:
+        await limits.aclose()
         await app.state.verifier.aclose()
         await app.state.http.close()
 
-    authenticator = Authenticator(settings, None, None)  # type: ignore[arg-type]
+    authenticator = Authenticator(settings, None, None, shared=limits)  # type: ignore[arg-type]
     events.register(runtime, authenticator)
     runtime.startup_hooks.append(open_clients)
     runtime.shutdown_hooks.append(close_clients)
@@ -101,6 +132,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     )
     app.state.authenticator = authenticator
     app.state.limiter = limiter
+    app.state.limits = limits
     runtime.readiness.update(readiness_checks(app, settings))
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -143,7 +175,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
             except Unauthorized:
                 # Bad credentials cost the caller's IP, so guessing keys or flooding
                 # random tokens is limited too (each may cost identity a lookup).
-                failed = limiter.take(
+                failed = await limits.take(
                     "auth_failures", f"ip:{ip_bucket(ip)}", settings.auth_failure_limit
                 )
                 if not failed.allowed:
@@ -154,7 +186,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
                     ) from None
                 raise
         keys = caller.limit_keys if caller else (f"ip:{ip_bucket(ip)}",)
-        decision = limiter.take(route.group, keys, settings.policy(route.group).rate_limit)
+        decision = await limits.take(route.group, keys, settings.policy(route.group).rate_limit)
         if not decision.allowed:
             RATE_LIMITED.labels(route.group).inc()
             raise RateLimited("Slow down: the rate limit of this route is exceeded.",

@@ -7,7 +7,10 @@ gateway's own port is public).
   half-open, read at scrape time from every live proxy;
 - ``agentmesh_gateway_api_key_cache_total{result}``: API-key lookups served from the cache
   (``hit``), by an exchange with identity (``miss``), or refused from the negative cache
-  (``refused``).
+  (``refused``);
+- ``agentmesh_gateway_limits_fallback``: 1 while this replica decides rate limits alone
+  because the shared store (JetStream KV) is unreachable, and
+  ``agentmesh_gateway_limits_fallbacks_total``: requests that found it unreachable.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -25,6 +28,15 @@ RATE_LIMITED = Counter(
 )
 API_KEY_CACHE = Counter(
     "agentmesh_gateway_api_key_cache", "API-key lookups by outcome.", ["result"]
+)
+
+LIMITS_FALLBACK = Gauge(
+    "agentmesh_gateway_limits_fallback",
+    "1 while rate limits are per replica because the shared store is unreachable.",
+)
+LIMITS_FALLBACKS = Counter(
+    "agentmesh_gateway_limits_fallbacks",
+    "Times the shared rate-limit store was found unreachable (then per-replica limits).",
 )
 
 _PROXIES: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -22,6 +22,7 @@ from starlette.datastructures import Headers
 
 from agentmesh.gateway.metrics import API_KEY_CACHE
 from agentmesh.gateway.settings import GatewaySettings
+from agentmesh.gateway.shared_limits import SharedLimits
 from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.errors import AppError, ServiceUnavailable, Unauthorized
 
@@ -68,9 +69,15 @@ def credentials(headers: Headers) -> tuple[str, str] | None:
 
 class Authenticator:
     def __init__(
-        self, settings: GatewaySettings, session: aiohttp.ClientSession, verifier: JWTVerifier
+        self,
+        settings: GatewaySettings,
+        session: aiohttp.ClientSession,
+        verifier: JWTVerifier,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.settings = settings
+        #: Refused API keys are also remembered there, for every replica.
+        self.shared = shared
         self.session = session
         self.verifier = verifier
         self.exchange_url = f"{settings.upstreams()['identity']}/internal/api-keys/exchange"
@@ -138,6 +145,15 @@ class Authenticator:
         inflight = self._inflight.get(digest)
         if inflight is not None:  # concurrent first uses share one exchange
             return await asyncio.shield(inflight)
+        if self.shared is not None and self.settings.api_key_negative_cache_seconds > 0:
+            until = await self.shared.refused_until(digest)  # refused by another replica?
+            if until is not None:
+                self._remember_refused(digest, time.monotonic() + until - time.time())
+                API_KEY_CACHE.labels("refused").inc()
+                raise InvalidApiKey("The API key is invalid, expired or revoked.")
+            inflight = self._inflight.get(digest)  # started while we looked
+            if inflight is not None:
+                return await asyncio.shield(inflight)
         API_KEY_CACHE.labels("miss").inc()
         future: asyncio.Future[Caller] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
@@ -151,16 +167,20 @@ class Authenticator:
             return caller
         except BaseException as exc:
             if isinstance(exc, InvalidApiKey):
-                self._refused[digest] = (
-                    time.monotonic() + self.settings.api_key_negative_cache_seconds
-                )
-                if len(self._refused) > self.settings.api_key_cache_size:
-                    self._refused.popitem(last=False)
+                seconds = self.settings.api_key_negative_cache_seconds
+                self._remember_refused(digest, time.monotonic() + seconds)
+                if self.shared is not None and seconds > 0:
+                    await self.shared.remember_refused(digest, time.time() + seconds)
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:
             del self._inflight[digest]
+
+    def _remember_refused(self, digest: str, until: float) -> None:
+        self._refused[digest] = until
+        if len(self._refused) > self.settings.api_key_cache_size:
+            self._refused.popitem(last=False)
 
     async def _exchange(self, key: str) -> tuple[Caller, float]:
         self.exchanges += 1

@@ -3,8 +3,9 @@
 A request with an API key takes from the key's bucket and from its user's; IPv6
 clients share one bucket per /64 (see ``addresses.ip_bucket``).
 
-The limit is per replica: with N gateway replicas behind a balancer a client gets up to
-N times the configured rate. Size ``rate`` as the cluster-wide limit divided by N.
+These buckets are this replica's own: the gateway uses them when limits are not shared
+(``GATEWAY_SHARED_LIMITS=false``) or while the shared store is unreachable
+(``shared_limits.SharedLimits``); then N replicas admit up to N times the rate.
 """
 
 from __future__ import annotations

@@ -67,6 +67,20 @@ class GatewaySettings(ServiceSettings):
     auth_failure_limit: RateLimit = RateLimit(rate=1, burst=20)
     #: A refused API key is remembered this long, so repeats cost identity nothing.
     api_key_negative_cache_seconds: float = Field(default=5.0, ge=0)
+    #: Rate limits, the failed-authentication limit and refused API keys are shared by
+    #: every replica with the same scope through JetStream KV (docs/scaling.md); off:
+    #: each replica keeps its own.
+    shared_limits: bool = True
+    limits_scope: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Tokens a replica leases from a shared bucket at once (at most a quarter of the
+    #: burst): fewer round trips to NATS, at the cost of one batch of tolerance.
+    limits_batch: int = Field(default=4, ge=1, le=1000)
+    #: A store operation slower than this counts as unreachable: per-replica limits
+    #: for ``limits_retry_seconds``, then the store is tried again.
+    limits_timeout_seconds: float = Field(default=0.5, gt=0)
+    limits_retry_seconds: float = Field(default=1.0, gt=0)
+    #: Admissions of this long join one write to the store (unless a batch is pending).
+    limits_sync_seconds: float = Field(default=0.01, ge=0, le=1)
     #: Consecutive outages of an upstream's route group (refused or reset connections,
     #: timeouts, 503s the upstream marks as its own) that open its circuit, and how long.
     breaker_failures: int = Field(default=5, ge=1)

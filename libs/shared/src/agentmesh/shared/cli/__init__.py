@@ -30,11 +30,15 @@ def up(
         Path | None, typer.Option(help="Data directory [env AGENTMESH_DATA_DIR, ./.agentmesh]")
     ] = None,
     host: Annotated[str, typer.Option(help="Address the gateway binds")] = "127.0.0.1",
+    replicas: Annotated[
+        str | None,
+        typer.Option(help="Replicas per service behind its port, e.g. gateway=2,chat=2"),
+    ] = None,
 ) -> None:
     """Run the whole platform: embedded Postgres and NATS, migrations, the four services."""
     from agentmesh.shared.cli.up import run_up
 
-    raise typer.Exit(run_up(port=port, data_dir=data_dir, host=host))
+    raise typer.Exit(run_up(port=port, data_dir=data_dir, host=host, replicas=replicas))
 
 
 @app.command()

@@ -5,6 +5,9 @@ stop children in order: services, then NATS, then Postgres) with a parent-death 
 (so a killed supervisor leaves no orphan uvicorn behind). Postgres is daemonized by
 pg_ctl, so it is stopped in ``finally`` and, as a last resort, at exit; a postmaster left
 by a SIGKILLed supervisor is stopped by the next ``agentmesh up`` on the same data dir.
+
+``--replicas gateway=2,chat=2`` runs several processes of a service, each on a port of its
+own, behind a round-robin TCP front (``shared.local.front``) on the service's usual port.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ SERVICES = ("identity", "agents", "chat", "gateway")
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 MIGRATE_TIMEOUT = 300.0
+MAX_REPLICAS = 8
 
 
 class UpError(Exception):
@@ -108,6 +112,28 @@ def _service_command(name: str, host: str, port: int) -> list[str]:
     ]
 
 
+def parse_replicas(text: str | None) -> dict[str, int]:
+    """``"gateway=2,chat=2"`` -> ``{"gateway": 2, "chat": 2}``; one line of error when wrong."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, raw = part.partition("=")
+        name = name.strip()
+        if name not in SERVICES:
+            raise UpError(f"--replicas: unknown service {name!r} (one of {', '.join(SERVICES)})")
+        if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_REPLICAS:
+            raise UpError(f"--replicas: {name} needs a count from 1 to {MAX_REPLICAS}, not {raw!r}")
+        counts[name] = int(raw)
+    return counts
+
+
+def _front_command(host: str, port: int, backends: list[int]) -> list[str]:
+    """The round-robin TCP front of a service's replicas (``shared.local.front``)."""
+    args = [sys.executable, "-m", "agentmesh.shared.local.front", "--listen", f"{host}:{port}"]
+    for backend in backends:
+        args += ["--backend", f"127.0.0.1:{backend}"]
+    return args
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:  # files, not pipes: nobody reads a pipe while we wait
         return subprocess.Popen(
@@ -147,8 +173,18 @@ def _is_ready(base_url: str) -> bool:
         return False
 
 
+def _ready_timeout() -> float:
+    """``AGENTMESH_UP_READY_SECONDS`` (a slow or busy machine), else ``READY_TIMEOUT``."""
+    raw = os.environ.get("AGENTMESH_UP_READY_SECONDS", "")
+    try:
+        return float(raw) if raw else READY_TIMEOUT
+    except ValueError:
+        raise UpError(f"invalid AGENTMESH_UP_READY_SECONDS {raw!r}") from None
+
+
 def _wait_ready(children: list[Child], logs: Path, check_stop: Callable[[], None]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
+    timeout = _ready_timeout()
+    deadline = time.monotonic() + timeout
     pending = list(children)
     while pending:
         check_stop()
@@ -163,7 +199,7 @@ def _wait_ready(children: list[Child], logs: Path, check_stop: Callable[[], None
                 pending.remove(child)
         if pending and time.monotonic() > deadline:
             names = ", ".join(c.name for c in pending)
-            raise UpError(f"not ready within {READY_TIMEOUT:.0f}s: {names}; see {logs}")
+            raise UpError(f"not ready within {timeout:.0f}s: {names}; see {logs}")
         if pending:
             time.sleep(0.2)
 
@@ -187,11 +223,19 @@ def _banner(root: Path, logs: Path, host: str, children: list[Child], env: dict[
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     gateway = next(c for c in children if c.name == "gateway")
     base = f"http://{shown}:{gateway.port}"
-    typer.echo(f"  gateway:  {base}")
+
+    def replicas_of(name: str) -> str:
+        count = sum(1 for c in children if c.name.startswith(f"{name}-"))
+        return f" ({count} replicas behind a round-robin front)" if count else ""
+
+    typer.echo(f"  gateway:  {base}{replicas_of('gateway')}")
     typer.echo(f"  docs:     {base}/docs")
     for child in children:
-        if child.name != "gateway":
-            typer.echo(f"  {child.name + ':':<9} {child.url}")
+        if child.name in SERVICES[:-1]:
+            typer.echo(f"  {child.name + ':':<9} {child.url}{replicas_of(child.name)}")
+    for child in children:
+        if child.name not in SERVICES:
+            typer.echo(f"    {child.name:<10} {child.url}")
     typer.echo(f"  postgres: {env['AGENTMESH_DATABASE_URL']}")
     typer.echo(f"  nats:     {env['AGENTMESH_NATS_URL']}")
     typer.echo(f"  data:     {root} (logs in {logs})")
@@ -199,7 +243,9 @@ def _banner(root: Path, logs: Path, host: str, children: list[Child], env: dict[
     sys.stdout.flush()
 
 
-def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
+def run_up(
+    *, port: int | None, data_dir: Path | None, host: str, replicas: str | None = None
+) -> int:
     """Run until SIGINT/SIGTERM/SIGHUP; returns the exit code. Errors: one line on stderr."""
     stop_requested = False
 
@@ -218,6 +264,7 @@ def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
     children: list[Child] = []
     code = 0
     try:
+        counts = parse_replicas(replicas)
         gateway_port = _gateway_port(port)
         if not port_is_free(host, gateway_port):
             raise UpError(
@@ -256,16 +303,35 @@ def run_up(*, port: int | None, data_dir: Path | None, host: str) -> int:
         ports = {name: _pick_port(state, name, taken) for name in SERVICES[:-1]}
         ports["gateway"] = gateway_port
         state.update(ports)
+        # Several replicas of a service: each on a port of its own, a front on the
+        # service's port (the one printed and given to the other services).
+        replica_ports = {
+            name: [_pick_port(state, f"{name}-{i}", taken) for i in range(1, n + 1)]
+            for name, n in counts.items()
+            if n > 1
+        }
+        for name, numbers in replica_ports.items():
+            state.update({f"{name}-{i}": p for i, p in enumerate(numbers, 1)})
         state_file.write_text(json.dumps(state))
         env["AGENTMESH_JWKS_URL"] = f"http://127.0.0.1:{ports['identity']}/.well-known/jwks.json"
         for name in ("identity", "agents", "chat"):
             env[f"GATEWAY_{name.upper()}_URL"] = f"http://127.0.0.1:{ports[name]}"
         for name in SERVICES:
             service_host = host if name == "gateway" else "127.0.0.1"
-            process = _spawn(
-                _service_command(name, service_host, ports[name]), env, logs / f"{name}.log"
+            if name not in replica_ports:
+                process = _spawn(
+                    _service_command(name, service_host, ports[name]), env, logs / f"{name}.log"
+                )
+                children.append(Child(name, ports[name], process))
+                continue
+            for i, replica_port in enumerate(replica_ports[name], 1):
+                command = _service_command(name, "127.0.0.1", replica_port)
+                process = _spawn(command, env, logs / f"{name}-{i}.log")
+                children.append(Child(f"{name}-{i}", replica_port, process))
+            front = _front_command(service_host, ports[name], replica_ports[name])
+            children.append(
+                Child(name, ports[name], _spawn(front, env, logs / f"{name}-front.log"))
             )
-            children.append(Child(name, ports[name], process))
         _wait_ready(children, logs, check_stop)
 
         typer.echo(f"AgentMesh is up in {time.monotonic() - started:.1f}s")
