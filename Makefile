@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 # --frozen installs exactly the lock; with no lock yet, resolve and write one.
 UV_SYNC = if [ -f uv.lock ]; then uv sync --frozen; else uv sync; fi
 
-.PHONY: up test lint bench install-uv sync parity-reference
+.PHONY: up test lint bench docs docs-serve install-uv sync parity-reference
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet --break-system-packages uv
@@ -27,6 +27,14 @@ lint: sync
 ## make bench: every benchmark (not part of the tests)
 bench: sync
 	uv run python -m bench $(ARGS)
+
+## make docs: the documentation site (mkdocs.yml, docs/) into site/, strictly, offline
+docs: install-uv
+	uv run --frozen --group docs mkdocs build --strict $(ARGS)
+
+## make docs-serve: preview the site at http://127.0.0.1:8000 (ARGS="-a 127.0.0.1:9001")
+docs-serve: install-uv
+	uv run --frozen --group docs mkdocs serve $(ARGS)
 
 ## make parity-reference: regenerate the local embedding model's parity reference with
 ## sentence-transformers (and torch, several GB) in a throwaway environment, never the project's
