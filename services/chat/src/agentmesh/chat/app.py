@@ -13,6 +13,7 @@ from agentmesh.chat.conversations.router import router as conversations_router
 from agentmesh.chat.llm.resolve import warm_providers
 from agentmesh.chat.models import EVENT_TABLES
 from agentmesh.chat.openai_compat.router import router as openai_router
+from agentmesh.chat.responses.router import router as responses_router
 from agentmesh.chat.runs.executor import RunExecutor
 from agentmesh.chat.runs.hub import RunHub
 from agentmesh.chat.runs.orphans import RunWatch
@@ -42,7 +43,14 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     app = runtime.create_app(
         title="AgentMesh chat",
         description="Conversations, LangChain runs with tools and memory, resumable streams.",
-        routers=[conversations_router, runs_router, usage_router, budgets_router, openai_router],
+        routers=[
+            conversations_router,
+            runs_router,
+            usage_router,
+            budgets_router,
+            responses_router,
+            openai_router,
+        ],  # /v1's catch-all last
     )
     app.state.hub = hub
     app.state.agents_client = AgentsClient(
