@@ -88,7 +88,37 @@ def upgrade() -> None:
         schema="chat",
     )
 
+    op.create_table(
+        "conversation_items",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("conversation_id", sa.Uuid(), nullable=False),
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("item", JSON, nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["chat.conversations.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_conversation_items_conversation_id_conversations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_conversation_items")),
+        schema="chat",
+    )
+    op.create_index(
+        "ix_conversation_items_conversation_id_id",
+        "conversation_items",
+        ["conversation_id", "id"],
+        schema="chat",
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("conversation_items", schema="chat")
     op.drop_table("conversation_meta", schema="chat")
     op.drop_table("responses", schema="chat")

@@ -10,6 +10,7 @@ from faststream.nats import NatsMessage
 from agentmesh.chat import events
 from agentmesh.chat.agents_client import AgentsClient
 from agentmesh.chat.conversations.router import router as conversations_router
+from agentmesh.chat.conversations_api.router import router as conversations_api_router
 from agentmesh.chat.llm.resolve import warm_providers
 from agentmesh.chat.models import EVENT_TABLES
 from agentmesh.chat.openai_compat.router import router as openai_router
@@ -49,8 +50,9 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
             usage_router,
             budgets_router,
             responses_router,
-            openai_router,
-        ],  # /v1's catch-all last
+            conversations_api_router,
+            openai_router,  # last: its catch-all answers any other /v1 path
+        ],
     )
     app.state.hub = hub
     app.state.agents_client = AgentsClient(

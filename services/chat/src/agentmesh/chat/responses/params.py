@@ -166,8 +166,18 @@ def validate(body: ResponseRequest) -> None:
     _text(body)
     _tools(body)
     check_metadata(body.metadata)
-    if body.conversation is not None:
-        raise _refuse("conversation", "conversation is not supported yet.")
+    if body.conversation is not None and body.previous_response_id is not None:
+        raise _refuse(
+            "conversation", "conversation and previous_response_id cannot be used together."
+        )
+    if isinstance(body.conversation, dict) and not isinstance(body.conversation.get("id"), str):
+        raise _refuse("conversation.id", 'conversation is an id or {"id": ...}.')
+
+
+def conversation_ref(body: ResponseRequest) -> str | None:
+    if isinstance(body.conversation, dict):
+        return body.conversation["id"]
+    return body.conversation
 
 
 def client_tools(body: ResponseRequest) -> list[dict[str, Any]] | None:

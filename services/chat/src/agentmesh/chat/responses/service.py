@@ -17,9 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentmesh.chat.conversations_api import store as conversations
 from agentmesh.chat.llm.memory import plan_prompt
 from agentmesh.chat.llm.tokens import message_text
-from agentmesh.chat.models import new_id
+from agentmesh.chat.models import Conversation, new_id
 from agentmesh.chat.openai_compat.service import InvalidRequest, resolve_model
 from agentmesh.chat.responses import items as item_io
 from agentmesh.chat.responses import params
@@ -54,6 +55,7 @@ class Started:
     row: dict[str, Any]
     stored: bool
     include_results: bool
+    access: Access
     channel: RunChannel | None = None
     finished: asyncio.Task[dict[str, Any]] | None = field(default=None)
 
@@ -133,6 +135,15 @@ async def start(
         if body.previous_response_id
         else []
     )
+    conversation = None
+    reference = params.conversation_ref(body)
+    if reference is not None:
+        conversation, _ = await conversations.get(session, access, reference, param="conversation")
+        if not await conversations.bind(session, conversation, snapshot.agent_id):
+            raise InvalidRequest(
+                "This conversation is bound to another agent (model).", extra={"param": "model"}
+            )
+        history = await conversations.items(session, conversation)
     item_io.check_calls(history, new_items)
     system, messages = item_io.to_langchain(history + new_items)
     if not messages:
@@ -158,7 +169,7 @@ async def start(
         "model": body.model,
         "status": "in_progress",
         "previous_response_id": run_id_of(body.previous_response_id or ""),
-        "conversation_id": None,
+        "conversation_id": conversation.id if conversation else None,
         "background": False,
         "params": params.echoed(body, config),
         "input_items": new_items,
@@ -199,7 +210,7 @@ async def start(
         tool_choice=params.tool_choice(body) if body.tools else None,
     )
     include = "file_search_call.results" in (body.include or [])
-    return Started(plan=plan, row=row, stored=body.stored, include_results=include)
+    return Started(plan=plan, row=row, stored=body.stored, include_results=include, access=access)
 
 
 def run(state: Any, started: Started) -> None:
@@ -269,6 +280,16 @@ async def finalize(state: Any, started: Started) -> dict[str, Any]:
                 await session.execute(statement)
         except Exception:  # the run and its usage are recorded; the body is not
             logger.exception("response not recorded", extra={"run_id": str(row["id"])})
+    if row["conversation_id"] is not None and row["status"] in ("completed", "incomplete"):
+        try:  # the turn joins the conversation: its input, then its output
+            async with state.sessionmaker() as session, session.begin():
+                conversation = await session.get(Conversation, row["conversation_id"])
+                if conversation is not None:
+                    await conversations.add(
+                        session, started.access, conversation, row["input_items"] + row["output"]
+                    )
+        except Exception:
+            logger.exception("conversation not updated", extra={"run_id": str(row["id"])})
     return row
 
 

@@ -60,3 +60,21 @@ class ConversationMeta(Base):
     user_id: Mapped[uuid.UUID] = mapped_column()
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ConversationExtraItem(Base):
+    """A Conversations API item with no native message to hold it (``function_call``,
+    ``function_call_output``, system and developer messages, ...). Items list as one
+    sequence with the conversation's messages, in id (time) order."""
+
+    __tablename__ = "conversation_items"
+    __table_args__ = (Index("ix_conversation_items_conversation_id_id", "conversation_id", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column()
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    item: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
