@@ -47,3 +47,29 @@ async def test_agents_sdk_streamed_run(sdk_account):
         ]
         assert deltas and "".join(deltas) == result.final_output
         assert result.final_output.startswith('You said: "Hello, streaming agent"')
+
+
+async def test_agents_sdk_conversations_session_across_two_runs(sdk_account):
+    from agents.memory import OpenAIConversationsSession
+
+    account = await sdk_account()
+    async with openai.AsyncOpenAI(base_url=account.base_url, api_key=account.api_key) as client:
+        session = OpenAIConversationsSession(openai_client=client)
+        agent = sdk_agent(client)
+        first = await Runner.run(agent, "My name is Ada", session=session)
+        assert first.final_output.startswith('You said: "My name is Ada"')
+        second = await Runner.run(agent, "What is my name?", session=session)
+        assert second.final_output.startswith('You said: "What is my name?"')
+        items = await session.get_items()
+        texts = [item["content"][0]["text"] for item in items]
+        assert texts == [
+            "My name is Ada",
+            first.final_output,
+            "What is my name?",
+            second.final_output,
+        ]
+        # The second run saw the first: the session's items went in as input.
+        assert (
+            second.raw_responses[0].usage.input_tokens > first.raw_responses[0].usage.input_tokens
+        )
+        await session.clear_session()

@@ -125,3 +125,36 @@ async def test_function_tool_round_trip(sdk_account):
         done = next(e for e in events if e.type == "response.function_call_arguments.done")
         assert json.loads(done.arguments) == json.loads(call.arguments)
         assert events[-1].response.output[-1].type == "function_call"
+
+
+async def test_conversations_with_items(sdk_account):
+    account = await sdk_account()
+    async with openai.AsyncOpenAI(base_url=account.base_url, api_key=account.api_key) as client:
+        conversation = await client.conversations.create(
+            metadata={"topic": "sdk"}, items=[{"role": "user", "content": "I am Ada"}]
+        )
+        assert conversation.id.startswith("conv_") and conversation.metadata == {"topic": "sdk"}
+        response = await client.responses.create(
+            model="keeper", conversation=conversation.id, input="Who am I?"
+        )
+        assert response.conversation is not None and response.conversation.id == conversation.id
+        items = [
+            item async for item in client.conversations.items.list(conversation.id, order="asc")
+        ]
+        assert [item.type for item in items] == ["message"] * 3
+        assert items[0].content[0].text == "I am Ada"
+        assert items[-1].role == "assistant" and items[-1].content[0].text == response.output_text
+        created = await client.conversations.items.create(
+            conversation.id, items=[{"type": "message", "role": "user", "content": "More"}]
+        )
+        one = await client.conversations.items.retrieve(
+            created.data[0].id, conversation_id=conversation.id
+        )
+        assert one.content[0].text == "More"
+        await client.conversations.items.delete(one.id, conversation_id=conversation.id)
+        updated = await client.conversations.update(conversation.id, metadata={"topic": "x"})
+        assert updated.metadata == {"topic": "x"}
+        deleted = await client.conversations.delete(conversation.id)
+        assert deleted.deleted is True
+        with pytest.raises(openai.NotFoundError):
+            await client.conversations.retrieve(conversation.id)
