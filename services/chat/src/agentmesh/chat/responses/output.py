@@ -50,10 +50,10 @@ def _text_part(text: str) -> dict[str, Any]:
 
 class OutputBuilder:
     def __init__(
-        self, run_id: uuid.UUID, config: dict[str, Any], *, include_results: bool = False
+        self, run_id: uuid.UUID, labels: dict[str, str], *, include_results: bool = False
     ) -> None:
         self.hex = run_id.hex
-        self.labels = server_labels(config)
+        self.labels = labels
         self.include_results = include_results
         self.items: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None  # the message item text is going to
@@ -230,6 +230,53 @@ class OutputBuilder:
             )
         return events
 
+    def finish_items(self, final: list[dict[str, Any]]) -> list[Event]:
+        """The events that take what was streamed to ``final`` (the stored output): the
+        open message's last text, then the items the run's events did not show."""
+        events: list[Event] = []
+        for index, item in enumerate(final):
+            if index < len(self.items):
+                if self.items[index] is self.open:
+                    shown = self.open["content"][0]["text"]
+                    rest = _text_of(item)[len(shown) :]
+                    events += self._text(rest) if rest else []
+                    events += self.close_message(item.get("status") or "completed")
+                continue
+            events += self.close_message()
+            if item["type"] == "message":
+                events += self._open_message()
+                assert self.open is not None
+                self.open["id"] = item["id"]
+                events[-2][1]["item"]["id"] = events[-1][1]["item_id"] = item["id"]
+                text = _text_of(item)
+                events += self._text(text) if text else []
+                events += self.close_message(item.get("status") or "completed")
+            elif item["type"] == "function_call":
+                where = {"output_index": index, "item_id": item["id"]}
+                events.append(self._add({**item, "status": "in_progress", "arguments": ""}))
+                self.items[index] = dict(item)
+                events.append(
+                    (
+                        "response.function_call_arguments.delta",
+                        {**where, "delta": item["arguments"]},
+                    )
+                )
+                events.append(
+                    (
+                        "response.function_call_arguments.done",
+                        {**where, "name": item["name"], "arguments": item["arguments"]},
+                    )
+                )
+                events.append(("response.output_item.done", {"output_index": index, "item": item}))
+            else:  # a server tool's item whose events are gone: shown whole
+                events.append(self._add(item))
+                events.append(("response.output_item.done", {"output_index": index, "item": item}))
+        return events + self.close_message()
+
+
+def _text_of(item: dict[str, Any]) -> str:
+    return "".join(part.get("text") or "" for part in item.get("content") or [])
+
 
 def _copy(item: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(item))
@@ -260,7 +307,7 @@ def _search_results(text: str) -> list[dict[str, Any]]:
 
 def outcome_items(
     run_id: uuid.UUID,
-    config: dict[str, Any],
+    labels: dict[str, str],
     events: list[RunEvent],
     outcome: RunOutcome,
     *,
@@ -268,7 +315,7 @@ def outcome_items(
     include_results: bool = False,
 ) -> list[dict[str, Any]]:
     """The output items of a finished run, from its events (as its stream showed them)."""
-    builder = OutputBuilder(run_id, config, include_results=include_results)
+    builder = OutputBuilder(run_id, labels, include_results=include_results)
     for event in events:
         builder.feed(event)
     builder.finish(outcome, incomplete=incomplete)

@@ -111,8 +111,8 @@ def _neutral(body: ResponseRequest) -> None:
     for index, name in enumerate(body.include or []):
         if name not in INCLUDABLE:
             raise _refuse(f"include[{index}]", f"include {name!r} is not supported.")
-    if body.background:
-        raise _refuse("background", "Background responses are not supported yet.")
+    if body.background and body.store is False:
+        raise _refuse("background", "A background response must be stored (store: true).")
     if body.parallel_tool_calls is False:
         raise _refuse("parallel_tool_calls", "parallel_tool_calls: false is not supported.")
     options = body.stream_options or {}

@@ -15,14 +15,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete
 
+from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.openai_compat.completions import RunFailed
 from agentmesh.chat.openai_compat.errors import OpenAIRoute
 from agentmesh.chat.openai_compat.router import ERRORS
+from agentmesh.chat.openai_compat.service import InvalidRequest
 from agentmesh.chat.responses import service
 from agentmesh.chat.responses.output import run_id_of
 from agentmesh.chat.responses.params import ResponseRequest
-from agentmesh.chat.responses.stream import response_events
+from agentmesh.chat.responses.stream import replay, response_events
 from agentmesh.chat.responses.tables import StoredResponse
+from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local, settled
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
@@ -58,6 +61,8 @@ async def create_response(
     service.run(state, started)
     await session.commit()  # the response's row; no connection held for the run
     headers = {"X-Run-Id": str(started.plan.run_id)}
+    if body.background and not body.stream:  # it runs on, whoever listens
+        return JSONResponse(service.as_object(started.row), headers=headers)
     if body.stream:
         return event_stream(
             response_events(state.hub, started),  # type: ignore[arg-type]
@@ -72,11 +77,58 @@ async def create_response(
     return JSONResponse(service.as_object(row), headers=headers)
 
 
-@router.get("/{id}", responses=ERRORS)
-async def get_response(id: str, access: Caller, session: Session) -> Any:
-    """A stored response of your workspace, as it stands (in progress or ended)."""
+@router.get(
+    "/{id}",
+    responses={
+        **ERRORS,
+        200: {
+            "description": "The response; with stream=true, its events",
+            "content": sse_content(),
+        },
+    },
+)
+async def get_response(
+    id: str,
+    access: Caller,
+    session: Session,
+    request: Request,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0)] = None,
+) -> Any:
+    """A stored response of your workspace, as it stands (queued, in progress or ended).
+    With ``stream=true``, its events after ``starting_after`` (a sequence number), then
+    live until it ends: a dropped stream resumes here, on any replica."""
     row, run_status = await service.load(session, access, id)
-    return JSONResponse(service.as_object(row, run_status))
+    if not stream:
+        return JSONResponse(service.as_object(row, run_status))
+    await session.commit()  # no connection held while following the run
+    state = request.app.state
+    after = -1 if starting_after is None else starting_after
+    return event_stream(
+        replay(state, access, row, run_status, after),  # type: ignore[arg-type]
+        state.settings.heartbeat_seconds,
+    )
+
+
+@router.post("/{id}/cancel", responses=ERRORS)
+async def cancel_response(id: str, access: Caller, session: Session, request: Request) -> Any:
+    """Cancel a background response that is queued or in progress, on whichever replica
+    runs it; what it said so far is kept. An ended one is returned as it is."""
+    row, run_status = await service.load(session, access, id)
+    if not row["background"]:
+        raise InvalidRequest(
+            "Only background responses can be cancelled.", extra={"param": "response_id"}
+        )
+    await session.commit()
+    if service.as_object(row, run_status)["status"] in service.FINAL:
+        return JSONResponse(service.as_object(row, run_status))
+    state = request.app.state
+    await settled(state.hub, row["id"])
+    if not cancel_local(state.hub, row["id"]):
+        nc = nats_client(state.runtime.broker)
+        if nc is not None and nc.is_connected:
+            await nc.publish(f"{CANCEL_SUBJECT}.{row['id']}", b"")
+    return JSONResponse(await service.wait_final(state, access, id))
 
 
 @router.delete("/{id}", responses=ERRORS)

@@ -8,6 +8,7 @@ replica can read the result. The runs table keeps its usage, as for every run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from agentmesh.chat.models import Conversation, new_id
 from agentmesh.chat.openai_compat.service import InvalidRequest, resolve_model
 from agentmesh.chat.responses import items as item_io
 from agentmesh.chat.responses import params
-from agentmesh.chat.responses.output import outcome_items, response_id, run_id_of
+from agentmesh.chat.responses.output import outcome_items, response_id, run_id_of, server_labels
 from agentmesh.chat.responses.tables import StoredResponse
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
 from agentmesh.chat.runs.hub import RunChannel
@@ -167,11 +168,15 @@ async def start(
         "user_id": access.user_id,
         "agent_id": snapshot.agent_id,
         "model": body.model,
-        "status": "in_progress",
+        "status": "queued" if body.background else "in_progress",
         "previous_response_id": run_id_of(body.previous_response_id or ""),
         "conversation_id": conversation.id if conversation else None,
-        "background": False,
-        "params": params.echoed(body, config),
+        "background": bool(body.background),
+        "params": {
+            **params.echoed(body, config),
+            "server_labels": server_labels(config),
+            "include_results": "file_search_call.results" in (body.include or []),
+        },
         "input_items": new_items,
         "output": [],
         "usage": None,
@@ -238,7 +243,7 @@ def ended(started: Started, outcome: RunOutcome) -> dict[str, Any]:
     assert started.channel is not None
     row["output"] = outcome_items(
         started.plan.run_id,
-        started.plan.config,
+        started.row["params"]["server_labels"],
         started.channel.events,
         outcome,
         incomplete=incomplete,
@@ -266,6 +271,8 @@ def ended(started: Started, outcome: RunOutcome) -> dict[str, Any]:
 async def finalize(state: Any, started: Started) -> dict[str, Any]:
     """Wait for the run and record the response's end (only its status when not stored)."""
     assert started.channel is not None and started.channel.task is not None
+    if started.stored and started.row["status"] == "queued":
+        await _mark_in_progress(state, started)
     outcome: RunOutcome = await asyncio.shield(started.channel.task)
     row = ended(started, outcome)
     if started.stored:
@@ -291,6 +298,39 @@ async def finalize(state: Any, started: Started) -> dict[str, Any]:
         except Exception:
             logger.exception("conversation not updated", extra={"run_id": str(row["id"])})
     return row
+
+
+QUEUED_TO_RUNNING = text("""
+UPDATE chat.responses SET status = 'in_progress' WHERE id = :id AND status = 'queued'
+""")
+
+
+async def _mark_in_progress(state: Any, started: Started) -> None:
+    """A background response is in progress once its run has started."""
+    assert started.channel is not None
+    events = state.hub.follow_local(started.channel, 0)
+    async with contextlib.aclosing(events):
+        async for _ in events:
+            break
+    with contextlib.suppress(Exception):  # its end is what matters; that is written after
+        async with state.sessionmaker() as session, session.begin():
+            await session.execute(QUEUED_TO_RUNNING, {"id": started.plan.run_id})
+
+
+FINAL = ("completed", "failed", "cancelled", "incomplete")
+
+
+async def wait_final(state: Any, access: Access, id: str, *, timeout: float = 30.0) -> dict:
+    """The response once it has ended (or as it stands after ``timeout``), as an object."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with state.sessionmaker() as session:
+            row, run_status = await load(session, access, id)
+        found = as_object(row, run_status)
+        if found["status"] in FINAL or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
 
 
 def as_object(row: dict[str, Any], run_status: str | None = None) -> dict[str, Any]:
