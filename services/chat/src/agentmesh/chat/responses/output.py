@@ -10,6 +10,7 @@ and built-in tools) or ``file_search_call`` (knowledge search) items, never as
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -282,26 +283,29 @@ def _copy(item: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(item))
 
 
+_HIT = re.compile(
+    r"\[(\d+)\] (.*?) \(document_id: (.*?), score: (.*?)\)\n(.*?)(?=\n\n\[\d+\] |\Z)", re.DOTALL
+)
+
+
 def _search_results(text: str) -> list[dict[str, Any]]:
-    """knowledge_search's result (a JSON list of hits) as file_search_call results."""
-    try:
-        hits = json.loads(text)
-    except ValueError:
-        return [{"text": text}]
-    if not isinstance(hits, list):
-        return [{"text": text}]
+    """knowledge_search's numbered passages as file_search_call results."""
     results = []
-    for hit in hits:
-        if isinstance(hit, dict):
-            results.append(
-                {
-                    "file_id": str(hit.get("document_id") or ""),
-                    "filename": str(hit.get("title") or hit.get("filename") or ""),
-                    "score": hit.get("score"),
-                    "text": str(hit.get("text") or ""),
-                    "attributes": {},
-                }
-            )
+    for match in _HIT.finditer(text):
+        _, filename, document_id, score, content = match.groups()
+        try:
+            value: float | None = float(score)
+        except ValueError:
+            value = None
+        results.append(
+            {
+                "file_id": document_id,
+                "filename": filename,
+                "score": value,
+                "text": content.strip(),
+                "attributes": {},
+            }
+        )
     return results
 
 

@@ -126,9 +126,33 @@ def _text(body: ResponseRequest) -> None:
         raise _refuse(f"text.{key}", f"text.{key} is not a parameter.")
     if text.get("verbosity") not in (None, "medium"):
         raise _refuse("text.verbosity", "Only medium verbosity is offered.")
-    kind = (text.get("format") or {"type": "text"}).get("type")
-    if kind != "text":
-        raise _refuse("text.format.type", f"text.format {kind!r} is not supported yet.")
+    form = text.get("format") or {"type": "text"}
+    kind = form.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _refuse(
+            "text.format.type",
+            f"text.format {kind!r} is not one of text, json_object, json_schema.",
+        )
+    if kind == "json_schema":
+        if not isinstance(form.get("name"), str) or not form["name"]:
+            raise _refuse("text.format.name", "A json_schema format needs a name.")
+        if not isinstance(form.get("schema"), dict):
+            raise _refuse("text.format.schema", "A json_schema format needs a schema object.")
+
+
+def response_format(body: ResponseRequest) -> dict[str, Any] | None:
+    """``text.format`` as the Chat Completions ``response_format`` a run's model takes."""
+    form = (body.text or {}).get("format") or {"type": "text"}
+    if form["type"] == "json_object":
+        return {"type": "json_object"}
+    if form["type"] == "json_schema":
+        spec = {
+            key: form[key]
+            for key in ("name", "schema", "strict", "description")
+            if form.get(key) is not None
+        }
+        return {"type": "json_schema", "json_schema": spec}
+    return None
 
 
 def _tools(body: ResponseRequest) -> None:

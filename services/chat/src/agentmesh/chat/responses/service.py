@@ -213,6 +213,7 @@ async def start(
         client_tools=params.client_tools(body),
         recorded=recorded,
         tool_choice=params.tool_choice(body) if body.tools else None,
+        response_format=params.response_format(body),
     )
     include = "file_search_call.results" in (body.include or [])
     return Started(plan=plan, row=row, stored=body.stored, include_results=include, access=access)
