@@ -59,9 +59,11 @@ async def create_response(
     state = request.app.state
     started = await service.start(state, session, access, body)
     service.run(state, started)
-    await session.commit()  # the response's row; no connection held for the run
+    await session.commit()  # no connection held for the run
     headers = {"X-Run-Id": str(started.plan.run_id)}
     if body.background and not body.stream:  # it runs on, whoever listens
+        assert started.written is not None  # a GET right after this one finds it
+        await asyncio.shield(started.written)
         return JSONResponse(service.as_object(started.row), headers=headers)
     if body.stream:
         return event_stream(

@@ -59,6 +59,8 @@ class Started:
     access: Access
     channel: RunChannel | None = None
     finished: asyncio.Task[dict[str, Any]] | None = field(default=None)
+    #: The response's first row, written alongside the model call (not before it).
+    written: asyncio.Future[None] | None = field(default=None)
 
 
 CHAIN = text("""
@@ -185,8 +187,6 @@ async def start(
         "created_at": datetime.now(UTC),
         "completed_at": None,
     }
-    if body.stored:  # before begin_run: a budget commits the session there
-        await session.execute(insert(StoredResponse).values(**row).on_conflict_do_nothing())
     try:
         recorded = await begin_run(
             state,
@@ -219,9 +219,17 @@ async def start(
     return Started(plan=plan, row=row, stored=body.stored, include_results=include, access=access)
 
 
+async def _write(state: Any, row: dict[str, Any]) -> None:
+    async with state.sessionmaker() as session, session.begin():
+        await session.execute(insert(StoredResponse).values(**row).on_conflict_do_nothing())
+
+
 def run(state: Any, started: Started) -> None:
-    """Start the run, and the task that records its end (whoever is listening)."""
+    """Start the run, its response's row (alongside: the first token doesn't wait for
+    it), and the task that records its end (whoever is listening)."""
     started.channel = state.executor.start(started.plan)
+    if started.stored:
+        started.written = asyncio.ensure_future(_write(state, started.row))
     started.finished = asyncio.create_task(
         finalize(state, started), name=f"response-{started.plan.run_id}"
     )
@@ -272,6 +280,9 @@ def ended(started: Started, outcome: RunOutcome) -> dict[str, Any]:
 async def finalize(state: Any, started: Started) -> dict[str, Any]:
     """Wait for the run and record the response's end (only its status when not stored)."""
     assert started.channel is not None and started.channel.task is not None
+    if started.written is not None:  # the end's upsert writes the row anyway
+        with contextlib.suppress(Exception):
+            await asyncio.shield(started.written)
     if started.stored and started.row["status"] == "queued":
         await _mark_in_progress(state, started)
     outcome: RunOutcome = await asyncio.shield(started.channel.task)
