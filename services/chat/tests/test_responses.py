@@ -238,6 +238,10 @@ async def test_refusals_name_the_param(chat, make_agent, token_issuer):
         ({"prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"include": ["message.output_text.logprobs"]}, "include[0]"),
         ({"metadata": {str(i): "v" for i in range(17)}}, "metadata"),
+        ({"stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ({"text": {"format": {"type": "grammar"}}}, "text.format.type"),
+        ({"tool_choice": {"type": "function", "name": "nope"}}, "tool_choice.name"),
     ]
     for extra, param in cases:
         body = {"model": "keeper", "input": "hi", **extra}

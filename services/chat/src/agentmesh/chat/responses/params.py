@@ -118,6 +118,8 @@ def _neutral(body: ResponseRequest) -> None:
     options = body.stream_options or {}
     if set(options) - {"include_obfuscation"}:
         raise _refuse("stream_options", "stream_options takes include_obfuscation only.")
+    if options.get("include_obfuscation"):
+        raise _refuse("stream_options.include_obfuscation", "Stream obfuscation is not offered.")
 
 
 def _text(body: ResponseRequest) -> None:
