@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import delete
 
@@ -323,3 +324,41 @@ async def test_stream_events_in_order_with_gap_free_numbers(chat, make_agent, to
     assert deltas.startswith('You said: "Stream this please"')
     stored = (await chat.get(f"{RESPONSES}/{final['id']}", headers=headers)).json()
     assert stored["output"] == final["output"]
+
+
+async def test_user_erasure_deletes_their_responses(chat, make_agent, token_issuer, nats_url):
+    import nats
+    from sqlalchemy import func, select
+
+    from agentmesh.chat.responses.tables import StoredResponse
+    from agentmesh.shared.events.contracts import UserDeleted
+    from agentmesh.shared.events.envelope import Envelope
+
+    from .test_read_model_and_erasure import _erasures, eventually
+
+    erased, kept = uuid.uuid4(), uuid.uuid4()
+    for user_id in (erased, kept):
+        headers = token_issuer.headers(user_id)
+        await make_agent(headers, name="Keeper")
+        made = await chat.post(RESPONSES, headers=headers, json={"model": "keeper", "input": "x"})
+        assert made.status_code == 200, made.text
+
+    async def count(user_id: uuid.UUID) -> int:
+        async with chat.app.state.sessionmaker() as session:
+            return await session.scalar(select(func.count()).select_from(StoredResponse)
+                                        .where(StoredResponse.user_id == user_id))  # fmt: skip
+
+    assert await count(erased) == 1
+    envelope = Envelope.wrap(UserDeleted(user_id=erased, requested_at=datetime.now(UTC)),
+                             source="identity")  # fmt: skip
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().publish(envelope.type, envelope.model_dump_json().encode())
+    finally:
+        await nc.close()
+
+    async def erased_once() -> bool:
+        return await _erasures(chat, erased) == 1
+
+    await eventually(erased_once, timeout=30)
+    assert await count(erased) == 0 and await count(kept) == 1

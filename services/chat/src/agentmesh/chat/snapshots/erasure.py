@@ -16,6 +16,7 @@ from agentmesh.chat.models import (
     Message,
     Run,
 )
+from agentmesh.chat.responses.erasure import erase_user as erase_responses
 from agentmesh.shared.events.contracts import ChatErasureCompleted, UserDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.outbox import Outbox
@@ -32,6 +33,7 @@ def on_user_deleted(outbox: Outbox):
         await session.execute(delete(Conversation).where(Conversation.user_id == user))
         await session.execute(delete(Message).where(Message.user_id == user))
         await session.execute(delete(Run).where(Run.user_id == user))
+        await erase_responses(session, user)
         await session.execute(delete(BudgetSpend).where(BudgetSpend.user_id == user))
         await session.execute(delete(Budget).where(Budget.user_id == user))
         # The read-model's copies of the user's agent configs (agents erases the agents
