@@ -219,7 +219,12 @@ async def start(
     return Started(plan=plan, row=row, stored=body.stored, include_results=include, access=access)
 
 
-async def _write(state: Any, row: dict[str, Any]) -> None:
+async def _write(state: Any, row: dict[str, Any], recorded: Any) -> None:
+    """The response's first row, once the run's own is committed: the two commits don't
+    compete before the first token (a model takes longer to answer than this takes)."""
+    if recorded is not None:
+        with contextlib.suppress(Exception):  # a run not recorded still ends (failed)
+            await asyncio.shield(recorded)
     async with state.sessionmaker() as session, session.begin():
         await session.execute(insert(StoredResponse).values(**row).on_conflict_do_nothing())
 
@@ -229,7 +234,7 @@ def run(state: Any, started: Started) -> None:
     it), and the task that records its end (whoever is listening)."""
     started.channel = state.executor.start(started.plan)
     if started.stored:
-        started.written = asyncio.ensure_future(_write(state, started.row))
+        started.written = asyncio.ensure_future(_write(state, started.row, started.plan.recorded))
     started.finished = asyncio.create_task(
         finalize(state, started), name=f"response-{started.plan.run_id}"
     )
