@@ -10,9 +10,11 @@ from faststream.nats import NatsMessage
 from agentmesh.chat import events
 from agentmesh.chat.agents_client import AgentsClient
 from agentmesh.chat.conversations.router import router as conversations_router
+from agentmesh.chat.conversations_api.router import router as conversations_api_router
 from agentmesh.chat.llm.resolve import warm_providers
 from agentmesh.chat.models import EVENT_TABLES
 from agentmesh.chat.openai_compat.router import router as openai_router
+from agentmesh.chat.responses.router import router as responses_router
 from agentmesh.chat.runs.executor import RunExecutor
 from agentmesh.chat.runs.hub import RunHub
 from agentmesh.chat.runs.orphans import RunWatch
@@ -49,7 +51,9 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
             usage_router,
             budgets_router,
             workspace_budgets_router,
-            openai_router,
+            responses_router,
+            conversations_api_router,
+            openai_router,  # last: its catch-all answers any other /v1 path
         ],
     )
     app.state.hub = hub

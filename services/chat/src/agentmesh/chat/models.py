@@ -181,3 +181,7 @@ class BudgetSpend(Base):
     tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), default=0)
     reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# The Responses and Conversations APIs' tables, on the same metadata (Alembic sees them).
+from agentmesh.chat.responses import tables as _responses_tables  # noqa: E402, F401

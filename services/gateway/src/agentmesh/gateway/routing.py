@@ -59,7 +59,8 @@ def is_public(method: str, path: str) -> bool:
 
 #: Routes that run the model: a new message, a regenerated answer, the OpenAI API...
 _CHAT_RUN = re.compile(
-    r"^(/api/v1/conversations/[^/]+/messages(/[^/]+/regenerate)?|/v1/chat/completions)$"
+    r"^(/api/v1/conversations/[^/]+/messages(/[^/]+/regenerate)?|/v1/chat/completions"
+    r"|/v1/responses)$"
 )
 #: ... and an edited question (PATCH of a message), which answers it again.
 _CHAT_EDIT = re.compile(r"^/api/v1/conversations/[^/]+/messages/[^/]+$")

@@ -34,6 +34,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
+from agentmesh.chat.llm.json_reply import json_reply
 from agentmesh.chat.llm.tokens import count_message_tokens, count_tokens, message_text
 
 OFFLINE_MODEL = "offline"
@@ -155,6 +156,8 @@ class OfflineChatModel(BaseChatModel):
     ) -> _Reply:
         reply = plan_reply(messages, kwargs.get("tools") or [], kwargs.get("tool_choice"))
         text, finish = reply.text, reply.finish_reason
+        if kwargs.get("response_format") and not reply.call:  # JSON that fits the format
+            text = json.dumps(json_reply(kwargs["response_format"], text))
         for word in stop or []:
             if word and word in text:
                 text = text[: text.index(word)]

@@ -62,6 +62,8 @@ class RunPlan:
     client_tools: list[dict[str, Any]] | None = None
     #: Their ``tool_choice``, in OpenAI's form.
     tool_choice: str | dict[str, Any] | None = None
+    #: A Chat Completions ``response_format`` (``json_object`` / ``json_schema``) for the model.
+    response_format: dict[str, Any] | None = None
     #: The commit of the run's row (and user message), when the request did not wait for
     #: it: the model call starts at once, and nothing reaches the client (``run.started``
     #: included) until this has succeeded. A failure fails the run before any output.
@@ -275,6 +277,8 @@ class RunExecutor:
             bound = model.bind_tools(plan.client_tools, tool_choice=choice)
         else:
             bound = model.bind_tools(tools) if tools else model
+        if plan.response_format is not None:
+            bound = bound.bind(response_format=plan.response_format)
         messages = await prompt_for(self.state, plan, model)
         settings = self.state.settings
         ready = False  # run.started is out (and so the run's row is committed)

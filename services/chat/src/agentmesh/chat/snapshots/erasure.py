@@ -21,6 +21,7 @@ from agentmesh.chat.models import (
     Message,
     Run,
 )
+from agentmesh.chat.responses.erasure import erase_user as erase_responses
 from agentmesh.shared.events.contracts import (
     ChatErasureCompleted,
     UserDeleted,
@@ -46,6 +47,7 @@ def on_user_deleted(outbox: Outbox):
         await session.execute(delete(Conversation).where(theirs(Conversation)))
         await session.execute(delete(Message).where(Message.user_id == user))
         await session.execute(delete(Run).where(theirs(Run)))
+        await erase_responses(session, user)
         await session.execute(delete(BudgetSpend).where(theirs(BudgetSpend)))
         await session.execute(delete(Budget).where(theirs(Budget)))
         # The read-model's copies of the personal workspace's agents (agents erases them
