@@ -227,6 +227,7 @@ async def load(database_url: str, vectors: np.ndarray, texts: list[str]) -> dict
             "content",
             "headings",
             "embedding",
+            "generation",  # the knowledge base's first embedding generation
         ],
         records=(
             (
@@ -236,6 +237,7 @@ async def load(database_url: str, vectors: np.ndarray, texts: list[str]) -> dict
                 texts[row],
                 "{}",
                 vectors[row],
+                1,
             )
             for slot, row in enumerate(order.tolist())
         ),
