@@ -276,7 +276,8 @@ async def test_budget_spent_is_insufficient_quota(chat, make_agent, token_issuer
     headers = token_issuer.headers()
     agent = await make_agent(headers, name="Keeper")
     async with chat.app.state.sessionmaker() as session, session.begin():
-        session.add(Budget(user_id=uuid.UUID(agent["owner_id"]), monthly_tokens=0))
+        owner = uuid.UUID(agent["owner_id"])  # in their personal workspace
+        session.add(Budget(workspace_id=owner, user_id=owner, monthly_tokens=0))
     try:
         error = error_of(
             await chat.post(RESPONSES, headers=headers, json={"model": "keeper", "input": "hi"}),

@@ -51,20 +51,17 @@ def _uuid(text: str, prefix: str) -> uuid.UUID | None:
 async def get(
     session: AsyncSession, access: Access, id: str, *, param: str = "conversation_id"
 ) -> tuple[Conversation, ConversationMeta | None]:
-    """The caller's conversation in their workspace (native ones are in their owner's
-    personal workspace), else a 404."""
+    """The caller's own conversation in their token's workspace, else a 404."""
     key = _uuid(id, "conv")
     row = None if key is None else (await session.execute(
         select(Conversation, ConversationMeta)
         .join(ConversationMeta, ConversationMeta.conversation_id == Conversation.id,
               isouter=True)
-        .where(Conversation.id == key, Conversation.user_id == access.user_id)
+        .where(Conversation.id == key, Conversation.user_id == access.user_id,
+               Conversation.workspace_id == access.workspace_id)
     )).first()  # fmt: skip
     if row is not None:
-        conversation, meta = row
-        workspace = meta.workspace_id if meta is not None else conversation.user_id
-        if workspace == access.workspace_id:
-            return conversation, meta
+        return row[0], row[1]
     raise ConversationNotFound(f"Conversation with id '{id}' not found.", extra={"param": param})
 
 
@@ -80,7 +77,9 @@ def as_object(conversation: Conversation, meta: ConversationMeta | None) -> dict
 async def create(
     session: AsyncSession, access: Access, metadata: dict[str, str] | None
 ) -> tuple[Conversation, ConversationMeta]:
-    conversation = Conversation(user_id=access.user_id, agent_id=UNBOUND, auto_title=False)
+    conversation = Conversation(
+        workspace_id=access.workspace_id, user_id=access.user_id, agent_id=UNBOUND, auto_title=False
+    )
     session.add(conversation)
     await session.flush()
     meta = ConversationMeta(

@@ -193,6 +193,7 @@ async def start(
             session,
             reserve=reserve,
             run_id=run_id,
+            workspace_id=access.workspace_id,
             user_id=access.user_id,
             agent_id=snapshot.agent_id,
             agent_version=snapshot.version,
@@ -202,6 +203,7 @@ async def start(
         raise InsufficientQuota(exc.detail) from exc
     plan = RunPlan(
         run_id=run_id,
+        workspace_id=access.workspace_id,
         user_id=access.user_id,
         agent_id=snapshot.agent_id,
         agent_version=snapshot.version,
