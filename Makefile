@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 # --frozen installs exactly the lock; with no lock yet, resolve and write one.
 UV_SYNC = if [ -f uv.lock ]; then uv sync --frozen; else uv sync; fi
 
-.PHONY: up test lint bench install-uv sync parity-reference
+.PHONY: up test lint typecheck bench install-uv sync parity-reference
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet --break-system-packages uv
@@ -23,6 +23,10 @@ test: sync
 ## make lint: ruff check and ruff format --check
 lint: sync
 	uv run ruff check . && uv run ruff format --check .
+
+## make typecheck: mypy over libs/shared (strict) and services/*/src ([tool.mypy] in pyproject.toml)
+typecheck: sync
+	uv run mypy
 
 ## make bench: every benchmark (not part of the tests)
 bench: sync

@@ -14,6 +14,7 @@ from agentmesh.agents.agents.models import Agent, AgentVersion
 from agentmesh.agents.agents.schemas import AgentCreate, AgentFields, AgentOut, MemoryConfig
 from agentmesh.agents.tools.catalog import BUILTIN_TOOLS
 from agentmesh.shared.auth import Principal
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.events.contracts import (
     AgentConfig,
@@ -163,7 +164,7 @@ def _check_references(config: dict[str, Any]) -> None:
 
 def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """A complete config: ``base`` (the current one) with the given fields applied."""
-    defaults = {
+    defaults: dict[str, Any] = {
         "name": "",
         "description": None,
         "instructions": "",
@@ -335,7 +336,7 @@ async def list_agents(
     field = sort.lstrip("-")
     column = SORT_COLUMNS[field]
     descending = sort.startswith("-")
-    query: Select[tuple[Agent]] = select(Agent).where(Agent.deleted_at.is_(None))
+    query: Select[Agent] = select(Agent).where(Agent.deleted_at.is_(None))
     if not principal.is_admin:
         query = query.where(Agent.owner_id == principal.user_id)
     if tag:
@@ -377,4 +378,4 @@ async def versions(
 async def erase_user(session: AsyncSession, user_id: uuid.UUID) -> int:
     """Delete every agent of ``user_id`` (versions go with them); returns how many."""
     result = await session.execute(delete(Agent).where(Agent.owner_id == user_id))
-    return result.rowcount or 0
+    return rowcount(result)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
@@ -27,7 +28,9 @@ from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit, paginate
 
 router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"])
-NOT_YOURS = {404: {"description": "No such knowledge base, or not yours"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such knowledge base, or not yours"}
+}
 
 
 class DocumentTooLarge(AppError):

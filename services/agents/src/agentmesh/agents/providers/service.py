@@ -70,7 +70,7 @@ def to_out(provider: Provider) -> ProviderOut:
     return ProviderOut(
         id=str(provider.id),
         kind=provider.kind,
-        name=provider.name,  # type: ignore[arg-type]
+        name=provider.name,
         base_url=provider.base_url,
         api_key_last4=provider.api_key_last4,
         created_at=provider.created_at,

@@ -31,7 +31,9 @@ from agentmesh.shared.openapi import sse_content
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
-NOT_YOURS = {404: {"description": "No such conversation, or not yours"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such conversation, or not yours"}
+}
 TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **NOT_YOURS,
     200: {

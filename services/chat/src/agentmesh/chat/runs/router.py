@@ -23,7 +23,7 @@ from agentmesh.shared.errors import NotFound
 from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
-NOT_YOURS = {404: {"description": "No such run, or not yours"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {404: {"description": "No such run, or not yours"}}
 CANCEL_SUBJECT = "chat.control.cancel"
 
 

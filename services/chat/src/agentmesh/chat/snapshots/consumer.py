@@ -8,12 +8,14 @@ marks the snapshot deleted at its version, so a late update can't bring it back.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import AgentSnapshot
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.events.contracts import AgentCreated, AgentDeleted, AgentUpdated
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 
@@ -42,7 +44,9 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
     else:  # pragma: no cover - the subscription only carries agent events
         return
     statement = insert(AgentSnapshot).values(**values)
-    update = {key: statement.excluded[key] for key in ("owner_id", "version", "deleted")}
+    update: dict[str, Any] = {
+        key: statement.excluded[key] for key in ("owner_id", "version", "deleted")
+    }
     if not values["deleted"]:
         update["config"] = statement.excluded.config
     update["updated_at"] = func.now()
@@ -60,6 +64,6 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
             "subject": envelope.type,
             "agent_id": str(payload.agent_id),
             "agent_version": payload.agent_version,
-            "newest": result.rowcount == 1,
+            "newest": rowcount(result) == 1,
         },
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -17,11 +17,13 @@ logger = logging.getLogger("agentmesh.chat.usage")
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 budgets_router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
-NO_BUDGET = {404: {"description": "The user has no budget"}}
+NO_BUDGET: dict[int | str, dict[str, Any]] = {404: {"description": "The user has no budget"}}
 
 
-FOREIGN = {403: {"description": "Someone else's, and you are not an admin"}}
-ADMIN_ONLY = {403: {"description": "Admins only"}}
+FOREIGN: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Someone else's, and you are not an admin"}
+}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "Admins only"}}
 
 
 @router.get("", response_model=UsageReport, responses=FOREIGN)

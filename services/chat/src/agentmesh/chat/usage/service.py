@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, select, text
+from sqlalchemy import Label, Text, cast, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,7 @@ from agentmesh.chat.usage.schemas import (
     UsageReport,
 )
 from agentmesh.shared.auth import Principal
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.errors import AppError, Forbidden, NotFound
 
 
@@ -113,7 +114,7 @@ async def usage_report(
     session: AsyncSession, user_id: uuid.UUID, start: datetime, end: datetime, group_by: GroupBy
 ) -> UsageReport:
     """The user's finished runs in ``[start, end)``, grouped, with totals."""
-    key = {
+    key: Label[Any] = {
         "agent": cast(Run.agent_id, Text),
         "model": Run.model,
         "day": func.to_char(func.timezone("UTC", Run.created_at), "YYYY-MM-DD"),
@@ -180,6 +181,6 @@ async def delete_budget(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Remove the limits. The spend rows go too: they are only kept up to date while a
     budget exists, so a budget set later seeds afresh from the runs."""
     deleted = await session.execute(delete(Budget).where(Budget.user_id == user_id))
-    if not deleted.rowcount:
+    if not rowcount(deleted):
         raise BudgetNotFound("This user has no budget.")
     await session.execute(delete(BudgetSpend).where(BudgetSpend.user_id == user_id))
