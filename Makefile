@@ -16,9 +16,12 @@ sync: install-uv
 up: sync
 	uv run agentmesh up $(ARGS)
 
-## make test: the whole suite against real Postgres and NATS (ARGS="-k identity")
+## make test: the whole suite against real Postgres and NATS, with line and branch coverage
+## per package; fails below [tool.coverage.report] fail_under. A subset: ARGS="-k identity
+## --cov-fail-under=0" (the ratchet is for the whole suite).
 test: sync
-	uv run pytest $(ARGS)
+	@status=0; uv run pytest --cov --cov-report= $(ARGS) || status=$$?; \
+		uv run python scripts/coverage_packages.py; exit $$status
 
 ## make lint: ruff check and ruff format --check
 lint: sync
