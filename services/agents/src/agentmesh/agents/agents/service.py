@@ -166,7 +166,7 @@ def _check_references(config: dict[str, Any]) -> None:
 
 def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """A complete config: ``base`` (the current one) with the given fields applied."""
-    defaults = {
+    defaults: dict[str, Any] = {
         "name": "",
         "description": None,
         "instructions": "",
