@@ -356,7 +356,7 @@ async def list_agents(
     field = sort.lstrip("-")
     column = SORT_COLUMNS[field]
     descending = sort.startswith("-")
-    query: Select[tuple[Agent]] = select(Agent).where(
+    query: Select[Agent] = select(Agent).where(
         Agent.deleted_at.is_(None), Agent.workspace_id == access.workspace_id
     )
     if tag:
