@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 # --frozen installs exactly the lock; with no lock yet, resolve and write one.
 UV_SYNC = if [ -f uv.lock ]; then uv sync --frozen; else uv sync; fi
 
-.PHONY: up test lint bench docs docs-serve install-uv sync parity-reference
+.PHONY: up test lint typecheck bench docs docs-serve install-uv sync parity-reference
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet --break-system-packages uv
@@ -16,13 +16,20 @@ sync: install-uv
 up: sync
 	uv run agentmesh up $(ARGS)
 
-## make test: the whole suite against real Postgres and NATS (ARGS="-k identity")
+## make test: the whole suite against real Postgres and NATS, with line and branch coverage
+## per package; fails below [tool.coverage.report] fail_under. A subset: ARGS="-k identity
+## --cov-fail-under=0" (the ratchet is for the whole suite).
 test: sync
-	uv run pytest $(ARGS)
+	@status=0; uv run pytest --cov --cov-report= $(ARGS) || status=$$?; \
+		uv run python scripts/coverage_packages.py; exit $$status
 
 ## make lint: ruff check and ruff format --check
 lint: sync
 	uv run ruff check . && uv run ruff format --check .
+
+## make typecheck: mypy over libs/shared (strict) and services/*/src ([tool.mypy] in pyproject.toml)
+typecheck: sync
+	uv run mypy
 
 ## make bench: every benchmark (not part of the tests)
 bench: sync

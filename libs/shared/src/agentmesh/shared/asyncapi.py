@@ -40,4 +40,5 @@ def asyncapi_document(broker: NatsBroker, service: str, version: str) -> dict[st
         version=version,
         description=f"Events the {service} service publishes and consumes over NATS JetStream.",
     )
-    return spec.to_specification().to_jsonable()
+    document: dict[str, Any] = spec.to_specification().to_jsonable()
+    return document

@@ -1,19 +1,18 @@
-"""Database defaults: engine, session-per-request committed at the edge, declarative base."""
+"""Database defaults: engine, session-per-request committed at the edge, schema metadata."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, text
+from sqlalchemy import CursorResult, MetaData, Result, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
 
 from agentmesh.shared.settings import CommonSettings
 
@@ -31,13 +30,11 @@ def make_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def make_base(schema: str) -> type[DeclarativeBase]:
-    """A declarative base whose tables all live in ``schema``."""
-
-    class Base(DeclarativeBase):
-        metadata = make_metadata(schema)
-
-    return Base
+def rowcount(result: Result[Any]) -> int:
+    """The rows an INSERT, UPDATE or DELETE matched. ``session.execute`` is typed as returning
+    a ``Result``; for those statements it is a ``CursorResult``, which counts them."""
+    assert isinstance(result, CursorResult), "rowcount is for INSERT, UPDATE and DELETE"
+    return result.rowcount
 
 
 def create_engine(settings: CommonSettings, *, application_name: str = "agentmesh") -> AsyncEngine:

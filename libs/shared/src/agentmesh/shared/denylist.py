@@ -189,7 +189,9 @@ class DenyList:
                     entry = await watcher.updates(timeout=WATCH_CHECK_SECONDS)
                 except nats.errors.TimeoutError:
                     self.prune()
-                    await watcher._sub.consumer_info()  # raises when the consumer is gone
+                    sub = watcher._sub
+                    assert sub is not None  # watchall() subscribed before returning
+                    await sub.consumer_info()  # raises when the consumer is gone
                     continue
                 if entry is None:  # everything the bucket held has been delivered
                     self.loaded.set()

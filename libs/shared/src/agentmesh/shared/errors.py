@@ -146,7 +146,7 @@ def _request_id(request: Request | None) -> str | None:
     if request is not None:
         rid = getattr(request.state, "request_id", None)
         if rid:
-            return rid
+            return str(rid)
     return current_request_id()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 from opentelemetry import trace
@@ -30,6 +30,9 @@ from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentmesh.shared.context import current_request_id
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 #: Keys blanked wherever they appear, beside the SDK's own list.
 DENYLIST = [
@@ -122,7 +125,7 @@ def _mask(text: str) -> str:
     return text
 
 
-def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def before_send(event: Event, hint: Hint) -> Event:
     """Tag with the request and trace of the current context; scrub what the key-based
     scrubber cannot see (query strings, secrets inside messages)."""
     tags = event.setdefault("tags", {})
@@ -136,8 +139,9 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     if isinstance(request, dict):
         request.pop("query_string", None)
         request.pop("cookies", None)
-        if isinstance(request.get("url"), str):
-            request["url"] = request["url"].split("?", 1)[0]
+        url = request.get("url")
+        if isinstance(url, str):
+            request["url"] = url.split("?", 1)[0]
     logentry = event.get("logentry")
     if isinstance(logentry, dict):
         for key in ("message", "formatted"):
@@ -149,7 +153,10 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     for value in (event.get("exception") or {}).get("values") or []:
         if isinstance(value.get("value"), str):
             value["value"] = _mask(value["value"])
-    for crumb in (event.get("breadcrumbs") or {}).get("values") or []:
+    # A dict here; Sentry's type also allows the AnnotatedValue its serializer trims into.
+    breadcrumbs = event.get("breadcrumbs") or {}
+    crumbs = breadcrumbs.get("values") if isinstance(breadcrumbs, dict) else None
+    for crumb in crumbs or []:
         if isinstance(crumb.get("message"), str):
             crumb["message"] = _mask(crumb["message"])
     return event

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
 
 logger = logging.getLogger("agentmesh.memberships")
 
@@ -38,7 +39,7 @@ def membership_key(workspace_id: uuid.UUID | str, user_id: uuid.UUID | str) -> s
     return f"{workspace_id}.{user_id}"
 
 
-async def bucket(js: JetStreamContext, replicas: int = 1):
+async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     """The bucket, created on first use (every writer and reader may call this)."""
     try:
         return await js.key_value(BUCKET)
@@ -48,7 +49,9 @@ async def bucket(js: JetStreamContext, replicas: int = 1):
         )
 
 
-async def put_role(kv: Any, workspace_id, user_id, role: str | None) -> None:
+async def put_role(
+    kv: Any, workspace_id: uuid.UUID | str, user_id: uuid.UUID | str, role: str | None
+) -> None:
     """Identity's write (``kv``: the ``bucket``): the member's current role, or None when
     they are not a member."""
     key = membership_key(workspace_id, user_id)
@@ -110,7 +113,7 @@ class MembershipView:
         for key, value, deleted, at in entries:
             self.apply(key, value, deleted, at)
 
-    def start(self, js_factory) -> None:
+    def start(self, js_factory: Callable[[], Awaitable[JetStreamContext]]) -> None:
         """Watch the bucket in the background (``js_factory()`` gives a JetStream context
         once NATS is connected). Rewatches from scratch after any error. A second call
         while the watch runs does nothing."""
@@ -125,7 +128,7 @@ class MembershipView:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait({task}, timeout=5)
 
-    async def _run(self, js_factory) -> None:
+    async def _run(self, js_factory: Callable[[], Awaitable[JetStreamContext]]) -> None:
         from nats.js.kv import KV_DEL, KV_PURGE
 
         while True:

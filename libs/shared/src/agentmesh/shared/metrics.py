@@ -22,12 +22,13 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any, cast
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest, start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Latency buckets (seconds) for HTTP and pool waits: 1 ms to 60 s.
@@ -136,14 +137,14 @@ def _access_log(
 class MeasuredPool(AsyncAdaptedQueuePool):
     """The async engine's usual pool, counting waiters and timing each checkout."""
 
-    def __init__(self, *args, service: str = "", **kwargs) -> None:
+    def __init__(self, *args: Any, service: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.service = service
         self.waiting = 0
         self._lock = threading.Lock()
         _POOLS.add(self)
 
-    def _do_get(self):
+    def _do_get(self) -> ConnectionPoolEntry:
         with self._lock:
             self.waiting += 1
         started = time.perf_counter()
@@ -155,7 +156,7 @@ class MeasuredPool(AsyncAdaptedQueuePool):
             POOL_WAIT.labels(self.service).observe(time.perf_counter() - started)
 
     def recreate(self) -> MeasuredPool:
-        pool = super().recreate()
+        pool = cast(MeasuredPool, super().recreate())  # built as self.__class__
         pool.service = self.service
         return pool
 
@@ -181,8 +182,8 @@ class PoolCollector(Collector):
             ):
                 key = (pool.service, state)
                 totals[key] = totals.get(key, 0) + value
-        for (service, state), value in sorted(totals.items()):
-            family.add_metric([service, state], value)
+        for (service, state), total in sorted(totals.items()):
+            family.add_metric([service, state], total)
         yield family
 
 

@@ -52,7 +52,11 @@ def configured() -> bool:
     )
 
 
-def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+#: A series' identity: its labels, sorted.
+_Key = tuple[tuple[str, str], ...]
+
+
+def _key(labels: dict[str, str]) -> _Key:
     return tuple(sorted(labels.items()))
 
 
@@ -70,7 +74,7 @@ def convert(registry: CollectorRegistry, started_ns: int, now_ns: int) -> list[M
             if s.name == f"{family.name}_created"
         }
 
-        def start(labels: dict[str, str], created: dict = created) -> int:
+        def start(labels: dict[str, str], created: dict[_Key, int] = created) -> int:
             return created.get(_key(labels), started_ns)
 
         description, unit = family.documentation, _unit(family.name)
@@ -99,7 +103,7 @@ def convert(registry: CollectorRegistry, started_ns: int, now_ns: int) -> list[M
 
 
 def _histogram_points(family: Any, start: Any, now_ns: int) -> list[HistogramDataPoint]:
-    series: dict[tuple, dict[str, Any]] = defaultdict(lambda: {"buckets": []})
+    series: dict[_Key, dict[str, Any]] = defaultdict(lambda: {"buckets": []})
     for s in family.samples:
         labels = {k: v for k, v in s.labels.items() if k != "le"}
         entry = series[_key(labels)]
@@ -122,7 +126,7 @@ def _histogram_points(family: Any, start: Any, now_ns: int) -> list[HistogramDat
             attributes=entry["labels"], start_time_unix_nano=start(entry["labels"]),
             time_unix_nano=now_ns, count=entry.get("count", int(previous)),
             sum=entry.get("sum", 0.0), bucket_counts=counts, explicit_bounds=bounds,
-            min=None, max=None,  # type: ignore[arg-type] - Prometheus keeps neither
+            min=None, max=None,  # type: ignore[arg-type]  # Prometheus keeps neither
         ))  # fmt: skip
     return points
 

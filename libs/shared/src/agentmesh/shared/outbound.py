@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Coroutine, Hashable
 from types import ModuleType
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -285,7 +285,7 @@ class ClientCache(Generic[V]):
         *,
         maxsize: int,
         ttl: float,
-        close: Callable[[V], Awaitable[None]],
+        close: Callable[[V], Coroutine[Any, Any, None]],
         timer: Callable[[], float] | None = None,
         max_hold: float | None = None,
     ) -> None:

@@ -50,6 +50,7 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     async def start_ingest(app: FastAPI) -> None:
         # Documents are durable jobs: whatever is queued, or was left half done by a
         # replica that died, is claimed by the worker loop (not in the way of start-up).
+        assert runtime.sessionmaker is not None and runtime.outbox is not None
         app.state.ingest = IngestWorker(
             runtime.sessionmaker, runtime.outbox, app.state.embedder, settings
         )

@@ -19,6 +19,7 @@ from agentmesh.agents.agents.models import Agent
 from agentmesh.agents.knowledge.models import Document, KnowledgeBase
 from agentmesh.agents.mcp.models import McpServer
 from agentmesh.agents.providers.models import Provider
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.events.contracts import AgentsWorkspacePurged, WorkspaceDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.outbox import Outbox
@@ -32,10 +33,10 @@ PURGED = (Agent, Document, KnowledgeBase, McpServer, Provider)
 
 async def purge_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> dict[str, int]:
     """Delete every row of ``workspace_id``; returns how many of each table."""
-    counts = {}
+    counts: dict[str, int] = {}
     for model in PURGED:
         result = await session.execute(delete(model).where(model.workspace_id == workspace_id))
-        counts[model.__tablename__] = result.rowcount or 0
+        counts[model.__tablename__] = rowcount(result)
     return counts
 
 

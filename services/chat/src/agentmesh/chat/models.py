@@ -29,15 +29,19 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from agentmesh.shared.db import make_base
+from agentmesh.shared.db import make_metadata
 from agentmesh.shared.events.envelope import uuid7
 from agentmesh.shared.events.tables import event_tables
 
 SCHEMA = "chat"
 
-Base = make_base(SCHEMA)
+
+class Base(DeclarativeBase):
+    metadata = make_metadata(SCHEMA)
+
+
 metadata = Base.metadata
 EVENT_TABLES = event_tables(metadata)
 

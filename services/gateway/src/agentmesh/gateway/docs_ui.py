@@ -42,7 +42,7 @@ def policy(nonce: str) -> str:
 def _locked(page: HTMLResponse) -> HTMLResponse:
     """``page`` with a nonce on its inline scripts and the policy that admits only them."""
     nonce = secrets.token_urlsafe(16)
-    html = page.body.decode().replace("<script>", f'<script nonce="{nonce}">')
+    html = bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">')
     return HTMLResponse(
         html,
         headers={

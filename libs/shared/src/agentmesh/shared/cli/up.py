@@ -168,7 +168,7 @@ def _migrate(env: dict[str, str], logs: Path, check_stop: Callable[[], None]) ->
 def _is_ready(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base_url}/health/ready", timeout=2) as response:  # noqa: S310
-            return response.status == 200
+            return bool(response.status == 200)
     except (OSError, http.client.HTTPException):
         return False
 

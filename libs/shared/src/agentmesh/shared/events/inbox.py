@@ -47,7 +47,7 @@ class ConsumerPolicy:
 
     def delay(self, delivered: int) -> float:
         """Delay before redelivery ``delivered + 1``: doubling, capped."""
-        return min(self.backoff_seconds * 2 ** max(delivered - 1, 0), self.backoff_max_seconds)
+        return min(self.backoff_seconds * 2.0 ** max(delivered - 1, 0), self.backoff_max_seconds)
 
 
 def subscribe_events(
@@ -103,7 +103,7 @@ def subscribe_events(
     return subscriber(consume)
 
 
-async def _raw_body(msg: Any) -> bytes:
+async def _raw_body(msg: NatsMessage) -> bytes:
     return msg.body
 
 

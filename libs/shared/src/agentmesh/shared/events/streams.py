@@ -91,6 +91,7 @@ async def ensure_streams(
 
     for config in stream_configs(replicas, runs_max_bytes):
         try:
+            assert config.name is not None  # every config above is named
             await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)

@@ -47,7 +47,7 @@ class Front:
         self.backends = backends
         self._turn = itertools.count()
 
-    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         number = next(self._turn)
         start = number % len(self.backends)
         order = self.backends[start:] + self.backends[:start]

@@ -92,8 +92,8 @@ class EmbeddedPostgres:
         for root, dirs, files in os.walk(install):
             for d in dirs:
                 _add_mode(Path(root) / d, readable | traversable)
-            for f in files:
-                _add_mode(Path(root) / f, readable)
+            for name in files:
+                _add_mode(Path(root) / name, readable)
         for f in self.bin.iterdir():
             _add_mode(f, readable | traversable)
         self._traversable()

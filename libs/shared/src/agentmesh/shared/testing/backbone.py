@@ -32,7 +32,9 @@ def backbone_schema(schema: str) -> tuple[MetaData, EventTables, Table]:
     return metadata, tables, effects
 
 
-async def create_backbone_schema(engine: AsyncEngine, metadata: MetaData, tables: EventTables):
+async def create_backbone_schema(
+    engine: AsyncEngine, metadata: MetaData, tables: EventTables
+) -> None:
     """(Re)create the scratch schema with its tables and the outbox NOTIFY trigger."""
     schema = metadata.schema
     async with engine.begin() as conn:
@@ -85,4 +87,5 @@ async def wait_until(
 
 def make_broker(nats_url: str, **kwargs: Any) -> NatsBroker:
     """A broker that reconnects forever, as services configure it."""
-    return NatsBroker(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **kwargs)
+    # nats-py sleeps a float of seconds between reconnects; faststream annotates it as int.
+    return NatsBroker(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **kwargs)  # type: ignore[arg-type]

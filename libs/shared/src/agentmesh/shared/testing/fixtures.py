@@ -84,7 +84,7 @@ async def app_client(
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -123,7 +123,7 @@ class TokenIssuer:
         workspace_id: Any = None,
         workspace_role: str = "owner",
         **claims: Any,
-    ):
+    ) -> tuple[str, Any]:
         """A signed access token (and its user id) for ``user_id`` (a new one if None),
         bound to ``workspace_id`` with ``workspace_role`` (by default the user's personal
         workspace, whose id is the user's, as its owner). ``wid=None`` leaves it unbound."""

@@ -150,7 +150,7 @@ class FakeOpenAI:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         _, refused = await self._admit(request)
-        if refused is not None:
+        if isinstance(refused, web.StreamResponse):  # a GET gets a response or None
             return refused
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})

@@ -49,7 +49,8 @@ def _decode(body: bytes, encoding: str) -> bytes:
     if encoding == "br":
         import brotli  # only when the client has it, as it then uses it
 
-        return brotli.decompress(body)
+        decoded: bytes = brotli.decompress(body)
+        return decoded
     return body
 
 

@@ -98,7 +98,7 @@ _BINARY: dict[type, Callable[[Any, Any], Any]] = {
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
-def _checked(value: Any) -> int | float:
+def _checked(value: int | float | complex) -> int | float:
     if isinstance(value, complex):
         raise ToolError("the result is not a real number")
     if isinstance(value, float) and not math.isfinite(value):

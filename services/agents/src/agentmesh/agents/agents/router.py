@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
@@ -23,7 +23,9 @@ from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor,
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=FORBIDDEN)
 IfMatch = Annotated[str | None, Header(description="An ETag from a read; 412 when stale")]
-NOT_YOURS = {404: {"description": "No such agent in your workspace"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such agent in your workspace"}
+}
 
 
 @router.post(

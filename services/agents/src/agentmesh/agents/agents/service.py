@@ -166,7 +166,7 @@ def _check_references(config: dict[str, Any]) -> None:
 
 def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """A complete config: ``base`` (the current one) with the given fields applied."""
-    defaults = {
+    defaults: dict[str, Any] = {
         "name": "",
         "description": None,
         "instructions": "",
@@ -356,7 +356,7 @@ async def list_agents(
     field = sort.lstrip("-")
     column = SORT_COLUMNS[field]
     descending = sort.startswith("-")
-    query: Select[tuple[Agent]] = select(Agent).where(
+    query: Select[Agent] = select(Agent).where(
         Agent.deleted_at.is_(None), Agent.workspace_id == access.workspace_id
     )
     if tag:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.embeddings.local import DIMENSION, MODEL_NAME, LocalMiniLM
@@ -101,12 +102,12 @@ class Embedder:
         http = outbound.async_client2(self.policy, keepalive=True)
         embeddings = OpenAIEmbeddings(
             model=model,
-            base_url=creds["base_url"],
-            api_key=creds["api_key"] or "unused",  # type: ignore[arg-type]
+            openai_api_base=creds["base_url"],
+            openai_api_key=SecretStr(creds["api_key"] or "unused"),
             dimensions=dimension,
             check_embedding_ctx_length=False,  # send text, not tiktoken ids (offline-safe)
             max_retries=2,
-            timeout=self.timeout,
+            request_timeout=self.timeout,
             http_async_client=http,
             http_client=outbound.refusing_sync_client2(),
         )

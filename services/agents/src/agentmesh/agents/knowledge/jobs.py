@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
@@ -138,7 +138,7 @@ async def finish_ready(
         )  # fmt: off
         if generation != job.generation or owner != worker:
             return False
-        await session.execute(Chunk.__table__.delete().where(Chunk.document_id == job.document_id))
+        await session.execute(delete(Chunk).where(Chunk.document_id == job.document_id))
         for start in range(0, len(pieces), INSERT_BATCH):
             await session.execute(insert(Chunk), [
                 {"document_id": job.document_id, "knowledge_base_id": job.knowledge_base_id,

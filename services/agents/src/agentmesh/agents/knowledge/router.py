@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
@@ -28,7 +29,9 @@ from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor,
 
 router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"],
                    responses=FORBIDDEN)  # fmt: skip
-NOT_YOURS = {404: {"description": "No such knowledge base in your workspace"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such knowledge base in your workspace"}
+}
 
 
 class DocumentTooLarge(AppError):

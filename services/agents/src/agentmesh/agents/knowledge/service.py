@@ -128,7 +128,7 @@ def document_out(document: Document, *, duplicate: bool = False) -> DocumentOut:
     return DocumentOut(
         id=document.id, knowledge_base_id=document.knowledge_base_id, filename=document.filename,
         content_type=document.content_type, size_bytes=document.size_bytes,
-        status=document.status, error=document.error,  # type: ignore[arg-type]
+        status=document.status, error=document.error,
         chunk_count=document.chunk_count, chunks_done=document.chunks_done,
         chunks_total=document.chunks_total, metadata=document.doc_metadata, duplicate=duplicate,
         created_at=document.created_at, updated_at=document.updated_at,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 
@@ -17,8 +18,12 @@ from agentmesh.shared.db import Session, release
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp-servers"], responses=FORBIDDEN)
-NOT_YOURS = {404: {"description": "No such MCP server in your workspace"}}
-BLOCKED = {422: {"description": "Invalid body, or the URL reaches a private address"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such MCP server in your workspace"}
+}
+BLOCKED: dict[int | str, dict[str, Any]] = {
+    422: {"description": "Invalid body, or the URL reaches a private address"}
+}
 
 
 @router.post(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 
@@ -23,8 +24,12 @@ from agentmesh.shared.db import Session, release
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"], responses=FORBIDDEN)
-NOT_YOURS = {404: {"description": "No such provider in your workspace"}}
-BLOCKED = {422: {"description": "base_url reaches a private address (address-not-allowed)"}}
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such provider in your workspace"}
+}
+BLOCKED: dict[int | str, dict[str, Any]] = {
+    422: {"description": "base_url reaches a private address (address-not-allowed)"}
+}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut, responses=BLOCKED)

@@ -73,7 +73,7 @@ def to_out(provider: Provider, *, secrets: bool) -> ProviderOut:
     return ProviderOut(
         id=str(provider.id),
         kind=provider.kind,
-        name=provider.name,  # type: ignore[arg-type]
+        name=provider.name,
         base_url=provider.base_url,
         api_key_last4=provider.api_key_last4 if secrets else None,
         workspace_id=provider.workspace_id,

@@ -33,7 +33,7 @@ from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor,
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 #: Every route: any member of the workspace (viewer and up); API keys need ``chat``.
 Chatter = Annotated[Access, access_to("viewer", "chat")]
-NOT_YOURS = {
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
     403: {"description": "An API key without the chat scope"},
     404: {"description": "No such conversation, or not yours"},
 }

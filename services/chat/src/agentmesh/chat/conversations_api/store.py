@@ -22,6 +22,7 @@ from agentmesh.chat.models import Conversation, Message, new_id
 from agentmesh.chat.responses.items import PREFIX
 from agentmesh.chat.responses.tables import ConversationExtraItem, ConversationMeta
 from agentmesh.shared.access import Access
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.errors import NotFound
 
 #: The agent of a conversation no response has bound yet.
@@ -238,7 +239,7 @@ async def remove(session: AsyncSession, conversation: Conversation, item_id: str
         deleted = await session.execute(delete(ConversationExtraItem).where(
             ConversationExtraItem.id == key,
             ConversationExtraItem.conversation_id == conversation.id))  # fmt: skip
-        if deleted.rowcount:
+        if rowcount(deleted):
             return
     raise ItemNotFound(f"Item with id '{item_id}' can't be deleted alone; delete the message "
                        "it belongs to.", extra={"param": "item_id"})  # fmt: skip

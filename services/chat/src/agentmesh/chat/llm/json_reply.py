@@ -29,7 +29,7 @@ def _instance(schema: Any, text: str, defs: dict[str, Any], depth: int = 0) -> A
         count = int(schema.get("minItems") or 0)
         return [_instance(schema.get("items"), text, defs, depth + 1) for _ in range(count)]
     if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        low: Any = schema.get("minimum", schema.get("exclusiveMinimum", 0))
         value = low + 1 if "exclusiveMinimum" in schema else low
         return int(value) if kind == "integer" else float(value)
     if kind == "boolean":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
@@ -24,6 +25,8 @@ from agentmesh.chat.llm.tokens import (
     count_tokens,
     message_text,
 )
+
+M = TypeVar("M", bound=BaseMessage)
 
 MIN_WINDOW_TOKENS = 32
 SUMMARY_HEADING = "Summary of the earlier conversation:"
@@ -146,7 +149,7 @@ def _turn_units(history: Sequence[BaseMessage]) -> list[list[BaseMessage]]:
     return units
 
 
-def _truncate(message: BaseMessage, budget: int) -> BaseMessage:
+def _truncate(message: M, budget: int) -> M:
     """A copy of ``message`` whose counted size is at most ``budget`` (text cut at the end)."""
     text = message_text(message)
     overhead = count_one_message(message.model_copy(update={"content": ""}))

@@ -16,8 +16,8 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, cast
 
 import httpx
 import openai
@@ -103,7 +103,13 @@ async def stream_with_retry(
         held: list[AIMessageChunk] = []
         delivered = False
         try:
-            async with contextlib.aclosing(model.astream(list(messages), config=config)) as stream:
+            # A chat model streams AIMessageChunks from an async generator; the Runnable
+            # signature only promises BaseMessages from an iterator.
+            stream_of = cast(
+                AsyncGenerator[AIMessageChunk, None],
+                model.astream(list(messages), config=config),
+            )
+            async with contextlib.aclosing(stream_of) as stream:
                 async for chunk in stream:
                     if not delivered and not (chunk.content or chunk.tool_call_chunks):
                         held.append(chunk)

@@ -23,6 +23,7 @@ from agentmesh.chat.models import AgentSnapshot, new_id
 from agentmesh.chat.openai_compat.schemas import (
     ChatCompletionRequest,
     ChatMessage,
+    NamedToolChoice,
     OtherToolChoice,
 )
 from agentmesh.chat.runs.executor import RunPlan
@@ -166,4 +167,4 @@ def _tool_choice(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
     choice = body.tool_choice
     if isinstance(choice, OtherToolChoice):
         return None  # left to the model
-    return choice.model_dump() if hasattr(choice, "model_dump") else choice
+    return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice

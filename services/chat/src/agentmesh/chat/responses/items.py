@@ -39,7 +39,8 @@ def _bad(param: str, why: str) -> InvalidRequest:
 
 def _parts(content: Any, role: str, param: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        kind = "output_text" if role == "assistant" else "input_text"
+        # Typed for the loop below too, where a part's "type" may be anything.
+        kind: str | None = "output_text" if role == "assistant" else "input_text"
         part: dict[str, Any] = {"type": kind, "text": content}
         return [part | {"annotations": []} if kind == "output_text" else part]
     if not isinstance(content, list):

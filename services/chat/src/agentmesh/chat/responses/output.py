@@ -290,7 +290,7 @@ _HIT = re.compile(
 
 def _search_results(text: str) -> list[dict[str, Any]]:
     """knowledge_search's numbered passages as file_search_call results."""
-    results = []
+    results: list[dict[str, Any]] = []
     for match in _HIT.finditer(text):
         _, filename, document_id, score, content = match.groups()
         try:

@@ -117,7 +117,10 @@ def _check_fits(instructions: str, history: list[Any], config: dict[str, Any]) -
     if (
         planned.dropped
         or not whole
-        or (instructions.strip() and message_text(system) != instructions.strip())
+        or (
+            instructions.strip()
+            and (system is None or message_text(system) != instructions.strip())
+        )
     ):
         raise ContextTooLong(
             f"The input does not fit the agent's context window of {window} tokens; shorten "

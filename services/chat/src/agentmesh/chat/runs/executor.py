@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -301,7 +302,7 @@ class RunExecutor:
             meta = full.response_metadata or {}  # OpenAI, Anthropic, Ollama name it apart
             outcome.finish_reason = meta.get("finish_reason") or meta.get("stop_reason") or \
                 meta.get("done_reason")  # fmt: skip
-            usage = full.usage_metadata or {}
+            usage: Mapping[str, Any] = full.usage_metadata or {}
             outcome.input_tokens += int(usage.get("input_tokens", 0))
             outcome.output_tokens += int(usage.get("output_tokens", 0))
             calls = list(full.tool_calls or [])

@@ -25,7 +25,7 @@ from agentmesh.shared.openapi import sse_content
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 #: Any member of the workspace (viewer and up) for their own runs; API keys need ``chat``.
 Chatter = Annotated[Access, access_to("viewer", "chat")]
-NOT_YOURS = {
+NOT_YOURS: dict[int | str, dict[str, Any]] = {
     403: {"description": "An API key without the chat scope"},
     404: {"description": "No such run, or not yours"},
 }

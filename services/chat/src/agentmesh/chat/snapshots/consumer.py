@@ -10,12 +10,14 @@ owner's personal workspace.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import AgentSnapshot
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.events.contracts import (
     AgentCreated,
     AgentDeleted,
@@ -51,8 +53,8 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
     else:  # pragma: no cover - the subscription only carries agent events
         return
     statement = insert(AgentSnapshot).values(**values)
-    update = {key: statement.excluded[key] for key in ("owner_id", "workspace_id", "version",
-                                                         "deleted")}  # fmt: skip
+    columns = ("owner_id", "workspace_id", "version", "deleted")
+    update: dict[str, Any] = {key: statement.excluded[key] for key in columns}
     if not values["deleted"]:
         update["config"] = statement.excluded.config
     update["updated_at"] = func.now()
@@ -70,6 +72,6 @@ async def on_agent_event(session: AsyncSession, envelope: Envelope, payload: Eve
             "subject": envelope.type,
             "agent_id": str(payload.agent_id),
             "agent_version": payload.agent_version,
-            "newest": result.rowcount == 1,
+            "newest": rowcount(result) == 1,
         },
     )

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentmesh.chat.conversations.service import forget_converted
 from agentmesh.chat.models import AgentSnapshot, Budget, BudgetSpend, Conversation, Run
 from agentmesh.chat.responses.tables import ConversationExtraItem, ConversationMeta, StoredResponse
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.events.contracts import ChatWorkspacePurged, WorkspaceDeleted
 from agentmesh.shared.events.envelope import Envelope, EventPayload
 from agentmesh.shared.events.outbox import Outbox
@@ -36,7 +37,7 @@ def on_workspace_deleted(outbox: Outbox):
                   BudgetSpend, Budget, AgentSnapshot)  # fmt: skip
         for model in models:
             deleted = await session.execute(delete(model).where(model.workspace_id == workspace))
-            counts[model.__tablename__] = deleted.rowcount
+            counts[model.__tablename__] = rowcount(deleted)
         await outbox.add(session, ChatWorkspacePurged(workspace_id=workspace))
         forget_converted()  # this replica's copies; other replicas' expire within minutes
         logger.info("workspace purged", extra={"workspace_id": str(workspace), **counts})

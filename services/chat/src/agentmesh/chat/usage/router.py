@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -20,18 +20,20 @@ logger = logging.getLogger("agentmesh.chat.usage")
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 budgets_router = APIRouter(prefix="/api/v1/budgets", tags=["budgets"])
-NO_BUDGET = {404: {"description": "The user has no budget"}}
+NO_BUDGET: dict[int | str, dict[str, Any]] = {404: {"description": "The user has no budget"}}
 
 
-FOREIGN = {403: {"description": "Someone else's, and you are not an admin"}}
-USAGE_ERRORS = {
+FOREIGN: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Someone else's, and you are not an admin"}
+}
+USAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {
         "description": "Another member's usage, or group_by=member, and you are not an "
         "admin or owner of the workspace; or an API key without usage:read"
     },
     404: {"description": "workspace_id of another workspace (platform admins only)"},
 }
-ADMIN_ONLY = {403: {"description": "Admins only"}}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "Admins only"}}
 
 
 @router.get("", response_model=UsageReport, responses=USAGE_ERRORS)

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, select, text
+from sqlalchemy import Label, Text, cast, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,7 @@ from agentmesh.chat.usage.schemas import (
     UsageReport,
 )
 from agentmesh.shared.access import Access
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.errors import AppError, Forbidden, NotFound
 
 
@@ -139,7 +140,7 @@ async def usage_report(
 ) -> UsageReport:  # fmt: skip
     """The finished runs in ``[start, end)`` of the workspace (of ``user_id`` only, unless
     None), grouped, with totals."""
-    key = {
+    key: Label[Any] = {
         "agent": cast(Run.agent_id, Text),
         "model": Run.model,
         "day": func.to_char(func.timezone("UTC", Run.created_at), "YYYY-MM-DD"),
@@ -225,7 +226,7 @@ async def delete_budget(session: AsyncSession, workspace_id: uuid.UUID, user_id:
     budget exists, so a budget set later seeds afresh from the runs."""
     mine = (Budget.workspace_id == workspace_id, Budget.user_id == user_id)
     deleted = await session.execute(delete(Budget).where(*mine))
-    if not deleted.rowcount:
+    if not rowcount(deleted):
         raise BudgetNotFound("No budget is set here.")
     await session.execute(delete(BudgetSpend).where(
         BudgetSpend.workspace_id == workspace_id, BudgetSpend.user_id == user_id))  # fmt: skip

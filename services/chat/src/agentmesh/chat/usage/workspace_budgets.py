@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 
@@ -31,11 +31,11 @@ logger = logging.getLogger("agentmesh.chat.usage")
 
 router = APIRouter(prefix="/api/v1/workspaces", tags=["budgets"])
 Reader = Annotated[Access, access_to("viewer", "usage:read")]
-SET = {
+SET: dict[int | str, dict[str, Any]] = {
     403: {"description": "Not allowed to set it, or an API key without workspace:admin"},
     404: {"description": "Another workspace, or not a member of it"},
 }
-READ = {
+READ: dict[int | str, dict[str, Any]] = {
     403: {"description": "Another member's, and you are not an admin or owner of the "
           "workspace; or an API key without usage:read"},
     404: {"description": "No budget set, another workspace, or not a member of it"},

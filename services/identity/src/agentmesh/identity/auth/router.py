@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
@@ -17,7 +17,7 @@ from agentmesh.shared.errors import AppError
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Invalid credentials or token"},
     429: {"description": "Too many failed logins; see Retry-After"},
 }

@@ -28,6 +28,7 @@ from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.schemas import email_key
 from agentmesh.identity.workspaces import service as workspaces
+from agentmesh.shared.db import rowcount
 from agentmesh.shared.events.contracts import SessionsRevoked, UserRegistered
 from agentmesh.shared.events.outbox import Outbox
 
@@ -132,7 +133,7 @@ class AuthService:
             result = await session.execute(
                 delete(LoginFailure).where(LoginFailure.failed_at < func.now() - window)
             )
-        return result.rowcount or 0
+        return rowcount(result)
 
     async def login(
         self,

@@ -140,8 +140,12 @@ class OidcClient:
             form |= {"client_id": provider.client_id, "client_secret": secret}
             auth = None
         try:
+            # No auth: the client's default, which is none (outbound clients carry no auth).
             response = await self.http.post(
-                discovery.token_endpoint, data=form, headers=headers, auth=auth
+                discovery.token_endpoint,
+                data=form,
+                headers=headers,
+                auth=auth or httpx.USE_CLIENT_DEFAULT,
             )
         except BlockedAddress as exc:
             raise ProviderUnavailable(f"The provider's address is not allowed: {exc}") from None

@@ -43,6 +43,7 @@ from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.schemas import email_key, normalize_email
 from agentmesh.shared.crypto import derive_key, split_secrets
+from agentmesh.shared.db import rowcount
 
 COOKIE = "agentmesh_oidc"
 COOKIE_PATH = "/api/v1/auth/oidc/"
@@ -334,7 +335,7 @@ class OidcService:
             codes = await session.execute(
                 delete(LoginCode).where(LoginCode.expires_at < func.now() - grace)
             )
-        return (flows.rowcount or 0) + (codes.rowcount or 0)
+        return rowcount(flows) + rowcount(codes)
 
 
 def _verified(claims: dict[str, Any]) -> bool:

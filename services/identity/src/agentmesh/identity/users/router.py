@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
 
@@ -22,7 +22,10 @@ from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
-ADMIN_ONLY = {401: {"description": "Not authenticated"}, 403: {"description": "Admin only"}}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not authenticated"},
+    403: {"description": "Admin only"},
+}
 
 
 @router.get("/me", response_model=MeOut, responses={401: {"description": "Not authenticated"}})

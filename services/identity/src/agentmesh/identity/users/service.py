@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import any_, delete, func, select, update
+from sqlalchemy import ColumnElement, any_, delete, func, select, update
 
 from agentmesh.identity.api_keys.models import ApiKey
 from agentmesh.identity.auth.models import LoginFailure
@@ -19,7 +20,7 @@ from agentmesh.identity.workspaces.lifecycle import release_memberships
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.events.contracts import UserDeactivated, UserDeleted, UserUpdated
 
-SORTS = {
+SORTS: dict[str, ColumnElement[Any]] = {
     "created_at": User.created_at.asc(),
     "-created_at": User.created_at.desc(),
     "email": User.email.asc(),

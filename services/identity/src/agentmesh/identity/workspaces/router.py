@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
@@ -29,8 +29,12 @@ from agentmesh.shared.errors import Forbidden
 from agentmesh.shared.events.outbox import Outbox
 
 router = APIRouter(prefix="/api/v1", tags=["workspaces"])
-NOT_FOUND = {404: {"description": "No such workspace (or not a member)"}}
-ROLE = {403: {"description": "Your role in the workspace does not allow this"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such workspace (or not a member)"}
+}
+ROLE: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Your role in the workspace does not allow this"}
+}
 
 
 def outbox_of(request: Request) -> Outbox:
