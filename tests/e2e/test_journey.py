@@ -60,6 +60,20 @@ OWNED_ROWS = {
     "chat.runs": "user_id = :user",
     "chat.budgets": "user_id = :user",
     "chat.budget_spend": "user_id = :user",
+    "identity.oidc_identities": "user_id = :user",
+    "identity.oidc_login_codes": "user_id = :user",
+    "chat.responses": "user_id = :user",
+    "chat.conversation_meta": "user_id = :user",
+    "chat.conversation_items": "user_id = :user",
+}
+#: Checked to be empty after the erasure, though this journey leaves nothing in them (no
+#: OpenID Connect sign-in, no Responses API call): their own tests cover the data.
+MAY_BE_EMPTY = {
+    "identity.oidc_identities",
+    "identity.oidc_login_codes",
+    "chat.responses",
+    "chat.conversation_meta",
+    "chat.conversation_items",
 }
 #: Kept on purpose: the event tables, and the erasure record admins audit (no email).
 NOT_USER_DATA = {"outbox", "inbox", "erasures"}
@@ -321,7 +335,7 @@ async def test_user_journey_and_erasure(
     before = {"alice": await owned_rows(database, alice_ids),
               "bob": await owned_rows(database, bob_ids)}  # fmt: skip
     for user, rows in before.items():  # every table checked below really held their data
-        assert all(rows.values()), (user, rows)
+        assert all(n for table, n in rows.items() if table not in MAY_BE_EMPTY), (user, rows)
     # Every table of the three schemas with a user or owner column is checked.
     assert await tables_with_user_columns(database) <= set(OWNED_ROWS)
 

@@ -133,7 +133,7 @@ async def delete_workspace(
 @router.post(
     "/workspaces/{workspace_id}/transfer",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**NOT_FOUND, **ROLE},
+    responses={**NOT_FOUND, **ROLE, 409: {"description": "A personal workspace"}},
 )
 async def transfer_ownership(
     workspace_id: uuid.UUID,
@@ -201,7 +201,11 @@ async def change_member_role(
 @router.delete(
     "/workspaces/{workspace_id}/members/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**NOT_FOUND, **ROLE, 409: {"description": "The last owner"}},
+    responses={
+        **NOT_FOUND,
+        **ROLE,
+        409: {"description": "The last owner, or a personal workspace"},
+    },
 )
 async def remove_member(
     workspace_id: uuid.UUID,
@@ -222,7 +226,7 @@ async def remove_member(
     "/workspaces/{workspace_id}/invitations",
     status_code=status.HTTP_201_CREATED,
     response_model=InvitationCreated,
-    responses={**NOT_FOUND, **ROLE},
+    responses={**NOT_FOUND, **ROLE, 409: {"description": "A personal workspace"}},
 )
 async def invite(
     workspace_id: uuid.UUID,
