@@ -147,6 +147,8 @@ class Run(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     model: Mapped[str] = mapped_column(Text)
     provider: Mapped[str] = mapped_column(Text)
+    #: Null when the agent's own model answered, else the position in its ``fallbacks``.
+    fallback_index: Mapped[int | None] = mapped_column(Integer)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), default=0)

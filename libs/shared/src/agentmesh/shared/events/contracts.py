@@ -178,6 +178,8 @@ class AgentConfig(BaseModel):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     knowledge_base_ids: list[UUID] = Field(default_factory=list)
     memory: dict[str, Any] = Field(default_factory=dict)
+    #: ``[{provider_id?, model}]``, tried in order when the agent's model fails to answer.
+    fallbacks: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -26,6 +26,20 @@ class MemoryConfig(BaseModel):
     summarize: bool = False
 
 
+class FallbackModel(BaseModel):
+    """A model tried when the agent's own fails before answering (rate limit, 5xx,
+    timeout, refused connection). No ``provider_id``: the agent's own provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider_id: uuid.UUID | None = None
+    model: str = Field(min_length=1, max_length=200, examples=["gpt-4o-mini"])
+
+
+#: Most fallback models an agent may list.
+MAX_FALLBACKS = 5
+
+
 class AgentFields(BaseModel):
     """Everything an agent is made of; every field optional, for PATCH."""
 
@@ -41,6 +55,7 @@ class AgentFields(BaseModel):
     tools: list[ToolRef] | None = Field(default=None, max_length=32)
     knowledge_base_ids: list[uuid.UUID] | None = Field(default=None, max_length=32)
     memory: MemoryConfig | None = None
+    fallbacks: list[FallbackModel] | None = Field(default=None, max_length=MAX_FALLBACKS)
     tags: list[Tag] | None = Field(default=None, max_length=32)
     metadata: dict[str, Any] | None = None
 
@@ -66,6 +81,7 @@ class AgentOut(BaseModel):
     tools: list[ToolRef]
     knowledge_base_ids: list[uuid.UUID]
     memory: MemoryConfig
+    fallbacks: list[FallbackModel] = Field(default_factory=list)
     tags: list[str]
     metadata: dict[str, Any]
     created_at: datetime

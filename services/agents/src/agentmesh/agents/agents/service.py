@@ -11,7 +11,13 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.models import Agent, AgentVersion
-from agentmesh.agents.agents.schemas import AgentCreate, AgentFields, AgentOut, MemoryConfig
+from agentmesh.agents.agents.schemas import (
+    AgentCreate,
+    AgentFields,
+    AgentOut,
+    FallbackModel,
+    MemoryConfig,
+)
 from agentmesh.agents.tools.catalog import BUILTIN_TOOLS
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
@@ -79,6 +85,7 @@ async def _check_provider(
                 extra={"field": "knowledge_base_ids"},
             )
     await _check_mcp_servers(session, workspace_id, config["tools"])
+    await _check_fallback_providers(session, workspace_id, config["fallbacks"])
     if config["provider_id"] is None:
         return
     from agentmesh.agents.providers.models import Provider
@@ -90,6 +97,24 @@ async def _check_provider(
             "offline one.",
             extra={"field": "provider_id"},
         )
+
+
+async def _check_fallback_providers(
+    session: AsyncSession, workspace_id: uuid.UUID, fallbacks: list[dict[str, Any]]
+) -> None:
+    """A fallback's provider must be of the agent's workspace, as the agent's own."""
+    from agentmesh.agents.providers.models import Provider
+
+    for index, fallback in enumerate(fallbacks):
+        if fallback.get("provider_id") is None:
+            continue
+        provider = await session.get(Provider, uuid.UUID(str(fallback["provider_id"])))
+        if provider is None or provider.workspace_id != workspace_id:
+            raise InvalidReference(
+                f"fallbacks[{index}].provider_id: no such provider in this workspace; omit it "
+                "for the agent's own provider.",
+                extra={"field": f"fallbacks[{index}].provider_id"},
+            )
 
 
 async def _check_mcp_servers(
@@ -177,6 +202,7 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         "tools": [],
         "knowledge_base_ids": [],
         "memory": MemoryConfig().model_dump(),
+        "fallbacks": [],
         "tags": [],
         "metadata": {},
     }
@@ -185,6 +211,10 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
     for key in ("tools", "knowledge_base_ids", "tags"):
         config[key] = config[key] or []
     config["metadata"] = config["metadata"] or {}
+    config["fallbacks"] = [  # whole: a fallback given without provider_id has it null
+        FallbackModel.model_validate(fallback).model_dump(mode="json")
+        for fallback in config["fallbacks"] or []
+    ]
     config["memory"] = config["memory"] or MemoryConfig().model_dump()
     if config["tags"]:
         config["tags"] = sorted(set(config["tags"]))

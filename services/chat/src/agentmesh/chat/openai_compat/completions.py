@@ -21,6 +21,7 @@ from agentmesh.chat.openai_compat.schemas import (
     AssistantMessage,
     ChatCompletion,
     Choice,
+    ServedBy,
     Usage,
 )
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
@@ -65,6 +66,15 @@ def usage(outcome: RunOutcome) -> Usage:
                  total_tokens=outcome.input_tokens + outcome.output_tokens)  # fmt: skip
 
 
+def served_by(outcome: RunOutcome) -> ServedBy | None:
+    """The agent's model that answered (its own or a fallback)."""
+    served = outcome.served
+    if served is None:
+        return None
+    return ServedBy(model=served.model, provider=served.provider,
+                    fallback_index=served.fallback_index)  # fmt: skip
+
+
 class RunFailed(AppError):
     """A run that failed, with the status and type its ``run.failed`` problem carries."""
 
@@ -86,6 +96,7 @@ def completion(plan: RunPlan, outcome: RunOutcome, model: str, created: int) -> 
     return ChatCompletion(
         id=completion_id(plan.run_id), created=created, model=model, usage=usage(outcome),
         choices=[Choice(message=message, finish_reason=finish_reason(outcome, plan))],
+        served_by=served_by(outcome),
     )  # fmt: skip
 
 
@@ -136,7 +147,9 @@ async def completion_chunks(
     calls = openai_tool_calls(outcome.pending_tool_calls)
     if calls:
         yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
-    yield chunk({}, finish_reason(outcome, plan))
+    served = served_by(outcome)
+    yield chunk({}, finish_reason(outcome, plan),
+                served_by=None if served is None else served.model_dump())  # fmt: skip
     if include_usage:
         yield chunk(None, usage=usage(outcome).model_dump())
     yield DONE

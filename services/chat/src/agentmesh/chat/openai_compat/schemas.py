@@ -150,6 +150,16 @@ class Choice(BaseModel):
     logprobs: None = None
 
 
+class ServedBy(BaseModel):
+    """Which model of the agent answered (an AgentMesh field: ``model`` names the agent)."""
+
+    model: str
+    provider: str
+    fallback_index: int | None = Field(
+        default=None, description="Null: the agent's own model; else its fallback's position"
+    )
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -158,6 +168,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: None = None
+    served_by: ServedBy | None = None
 
 
 class ErrorBody(BaseModel):

@@ -270,6 +270,16 @@ def ended(started: Started, outcome: RunOutcome) -> dict[str, Any]:
     )
     row["usage"] = usage_of(outcome)
     row["completed_at"] = datetime.now(UTC)
+    if outcome.served is not None:  # which of the agent's models answered (or failed last)
+        served = outcome.served
+        row["params"] = {
+            **row["params"],
+            "served_by": {
+                "model": served.model,
+                "provider": served.provider,
+                "fallback_index": served.fallback_index,
+            },
+        }
     if outcome.status == "failed":
         problem = outcome.error or {}
         row["status"] = "failed"
@@ -298,7 +308,8 @@ async def finalize(state: Any, started: Started) -> dict[str, Any]:
     outcome: RunOutcome = await asyncio.shield(started.channel.task)
     row = ended(started, outcome)
     if started.stored:
-        columns = ("status", "output", "usage", "error", "incomplete_details", "completed_at")
+        columns = ("status", "output", "usage", "error", "incomplete_details", "completed_at",
+                   "params")  # fmt: skip
         statement = insert(StoredResponse).values(**row)
         statement = statement.on_conflict_do_update(
             index_elements=[StoredResponse.id],
@@ -401,6 +412,8 @@ def as_object(row: dict[str, Any], run_status: str | None = None) -> dict[str, A
         "truncation": echo["truncation"],
         "usage": row["usage"],
         "user": echo["user"],
+        # AgentMesh's own: the agent's model that answered (``model`` names the agent).
+        "served_by": echo.get("served_by"),
     }
 
 

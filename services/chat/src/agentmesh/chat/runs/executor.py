@@ -20,8 +20,9 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
 from opentelemetry import trace
 
+from agentmesh.chat.llm.fallbacks import Candidate, ModelChain, Served, candidates
 from agentmesh.chat.llm.resolve import check_provider_address, resolve_chat_model, tool_choice_for
-from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, stream_with_retry
+from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
@@ -90,6 +91,14 @@ class RunOutcome:
     message_id: uuid.UUID | None = None
     message_created_at: datetime | None = None
     cost_usd: Decimal = Decimal(0)
+    #: The model that answered (or, failed, was tried last): see ``llm.fallbacks``.
+    served: Served | None = None
+
+
+def served_fields(model: str, provider: str, outcome: RunOutcome) -> dict[str, Any]:
+    """Who answered, as ``message.completed`` and the run say it."""
+    index = None if outcome.served is None else outcome.served.fallback_index
+    return {"model": model, "provider": provider, "fallback_index": index}
 
 
 def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
@@ -128,9 +137,9 @@ class RunExecutor:
         with self.tracer.start_as_current_span(f"invoke_agent {name}", attributes=attributes):
             return await self._run(plan, channel)
 
-    async def _model(self, plan: RunPlan) -> tuple[Any, str]:
+    async def _model(self, plan: RunPlan, use: Candidate | None = None) -> tuple[Any, str]:
         settings = self.state.settings
-        config = plan.config
+        config = plan.config if use is None else use.config(plan.config)
         creds = None
         if config.get("provider_id"):
             creds = await self.state.agents_client.credentials(
@@ -212,14 +221,15 @@ class RunExecutor:
         except RunNotRecorded:
             return await self._not_recorded(plan, channel, outcome)
         latency_ms = (time.perf_counter() - started) * 1000
-        price = self.state.settings.prices.get(model_name)
+        served = outcome.served or Served(model_name, provider, chat=model)
+        price = self.state.settings.prices.get(served.model)  # the model that answered
         if price is not None:
             spent = price.input * outcome.input_tokens + price.output * outcome.output_tokens
             outcome.cost_usd = spent / Decimal(1_000_000)
-        await asyncio.shield(self._finish(plan, channel, outcome, model_name, provider,
+        await asyncio.shield(self._finish(plan, channel, outcome, served.model, served.provider,
                                           latency_ms))  # fmt: skip
-        if plan.title_seed and model is not None and outcome.status == "completed":
-            asyncio.create_task(self._title(plan, model, outcome.content))  # noqa: RUF006
+        if plan.title_seed and served.chat is not None and outcome.status == "completed":
+            asyncio.create_task(self._title(plan, served.chat, outcome.content))  # noqa: RUF006
         return outcome
 
     async def _not_recorded(self, plan: RunPlan, channel: RunChannel,
@@ -273,20 +283,26 @@ class RunExecutor:
                     provider: str) -> None:  # fmt: skip
         tools = [] if plan.client_tools is not None else await self._tools(plan)
         by_name = {tool.name: tool for tool in tools}
-        if plan.client_tools:
-            choice = tool_choice_for(provider, plan.tool_choice)
-            bound = model.bind_tools(plan.client_tools, tool_choice=choice)
-        else:
-            bound = model.bind_tools(tools) if tools else model
-        if plan.response_format is not None:
-            bound = bound.bind(response_format=plan.response_format)
+
+        def bind(model: Any, provider: str) -> Any:  # for each model of the chain
+            if plan.client_tools:
+                choice = tool_choice_for(provider, plan.tool_choice)
+                bound = model.bind_tools(plan.client_tools, tool_choice=choice)
+            else:
+                bound = model.bind_tools(tools) if tools else model
+            if plan.response_format is not None:
+                bound = bound.bind(response_format=plan.response_format)
+            return bound
+
+        own = Served(str(plan.config.get("model") or "offline"), provider, chat=model)
+        chain = ModelChain(candidates(plan.config), lambda use: self._model(plan, use), own)
+        outcome.served = chain.served  # kept current by the chain
         messages = await prompt_for(self.state, plan, model)
         settings = self.state.settings
         ready = False  # run.started is out (and so the run's row is committed)
         for _step in range(settings.max_tool_steps):
             full: AIMessageChunk | None = None
-            async for chunk in stream_with_retry(bound, messages,
-                                                 attempts=settings.model_attempts):  # fmt: skip
+            async for chunk in chain.stream(messages, bind, attempts=settings.model_attempts):
                 if not ready:  # raises RunNotRecorded before anything is shown
                     await asyncio.shield(announced)
                     ready = True
@@ -357,7 +373,8 @@ class RunExecutor:
             await self.hub.emit(channel, "message.completed", {
                 "message_id": outcome.message_id, "content": outcome.content,
                 "tool_calls": outcome.tool_calls, "usage": usage,
-                "cost_usd": str(outcome.cost_usd), "status": "completed"})  # fmt: skip
+                "cost_usd": str(outcome.cost_usd), "status": "completed",
+                **served_fields(model, provider, outcome)})  # fmt: skip
         elif outcome.status == "cancelled":
             await self.hub.emit(
                 channel,

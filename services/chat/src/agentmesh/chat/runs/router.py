@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.models import Run
@@ -42,8 +42,11 @@ class RunOut(BaseModel):
     agent_version: int
     status: str
     error: dict[str, Any] | None
-    model: str
+    model: str = Field(description="The model that answered (or, failed, was tried last)")
     provider: str
+    fallback_index: int | None = Field(
+        default=None, description="Null: the agent's own model answered; else its fallback's "
+        "position in the agent's `fallbacks`")  # fmt: skip
     user_message_id: uuid.UUID | None
     assistant_message_id: uuid.UUID | None
     input_tokens: int
@@ -166,7 +169,14 @@ def _rebuilt_end(run: Run) -> list[RunEvent]:
         last = RunEvent(
             end - 1,
             "message.completed",
-            {"message_id": run.assistant_message_id, "usage": usage, "status": "completed"},
+            {
+                "message_id": run.assistant_message_id,
+                "usage": usage,
+                "status": "completed",
+                "model": run.model,
+                "provider": run.provider,
+                "fallback_index": run.fallback_index,
+            },
         )
     elif run.status == "cancelled":
         last = RunEvent(end - 1, "run.cancelled", {"message_id": run.assistant_message_id,

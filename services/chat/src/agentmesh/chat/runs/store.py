@@ -177,7 +177,8 @@ WITH r AS (
   -- Only a run still running: one the orphan sweep already failed (this replica lost
   -- its heartbeat for too long) keeps the sweep's record, and nothing here happens twice.
   UPDATE chat.runs SET status = :status, error = CAST(:error AS jsonb), model = :model,
-         provider = :provider, input_tokens = :input_tokens, output_tokens = :output_tokens,
+         provider = :provider, fallback_index = :fallback_index,
+         input_tokens = :input_tokens, output_tokens = :output_tokens,
          cost_usd = :cost, latency_ms = :latency_ms, ttft_ms = :ttft_ms,
          assistant_message_id = :assistant_id, last_event_id = :last_event_id,
          finished_at = now()
@@ -243,6 +244,7 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
         "cost": outcome.cost_usd, "reserved": plan.reserved_tokens,
         "error": json.dumps(outcome.error) if outcome.error else None,
         "model": finished.model, "provider": finished.provider,
+        "fallback_index": None if outcome.served is None else outcome.served.fallback_index,
         "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,
         "last_event_id": finished.last_event_id,
     }  # fmt: skip
