@@ -285,3 +285,17 @@ async def test_openai_apis_use_the_fallbacks_and_report_the_model_that_answered(
     stored = await chat.get(f"/v1/responses/{response.json()['id']}", headers=headers)
     assert stored.json()["served_by"] == served
     assert down.attempts == {"primary-model": 3 * ATTEMPTS}
+
+
+async def test_a_timeout_falls_back(common, agents, make_agent, token_issuer, backup):
+    headers = token_issuer.headers()
+    async with FakeOpenAI(timeout_seconds=60) as slow:  # holds the request, answers nothing
+        agent = await agent_on(agents, make_agent, headers, slow.base_url, backup)
+        slow.fail_next("timeout")
+        settings = chat_settings(common, model_attempts=1, model_timeout_seconds=2)
+        async with app_client(create_chat(settings)) as impatient:
+            response = await ask(impatient, headers, agent)
+            assert response.status_code == 200, response.text
+            run = await run_of(impatient, headers, response)
+    assert slow.chat_attempts == 1 and response.json()["content"] == REPLY
+    assert (run["model"], run["fallback_index"]) == ("backup-model", 0)
