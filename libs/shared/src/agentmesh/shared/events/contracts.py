@@ -180,6 +180,8 @@ class AgentConfig(BaseModel):
     memory: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Few-shot turns ``[{user, assistant}]``, after the instructions.
+    examples: list[dict[str, str]] = Field(default_factory=list)
 
 
 class AgentCreated(EventPayload):

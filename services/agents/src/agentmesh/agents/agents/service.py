@@ -179,10 +179,11 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         "memory": MemoryConfig().model_dump(),
         "tags": [],
         "metadata": {},
+        "examples": [],
     }
     config = {**defaults, **(base or {})}
     config.update(fields.model_dump(mode="json", exclude_unset=True))
-    for key in ("tools", "knowledge_base_ids", "tags"):
+    for key in ("tools", "knowledge_base_ids", "tags", "examples"):
         config[key] = config[key] or []
     config["metadata"] = config["metadata"] or {}
     config["memory"] = config["memory"] or MemoryConfig().model_dump()
