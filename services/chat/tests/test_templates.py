@@ -146,6 +146,9 @@ async def test_conversation_variables_and_timezone_are_checked(chat, make_agent,
     for body, loc in [
         ({"timezone": "Mars/Olympus"}, ["body", "timezone"]),
         ({"timezone": "../../etc/passwd"}, ["body", "timezone"]),
+        ({"timezone": "Europe"}, ["body", "timezone"]),  # a directory of the zone files
+        ({"timezone": "zone.tab"}, ["body", "timezone"]),
+        ({"timezone": "localtime"}, ["body", "timezone"]),  # the host's, not a zone
         ({"variables": {"user": "x"}}, ["body", "variables", "user", "[key]"]),
         ({"variables": {"date": "x"}}, ["body", "variables", "date", "[key]"]),
         ({"variables": {"not-a-name": "x"}}, ["body", "variables", "not-a-name", "[key]"]),
@@ -231,3 +234,29 @@ async def test_instructions_saved_before_templates_are_sent_as_written(
         )
     messages = await sent(chat, llm, headers, agent, ["Hi"], auto_title=False)
     assert messages[0]["content"] == old
+
+
+async def test_a_callers_instructions_are_text_not_a_template(chat, agent_with, llm,
+                                                              token_issuer):  # fmt: skip
+    """/v1/chat/completions system messages and /v1/responses instructions come after the
+    agent's rendered instructions, as written; the agent's examples come after both."""
+    headers = token_issuer.headers()
+    agent = await agent_with(headers, instructions="Agent at [{{station}}] on {{date}}.",
+                             examples=SHOTS[:1])  # fmt: skip
+    theirs = "Caller {{ user.email }} {% for x in y %}"
+    completion = await chat.post("/v1/chat/completions", headers=headers, json={
+        "model": agent["id"], "messages": [{"role": "system", "content": theirs},
+                                           {"role": "user", "content": "Hi"}]})  # fmt: skip
+    assert completion.status_code == 200, completion.text
+    response = await chat.post("/v1/responses", headers=headers, json={
+        "model": agent["id"], "input": "Hi", "instructions": theirs})  # fmt: skip
+    assert response.status_code == 200, response.text
+    bodies = [r.body for r in llm.requests if r.path.endswith("/chat/completions")]
+    today = datetime.now(UTC).date()
+    for body in bodies[-2:]:
+        system, *rest = body["messages"]
+        head, _, tail = system["content"].partition("\n\n")
+        assert head.startswith("Agent at [] on ") and tail == theirs
+        assert abs(datetime.fromisoformat(head[len("Agent at [] on "):-1]).date() - today) \
+            <= timedelta(days=1)  # fmt: skip
+        assert [m["content"] for m in rest] == ["Example question 1?", "Example answer 1.", "Hi"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import uuid
 import zoneinfo
 from datetime import datetime
@@ -28,11 +29,16 @@ def _variable_name(value: str) -> str:
     return value
 
 
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
+
+
 def _timezone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)") from None
+    # The IANA list, not any path ZoneInfo would open ("Europe" is a directory, "zone.tab"
+    # a table, "localtime" the host's own setting).
+    if value not in _zones():
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)")
     return value
 
 

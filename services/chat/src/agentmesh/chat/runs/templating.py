@@ -22,6 +22,10 @@ from agentmesh.shared.templates import TemplateError, check, context
 
 logger = logging.getLogger("agentmesh.chat.templating")
 
+#: Key of a run's config for instructions a caller sent (system and developer messages on
+#: /v1/chat/completions, ``instructions`` on /v1/responses): they follow the agent's,
+#: as written, never a template.
+CALLER_INSTRUCTIONS = "caller_instructions"
 PROFILE_SUBJECT = "identity.rpc.profile"
 PROFILE_TTL_SECONDS = 60.0
 PROFILE_CACHE_SIZE = 4096
@@ -70,12 +74,18 @@ def _zone(name: str | None) -> zoneinfo.ZoneInfo | None:
         return None
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # checked when it was stored
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # checked when stored
         return None
 
 
 async def instructions_for(state: Any, plan: Any) -> str:
-    """``plan``'s instructions with their variables filled in."""
+    """``plan``'s instructions with their variables filled in, then the caller's own."""
+    rendered = await _render(state, plan)
+    caller = plan.config.get(CALLER_INSTRUCTIONS) or ""
+    return "\n\n".join(part for part in (rendered, caller) if part.strip())
+
+
+async def _render(state: Any, plan: Any) -> str:
     source = plan.config.get("instructions") or ""
     try:
         template = check(source)
