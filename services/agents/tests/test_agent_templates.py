@@ -71,7 +71,11 @@ async def test_patch_checks_the_template_too(agents, user):
     agent = (await agents.post(AGENTS, json=KEEPER, headers=headers)).json()
     url = f"{AGENTS}/{agent['id']}"
     error = template_error(
-        await agents.patch(url, json={"instructions": "Hi {{ user.nmae }}"}, headers=headers)
+        await agents.patch(
+            url,
+            json={"instructions": "Hi {{ user.name }} {# ok #} on {{date}}: {{ user.nmae }}"},
+            headers=headers,
+        )
     )
     assert error["msg"].startswith("{{ user.nmae }}: ")
     unchanged = (await agents.get(url, headers=headers)).json()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 from jinja2 import Template as Compiled
@@ -60,14 +60,24 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Template:
-    """Checked instructions: what they name, and the compiled template (None: no tags)."""
+    """Checked instructions and what they name."""
 
     source: str
     #: Known prefixes used (``user``, ``workspace``, ``conversation``).
     prefixes: frozenset[str] = frozenset()
     #: Conversation variables named.
     variables: frozenset[str] = frozenset()
-    compiled: Compiled | None = field(default=None, compare=False, repr=False)
+    #: Whether there is anything to render (a ``{{``, ``{%`` or ``{#``).
+    tags: bool = False
+
+    def render(self, values: Mapping[str, object]) -> str:
+        """The text with ``values`` (see ``context``) filled in."""
+        return _compiled(self.source).render(values) if self.tags else self.source
+
+
+@functools.lru_cache(maxsize=256)  # the templates of the agents in use
+def _compiled(source: str) -> Compiled:
+    return _ENV.from_string(source)
 
 
 def _blocks(source: str) -> Iterator[tuple[str, str]]:
@@ -112,35 +122,35 @@ def _variable(node: nodes.Node, prefixes: set[str], variables: set[str]) -> str 
     return f"{_kind(node)} is not allowed, only variables"
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=1024)
 def check(source: str) -> Template:
     """Parse and check ``source``; ``TemplateError`` names the first offending block."""
     if not any(mark in source for mark in ("{{", "{%", "{#")):
         return Template(source)
     try:
         tree = _ENV.parse(source)
-        blocks = list(_blocks(source))
     except TemplateSyntaxError as exc:
         line = (source.splitlines() or [""])[max((exc.lineno or 1) - 1, 0)].strip()[:200]
         raise TemplateError(f"{line}: not a valid template (line {exc.lineno}): {exc.message}",
                             line) from None  # fmt: skip
     prefixes: set[str] = set()
     variables: set[str] = set()
-    expressions = iter(text for kind, text in blocks if kind == "variable")
+    seen = 0  # expressions passed so far: the next one's text is the block after them
     for statement in tree.body:
         if not isinstance(statement, nodes.Output):  # a {% %} tag: the first one in order
-            text = next((text for kind, text in blocks if kind == "block"), "{% %}")
+            text = next((text for kind, text in _blocks(source) if kind == "block"), "{% %}")
             raise TemplateError(f"{text}: {_kind(statement)} is not allowed, only variables",
                                 text)  # fmt: skip
         for node in statement.nodes:
             if isinstance(node, nodes.TemplateData):
                 continue
-            text = next(expressions, "{{ }}")
             reason = _variable(node, prefixes, variables)
-            if reason is not None:
+            if reason is not None:  # the source is lexed again only to quote the block
+                found = [text for kind, text in _blocks(source) if kind == "variable"]
+                text = found[seen] if seen < len(found) else "{{ }}"
                 raise TemplateError(f"{text}: {reason}", text)
-    return Template(source, frozenset(prefixes), frozenset(variables),
-                    _ENV.from_string(source))  # fmt: skip
+            seen += 1
+    return Template(source, frozenset(prefixes), frozenset(variables), tags=True)
 
 
 def context(
@@ -171,9 +181,6 @@ def render(source: str, values: Mapping[str, object]) -> str:
     """``source`` with its variables filled in. Instructions that do not pass ``check``
     (saved before templates were checked) are returned as they are."""
     try:
-        template = check(source)
+        return check(source).render(values)
     except TemplateError:
         return source
-    if template.compiled is None:
-        return source
-    return template.compiled.render(values)

@@ -91,7 +91,7 @@ async def _render(state: Any, plan: Any) -> str:
         template = check(source)
     except TemplateError:  # saved before templates were checked: as written
         return str(source)
-    if template.compiled is None:
+    if not template.tags:
         return str(source)
     found: dict[str, Any] = {}
     profiles = getattr(state, "profiles", None)
@@ -105,7 +105,7 @@ async def _render(state: Any, plan: Any) -> str:
         variables=conversation.get("variables"),
         timezone=_zone(conversation.get("timezone")),
     )
-    return template.compiled.render(values)
+    return template.render(values)
 
 
 def examples_of(config: dict[str, Any]) -> list[tuple[str, str]]:
