@@ -20,6 +20,7 @@ from agentmesh.chat.runs.hub import RunHub
 from agentmesh.chat.runs.orphans import RunWatch
 from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local
 from agentmesh.chat.runs.router import router as runs_router
+from agentmesh.chat.runs.templating import Profiles
 from agentmesh.chat.settings import ChatSettings
 from agentmesh.chat.usage.router import budgets_router
 from agentmesh.chat.usage.router import router as usage_router
@@ -62,6 +63,8 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
         timeout=settings.rpc_timeout_seconds, ttl=settings.credentials_ttl_seconds,
         tracer_provider=runtime.tracer_provider,
     )  # fmt: skip
+    app.state.profiles = Profiles(runtime.broker, settings.internal_token.get_secret_value(),
+                                  timeout=settings.rpc_timeout_seconds)  # fmt: skip
     app.state.executor = RunExecutor(app.state)
     runtime.startup_hooks.append(_warm_providers)
     # Heartbeats of this replica's runs, and the sweep that ends runs of stopped replicas.

@@ -87,6 +87,11 @@ class Conversation(Base):
     #: Summary of the turns before ``summary_upto`` (memory with summarization on).
     summary: Mapped[str | None] = mapped_column(Text)
     summary_upto: Mapped[uuid.UUID | None] = mapped_column()
+    #: What the agent's instructions may name: ``{{key}}`` and the zone of ``{{date}}``.
+    variables: Mapped[dict[str, str]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    timezone: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -25,6 +25,7 @@ from agentmesh.identity.oidc.client import OidcClient
 from agentmesh.identity.oidc.router import router as oidc_router
 from agentmesh.identity.oidc.service import OidcService
 from agentmesh.identity.settings import IdentitySettings
+from agentmesh.identity.users import rpc as profile_rpc
 from agentmesh.identity.users.models import User
 from agentmesh.identity.users.router import router as users_router
 from agentmesh.identity.users.schemas import email_key, normalize_email
@@ -130,6 +131,9 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
     events.register(runtime)
     readmodel.register(runtime, resync_seconds=settings.membership_resync_seconds)
     denylist.register(runtime, settings)
+    assert runtime.broker is not None
+    profile_rpc.register(runtime.broker, runtime.sessionmaker,
+                         settings.internal_token.get_secret_value())  # fmt: skip
     runtime.startup_hooks.extend([bootstrap, prune_login_failures])
     runtime.shutdown_hooks.append(stop_pruning)
     app = runtime.create_app(

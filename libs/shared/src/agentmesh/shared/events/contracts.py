@@ -182,6 +182,8 @@ class AgentConfig(BaseModel):
     fallbacks: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Few-shot turns ``[{user, assistant}]``, after the instructions.
+    examples: list[dict[str, str]] = Field(default_factory=list)
 
 
 class AgentCreated(EventPayload):

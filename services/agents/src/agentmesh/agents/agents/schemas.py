@@ -4,10 +4,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from agentmesh.shared.fields import NotNull
 from agentmesh.shared.pagination import Page
+from agentmesh.shared.templates import TemplateError, check
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[\w.:-]+$")]
 
@@ -17,6 +19,29 @@ class ToolRef(BaseModel):
 
     id: str = Field(min_length=1, max_length=100, examples=["calculator"])
     config: dict[str, Any] = Field(default_factory=dict)
+
+
+def _template(value: str) -> str:
+    """Instructions may hold variables only (``agentmesh.shared.templates``)."""
+    try:
+        check(value)
+    except TemplateError as exc:
+        raise PydanticCustomError(
+            "invalid_template", "{reason}", {"reason": str(exc), "expression": exc.expression}
+        ) from None
+    return value
+
+
+Instructions = Annotated[str, AfterValidator(_template)]
+
+
+class Example(BaseModel):
+    """A few-shot turn: placed after the instructions, before the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=10_000)
+    assistant: str = Field(min_length=1, max_length=10_000)
 
 
 class MemoryConfig(BaseModel):
@@ -47,7 +72,7 @@ class AgentFields(BaseModel):
 
     name: str = NotNull(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    instructions: str = NotNull(max_length=100_000)
+    instructions: Instructions = NotNull(max_length=100_000)
     provider_id: uuid.UUID | None = None
     model: str = NotNull(min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -58,11 +83,12 @@ class AgentFields(BaseModel):
     fallbacks: list[FallbackModel] | None = Field(default=None, max_length=MAX_FALLBACKS)
     tags: list[Tag] | None = Field(default=None, max_length=32)
     metadata: dict[str, Any] | None = None
+    examples: list[Example] | None = Field(default=None, max_length=20)
 
 
 class AgentCreate(AgentFields):
     name: str = Field(min_length=1, max_length=200, examples=["Keeper"])
-    instructions: str = Field(default="", max_length=100_000)
+    instructions: Instructions = Field(default="", max_length=100_000)
     model: str = Field(default="offline", min_length=1, max_length=200)
 
 
@@ -84,6 +110,7 @@ class AgentOut(BaseModel):
     fallbacks: list[FallbackModel] = Field(default_factory=list)
     tags: list[str]
     metadata: dict[str, Any]
+    examples: list[Example] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 

@@ -205,10 +205,11 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         "fallbacks": [],
         "tags": [],
         "metadata": {},
+        "examples": [],
     }
     config = {**defaults, **(base or {})}
     config.update(fields.model_dump(mode="json", exclude_unset=True))
-    for key in ("tools", "knowledge_base_ids", "tags"):
+    for key in ("tools", "knowledge_base_ids", "tags", "examples"):
         config[key] = config[key] or []
     config["metadata"] = config["metadata"] or {}
     config["fallbacks"] = [  # whole: a fallback given without provider_id has it null

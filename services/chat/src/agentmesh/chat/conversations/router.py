@@ -74,6 +74,7 @@ async def create(
         workspace_id=snapshot.workspace_id, user_id=caller.user_id, agent_id=body.agent_id,
         title=body.title,
         auto_title=body.auto_title and body.title is None,
+        variables=body.variables, timezone=body.timezone,
     )  # fmt: skip
     session.add(conversation)
     await session.flush()

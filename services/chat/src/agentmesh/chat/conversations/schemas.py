@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import functools
 import uuid
+import zoneinfo
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from agentmesh.shared.templates import RESERVED
 
 
 def _no_nul(value: str) -> str:
@@ -19,6 +23,35 @@ def _no_nul(value: str) -> str:
 Content = Annotated[str, Field(min_length=1, max_length=100_000), AfterValidator(_no_nul)]
 
 
+def _variable_name(value: str) -> str:
+    if value in RESERVED:
+        raise ValueError(f"{value!r} is a built-in template name, not a conversation variable")
+    return value
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
+
+
+def _timezone(value: str) -> str:
+    # The IANA list, not any path ZoneInfo would open ("Europe" is a directory, "zone.tab"
+    # a table, "localtime" the host's own setting).
+    if value not in _zones():
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris)")
+    return value
+
+
+#: A key of a conversation's ``variables``: what ``{{key}}`` names in the instructions.
+VariableName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"),
+    AfterValidator(_variable_name),
+]
+VariableValue = Annotated[str, Field(max_length=2000), AfterValidator(_no_nul)]
+TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_timezone)]
+
+
 class ConversationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -26,6 +59,10 @@ class ConversationCreate(BaseModel):
     title: str | None = Field(default=None, min_length=1, max_length=200)
     #: Generate a title from the first exchange (with the agent's model) when none is given.
     auto_title: bool = True
+    #: Filled into the agent's instructions: ``{{key}}``. At most 50 keys.
+    variables: dict[VariableName, VariableValue] = Field(default_factory=dict, max_length=50)
+    #: IANA zone of ``{{date}}`` and ``{{datetime}}`` (default UTC).
+    timezone: TimeZone | None = None
 
 
 class ConversationUpdate(BaseModel):
@@ -43,6 +80,8 @@ class ConversationOut(BaseModel):
     agent_id: uuid.UUID
     title: str | None
     auto_title: bool
+    variables: dict[str, str] = Field(default_factory=dict)
+    timezone: str | None = None
     created_at: datetime
     updated_at: datetime
 

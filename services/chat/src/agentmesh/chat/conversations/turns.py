@@ -81,6 +81,8 @@ async def start_turn(
         agent_version=snapshot.version, config=config, history=history,
         conversation_id=conversation_id, parent_id=parent_id, summary=summary,
         reserved_tokens=reserve or 0, title_seed=title_seed, recorded=recorded,
+        prompt_vars={"title": conversation.title, "variables": conversation.variables,
+                     "timezone": conversation.timezone},
     )  # fmt: skip
     channel = state.executor.start(plan)
     if recorded is not None:  # the model call is on: end the read-only transaction, so

@@ -1,14 +1,18 @@
 """The memory window: which turns of a conversation go into the prompt.
 
 The prompt is a system message (the agent's instructions plus a summary of older turns),
-then as many recent turns as fit. Its size, counted by ``count_message_tokens``, never
-exceeds the window:
+the agent's few-shot examples, then as many recent turns as fit. Its size, counted by
+``count_message_tokens``, never exceeds the window:
 
 - The latest user message is always kept. Its text is truncated if it alone would not fit.
 - Older turns are dropped oldest first, and never with a gap: once a turn does not fit,
   every turn before it is dropped too.
 - An assistant message that calls tools stays together with its tool results. Tool results
   whose call is not in the history are left out, because providers reject them.
+- Examples (user and assistant pairs) come before older turns: they are kept in order, a
+  pair whole, as long as they fit beside the instructions and the latest message; what
+  is left is for older turns. An example that does not fit is left out with every one
+  after it (they are never summarized).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def plan_prompt(
     *,
     window_tokens: int,
     summary: str | None = None,
+    examples: Sequence[tuple[str, str]] = (),
 ) -> PromptPlan:
     """Both answers at once: the prompt and the dropped messages."""
     if window_tokens < MIN_WINDOW_TOKENS:
@@ -99,6 +104,14 @@ def plan_prompt(
             system_cost = count_one_message(system)
 
     budget = available - system_cost - latest_cost
+    shots: list[BaseMessage] = []
+    for question, answer in examples:
+        pair = [HumanMessage(question), AIMessage(answer)]
+        cost = sum(count_one_message(m) for m in pair)
+        if cost > budget:
+            break
+        budget -= cost
+        shots.extend(pair)
     kept: set[int] = set()
     for index in range(len(units) - 1, -1, -1):
         if index == latest_index:
@@ -109,7 +122,7 @@ def plan_prompt(
         budget -= cost
         kept.add(index)
 
-    messages: list[BaseMessage] = [system] if system else []
+    messages: list[BaseMessage] = [system, *shots] if system else shots
     dropped: list[BaseMessage] = []
     for index, unit in enumerate(units):
         if index == latest_index:

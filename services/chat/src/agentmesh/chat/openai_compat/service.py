@@ -28,6 +28,7 @@ from agentmesh.chat.openai_compat.schemas import (
 )
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.store import begin_run
+from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -142,9 +143,7 @@ async def start_completion(
     caller_system, history = to_langchain(body.messages)
     config = dict(snapshot.config)
     if caller_system:  # the caller's system messages come after the agent's instructions
-        config["instructions"] = "\n\n".join(
-            part for part in (config.get("instructions") or "", caller_system) if part.strip()
-        )
+        config[CALLER_INSTRUCTIONS] = caller_system
     max_tokens = effective_max_tokens(body, config)
     run_id = new_id()
     reserve = (max_tokens or state.settings.default_reserve_tokens) if has_budget else None

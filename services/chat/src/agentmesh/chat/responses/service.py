@@ -30,6 +30,7 @@ from agentmesh.chat.responses.tables import StoredResponse
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
 from agentmesh.chat.runs.hub import RunChannel
 from agentmesh.chat.runs.store import OverBudget, begin_run
+from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS, examples_of
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -108,8 +109,9 @@ def _max_tokens(body: params.ResponseRequest, config: dict[str, Any]) -> int | N
 def _check_fits(instructions: str, history: list[Any], config: dict[str, Any]) -> None:
     """With truncation disabled, a context beyond the agent's window is a 400."""
     window = int((config.get("memory") or {}).get("window_tokens", 4000))
-    planned = plan_prompt(instructions, history, window_tokens=window)
-    kept = [m for m in planned.messages if m.type != "system"]
+    examples = examples_of(config)
+    planned = plan_prompt(instructions, history, window_tokens=window, examples=examples)
+    kept = [m for m in planned.messages if m.type != "system"][2 * len(examples) :]
     whole = len(kept) == len(history) and all(
         message_text(a) == message_text(b) for a, b in zip(kept, history, strict=True)
     )
@@ -157,13 +159,13 @@ async def start(
     config = dict(snapshot.config)
     # The agent's instructions first, then the request's (not carried over by a previous
     # response: only its items are), then system/developer messages of the input.
-    config["instructions"] = "\n\n".join(
-        part
-        for part in (config.get("instructions") or "", body.instructions or "", system)
-        if part.strip()
+    # (The caller's are text as written: only the agent's are a template.)
+    config[CALLER_INSTRUCTIONS] = caller = "\n\n".join(
+        part for part in (body.instructions or "", system) if part.strip()
     )
     if body.truncation != "auto":
-        _check_fits(config["instructions"], messages, config)
+        whole = (config.get("instructions") or "", caller)
+        _check_fits("\n\n".join(part for part in whole if part.strip()), messages, config)
     max_tokens = _max_tokens(body, config)
     run_id = new_id()
     reserve = (max_tokens or state.settings.default_reserve_tokens) if has_budget else None

@@ -55,6 +55,9 @@ class RunPlan:
     conversation_id: uuid.UUID | None = None
     parent_id: uuid.UUID | None = None
     summary: str | None = None
+    #: The conversation's ``title``, ``variables`` and ``timezone``, for the instructions'
+    #: template (runs/templating.py).
+    prompt_vars: dict[str, Any] | None = None
     reserved_tokens: int = 0
     temperature: float | None = None
     max_tokens: int | None = None

@@ -1,5 +1,6 @@
-"""The prompt of a run: instructions, a summary of older turns (when the agent has
-summarization on), and the most recent turns that fit the agent's token window.
+"""The prompt of a run: instructions (their template filled in), a summary of older turns
+(when the agent has summarization on), the agent's examples, and the most recent turns
+that fit the agent's token window.
 
 When turns fall out of the window, they are summarized with the agent's own model, and the
 summary is kept on the conversation with the id of the last turn it covers, so later turns
@@ -18,6 +19,7 @@ from sqlalchemy import update
 from agentmesh.chat.llm.memory import plan_prompt
 from agentmesh.chat.llm.tokens import message_text
 from agentmesh.chat.models import Conversation
+from agentmesh.chat.runs.templating import examples_of, instructions_for
 
 logger = logging.getLogger("agentmesh.chat.memory")
 SUMMARIZE = (
@@ -39,8 +41,10 @@ def _transcript(messages: list[BaseMessage]) -> str:
 async def prompt_for(state: Any, plan: Any, model: Any) -> list[BaseMessage]:
     memory = plan.config.get("memory") or {}
     window = int(memory.get("window_tokens", 4000))
-    instructions = plan.config.get("instructions") or ""
-    planned = plan_prompt(instructions, plan.history, window_tokens=window, summary=plan.summary)
+    instructions = await instructions_for(state, plan)
+    examples = examples_of(plan.config)
+    planned = plan_prompt(instructions, plan.history, window_tokens=window, summary=plan.summary,
+                          examples=examples)  # fmt: skip
     if not (memory.get("summarize") and planned.dropped and plan.conversation_id):
         return planned.messages
     covered = planned.dropped[-1].id
@@ -61,4 +65,5 @@ async def prompt_for(state: Any, plan: Any, model: Any) -> list[BaseMessage]:
                 .values(summary=summary, summary_upto=uuid.UUID(str(covered)))
             )  # fmt: skip
     kept = plan.history[len(planned.dropped) :]
-    return plan_prompt(instructions, kept, window_tokens=window, summary=summary).messages
+    return plan_prompt(instructions, kept, window_tokens=window, summary=summary,
+                       examples=examples).messages  # fmt: skip
