@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from agentmesh.shared.fields import NotNull
 from agentmesh.shared.pagination import Page
@@ -12,11 +12,24 @@ from agentmesh.shared.pagination import Page
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[\w.:-]+$")]
 
 
+ToolPolicy = Literal["always_allow", "always_ask", "never"]
+
+
 class ToolRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=100, examples=["calculator"])
     config: dict[str, Any] = Field(default_factory=dict)
+    #: Whether a call runs, waits for a person's approval, or is refused. Default:
+    #: always_allow for built-ins, always_ask for MCP tools; an MCP ref may give one per
+    #: tool name.
+    policy: ToolPolicy | dict[str, ToolPolicy] | None = None
+
+    @model_validator(mode="after")
+    def _per_tool_only_for_mcp(self) -> ToolRef:
+        if isinstance(self.policy, dict) and self.id != "mcp":
+            raise ValueError("a policy per tool name is for MCP tools only")
+        return self
 
 
 class MemoryConfig(BaseModel):

@@ -128,7 +128,11 @@ async def events(
         after = 0
     state = request.app.state
     channel = state.hub.local.get(run_id)
-    if channel is not None:
+    if (
+        channel is not None
+        and channel.base <= after
+        and (not channel.finished or after < channel.base + len(channel.events))
+    ):  # (else: events of before a pause, or of a part after this channel's end)
         source: AsyncIterator[RunEvent | None] = state.hub.follow_local(channel, after)
     else:
         source = _from_stream(state, run, after)
@@ -171,6 +175,8 @@ def _rebuilt_end(run: Run) -> list[RunEvent]:
     elif run.status == "cancelled":
         last = RunEvent(end - 1, "run.cancelled", {"message_id": run.assistant_message_id,
                                                      "usage": usage})  # fmt: skip
+    elif run.status == "expired":  # waited for an approval too long (runs.approvals)
+        last = RunEvent(end - 1, "run.expired", run.error or {})
     else:
         last = RunEvent(end - 1, "run.failed", run.error or {})
     return [last, RunEvent(end, "done", {"status": run.status})]
