@@ -3,6 +3,7 @@ durably, and goes on after ``POST /runs/{id}/approvals``, on any replica."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -263,3 +264,47 @@ async def test_chat_completions_refuses_an_agent_whose_tools_need_approval(
         "model": agent["id"], "tools": [tool],
         "messages": [{"role": "user", "content": "hello"}]})  # fmt: skip
     assert allowed.status_code == 200, allowed.text
+
+
+async def test_responses_ask_with_an_mcp_approval_request_and_take_the_answer(
+    chat, make_agent, token_issuer
+):
+    headers = token_issuer.headers()
+    await make_agent(headers, name="Asker", tools=[ASKED])
+    first = await chat.post("/v1/responses", headers=headers,
+                            json={"model": "asker", "input": QUESTION})  # fmt: skip
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["status"] == "completed"
+    [request] = [item for item in body["output"] if item["type"] == "mcp_approval_request"]
+    assert request["name"] == "calculator" and request["server_label"] == "agentmesh"
+    assert json.loads(request["arguments"]) == {"expression": "2+3"}
+    assert request["id"].startswith("mcpr_")
+    assert not [item for item in body["output"] if item["type"] == "mcp_call"]  # nothing ran
+
+    answer = {"type": "mcp_approval_response", "approval_request_id": request["id"],
+              "approve": True}  # fmt: skip
+    second = await chat.post("/v1/responses", headers=headers, json={
+        "model": "asker", "previous_response_id": body["id"], "input": [answer]})  # fmt: skip
+    assert second.status_code == 200, second.text
+    output = second.json()["output"]
+    assert [item["type"] for item in output] == ["mcp_call", "message"]
+    assert output[0]["approval_request_id"] == request["id"] and output[0]["output"] == "5"
+    assert '"5"' in output[1]["content"][0]["text"]
+
+    later = {"model": "asker", "previous_response_id": second.json()["id"], "input": [answer]}
+    again = await chat.post("/v1/responses", headers=headers, json=later)
+    assert again.status_code == 400 and "answered already" in again.json()["error"]["message"]
+
+    # Denied, with the items given back instead of previous_response_id (store: false).
+    denied = await chat.post("/v1/responses", headers=headers, json={
+        "model": "asker", "store": False,
+        "input": [{"role": "user", "content": QUESTION}, request,
+                  {**answer, "approve": False, "reason": "no sums today"}]})  # fmt: skip
+    assert denied.status_code == 200, denied.text
+    [call, message] = denied.json()["output"]
+    assert "Denied" in call["output"] and "no sums today" in message["content"][0]["text"]
+    unknown = await chat.post("/v1/responses", headers=headers, json={
+        "model": "asker", "input": [{"role": "user", "content": "hi"},
+                                    {**answer, "approval_request_id": "mcpr_nope"}]})  # fmt: skip
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"].startswith("input[")

@@ -64,10 +64,15 @@ class Resume:
     state: dict[str, Any]
     decision: dict[str, Any]
     last_event_id: int
+    #: The same run going on (False: a new run that starts with a decided call, as a
+    #: Responses API request answering an ``mcp_approval_request`` does).
+    continued: bool = True
 
     @property
-    def messages(self) -> list[BaseMessage]:
-        return list(messages_from_dict(self.state["messages"]))
+    def messages(self) -> list[BaseMessage] | None:
+        """The prompt as it stood (None: the run's own prompt, from its history)."""
+        saved = self.state.get("messages")
+        return None if saved is None else list(messages_from_dict(saved))
 
     @property
     def calls(self) -> list[dict[str, Any]]:

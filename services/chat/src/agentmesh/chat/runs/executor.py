@@ -72,6 +72,9 @@ class RunPlan:
     recorded: asyncio.Future[None] | None = None
     #: A paused run going on after a person's decision (``runs.approvals``).
     resume: approvals.Resume | None = None
+    #: A call to ask about ends the run, the request for approval in its output (the
+    #: Responses API: the client answers in its next request), instead of pausing it.
+    approvals_in_output: bool = False
 
 
 class RunNotRecorded(Exception):
@@ -246,7 +249,7 @@ class RunExecutor:
                 logger.warning("run not recorded", exc_info=True,
                                extra={"run_id": str(plan.run_id)})  # fmt: skip
                 raise RunNotRecorded(str(plan.run_id)) from exc
-        if plan.resume is not None:
+        if plan.resume is not None and plan.resume.continued:
             return  # started before the pause
         await self.hub.emit(channel, "run.started", {
             "run_id": plan.run_id, "conversation_id": plan.conversation_id,
@@ -292,8 +295,11 @@ class RunExecutor:
         ready = False  # run.started is out (and so the run's row is committed)
         first = 0
         if plan.resume is not None:  # the decided call first, then the model again
+            await asyncio.shield(announced)  # (raises RunNotRecorded before any output)
+            ready = True
             plan.resume.restore(outcome)
-            messages, first = plan.resume.messages, plan.resume.step + 1
+            first = plan.resume.step + 1
+            messages = plan.resume.messages or await prompt_for(self.state, plan, model)
             if await approvals.call_tools(self.hub, channel, plan, plan.resume.calls, by_name,
                                           messages, outcome, step=plan.resume.step,
                                           decision=plan.resume.decision):  # fmt: skip
@@ -337,7 +343,9 @@ class RunExecutor:
     async def _finish(self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome,
                       model: str, provider: str, latency_ms: float) -> None:  # fmt: skip
         if outcome.status == "requires_action":
-            return await self._pause(plan, channel, outcome, model, provider)
+            if not plan.approvals_in_output:
+                return await self._pause(plan, channel, outcome, model, provider)
+            outcome.status = "completed"  # the request for approval is its output
         finished = FinishedRun(
             plan=plan,
             outcome=outcome,
