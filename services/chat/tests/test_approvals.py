@@ -308,3 +308,43 @@ async def test_responses_ask_with_an_mcp_approval_request_and_take_the_answer(
         "model": "asker", "input": [{"role": "user", "content": "hi"},
                                     {**answer, "approval_request_id": "mcpr_nope"}]})  # fmt: skip
     assert unknown.status_code == 400 and unknown.json()["error"]["param"].startswith("input[")
+
+
+async def test_a_run_waiting_for_approval_is_not_swept_as_orphaned(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers, tools=[ASKED])
+    events, _, run_id = await ask(chat, headers, agent["id"])
+    async with chat.app.state.sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE chat.runs SET heartbeat_at = now() - interval '1 day'"
+                                   " WHERE id = CAST(:id AS uuid)"), {"id": run_id})  # fmt: skip
+    assert await chat.app.state.run_watch.sweep() == []
+    run = (await chat.get(f"{RUNS}/{run_id}", headers=headers)).json()
+    assert run["status"] == "requires_action"
+    call_id = of(events, "tool.approval_required")[0]["call_id"]
+    decided = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
+                              json={"call_id": call_id, "approve": True})  # fmt: skip
+    assert decided.json()["status"] == "completed"
+
+
+async def test_a_run_waiting_for_approval_can_be_cancelled(chat, agents, token_issuer):
+    user_id = uuid.uuid4()
+    headers = token_issuer.headers(user_id)
+    body = {"name": "Asker", "model": "offline", "tools": [ASKED], "max_output_tokens": 300}
+    agent = (await agents.post("/api/v1/agents", json=body, headers=headers)).json()
+    await wait_for_snapshot(chat, agent["id"])
+    budget = f"/api/v1/budgets/{user_id}"
+    admin = token_issuer.headers(roles=("admin",))
+    assert (await chat.put(budget, json={"monthly_tokens": 100_000}, headers=admin)).is_success
+    events, _, run_id = await ask(chat, headers, agent["id"])
+    assert (await chat.get(budget, headers=headers)).json()["reserved_tokens"] == 300
+
+    cancelled = await chat.post(f"{RUNS}/{run_id}/cancel", headers=headers)
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert (await chat.get(budget, headers=headers)).json()["reserved_tokens"] == 0
+    call_id = of(events, "tool.approval_required")[0]["call_id"]
+    late = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
+                           json={"call_id": call_id, "approve": True})  # fmt: skip
+    assert late.status_code == 409
+    ended = parse_sse((await chat.get(f"{RUNS}/{run_id}/events", headers={
+        **headers, "Last-Event-ID": str(events[-1]["id"])})).text)  # fmt: skip
+    assert [e["event"] for e in ended] == ["run.cancelled", "done"]

@@ -23,7 +23,12 @@ class ToolRef(BaseModel):
     #: Whether a call runs, waits for a person's approval, or is refused. Default:
     #: always_allow for built-ins, always_ask for MCP tools; an MCP ref may give one per
     #: tool name.
-    policy: ToolPolicy | dict[str, ToolPolicy] | None = None
+    policy: ToolPolicy | dict[str, ToolPolicy] | None = Field(
+        default=None,
+        exclude_if=lambda policy: policy is None,
+        description="always_allow (built-ins' default), always_ask (MCP tools' default) or "
+        "never; for an MCP ref, one policy or one per tool name",
+    )
 
     @model_validator(mode="after")
     def _per_tool_only_for_mcp(self) -> ToolRef:

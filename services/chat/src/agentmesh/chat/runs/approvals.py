@@ -201,34 +201,47 @@ async def pause_run(state: Any, plan: RunPlan, outcome: RunOutcome, *, model: st
         return (await session.execute(PAUSE, params)).first() is not None
 
 
-# ------------------------------------------------------------------ expiry
+# ------------------------------------------------------------------ expiry, cancel
 
-EXPIRE = text("""
-WITH due AS (
-  SELECT run_id FROM chat.run_pauses WHERE expires_at <= now()
-  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),
+#: End paused runs (``{due}``: which) as ``:status``, atomically: the pause goes, the
+#: reservation is released, and the tokens used before the pause count, as a finished
+#: run's do. Of several replicas (and a decision) each pause goes to one.
+END_PAUSES = """
+WITH due AS ({due}),
 gone AS (
   DELETE FROM chat.run_pauses p USING due WHERE p.run_id = due.run_id RETURNING p.run_id),
-expired AS (
-  UPDATE chat.runs r SET status = 'expired', error = CAST(:error AS jsonb), finished_at = now(),
+ended AS (
+  UPDATE chat.runs r SET status = :status, error = CAST(:error AS jsonb), finished_at = now(),
          latency_ms = EXTRACT(EPOCH FROM now() - r.created_at) * 1000,
          last_event_id = r.last_event_id + 2
   WHERE r.id IN (SELECT run_id FROM gone) AND r.status = 'requires_action'
   RETURNING r.id, r.workspace_id, r.user_id, r.reserved_tokens, r.created_at,
-            r.input_tokens + r.output_tokens AS spent, r.last_event_id),
+            r.input_tokens, r.output_tokens, r.last_event_id),
 released AS (
-  -- As a finished run's: the reservation goes, the tokens used before the pause count.
   UPDATE chat.budget_spend s SET reserved_tokens = GREATEST(s.reserved_tokens - o.tokens, 0),
          tokens = s.tokens + o.spent
-  FROM (SELECT expired.workspace_id, budget.user_id,
+  FROM (SELECT ended.workspace_id, budget.user_id,
                CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date) AS month,
-               sum(reserved_tokens) AS tokens, sum(spent) AS spent
-        FROM expired CROSS JOIN LATERAL (VALUES (expired.user_id),
-                                                (CAST(:whole AS uuid))) AS budget(user_id)
+               sum(reserved_tokens) AS tokens, sum(input_tokens + output_tokens) AS spent
+        FROM ended CROSS JOIN LATERAL (VALUES (ended.user_id),
+                                              (CAST(:whole AS uuid))) AS budget(user_id)
         GROUP BY 1, 2, 3) o
   WHERE s.workspace_id = o.workspace_id AND s.user_id = o.user_id AND s.month = o.month)
-SELECT id, last_event_id FROM expired
-""")
+SELECT id, last_event_id, input_tokens, output_tokens FROM ended
+"""
+EXPIRE = text(
+    END_PAUSES.format(
+        due="""
+  SELECT run_id FROM chat.run_pauses WHERE expires_at <= now()
+  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED"""
+    )
+)
+CANCEL = text(
+    END_PAUSES.format(
+        due="""
+  SELECT run_id FROM chat.run_pauses WHERE run_id = :run_id FOR UPDATE"""
+    )
+)
 
 
 def expired_problem(timeout: float) -> dict[str, Any]:
@@ -239,27 +252,43 @@ def expired_problem(timeout: float) -> dict[str, Any]:
 
 async def expire_pauses(state: Any) -> list[uuid.UUID]:
     """End the runs left waiting past the approval timeout; returns their ids."""
-    timeout = state.settings.approval_timeout_seconds
-    error = expired_problem(timeout)
+    error = expired_problem(state.settings.approval_timeout_seconds)
     async with state.sessionmaker() as session, session.begin():
         rows = (await session.execute(EXPIRE, {
             "limit": EXPIRE_LIMIT, "error": json.dumps(error), "whole": WHOLE_WORKSPACE,
+            "status": "expired",
         })).all()  # fmt: skip
     for row in rows:
         logger.info("run expired waiting for approval", extra={"run_id": str(row.id)})
-        await _end_stream(state, row.id, row.last_event_id - 2, error)
+        await _end_stream(state, row.id, row.last_event_id - 2, "run.expired", error, "expired")
     return [row.id for row in rows]
 
 
-async def _end_stream(state: Any, run_id: uuid.UUID, last: int, error: dict[str, Any]) -> None:
-    """``run.expired`` and ``done`` after the pause's ``done``, for followers of the run."""
+async def cancel_pause(state: Any, run_id: uuid.UUID) -> bool:
+    """Cancel a run waiting for approval (False: it was no longer waiting)."""
+    async with state.sessionmaker() as session, session.begin():
+        row = (await session.execute(CANCEL, {
+            "run_id": run_id, "error": None, "whole": WHOLE_WORKSPACE, "status": "cancelled",
+        })).first()  # fmt: skip
+    if row is None:
+        return False
+    usage = {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
+             "total_tokens": row.input_tokens + row.output_tokens}  # fmt: skip
+    data = {"message_id": None, "content": "", "usage": usage}
+    await _end_stream(state, run_id, row.last_event_id - 2, "run.cancelled", data, "cancelled")
+    return True
+
+
+async def _end_stream(state: Any, run_id: uuid.UUID, last: int, type: str,
+                      data: dict[str, Any], status: str) -> None:  # fmt: skip
+    """The end (``type``, then ``done``) after the pause's ``done``, for its followers."""
     try:
         js = state.runtime.broker.config.connection_state.stream
-        for event in (RunEvent(last + 1, "run.expired", error),
-                      RunEvent(last + 2, TERMINAL, {"status": "expired"})):  # fmt: skip
+        for event in (RunEvent(last + 1, type, data),
+                      RunEvent(last + 2, TERMINAL, {"status": status})):  # fmt: skip
             body = json.dumps({"id": event.id, "type": event.type, "data": event.data})
             headers = {"Nats-Msg-Id": f"{run_id}:{event.id}"}
             await js.publish(f"{RUNS_SUBJECT_PREFIX}{run_id}", body.encode(), stream=RUNS_STREAM,
                              timeout=5, headers=headers)  # fmt: skip
     except Exception:  # followers rebuild the end from the run's row (last_event_id)
-        logger.warning("end of expired run not published", extra={"run_id": str(run_id)})
+        logger.warning("end of a paused run not published", extra={"run_id": str(run_id)})

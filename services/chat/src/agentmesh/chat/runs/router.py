@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.models import Run
+from agentmesh.chat.runs.approvals import cancel_pause
 from agentmesh.chat.runs.hub import RunEvent
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to
@@ -68,7 +69,8 @@ async def _owned(session: Any, caller: Access, run_id: uuid.UUID) -> Run:
 
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_YOURS)
 async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
-    """A run's state: ``running``, ``completed``, ``failed`` or ``cancelled``, with usage."""
+    """A run's state: ``running``, ``requires_action`` (waiting for a person to approve a
+    tool call), ``completed``, ``failed``, ``cancelled`` or ``expired``, with usage."""
     await settled(request.app.state.hub, run_id)
     return RunOut.model_validate(await _owned(session, caller, run_id))
 
@@ -80,6 +82,11 @@ async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, request: 
     replica: the one running the run gets the request over NATS."""
     await settled(request.app.state.hub, run_id)
     run = await _owned(session, caller, run_id)
+    if run.status == "requires_action":  # no task to stop: the pause ends here
+        await session.commit()
+        if await cancel_pause(request.app.state, run_id):
+            await session.refresh(run)
+        return RunOut.model_validate(run)
     if run.status == "running" and not cancel_local(request.app.state.hub, run_id):
         nc = nats_client(request.app.state.runtime.broker)
         if nc is not None and nc.is_connected:
