@@ -256,6 +256,7 @@ async def test_chat_completions_refuses_an_agent_whose_tools_need_approval(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and "calculator" in error["message"]
+    assert error["code"] == "tool_approval_unsupported" and error["param"] == "model"
     assert "approval" in error["message"]
     # With the caller's own tools the agent's don't run: nothing to ask about.
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {
