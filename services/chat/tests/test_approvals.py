@@ -3,6 +3,7 @@ durably, and goes on after ``POST /runs/{id}/approvals``, on any replica."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -349,3 +350,22 @@ async def test_a_run_waiting_for_approval_can_be_cancelled(chat, agents, token_i
     ended = parse_sse((await chat.get(f"{RUNS}/{run_id}/events", headers={
         **headers, "Last-Event-ID": str(events[-1]["id"])})).text)  # fmt: skip
     assert [e["event"] for e in ended] == ["run.cancelled", "done"]
+
+
+async def test_of_two_decisions_at_once_one_wins(common, chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers, tools=[ASKED])
+    other = create_chat(chat_settings(common))
+    async with app_client(other) as replica:
+        replica.app = other
+        await wait_for_snapshot(replica, agent["id"])
+        events, conversation_id, run_id = await ask(chat, headers, agent["id"])
+        call_id = of(events, "tool.approval_required")[0]["call_id"]
+        url = f"{RUNS}/{run_id}/approvals"
+        answers = await asyncio.gather(
+            chat.post(url, headers=headers, json={"call_id": call_id, "approve": True}),
+            replica.post(url, headers=headers, json={"call_id": call_id, "approve": False}),
+        )
+    assert sorted(answer.status_code for answer in answers) == [200, 409]
+    [_, answer] = await messages(chat, headers, conversation_id)
+    assert len(answer["tool_calls"]) == 1  # the call ran (or was denied) once
