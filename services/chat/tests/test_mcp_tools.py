@@ -91,7 +91,11 @@ async def test_a_run_calls_the_mcp_tool_and_keeps_the_call(
 ):
     headers = token_issuer.headers()
     server_id = await register(agents, headers, mcp_url)
-    ref = {"id": "mcp", "config": {"server_id": server_id, "tools": ["shout", "fail", "gone"]}}
+    ref = {
+        "id": "mcp",
+        "config": {"server_id": server_id, "tools": ["shout", "fail", "gone"]},
+        "policy": "always_allow",
+    }
     agent = await make_agent(headers, tools=[ref])
 
     events, conversation_id = await ask(chat, headers, agent["id"], "Use the shout tool on hi")
@@ -118,7 +122,14 @@ async def test_a_failing_tool_is_a_tool_result_not_a_failed_run(
     headers = token_issuer.headers()
     server_id = await register(agents, headers, mcp_url)
     agent = await make_agent(
-        headers, tools=[{"id": "mcp", "config": {"server_id": server_id, "tools": ["fail"]}}]
+        headers,
+        tools=[
+            {
+                "id": "mcp",
+                "config": {"server_id": server_id, "tools": ["fail"]},
+                "policy": "always_allow",
+            }
+        ],
     )
     events, conversation_id = await ask(chat, headers, agent["id"], "Please call the fail tool")
     assert [c["name"] for c in of(events, "tool.call")] == ["fail"]
@@ -135,7 +146,14 @@ async def test_an_unreachable_server_leaves_its_tools_out(
     headers = token_issuer.headers()
     server_id = await register(agents, headers, UNREACHABLE)
     agent = await make_agent(
-        headers, tools=[{"id": "mcp", "config": {"server_id": server_id, "tools": ["shout"]}}]
+        headers,
+        tools=[
+            {
+                "id": "mcp",
+                "config": {"server_id": server_id, "tools": ["shout"]},
+                "policy": "always_allow",
+            }
+        ],
     )
     with caplog.at_level(logging.WARNING, logger="agentmesh.chat.mcp"):
         events, _ = await ask(chat, headers, agent["id"], "Use the shout tool on hi")

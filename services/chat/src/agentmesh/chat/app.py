@@ -15,6 +15,7 @@ from agentmesh.chat.llm.resolve import warm_providers
 from agentmesh.chat.models import EVENT_TABLES
 from agentmesh.chat.openai_compat.router import router as openai_router
 from agentmesh.chat.responses.router import router as responses_router
+from agentmesh.chat.runs.approvals_router import router as approvals_router
 from agentmesh.chat.runs.executor import RunExecutor
 from agentmesh.chat.runs.hub import RunHub
 from agentmesh.chat.runs.orphans import RunWatch
@@ -49,6 +50,7 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
         routers=[
             conversations_router,
             runs_router,
+            approvals_router,
             usage_router,
             budgets_router,
             workspace_budgets_router,

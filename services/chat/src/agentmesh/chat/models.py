@@ -167,6 +167,22 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class RunPause(Base):
+    """A run waiting for a person to approve a tool call (status ``requires_action``):
+    what any replica needs to go on with it (``runs.approvals``)."""
+
+    __tablename__ = "run_pauses"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The prompt so far, the calls still to make (the one to decide first), the answer so
+    #: far and the plan's parts.
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Budget(Base):
     """Monthly limits of a member in a workspace, or (``user_id`` ``WHOLE_WORKSPACE``) of
     the whole workspace. Null: no limit of that kind."""

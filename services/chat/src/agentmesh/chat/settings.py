@@ -59,6 +59,9 @@ class ChatSettings(ServiceSettings):
     #: A running run whose heartbeat is older than this is failed by any replica's sweep
     #: (default: three heartbeats).
     run_orphan_seconds: float | None = Field(default=None, gt=0)
+    #: A run waiting for a person to approve a tool call ends ``expired`` after this
+    #: (``CHAT_APPROVAL_TIMEOUT_SECONDS``; default 24 h), and its reservation is released.
+    approval_timeout_seconds: float = Field(default=86_400.0, gt=0)
     #: Let the http_request tool and MCP servers reach private addresses (tests, labs).
     allow_private_network: bool = Field(
         default=False,

@@ -4,7 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from agentmesh.shared.fields import NotNull
@@ -14,11 +21,29 @@ from agentmesh.shared.templates import TemplateError, check
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[\w.:-]+$")]
 
 
+ToolPolicy = Literal["always_allow", "always_ask", "never"]
+
+
 class ToolRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=100, examples=["calculator"])
     config: dict[str, Any] = Field(default_factory=dict)
+    #: Whether a call runs, waits for a person's approval, or is refused. Default:
+    #: always_allow for built-ins, always_ask for MCP tools; an MCP ref may give one per
+    #: tool name.
+    policy: ToolPolicy | dict[str, ToolPolicy] | None = Field(
+        default=None,
+        exclude_if=lambda policy: policy is None,
+        description="always_allow (built-ins' default), always_ask (MCP tools' default) or "
+        "never; for an MCP ref, one policy or one per tool name",
+    )
+
+    @model_validator(mode="after")
+    def _per_tool_only_for_mcp(self) -> ToolRef:
+        if isinstance(self.policy, dict) and self.id != "mcp":
+            raise ValueError("a policy per tool name is for MCP tools only")
+        return self
 
 
 def _template(value: str) -> str:

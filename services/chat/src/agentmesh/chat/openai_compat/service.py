@@ -26,6 +26,7 @@ from agentmesh.chat.openai_compat.schemas import (
     NamedToolChoice,
     OtherToolChoice,
 )
+from agentmesh.chat.runs.approvals import asking_tools
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.store import begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS
@@ -142,6 +143,15 @@ async def start_completion(
     snapshot, has_budget = await resolve_model(session, caller, body.model)
     caller_system, history = to_langchain(body.messages)
     config = dict(snapshot.config)
+    asking = [] if body.tools else asking_tools(config)
+    if asking:  # this API has no way to ask a person
+        raise InvalidRequest(
+            f"The agent's tools {', '.join(asking)} need a person's approval, which "
+            "/v1/chat/completions cannot ask for: use the Responses API or a conversation, "
+            "or set their policy to always_allow.",
+            type="tool-approval-unsupported",
+            extra={"param": "model"},
+        )
     if caller_system:  # the caller's system messages come after the agent's instructions
         config[CALLER_INSTRUCTIONS] = caller_system
     max_tokens = effective_max_tokens(body, config)

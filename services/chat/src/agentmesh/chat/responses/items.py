@@ -26,6 +26,8 @@ PREFIX = {
     "reasoning": "rs",
     "mcp_call": "mcp",
     "file_search_call": "fs",
+    "mcp_approval_request": "mcpr",
+    "mcp_approval_response": "mcpa",
 }
 
 
@@ -133,8 +135,16 @@ def normalize(raw: str | list[dict[str, Any]] | None, param: str = "input") -> l
                     "status": item.get("status") or "completed",
                 }
             )
-        elif kind in ("reasoning", "mcp_call", "file_search_call"):
+        elif kind in ("reasoning", "mcp_call", "file_search_call", "mcp_approval_request"):
             items.append({**item, "id": item.get("id") or item_id(kind)})
+        elif kind == "mcp_approval_response":  # (responses.approvals)
+            if not isinstance(item.get("approve"), bool):
+                raise _bad(f"{where}.approve", "An mcp_approval_response needs approve: bool.")
+            reason = item.get("reason")
+            items.append({"type": kind, "id": item.get("id") or item_id(kind),
+                          "approval_request_id": _string(item, "approval_request_id", where),
+                          "approve": item["approve"],
+                          "reason": reason if isinstance(reason, str) else None})  # fmt: skip
         else:
             raise _bad(f"{where}.type", f"Input item type {kind!r} is not supported.")
     return items

@@ -133,6 +133,13 @@ class OutputBuilder:
             return [*self.close_message(), *self._tool_call(data)]
         if event.type == "tool.result":
             return self._tool_result(data)
+        if event.type == "tool.approval_required":  # the run ends asking (responses.approvals)
+            item = {"id": f"mcpr_{data['call_id']}", "type": "mcp_approval_request",
+                    "name": data["name"], "arguments": json.dumps(data.get("args") or {}),
+                    "server_label": self.labels.get(data["name"], "agentmesh")}  # fmt: skip
+            done = ("response.output_item.done", {"output_index": len(self.items),
+                                                  "item": _copy(item)})  # fmt: skip
+            return [*self.close_message(), self._add(item), done]
         return []
 
     def _tool_call(self, call: dict[str, Any]) -> list[Event]:
@@ -164,6 +171,9 @@ class OutputBuilder:
             "output": None,
             "error": None,
         }
+        if call.get("approval"):  # decided by a person: which request it answered
+            item["approval_request_id"] = call["approval"].get("approval_request_id") or (
+                f"mcpr_{call['id']}")  # fmt: skip
         where = {"output_index": index, "item_id": item["id"]}
         events = [
             self._add(item),

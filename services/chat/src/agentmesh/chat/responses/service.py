@@ -23,8 +23,8 @@ from agentmesh.chat.llm.memory import plan_prompt
 from agentmesh.chat.llm.tokens import message_text
 from agentmesh.chat.models import Conversation, new_id
 from agentmesh.chat.openai_compat.service import InvalidRequest, resolve_model
+from agentmesh.chat.responses import approvals, params
 from agentmesh.chat.responses import items as item_io
-from agentmesh.chat.responses import params
 from agentmesh.chat.responses.output import outcome_items, response_id, run_id_of, server_labels
 from agentmesh.chat.responses.tables import StoredResponse
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
@@ -153,6 +153,7 @@ async def start(
             )
         history = await conversations.items(session, conversation)
     item_io.check_calls(history, new_items)
+    answered = approvals.answered_call(history, new_items)
     system, messages = item_io.to_langchain(history + new_items)
     if not messages:
         raise InvalidRequest("The input has no message to answer.", extra={"param": "input"})
@@ -213,7 +214,9 @@ async def start(
         agent_id=snapshot.agent_id,
         agent_version=snapshot.version,
         config=config,
-        history=messages,
+        history=messages + approvals.calling(answered[0]) if answered else messages,
+        resume=approvals.resume(*answered, access) if answered else None,
+        approvals_in_output=True,
         reserved_tokens=reserve or 0,
         temperature=body.temperature,
         max_tokens=max_tokens,

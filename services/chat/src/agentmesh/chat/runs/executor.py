@@ -17,13 +17,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from opentelemetry import trace
 
 from agentmesh.chat.llm.fallbacks import Candidate, ModelChain, Served, candidates
 from agentmesh.chat.llm.resolve import check_provider_address, resolve_chat_model, tool_choice_for
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted
 from agentmesh.chat.mcp_tools import mcp_tools
+from agentmesh.chat.runs import approvals
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
 from agentmesh.chat.runs.store import (
@@ -73,6 +74,11 @@ class RunPlan:
     #: it: the model call starts at once, and nothing reaches the client (``run.started``
     #: included) until this has succeeded. A failure fails the run before any output.
     recorded: asyncio.Future[None] | None = None
+    #: A paused run going on after a person's decision (``runs.approvals``).
+    resume: approvals.Resume | None = None
+    #: A call to ask about ends the run, the request for approval in its output (the
+    #: Responses API: the client answers in its next request), instead of pausing it.
+    approvals_in_output: bool = False
 
 
 class RunNotRecorded(Exception):
@@ -96,6 +102,8 @@ class RunOutcome:
     cost_usd: Decimal = Decimal(0)
     #: The model that answered (or, failed, was tried last): see ``llm.fallbacks``.
     served: Served | None = None
+    #: Where a run waiting for approval stopped (status ``requires_action``).
+    pause: dict[str, Any] | None = None
 
 
 def served_fields(model: str, provider: str, outcome: RunOutcome) -> dict[str, Any]:
@@ -120,6 +128,7 @@ class RunExecutor:
 
     def start(self, plan: RunPlan) -> RunChannel:
         channel = self.hub.open(plan.run_id)
+        channel.base = plan.resume.last_event_id if plan.resume else 0  # ids continue
         channel.recorded = plan.recorded
         channel.task = asyncio.create_task(self._traced_run(plan, channel),
                                            name=f"run-{plan.run_id}")  # fmt: skip
@@ -253,6 +262,8 @@ class RunExecutor:
                 logger.warning("run not recorded", exc_info=True,
                                extra={"run_id": str(plan.run_id)})  # fmt: skip
                 raise RunNotRecorded(str(plan.run_id)) from exc
+        if plan.resume is not None and plan.resume.continued:
+            return  # started before the pause
         await self.hub.emit(channel, "run.started", {
             "run_id": plan.run_id, "conversation_id": plan.conversation_id,
             "agent_id": plan.agent_id, "agent_version": plan.agent_version, "model": model_name,
@@ -300,10 +311,22 @@ class RunExecutor:
         own = Served(str(plan.config.get("model") or "offline"), provider, chat=model)
         chain = ModelChain(candidates(plan.config), lambda use: self._model(plan, use), own)
         outcome.served = chain.served  # kept current by the chain
-        messages = await prompt_for(self.state, plan, model)
         settings = self.state.settings
         ready = False  # run.started is out (and so the run's row is committed)
-        for _step in range(settings.max_tool_steps):
+        first = 0
+        if plan.resume is not None:  # the decided call first, then the model again
+            await asyncio.shield(announced)  # (raises RunNotRecorded before any output)
+            ready = True
+            plan.resume.restore(outcome)
+            first = plan.resume.step + 1
+            messages = plan.resume.messages or await prompt_for(self.state, plan, model)
+            if await approvals.call_tools(self.hub, channel, plan, plan.resume.calls, by_name,
+                                          messages, outcome, step=plan.resume.step,
+                                          decision=plan.resume.decision):  # fmt: skip
+                return
+        else:
+            messages = await prompt_for(self.state, plan, model)
+        for _step in range(first, settings.max_tool_steps):
             full: AIMessageChunk | None = None
             async for chunk in chain.stream(messages, bind, attempts=settings.model_attempts):
                 if not ready:  # raises RunNotRecorded before anything is shown
@@ -331,33 +354,24 @@ class RunExecutor:
                 outcome.pending_tool_calls = [dict(call) for call in calls]
                 return
             messages.append(full)  # (its first chunk waited for run.started already)
-            for call in calls:
-                record = {"id": call["id"], "name": call["name"], "args": call["args"]}
-                await self.hub.emit(channel, "tool.call", record)
-                tool = by_name.get(call["name"])
-                if tool is None:
-                    result = f"Error: no tool named {call['name']!r}."
-                else:
-                    result = str(await tool.ainvoke(call["args"]))
-                record["result"] = result
-                outcome.tool_calls.append(record)
-                await self.hub.emit(
-                    channel,
-                    "tool.result",
-                    {"id": call["id"], "name": call["name"], "result": result},
-                )
-                messages.append(ToolMessage(content=result, tool_call_id=call["id"]))
+            if await approvals.call_tools(self.hub, channel, plan, [dict(c) for c in calls],
+                                          by_name, messages, outcome, step=_step):  # fmt: skip
+                return  # paused for a person's approval
         outcome.content += "" if outcome.content else "(stopped: tool step limit reached)"
 
     async def _finish(self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome,
                       model: str, provider: str, latency_ms: float) -> None:  # fmt: skip
+        if outcome.status == "requires_action":
+            if not plan.approvals_in_output:
+                return await self._pause(plan, channel, outcome, model, provider)
+            outcome.status = "completed"  # the request for approval is its output
         finished = FinishedRun(
             plan=plan,
             outcome=outcome,
             model=model,
             provider=provider,
             latency_ms=latency_ms,
-            last_event_id=len(channel.events) + 2,
+            last_event_id=channel.base + len(channel.events) + 2,
         )
         try:
             outcome.message_id, outcome.message_created_at = await finish_run(
@@ -385,5 +399,22 @@ class RunExecutor:
                 {"message_id": outcome.message_id, "content": outcome.content, "usage": usage},
             )
         else:
+            await self.hub.emit(channel, "run.failed", outcome.error or {})
+        await self.hub.emit(channel, "done", {"status": outcome.status})
+
+    async def _pause(self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome,
+                     model: str, provider: str) -> None:  # fmt: skip
+        """Store the run waiting for approval, then end its stream for now."""
+        try:
+            paused = await approvals.pause_run(self.state, plan, outcome, model=model,
+                                               provider=provider,
+                                               last_event_id=channel.base + len(channel.events)
+                                               + 1)  # fmt: skip
+            if not paused:
+                outcome.status, outcome.error = "failed", interrupted_problem()
+        except Exception:
+            logger.exception("pause not recorded", extra={"run_id": str(plan.run_id)})
+            outcome.status, outcome.error = "failed", not_recorded_problem()
+        if outcome.status == "failed":
             await self.hub.emit(channel, "run.failed", outcome.error or {})
         await self.hub.emit(channel, "done", {"status": outcome.status})

@@ -47,6 +47,9 @@ class RunChannel:
     recorded: asyncio.Future[None] | None = None
     #: A cancel was asked for: one is enough (a second would cut the run's ending short).
     cancel_requested: bool = False
+    #: The id of the event before this channel's first: a run going on after a pause for
+    #: approval numbers its events after the pause's.
+    base: int = 0
 
     @property
     def finished(self) -> bool:
@@ -64,7 +67,7 @@ class RunHub:
         return channel
 
     async def emit(self, channel: RunChannel, type: str, data: dict[str, Any]) -> RunEvent:
-        event = RunEvent(len(channel.events) + 1, type, data)
+        event = RunEvent(channel.base + len(channel.events) + 1, type, data)
         channel.events.append(event)
         for waiter in channel.waiters:
             waiter.set()
@@ -79,12 +82,15 @@ class RunHub:
             except Exception:  # a broker outage must not stop the run
                 logger.warning("run event not published", extra={"run_id": str(channel.run_id)})
         if type == TERMINAL:
-            asyncio.get_running_loop().call_later(LINGER_SECONDS, self.local.pop, channel.run_id,
-                                                  None)  # fmt: skip
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self._forget, channel)
         return event
 
+    def _forget(self, channel: RunChannel) -> None:
+        if self.local.get(channel.run_id) is channel:  # not the channel of its next part
+            del self.local[channel.run_id]
+
     async def follow_local(self, channel: RunChannel, after: int) -> AsyncIterator[RunEvent]:
-        position = after
+        position = max(after - channel.base, 0)
         waiter = asyncio.Event()
         channel.waiters.add(waiter)
         try:

@@ -27,6 +27,7 @@ from sqlalchemy import text
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.conversations.service import sweep_converted
 from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
+from agentmesh.chat.runs.approvals import expire_pauses
 from agentmesh.chat.runs.hub import TERMINAL, RunEvent, RunHub
 from agentmesh.chat.runs.store import (
     CLAIM_ORPHANS,
@@ -90,6 +91,10 @@ class RunWatch:
                 await self.sweep()
             except Exception:
                 logger.warning("orphaned-run sweep failed; retrying", exc_info=True)
+            try:
+                await expire_pauses(self.state)
+            except Exception:
+                logger.warning("expiry of runs waiting for approval failed", exc_info=True)
             sweep_converted()  # converted history of idle conversations leaves memory
 
     def live_run_ids(self) -> list[uuid.UUID]:

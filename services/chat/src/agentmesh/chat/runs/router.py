@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.models import Run
+from agentmesh.chat.runs.approvals import cancel_pause
 from agentmesh.chat.runs.hub import RunEvent
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to
@@ -71,7 +72,8 @@ async def _owned(session: Any, caller: Access, run_id: uuid.UUID) -> Run:
 
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_YOURS)
 async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
-    """A run's state: ``running``, ``completed``, ``failed`` or ``cancelled``, with usage."""
+    """A run's state: ``running``, ``requires_action`` (waiting for a person to approve a
+    tool call), ``completed``, ``failed``, ``cancelled`` or ``expired``, with usage."""
     await settled(request.app.state.hub, run_id)
     return RunOut.model_validate(await _owned(session, caller, run_id))
 
@@ -83,6 +85,11 @@ async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, request: 
     replica: the one running the run gets the request over NATS."""
     await settled(request.app.state.hub, run_id)
     run = await _owned(session, caller, run_id)
+    if run.status == "requires_action":  # no task to stop: the pause ends here
+        await session.commit()
+        if await cancel_pause(request.app.state, run_id):
+            await session.refresh(run)
+        return RunOut.model_validate(run)
     if run.status == "running" and not cancel_local(request.app.state.hub, run_id):
         nc = nats_client(request.app.state.runtime.broker)
         if nc is not None and nc.is_connected:
@@ -131,7 +138,11 @@ async def events(
         after = 0
     state = request.app.state
     channel = state.hub.local.get(run_id)
-    if channel is not None:
+    if (
+        channel is not None
+        and channel.base <= after
+        and (not channel.finished or after < channel.base + len(channel.events))
+    ):  # (else: events of before a pause, or of a part after this channel's end)
         source: AsyncIterator[RunEvent | None] = state.hub.follow_local(channel, after)
     else:
         source = _from_stream(state, run, after)
@@ -181,6 +192,8 @@ def _rebuilt_end(run: Run) -> list[RunEvent]:
     elif run.status == "cancelled":
         last = RunEvent(end - 1, "run.cancelled", {"message_id": run.assistant_message_id,
                                                      "usage": usage})  # fmt: skip
+    elif run.status == "expired":  # waited for an approval too long (runs.approvals)
+        last = RunEvent(end - 1, "run.expired", run.error or {})
     else:
         last = RunEvent(end - 1, "run.failed", run.error or {})
     return [last, RunEvent(end, "done", {"status": run.status})]
