@@ -178,6 +178,8 @@ class AgentConfig(BaseModel):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     knowledge_base_ids: list[UUID] = Field(default_factory=list)
     memory: dict[str, Any] = Field(default_factory=dict)
+    #: ``{mode: tool|always, top_k, min_score}``; empty (older agents): ``tool``.
+    knowledge: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 

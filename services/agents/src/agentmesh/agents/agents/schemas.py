@@ -26,6 +26,23 @@ class MemoryConfig(BaseModel):
     summarize: bool = False
 
 
+class KnowledgeConfig(BaseModel):
+    """How the agent uses its knowledge bases: ``tool``, the model searches them when it
+    wants (``knowledge_search``); ``always``, each user message is searched before the
+    model is called and the passages found go into the prompt (for models without tools).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["tool", "always"] = "tool"
+    top_k: int | None = Field(
+        default=None, ge=1, le=20, description="Passages per search (always: default 5)"
+    )
+    min_score: float | None = Field(
+        default=None, ge=0, le=1, description="Passages scoring less are left out"
+    )
+
+
 class AgentFields(BaseModel):
     """Everything an agent is made of; every field optional, for PATCH."""
 
@@ -41,6 +58,7 @@ class AgentFields(BaseModel):
     tools: list[ToolRef] | None = Field(default=None, max_length=32)
     knowledge_base_ids: list[uuid.UUID] | None = Field(default=None, max_length=32)
     memory: MemoryConfig | None = None
+    knowledge: KnowledgeConfig | None = None
     tags: list[Tag] | None = Field(default=None, max_length=32)
     metadata: dict[str, Any] | None = None
 
@@ -66,6 +84,7 @@ class AgentOut(BaseModel):
     tools: list[ToolRef]
     knowledge_base_ids: list[uuid.UUID]
     memory: MemoryConfig
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     tags: list[str]
     metadata: dict[str, Any]
     created_at: datetime

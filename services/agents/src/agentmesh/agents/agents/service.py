@@ -11,7 +11,13 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.agents.models import Agent, AgentVersion
-from agentmesh.agents.agents.schemas import AgentCreate, AgentFields, AgentOut, MemoryConfig
+from agentmesh.agents.agents.schemas import (
+    AgentCreate,
+    AgentFields,
+    AgentOut,
+    KnowledgeConfig,
+    MemoryConfig,
+)
 from agentmesh.agents.tools.catalog import BUILTIN_TOOLS
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
@@ -177,6 +183,7 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         "tools": [],
         "knowledge_base_ids": [],
         "memory": MemoryConfig().model_dump(),
+        "knowledge": KnowledgeConfig().model_dump(),
         "tags": [],
         "metadata": {},
     }
@@ -186,6 +193,7 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         config[key] = config[key] or []
     config["metadata"] = config["metadata"] or {}
     config["memory"] = config["memory"] or MemoryConfig().model_dump()
+    config["knowledge"] = config["knowledge"] or KnowledgeConfig().model_dump()
     if config["tags"]:
         config["tags"] = sorted(set(config["tags"]))
     _check_references(config)

@@ -25,6 +25,7 @@ from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted, str
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
+from agentmesh.chat.runs.retrieval import Knowledge, Search, ground, tool_search
 from agentmesh.chat.runs.store import (
     FinishedRun,
     RunAlreadyEnded,
@@ -90,6 +91,8 @@ class RunOutcome:
     message_id: uuid.UUID | None = None
     message_created_at: datetime | None = None
     cost_usd: Decimal = Decimal(0)
+    #: ``[{document_id, chunk_id, filename, position, score}]`` the model was given.
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
@@ -151,23 +154,29 @@ class RunExecutor:
         )
         return model, provider_label(config, creds)
 
-    async def _tools(self, plan: RunPlan) -> list[Any]:
-        refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
-        mcp_refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") == "mcp"]
+    def _search(self, plan: RunPlan) -> Search | None:
+        """A search of the agent's knowledge bases (None when it has none)."""
         kb_ids = [str(kb) for kb in plan.config.get("knowledge_base_ids", [])]
-        if kb_ids and not any(ref.get("id") == "knowledge_search" for ref in refs):
-            refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
 
         async def search(query: str, top_k: int) -> list[dict[str, Any]]:
             return await self.state.agents_client.knowledge_search(
                 plan.user_id, kb_ids, query, top_k, workspace_id=plan.workspace_id
             )
 
+        return search if kb_ids else None
+
+    async def _tools(self, plan: RunPlan, outcome: RunOutcome) -> list[Any]:
+        refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
+        mcp_refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") == "mcp"]
+        search, knowledge = self._search(plan), Knowledge.of(plan.config)
+        if search and knowledge.mode == "tool" and \
+                not any(ref.get("id") == "knowledge_search" for ref in refs):  # fmt: skip
+            refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
         settings = self.state.settings
         tools = build_tools(
             refs,
             allow_private_network=settings.outbound_policy,
-            knowledge_search=search if kb_ids else None,
+            knowledge_search=search and tool_search(search, knowledge, outcome.citations),
         )
         if mcp_refs:  # over MCP; a server that can't be reached is left out (logged)
             names = {tool.name for tool in tools}
@@ -271,7 +280,7 @@ class RunExecutor:
     async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
                     started: float, announced: asyncio.Future[None],
                     provider: str) -> None:  # fmt: skip
-        tools = [] if plan.client_tools is not None else await self._tools(plan)
+        tools = [] if plan.client_tools is not None else await self._tools(plan, outcome)
         by_name = {tool.name: tool for tool in tools}
         if plan.client_tools:
             choice = tool_choice_for(provider, plan.tool_choice)
@@ -281,6 +290,7 @@ class RunExecutor:
         if plan.response_format is not None:
             bound = bound.bind(response_format=plan.response_format)
         messages = await prompt_for(self.state, plan, model)
+        messages = await ground(self._search(plan), plan, messages, outcome.citations)
         settings = self.state.settings
         ready = False  # run.started is out (and so the run's row is committed)
         for _step in range(settings.max_tool_steps):
@@ -356,8 +366,9 @@ class RunExecutor:
         if outcome.status == "completed":
             await self.hub.emit(channel, "message.completed", {
                 "message_id": outcome.message_id, "content": outcome.content,
-                "tool_calls": outcome.tool_calls, "usage": usage,
-                "cost_usd": str(outcome.cost_usd), "status": "completed"})  # fmt: skip
+                "tool_calls": outcome.tool_calls, "citations": outcome.citations,
+                "usage": usage, "cost_usd": str(outcome.cost_usd),
+                "status": "completed"})  # fmt: skip
         elif outcome.status == "cancelled":
             await self.hub.emit(
                 channel,
