@@ -87,7 +87,7 @@ async def test_always_mode_gives_a_model_without_tools_the_passages(
     assert message["content"] == "From the passages: five business days."
     assert_cites(message["citations"], documents, "refunds.txt")
     # The model got the passage in its system message, and no tools to call.
-    [request] = [r for r in recorder.requests if r.path.endswith("/chat/completions")]
+    [request] = recorder.requests
     assert "tools" not in request.body
     system = request.body["messages"][0]
     assert system["role"] == "system" and system["content"].startswith("You keep things.")
@@ -98,8 +98,15 @@ async def test_always_mode_gives_a_model_without_tools_the_passages(
     listed = (await chat.get(f"{CONV}/{conversation_id}/messages", headers=headers)).json()
     [stored] = [m for m in listed["items"] if m["role"] == "assistant"]
     assert stored["citations"] == message["citations"]
-    [question] = [m for m in listed["items"] if m["role"] == "user"]
-    assert question["citations"] == []
+    [asked] = [m for m in listed["items"] if m["role"] == "user"]
+    assert asked["citations"] == []
+    # /v1/chat/completions runs the same way.
+    question = {"role": "user", "content": "Shipping days?"}
+    completion = await chat.post("/v1/chat/completions", headers=headers,
+                                 json={"model": agent["id"], "messages": [question]})  # fmt: skip
+    assert completion.status_code == 200, completion.text
+    system = recorder.requests[-1].body["messages"][0]["content"]
+    assert SHIPPING in system and REFUNDS not in system
 
 
 async def test_min_score_leaves_weaker_passages_out(chat, make_agent, policies):
@@ -242,3 +249,29 @@ async def test_the_agents_service_down_is_said_clearly(lone_chat, nc, token_issu
     message = answer.json()
     assert "The agents service did not answer" in message["tool_calls"][0]["result"]
     assert message["citations"] == []
+
+
+async def test_an_embedding_endpoint_down_fails_the_run_clearly(
+    chat, agents, make_agent, token_issuer
+):
+    """A knowledge base embedded by the user's own endpoint: when that endpoint stops, the
+    question cannot be embedded, and the run says so (502) rather than answer blind."""
+    headers = token_issuer.headers()
+    async with FakeOpenAI() as embedder:
+        kb = await agents.post(KBS, headers=headers, json={
+            "name": "Remote", "embedding_provider_id": await provider(agents, headers, embedder),
+            "embedding_model": "text-embedding-3-small"})  # fmt: skip
+        kb_id = kb.json()["id"]
+        await agents.post(f"{KBS}/{kb_id}/documents", headers=headers,
+                          json={"text": REFUNDS, "filename": "refunds.txt"})  # fmt: skip
+        for _ in range(300):
+            [document] = (await agents.get(f"{KBS}/{kb_id}/documents", headers=headers)).json()[
+                "items"]  # fmt: skip
+            if document["status"] in ("ready", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert document["status"] == "ready", document
+    agent = await make_agent(headers, knowledge_base_ids=[kb_id], knowledge={"mode": "always"})
+    _, answer = await converse(chat, headers, agent["id"], "refunds?")
+    problem = assert_problem(answer, 502, "knowledge-search-failed")
+    assert "knowledge search failed" in problem["detail"]
