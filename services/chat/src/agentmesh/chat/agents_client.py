@@ -37,6 +37,14 @@ class McpServerMissing(AppError):
     status, type, title = 409, "mcp-server-unavailable", "Conflict"
 
 
+class KnowledgeBaseMissing(AppError):
+    status, type, title = 409, "knowledge-base-unavailable", "Conflict"
+
+
+class KnowledgeSearchFailed(AppError):
+    status, type, title = 502, "knowledge-search-failed", "Bad Gateway"
+
+
 def nats_client(broker: Any) -> Any:
     """The broker's nats-py client, or None before the first connection."""
     try:
@@ -136,6 +144,11 @@ class AgentsClient:
             {"workspace_id": str(workspace_id), "user_id": str(user_id),
              "knowledge_base_ids": kb_ids, "query": query, "top_k": top_k},
         )  # fmt: skip
+        if answer.get("error") == "not_found":
+            raise KnowledgeBaseMissing(
+                "A knowledge base of the agent is gone or not in its workspace; update the agent."
+            )
         if "error" in answer:
-            raise RuntimeError(f"knowledge search failed: {answer['error']}")
+            detail = answer.get("detail") or answer["error"]
+            raise KnowledgeSearchFailed(f"The knowledge search failed: {detail}.")
         return list(answer["results"])

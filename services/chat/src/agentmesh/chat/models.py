@@ -113,6 +113,11 @@ class Message(Base):
     content: Mapped[str] = mapped_column(Text, default="")
     #: ``[{id, name, args, result}]`` of an assistant turn, in call order.
     tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    #: ``[{document_id, chunk_id, filename, position, score}]``: the knowledge base
+    #: passages an assistant turn's model was given (``runs/retrieval.py``).
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
     status: Mapped[str] = mapped_column(Text, default="completed")
     run_id: Mapped[uuid.UUID | None] = mapped_column()
     agent_version: Mapped[int | None] = mapped_column(Integer)

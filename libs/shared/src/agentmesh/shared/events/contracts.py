@@ -180,6 +180,8 @@ class AgentConfig(BaseModel):
     memory: dict[str, Any] = Field(default_factory=dict)
     #: ``[{provider_id?, model}]``, tried in order when the agent's model fails to answer.
     fallbacks: list[dict[str, Any]] = Field(default_factory=list)
+    #: ``{mode: tool|always, top_k, min_score}``; empty (older agents): ``tool``.
+    knowledge: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     #: Few-shot turns ``[{user, assistant}]``, after the instructions.

@@ -90,6 +90,23 @@ class FallbackModel(BaseModel):
 MAX_FALLBACKS = 5
 
 
+class KnowledgeConfig(BaseModel):
+    """How the agent uses its knowledge bases: ``tool``, the model searches them when it
+    wants (``knowledge_search``); ``always``, each user message is searched before the
+    model is called and the passages found go into the prompt (for models without tools).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["tool", "always"] = "tool"
+    top_k: int | None = Field(
+        default=None, ge=1, le=20, description="Passages per search (always: default 5)"
+    )
+    min_score: float | None = Field(
+        default=None, ge=0, le=1, description="Passages scoring less are left out"
+    )
+
+
 class AgentFields(BaseModel):
     """Everything an agent is made of; every field optional, for PATCH."""
 
@@ -106,6 +123,7 @@ class AgentFields(BaseModel):
     knowledge_base_ids: list[uuid.UUID] | None = Field(default=None, max_length=32)
     memory: MemoryConfig | None = None
     fallbacks: list[FallbackModel] | None = Field(default=None, max_length=MAX_FALLBACKS)
+    knowledge: KnowledgeConfig | None = None
     tags: list[Tag] | None = Field(default=None, max_length=32)
     metadata: dict[str, Any] | None = None
     examples: list[Example] | None = Field(default=None, max_length=20)
@@ -133,6 +151,7 @@ class AgentOut(BaseModel):
     knowledge_base_ids: list[uuid.UUID]
     memory: MemoryConfig
     fallbacks: list[FallbackModel] = Field(default_factory=list)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     tags: list[str]
     metadata: dict[str, Any]
     examples: list[Example] = Field(default_factory=list)

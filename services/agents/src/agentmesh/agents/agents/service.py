@@ -16,6 +16,7 @@ from agentmesh.agents.agents.schemas import (
     AgentFields,
     AgentOut,
     FallbackModel,
+    KnowledgeConfig,
     MemoryConfig,
 )
 from agentmesh.agents.tools.catalog import BUILTIN_TOOLS
@@ -203,6 +204,7 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         "knowledge_base_ids": [],
         "memory": MemoryConfig().model_dump(),
         "fallbacks": [],
+        "knowledge": KnowledgeConfig().model_dump(),
         "tags": [],
         "metadata": {},
         "examples": [],
@@ -217,6 +219,7 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
         for fallback in config["fallbacks"] or []
     ]
     config["memory"] = config["memory"] or MemoryConfig().model_dump()
+    config["knowledge"] = config["knowledge"] or KnowledgeConfig().model_dump()
     if config["tags"]:
         config["tags"] = sorted(set(config["tags"]))
     _check_references(config)

@@ -120,6 +120,8 @@ class MessageOut(BaseModel):
     role: str
     content: str
     tool_calls: list[dict[str, Any]]
+    #: The knowledge base passages the answer's model was given.
+    citations: list[dict[str, Any]] = Field(default_factory=list)
     status: str
     run_id: uuid.UUID | None
     agent_version: int | None

@@ -104,6 +104,7 @@ async def start_turn(
     message = MessageOut(  # as finish_run wrote it: no read back
         id=outcome.message_id, conversation_id=conversation_id, parent_id=parent_id,
         role="assistant", content=outcome.content, tool_calls=outcome.tool_calls,
+        citations=outcome.citations,
         status=outcome.status, run_id=run_id, agent_version=snapshot.version,
         input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
         created_at=outcome.message_created_at,

@@ -5,6 +5,8 @@ them afterwards, it gives the same items the stored response keeps. Text between
 tool calls is a ``message`` item of its own; the agent's tools appear as ``mcp_call`` (MCP
 and built-in tools) or ``file_search_call`` (knowledge search) items, never as
 ``function_call``; the client's function tools come last, as ``function_call`` items.
+The answer's citations (``message.completed``) are ``file_citation`` annotations on the
+text of its last message, one per document, at the end of that text.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class OutputBuilder:
         self.open: dict[str, Any] | None = None  # the message item text is going to
         self.tools: dict[str, int] = {}  # server tool call id -> output index
         self.streamed = ""
+        #: The answer's annotations, for the message closed next (the last: they come
+        #: with ``message.completed``, after all of the answer's text).
+        self.annotations: list[dict[str, Any]] = []
 
     def _add(self, item: dict[str, Any]) -> Event:
         self.items.append(item)
@@ -118,7 +123,16 @@ class OutputBuilder:
         index, part = self.items.index(item), item["content"][0]
         item["status"] = status
         where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        annotated = []
+        for annotation in self.annotations:
+            annotation = {**annotation, "index": len(part["text"])}
+            annotated.append(("response.output_text.annotation.added", {
+                **where, "annotation_index": len(part["annotations"]), "annotation": annotation,
+            }))  # fmt: skip
+            part["annotations"].append(annotation)
+        self.annotations = []
         return [
+            *annotated,
             ("response.output_text.done", {**where, "text": part["text"], "logprobs": []}),
             ("response.content_part.done", {**where, "part": dict(part)}),
             ("response.output_item.done", {"output_index": index, "item": _copy(item)}),
@@ -133,6 +147,8 @@ class OutputBuilder:
             return [*self.close_message(), *self._tool_call(data)]
         if event.type == "tool.result":
             return self._tool_result(data)
+        if event.type == "message.completed":
+            self.annotations = file_citations(data.get("citations") or [])
         if event.type == "tool.approval_required":  # the run ends asking (responses.approvals)
             item = {"id": f"mcpr_{data['call_id']}", "type": "mcp_approval_request",
                     "name": data["name"], "arguments": json.dumps(data.get("args") or {}),
@@ -261,6 +277,7 @@ class OutputBuilder:
                 events[-2][1]["item"]["id"] = events[-1][1]["item_id"] = item["id"]
                 text = _text_of(item)
                 events += self._text(text) if text else []
+                self.annotations = _annotations_of(item)
                 events += self.close_message(item.get("status") or "completed")
             elif item["type"] == "function_call":
                 where = {"output_index": index, "item_id": item["id"]}
@@ -283,6 +300,19 @@ class OutputBuilder:
                 events.append(self._add(item))
                 events.append(("response.output_item.done", {"output_index": index, "item": item}))
         return events + self.close_message()
+
+
+def file_citations(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``file_citation`` annotations of the cited documents, each once (``index`` is set
+    where the text they annotate ends)."""
+    documents = dict.fromkeys((str(c.get("document_id")), str(c.get("filename") or ""))
+                              for c in citations)  # fmt: skip
+    return [{"type": "file_citation", "file_id": file_id, "filename": filename, "index": 0}
+            for file_id, filename in documents]  # fmt: skip
+
+
+def _annotations_of(item: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for part in item.get("content") or [] for a in part.get("annotations") or []]
 
 
 def _text_of(item: dict[str, Any]) -> str:

@@ -90,6 +90,7 @@ class Resume:
         outcome.input_tokens = int(saved["input_tokens"])
         outcome.output_tokens = int(saved["output_tokens"])
         outcome.ttft_ms = saved.get("ttft_ms")
+        outcome.citations = list(saved.get("citations") or [])
 
 
 def denied_result(name: str, reason: str | None) -> str:
@@ -182,7 +183,7 @@ def pause_state(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
         "outcome": {
             "content": outcome.content, "tool_calls": outcome.tool_calls,
             "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
-            "ttft_ms": outcome.ttft_ms,
+            "ttft_ms": outcome.ttft_ms, "citations": outcome.citations,
         },
     }  # fmt: skip
 

@@ -27,6 +27,7 @@ from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs import approvals
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
+from agentmesh.chat.runs.retrieval import Knowledge, Search, ground, tool_search
 from agentmesh.chat.runs.store import (
     FinishedRun,
     RunAlreadyEnded,
@@ -104,6 +105,8 @@ class RunOutcome:
     served: Served | None = None
     #: Where a run waiting for approval stopped (status ``requires_action``).
     pause: dict[str, Any] | None = None
+    #: ``[{document_id, chunk_id, filename, position, score}]`` the model was given.
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def served_fields(model: str, provider: str, outcome: RunOutcome) -> dict[str, Any]:
@@ -172,23 +175,29 @@ class RunExecutor:
         )
         return model, provider_label(config, creds)
 
-    async def _tools(self, plan: RunPlan) -> list[Any]:
-        refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
-        mcp_refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") == "mcp"]
+    def _search(self, plan: RunPlan) -> Search | None:
+        """A search of the agent's knowledge bases (None when it has none)."""
         kb_ids = [str(kb) for kb in plan.config.get("knowledge_base_ids", [])]
-        if kb_ids and not any(ref.get("id") == "knowledge_search" for ref in refs):
-            refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
 
         async def search(query: str, top_k: int) -> list[dict[str, Any]]:
             return await self.state.agents_client.knowledge_search(
                 plan.user_id, kb_ids, query, top_k, workspace_id=plan.workspace_id
             )
 
+        return search if kb_ids else None
+
+    async def _tools(self, plan: RunPlan, outcome: RunOutcome) -> list[Any]:
+        refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
+        mcp_refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") == "mcp"]
+        search, knowledge = self._search(plan), Knowledge.of(plan.config)
+        if search and knowledge.mode == "tool" and \
+                not any(ref.get("id") == "knowledge_search" for ref in refs):  # fmt: skip
+            refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
         settings = self.state.settings
         tools = build_tools(
             refs,
             allow_private_network=settings.outbound_policy,
-            knowledge_search=search if kb_ids else None,
+            knowledge_search=search and tool_search(search, knowledge, outcome.citations),
         )
         if mcp_refs:  # over MCP; a server that can't be reached is left out (logged)
             names = {tool.name for tool in tools}
@@ -295,7 +304,7 @@ class RunExecutor:
     async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
                     started: float, announced: asyncio.Future[None],
                     provider: str) -> None:  # fmt: skip
-        tools = [] if plan.client_tools is not None else await self._tools(plan)
+        tools = [] if plan.client_tools is not None else await self._tools(plan, outcome)
         by_name = {tool.name: tool for tool in tools}
 
         def bind(model: Any, provider: str) -> Any:  # for each model of the chain
@@ -326,6 +335,7 @@ class RunExecutor:
                 return
         else:
             messages = await prompt_for(self.state, plan, model)
+            messages = await ground(self._search(plan), plan, messages, outcome.citations)
         for _step in range(first, settings.max_tool_steps):
             full: AIMessageChunk | None = None
             async for chunk in chain.stream(messages, bind, attempts=settings.model_attempts):
@@ -389,8 +399,8 @@ class RunExecutor:
         if outcome.status == "completed":
             await self.hub.emit(channel, "message.completed", {
                 "message_id": outcome.message_id, "content": outcome.content,
-                "tool_calls": outcome.tool_calls, "usage": usage,
-                "cost_usd": str(outcome.cost_usd), "status": "completed",
+                "tool_calls": outcome.tool_calls, "citations": outcome.citations,
+                "usage": usage, "cost_usd": str(outcome.cost_usd), "status": "completed",
                 **served_fields(model, provider, outcome)})  # fmt: skip
         elif outcome.status == "cancelled":
             await self.hub.emit(

@@ -150,7 +150,7 @@ class RunWatch:
                     "parent_id": run["user_message_id"], "content": content,
                     "tool_calls": json.dumps(tool_calls, default=str), "status": "failed",
                     "agent_version": run["agent_version"], "input_tokens": 0,
-                    "output_tokens": 0,
+                    "output_tokens": 0, "citations": "[]",  # an interrupted run cites none
                 })  # fmt: skip
                 await self.state.outbox.add(session, MessageCompleted(
                     message_id=assistant_id or run["id"], conversation_id=run["conversation_id"],

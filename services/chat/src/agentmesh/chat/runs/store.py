@@ -200,10 +200,11 @@ SELECT (SELECT count(*) FROM r) AS updated, {created} AS created_at
 #: The assistant message, written only when the run's own update (``r``) took effect.
 MESSAGE_CTE = """, m AS (
   INSERT INTO chat.messages (id, conversation_id, user_id, parent_id, role, content, tool_calls,
-                             status, run_id, agent_version, input_tokens, output_tokens)
+                             status, run_id, agent_version, input_tokens, output_tokens,
+                             citations)
   SELECT :assistant_id, :conversation_id, :user_id, :parent_id, 'assistant', :content,
          CAST(:tool_calls AS jsonb), :status, :run_id, :agent_version, :input_tokens,
-         :output_tokens FROM r
+         :output_tokens, CAST(:citations AS jsonb) FROM r
   RETURNING created_at)"""
 NO_MESSAGE_CTE = ""
 
@@ -238,6 +239,7 @@ async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | Non
         "user_id": plan.user_id, "workspace_id": plan.workspace_id, "whole": WHOLE_WORKSPACE,
         "parent_id": plan.parent_id, "content": outcome.content,
         "tool_calls": json.dumps(outcome.tool_calls, default=str), "status": outcome.status,
+        "citations": json.dumps(outcome.citations, default=str),
         "run_id": plan.run_id, "agent_version": plan.agent_version,
         "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
         "total_tokens": outcome.input_tokens + outcome.output_tokens,
