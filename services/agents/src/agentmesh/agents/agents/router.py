@@ -64,7 +64,9 @@ async def list_agents(
     items, next_cursor = await service.list_agents(
         session, caller, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
     )
-    return AgentPage(items=[service.to_out(a, c) for a, c in items], next_cursor=next_cursor)
+    return AgentPage(
+        items=[service.to_out(row, row.config) for row in items], next_cursor=next_cursor
+    )
 
 
 @router.get("/{agent_id}", response_model=AgentOut, responses=NOT_YOURS)
@@ -72,9 +74,9 @@ async def get_agent(
     agent_id: uuid.UUID, caller: AgentsRead, response: Response, session: Session
 ) -> AgentOut:
     """One agent's current config; the ``ETag`` names its version."""
-    agent = await service.get_visible(session, caller, agent_id)
-    response.headers["ETag"] = service.etag(agent)
-    return service.to_out(agent, await service._snapshot(session, agent))
+    row = await service.current(session, caller, agent_id)
+    response.headers["ETag"] = service.etag(row)
+    return service.to_out(row, row.config)
 
 
 @router.patch(
