@@ -192,9 +192,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
             RATE_LIMITED.labels(route.group).inc()
             raise RateLimited("Slow down: the rate limit of this route is exceeded.",
                               headers=decision.headers())  # fmt: off
-        response = await proxy.forward(
-            request, route, caller, ip, request_scheme(request, trusted)
-        )
+        response = await proxy.forward(request, route, caller, ip, request_scheme(request, trusted))
         response.headers.update(decision.headers())
         return response
 
