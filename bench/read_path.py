@@ -356,6 +356,11 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--profile", choices=SERVICES)
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="put the figures into bench/results/latest.md and .json",
+    )
     parser.add_argument("--serve-bare", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -365,4 +370,8 @@ if __name__ == "__main__":
         app = bare_app(json.loads(args.serve_bare.read_text()))
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     else:
-        asyncio.run(main(args.duration, args.connections, args.profile))
+        results = asyncio.run(main(args.duration, args.connections, args.profile))
+        if args.write and results and not args.profile:
+            from bench import suite
+
+            suite.merge(suite.read_path_rows(results))
