@@ -152,3 +152,44 @@ def test_without_an_exporter_spans_are_not_recorded_but_trace_ids_flow(monkeypat
         .start_span("x") as sampled
     ):
         assert sampled.is_recording()
+
+
+async def test_a_service_that_exports_nothing_still_continues_and_starts_traces(monkeypatch):
+    """With no exporter the app gets the lean trace-context middleware, not the
+    instrumentation: the incoming trace id and sampled flag reach the handler (and through
+    it logs and outgoing calls); a request without one gets a trace id of its own."""
+    from opentelemetry import propagate
+
+    from agentmesh.shared import telemetry
+    from agentmesh.shared.settings import CommonSettings
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                 "OTEL_TRACES_SAMPLER"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    provider = telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}")
+    assert telemetry.silent(provider) and not telemetry.silent(TracerProvider())
+    settings = ServiceSettings(common=CommonSettings(env="test"))
+    runtime = ServiceRuntime("demo", settings, use_database=False, use_broker=False,
+                             tracer_provider=provider, configure_logs=False)  # fmt: skip
+    router = APIRouter()
+
+    @router.get("/trace")
+    async def current() -> dict:
+        span = trace.get_current_span().get_span_context()
+        outgoing: dict[str, str] = {}
+        propagate.inject(outgoing)
+        return {"trace_id": f"{span.trace_id:032x}", "sampled": span.trace_flags.sampled,
+                "traceparent": outgoing.get("traceparent", "")}  # fmt: skip
+
+    app = runtime.create_app(title="demo", routers=[router])
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    async with app_client(app) as client:
+        for flags, sampled in (("01", True), ("00", False)):
+            got = (await client.get("/trace", headers={
+                "traceparent": f"00-{trace_id}-{parent_id}-{flags}"})).json()  # fmt: skip
+            assert got["trace_id"] == trace_id and got["sampled"] is sampled
+            assert got["traceparent"].startswith(f"00-{trace_id}-")
+            assert got["traceparent"].endswith(f"-{flags}") and parent_id not in got["traceparent"]
+        first, second = [(await client.get("/trace")).json() for _ in range(2)]
+    assert int(first["trace_id"], 16) and first["trace_id"] != second["trace_id"]
+    assert not first["sampled"]

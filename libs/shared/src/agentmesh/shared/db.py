@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import CursorResult, MetaData, Result, text
+from sqlalchemy import CursorResult, MetaData, Result, event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -49,13 +50,40 @@ def create_engine(settings: CommonSettings, *, application_name: str = "agentmes
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=True,
         # Parameters can hold password hashes and tokens: keep them out of error logs.
         hide_parameters=True,
         connect_args={"server_settings": server_settings(settings, application_name)},
     )
     engine.sync_engine.pool.service = application_name.removeprefix("agentmesh-")  # type: ignore[attr-defined]
+    ping_when_idle(engine, settings.db_ping_idle_seconds)
     return engine
+
+
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled connection before handing it out only when it sat idle for at least
+    ``idle_seconds``; a dead one is replaced (the pool retries the checkout).
+
+    ``pool_pre_ping`` pings on every checkout: a round trip per request on a busy service.
+    A connection given back moments ago is as alive as the ping would say; the ones that
+    die quietly (a restarted or failed-over database, a proxy's idle cut) are the idle ones.
+    """
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _given_back(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _handed_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("checked_in_at")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # just opened, or in steady use
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError() from error
+        if not alive:  # pragma: no cover - asyncpg's ping raises rather than says False
+            raise exc.DisconnectionError()
 
 
 def server_settings(settings: CommonSettings, application_name: str) -> dict[str, str]:

@@ -110,17 +110,23 @@ async def paginate(
     limit: int,
     cursor: str | None,
     descending: bool = False,
+    rows: bool = False,
 ) -> tuple[list[Any], str | None]:
     """One page of ``query``'s entities ordered by ``columns`` (unique together, e.g.
-    ``(Model.created_at, Model.id)``), after ``cursor``; returns them and the next cursor."""
+    ``(Model.created_at, Model.id)``), after ``cursor``; returns them and the next cursor.
+    With ``rows`` the page holds the query's rows (a Core select of several columns, the
+    ``columns`` among them under their own names) instead of its first column's values."""
     key = tuple_(*columns)
     if cursor:
         values = decode_cursor(cursor, columns)
         last = tuple_(*(literal(v, c.type) for v, c in zip(values, columns, strict=True)))
         query = query.where(key < last if descending else key > last)
     order = [column.desc() if descending else column.asc() for column in columns]
-    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
-    page = rows[:limit]
-    if len(rows) <= limit:
+    statement = query.order_by(*order).limit(limit + 1)
+    found = list(
+        (await session.execute(statement)).all() if rows else await session.scalars(statement)
+    )
+    page = found[:limit]
+    if len(found) <= limit:
         return page, None
     return page, encode_cursor([getattr(page[-1], column.key) for column in columns])

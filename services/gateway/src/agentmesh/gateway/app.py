@@ -9,6 +9,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from agentmesh.gateway import docs_ui, events
 from agentmesh.gateway.addresses import TrustedProxies, ip_bucket
+from agentmesh.gateway.deps import AppDocs, AppProxy
 from agentmesh.gateway.docs import DocsCache
 from agentmesh.gateway.metrics import RATE_LIMITED, watch_breakers
 from agentmesh.gateway.principals import Authenticator
@@ -136,21 +137,21 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     runtime.readiness.update(readiness_checks(app, settings))
 
     @app.get("/openapi.json", include_in_schema=False)
-    async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(await request.app.state.docs.openapi())
+    async def openapi(docs: AppDocs) -> JSONResponse:
+        return JSONResponse(await docs.openapi())
 
     docs_ui.register(app)
 
     @app.get("/asyncapi", include_in_schema=False)
-    async def asyncapi(request: Request) -> JSONResponse:
-        return JSONResponse(await request.app.state.docs.asyncapi())
+    async def asyncapi(docs: AppDocs) -> JSONResponse:
+        return JSONResponse(await docs.asyncapi())
 
     @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
-    async def forward(request: Request) -> Response:
+    async def forward(request: Request, proxy: AppProxy) -> Response:
         if not request.url.path.startswith("/v1/"):
-            return await _forward(request)
+            return await _forward(request, proxy)
         try:
-            return await _forward(request)
+            return await _forward(request, proxy)
         except AppError as error:  # OpenAI clients parse OpenAI's error shape on /v1
             body = openai_error(error.status, error.detail or error.title, slug=error.type)
             headers = dict(error.headers or {})
@@ -159,7 +160,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
                 headers["X-Request-ID"] = rid
             return JSONResponse(body, status_code=error.status, headers=headers)
 
-    async def _forward(request: Request) -> Response:
+    async def _forward(request: Request, proxy: Proxy) -> Response:
         route = resolve(request.method, request.url.path)
         if route is None:
             raise NotFound(f"No resource at {request.method} {request.url.path}")
@@ -191,9 +192,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
             RATE_LIMITED.labels(route.group).inc()
             raise RateLimited("Slow down: the rate limit of this route is exceeded.",
                               headers=decision.headers())  # fmt: off
-        response = await request.app.state.proxy.forward(
-            request, route, caller, ip, request_scheme(request, trusted)
-        )
+        response = await proxy.forward(request, route, caller, ip, request_scheme(request, trusted))
         response.headers.update(decision.headers())
         return response
 

@@ -1,4 +1,6 @@
-"""Identity's own request dependencies: who is calling, and may they."""
+"""Identity's own request dependencies: who is calling, and may they; and the services
+of the app its routes take by type (``shared.deps``) instead of reading
+``request.app.state``."""
 
 from __future__ import annotations
 
@@ -8,13 +10,38 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from agentmesh.identity.auth.service import AuthService
+from agentmesh.identity.auth.tokens import TokenIssuer
 from agentmesh.identity.crypto import same_secret
+from agentmesh.identity.keys.service import SigningKeyStore
+from agentmesh.identity.oidc.service import OidcService
+from agentmesh.identity.settings import IdentitySettings
 from agentmesh.identity.users.models import User
 from agentmesh.shared.auth import Principal, note_principal
 from agentmesh.shared.db import Session
+from agentmesh.shared.deps import from_state
 from agentmesh.shared.errors import Forbidden, Unauthorized
+from agentmesh.shared.events.outbox import Outbox
 
 bearer = HTTPBearer(auto_error=False, description="An AgentMesh access token")
+
+#: Sign-up, login, sessions, API keys, erasure: identity's use cases.
+Auth = Annotated[AuthService, from_state("auth")]
+#: Signs and verifies access tokens.
+Tokens = Annotated[TokenIssuer, from_state("tokens")]
+#: The signing keys and the JWKS.
+Keys = Annotated[SigningKeyStore, from_state("keys")]
+#: OpenID Connect logins.
+Oidc = Annotated[OidcService, from_state("oidc")]
+Settings = Annotated[IdentitySettings, from_state("settings")]
+
+
+async def _outbox(auth: Auth) -> Outbox:
+    return auth.outbox
+
+
+#: The outbox identity's events are written to, in the request's transaction.
+Events = Annotated[Outbox, Depends(_outbox)]
 
 
 @dataclass(frozen=True)
@@ -27,11 +54,12 @@ class Caller:
 async def current_caller(
     request: Request,
     session: Session,
+    tokens: Tokens,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
     if credentials is None:
         raise Unauthorized("missing bearer token")
-    principal, claims = await request.app.state.tokens.verify(session, credentials.credentials)
+    principal, claims = await tokens.verify(session, credentials.credentials)
     note_principal(request, principal.user_id, principal.api_key_id)
     user = await session.get(User, principal.user_id)
     assert user is not None
@@ -56,11 +84,11 @@ async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Ca
 
 
 async def internal_service(
-    request: Request,
+    settings: Settings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """Only platform services (the gateway) hold the internal token."""
-    expected = request.app.state.settings.internal_token.get_secret_value()
+    expected = settings.internal_token.get_secret_value()
     if not expected or credentials is None or not same_secret(credentials.credentials, expected):
         raise Unauthorized("service credential required")
 

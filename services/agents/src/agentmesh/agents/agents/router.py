@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from agentmesh.agents.agents import service
 from agentmesh.agents.agents.models import AgentVersion
@@ -18,6 +18,7 @@ from agentmesh.agents.agents.schemas import (
 )
 from agentmesh.agents.workspaces import FORBIDDEN, AgentsRead, AgentsWrite
 from agentmesh.shared.db import Session
+from agentmesh.shared.deps import AppOutbox
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
@@ -37,14 +38,14 @@ NOT_YOURS: dict[int | str, dict[str, Any]] = {
 async def create_agent(
     body: AgentCreate,
     caller: AgentsWrite,
-    request: Request,
     response: Response,
     session: Session,
+    outbox: AppOutbox,
 ) -> AgentOut:
     """Create an agent. With no ``provider_id`` it runs on the built-in offline provider
     (model ``offline``): ``{"name": "Keeper", "instructions": "...", "model": "offline"}``
     is a complete agent."""
-    agent, config = await service.create(session, request.app.state.outbox, caller, body)
+    agent, config = await service.create(session, outbox, caller, body)
     response.headers["ETag"] = service.etag(agent)
     response.headers["Location"] = f"/api/v1/agents/{agent.id}"
     return service.to_out(agent, config)
@@ -64,7 +65,9 @@ async def list_agents(
     items, next_cursor = await service.list_agents(
         session, caller, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
     )
-    return AgentPage(items=[service.to_out(a, c) for a, c in items], next_cursor=next_cursor)
+    return AgentPage(
+        items=[service.to_out(row, row.config) for row in items], next_cursor=next_cursor
+    )
 
 
 @router.get("/{agent_id}", response_model=AgentOut, responses=NOT_YOURS)
@@ -72,9 +75,9 @@ async def get_agent(
     agent_id: uuid.UUID, caller: AgentsRead, response: Response, session: Session
 ) -> AgentOut:
     """One agent's current config; the ``ETag`` names its version."""
-    agent = await service.get_visible(session, caller, agent_id)
-    response.headers["ETag"] = service.etag(agent)
-    return service.to_out(agent, await service._snapshot(session, agent))
+    row = await service.current(session, caller, agent_id)
+    response.headers["ETag"] = service.etag(row)
+    return service.to_out(row, row.config)
 
 
 @router.patch(
@@ -86,16 +89,14 @@ async def update_agent(
     agent_id: uuid.UUID,
     body: AgentFields,
     caller: AgentsWrite,
-    request: Request,
     response: Response,
     session: Session,
+    outbox: AppOutbox,
     if_match: IfMatch = None,
 ) -> AgentOut:
     """Change some fields; every change is a new immutable version. Send ``If-Match``
     with the ETag you read to be told (412) when someone else changed it meanwhile."""
-    agent, config = await service.update(
-        session, request.app.state.outbox, caller, agent_id, body, if_match
-    )
+    agent, config = await service.update(session, outbox, caller, agent_id, body, if_match)
     response.headers["ETag"] = service.etag(agent)
     return service.to_out(agent, config)
 
@@ -108,12 +109,12 @@ async def update_agent(
 async def delete_agent(
     agent_id: uuid.UUID,
     caller: AgentsWrite,
-    request: Request,
     session: Session,
+    outbox: AppOutbox,
     if_match: IfMatch = None,
 ) -> None:
     """Delete an agent: it can no longer be chatted with (its history stays in chat)."""
-    await service.soft_delete(session, request.app.state.outbox, caller, agent_id, if_match)
+    await service.soft_delete(session, outbox, caller, agent_id, if_match)
 
 
 @router.get(
@@ -154,14 +155,12 @@ async def restore_version(
     agent_id: uuid.UUID,
     version: int,
     caller: AgentsWrite,
-    request: Request,
     response: Response,
     session: Session,
+    outbox: AppOutbox,
     if_match: IfMatch = None,
 ) -> AgentOut:
     """Make an old version current again, as a new version."""
-    agent, config = await service.restore(
-        session, request.app.state.outbox, caller, agent_id, version, if_match
-    )
+    agent, config = await service.restore(session, outbox, caller, agent_id, version, if_match)
     response.headers["ETag"] = service.etag(agent)
     return service.to_out(agent, config)

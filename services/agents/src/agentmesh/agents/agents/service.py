@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentmesh.agents.agents import repository
 from agentmesh.agents.agents.models import Agent, AgentVersion
 from agentmesh.agents.agents.schemas import (
     AgentCreate,
@@ -48,7 +49,7 @@ class InvalidReference(AppError):
     status, type, title = 422, "invalid-reference", "Invalid reference"
 
 
-def etag(agent: Agent) -> str:
+def etag(agent: Agent | Row[Any]) -> str:
     return f'"{agent.version}"'
 
 
@@ -227,7 +228,7 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
     return config
 
 
-def to_out(agent: Agent, config: dict[str, Any]) -> AgentOut:
+def to_out(agent: Agent | Row[Any], config: dict[str, Any]) -> AgentOut:
     return AgentOut(
         id=agent.id,
         owner_id=agent.owner_id,
@@ -372,9 +373,17 @@ async def soft_delete(
     )
 
 
-# ---------------------------------------------------------------------- listing
+# ---------------------------------------------------------------------- reads
 
-SORT_COLUMNS = {"created_at": Agent.created_at, "updated_at": Agent.updated_at}
+
+async def current(session: AsyncSession, access: Access, agent_id: uuid.UUID) -> Row[Any]:
+    """The agent with its current config, if live and of the caller's workspace (or the
+    caller is a platform admin): one statement (``repository.current``)."""
+    workspace = None if access.is_platform_admin else access.workspace_id
+    row = await repository.current(session, agent_id, workspace)
+    if row is None:
+        raise AgentNotFound("No such agent.")
+    return row
 
 
 async def list_agents(
@@ -386,37 +395,11 @@ async def list_agents(
     sort: str,
     limit: int,
     cursor: str | None,
-) -> tuple[list[tuple[Agent, dict[str, Any]]], str | None]:
-    field = sort.lstrip("-")
-    column = SORT_COLUMNS[field]
-    descending = sort.startswith("-")
-    query: Select[Agent] = select(Agent).where(
-        Agent.deleted_at.is_(None), Agent.workspace_id == access.workspace_id
+) -> tuple[list[Row[Any]], str | None]:
+    """One page of the workspace's agents, each row with its current config."""
+    return await repository.page(
+        session, access.workspace_id, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
     )
-    if tag:
-        query = query.where(Agent.tags.contains([tag]))
-    if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Agent.name.ilike(f"%{escaped}%", escape="\\"))
-    page, next_cursor = await paginate(
-        session, query, (column, Agent.id), limit=limit, cursor=cursor, descending=descending
-    )
-    configs = await _configs(session, page)
-    return [(agent, configs[agent.id]) for agent in page], next_cursor
-
-
-async def _configs(session: AsyncSession, agents: list[Agent]) -> dict[uuid.UUID, dict]:
-    if not agents:
-        return {}
-    keys = [(a.id, a.version) for a in agents]
-    rows = await session.execute(
-        select(AgentVersion.agent_id, AgentVersion.config).where(
-            func.row(AgentVersion.agent_id, AgentVersion.version).in_(
-                [func.row(agent_id, version) for agent_id, version in keys]
-            )
-        )
-    )
-    return {agent_id: config for agent_id, config in rows}
 
 
 async def versions(

@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
 from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
+from agentmesh.agents.deps import AppEmbedder, AppIngest, AppSettings
 from agentmesh.agents.knowledge import service
 from agentmesh.agents.knowledge.models import Document, KnowledgeBase
 from agentmesh.agents.knowledge.schemas import (
@@ -22,6 +24,7 @@ from agentmesh.agents.knowledge.schemas import (
     SearchResponse,
     TextDocument,
 )
+from agentmesh.agents.knowledge.worker import IngestWorker
 from agentmesh.agents.workspaces import FORBIDDEN, KnowledgeRead, KnowledgeWrite
 from agentmesh.shared.db import Session, release
 from agentmesh.shared.errors import AppError, NotFound
@@ -72,12 +75,12 @@ async def get_kb(kb_id: uuid.UUID, caller: KnowledgeRead, session: Session):
 @router.patch("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
 async def update_kb(
     kb_id: uuid.UUID, body: KnowledgeBaseUpdate, caller: KnowledgeWrite, session: Session,
-    request: Request,
+    ingest: AppIngest,
 ) -> KnowledgeBaseOut:  # fmt: skip
     """Rename, re-chunk or change the embedding model. A new model or chunking re-indexes
     every document in the background (their ``status`` goes back to ``pending``)."""
     kb = await service.get_owned(session, caller, kb_id)
-    _schedule(request, session, await service.update_kb(session, kb, body))
+    _schedule(ingest, session, await service.update_kb(session, kb, body))
     await session.flush()
     await session.refresh(kb)
     return KnowledgeBaseOut.model_validate(kb)
@@ -88,12 +91,12 @@ async def update_kb(
     responses=NOT_YOURS,
 )  # fmt: skip
 async def reindex(
-    kb_id: uuid.UUID, caller: KnowledgeWrite, session: Session, request: Request,
+    kb_id: uuid.UUID, caller: KnowledgeWrite, session: Session, ingest: AppIngest,
 ) -> list[DocumentOut]:  # fmt: skip
     """Re-embed every document with the knowledge base's current model."""
     kb = await service.get_owned(session, caller, kb_id)
     ids = await service.mark_for_reindex(session, kb, drop_vectors=False)
-    _schedule(request, session, ids)
+    _schedule(ingest, session, ids)
     rows = await session.scalars(
         select(Document).where(Document.knowledge_base_id == kb_id)
         .order_by(Document.created_at).execution_options(populate_existing=True)
@@ -101,11 +104,11 @@ async def reindex(
     return [service.document_out(d) for d in rows]
 
 
-def _schedule(request: Request, session, ids: list[uuid.UUID]) -> None:
+def _schedule(ingest: IngestWorker, session: AsyncSession, ids: list[uuid.UUID]) -> None:
     """The documents are queued in this transaction; wake the worker once it commits."""
     if ids:
         event.listen(session.sync_session, "after_commit",
-                     lambda _: request.app.state.ingest.wake(), once=True)  # fmt: skip
+                     lambda _: ingest.wake(), once=True)  # fmt: skip
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
@@ -146,12 +149,14 @@ async def upload(
     request: Request,
     caller: KnowledgeWrite,
     session: Session,
+    settings: AppSettings,
+    ingest: AppIngest,
 ) -> DocumentOut:
     """Add a document as a multipart ``file`` (txt, md, html, pdf) or as JSON
     ``{text, filename?, metadata?}``. Indexing runs in the background: poll the document
     until ``status`` is ``ready`` or ``failed``. The same content twice is not re-embedded."""
     # The body is read before the first query: a slow upload holds no pooled connection.
-    limit = request.app.state.settings.max_document_bytes
+    limit = settings.max_document_bytes
     if int(request.headers.get("content-length") or 0) > limit:
         raise DocumentTooLarge(f"Documents are limited to {limit} bytes.")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -200,7 +205,7 @@ async def upload(
         session, kb, raw=raw, filename=filename, metadata=metadata, uploader=caller.user_id
     )
     if not duplicate:
-        _schedule(request, session, [document.id])
+        _schedule(ingest, session, [document.id])
     return service.document_out(document, duplicate=duplicate)
 
 
@@ -259,13 +264,14 @@ async def search(
     kb_id: uuid.UUID,
     body: SearchRequest,
     caller: KnowledgeRead,
-    request: Request,
     session: Session,
+    embedder: AppEmbedder,
+    settings: AppSettings,
 ) -> SearchResponse:
     """Search chunks: ``vector``, ``keyword`` or ``hybrid`` (reciprocal rank fusion,
     the default). Results carry their score, document and position."""
     kb = await service.get_owned(session, caller, kb_id)
-    model = await request.app.state.embedder.for_kb(session, kb)
+    model = await embedder.for_kb(session, kb)
     await release(session)  # a remote embedding model is a network call
     vector = await service.embed_query(model, body.query, body.mode)
     hits = await service.search(
@@ -276,7 +282,7 @@ async def search(
         top_k=body.top_k,
         mode=body.mode,
         filter=body.filter,
-        ef_search=request.app.state.settings.hnsw_ef_search,
-        keyword_candidate_cap=request.app.state.settings.keyword_candidate_cap,
+        ef_search=settings.hnsw_ef_search,
+        keyword_candidate_cap=settings.keyword_candidate_cap,
     )
     return SearchResponse(mode=body.mode, results=hits)

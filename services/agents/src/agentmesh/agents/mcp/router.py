@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
+from agentmesh.agents.deps import AppSecretBox, AppSettings
 from agentmesh.agents.mcp import service
 from agentmesh.agents.mcp.schemas import (
     McpServerCreate,
@@ -30,18 +31,18 @@ BLOCKED: dict[int | str, dict[str, Any]] = {
     "", status_code=status.HTTP_201_CREATED, response_model=McpServerOut, responses=BLOCKED
 )
 async def create_mcp_server(
-    body: McpServerCreate, caller: ProvidersWrite, request: Request, session: Session
+    body: McpServerCreate,
+    caller: ProvidersWrite,
+    session: Session,
+    box: AppSecretBox,
+    settings: AppSettings,
 ) -> McpServerOut:
     """Register a remote MCP server in the workspace (admins and owners) by its streamable
     HTTP URL, with an optional auth header (e.g. ``Authorization: Bearer ...``). The
     header's value is encrypted at rest and never shown again. Private, loopback and
     metadata addresses are refused, as for ``http_request``."""
     server = await service.create(
-        session,
-        request.app.state.secret_box,
-        caller,
-        body,
-        allow_private=request.app.state.settings.outbound_policy,
+        session, box, caller, body, allow_private=settings.outbound_policy
     )
     return service.to_out(server, secrets=sees_secrets(caller))
 
@@ -71,15 +72,16 @@ async def update_mcp_server(
     server_id: uuid.UUID,
     body: McpServerUpdate,
     caller: ProvidersWrite,
-    request: Request,
     session: Session,
+    box: AppSecretBox,
+    settings: AppSettings,
 ) -> McpServerOut:
     """Rename, move or re-key an MCP server (``"auth_header_value": null`` removes the
     header)."""
     if body.url is not None:  # resolves the name: before the session takes a connection
-        await service.check_address(str(body.url), request.app.state.settings.outbound_policy)
+        await service.check_address(str(body.url), settings.outbound_policy)
     server = await service.get_owned(session, caller, server_id)
-    updated = await service.update(session, request.app.state.secret_box, server, body)
+    updated = await service.update(session, box, server, body)
     return service.to_out(updated, secrets=sees_secrets(caller))
 
 
@@ -100,16 +102,19 @@ async def delete_mcp_server(server_id: uuid.UUID, caller: ProvidersWrite, sessio
     },
 )
 async def list_mcp_server_tools(
-    server_id: uuid.UUID, caller: AgentsRead, request: Request, session: Session
+    server_id: uuid.UUID,
+    caller: AgentsRead,
+    session: Session,
+    box: AppSecretBox,
+    settings: AppSettings,
 ) -> list[McpToolOut]:
     """Connect to the server now and list its tools, with the JSON schema of each tool's
     arguments. Agents enable them by name: ``{"id": "mcp", "config": {"server_id": ...,
     "tools": [...]}}``."""
     server = await service.get_owned(session, caller, server_id)
     await release(session)  # the server may take its time: not on a pooled connection
-    settings = request.app.state.settings
     return await service.list_tools(
-        request.app.state.secret_box,
+        box,
         server,
         timeout=settings.mcp_timeout_seconds,
         allow_private=settings.outbound_policy,

@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
+from agentmesh.agents.deps import AppSecretBox, AppSettings
 from agentmesh.agents.providers import service
 from agentmesh.agents.providers.schemas import (
     ProviderCreate,
@@ -21,6 +22,7 @@ from agentmesh.agents.workspaces import (
     sees_secrets,
 )
 from agentmesh.shared.db import Session, release
+from agentmesh.shared.deps import AppMemberships
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/providers", tags=["providers"], responses=FORBIDDEN)
@@ -34,13 +36,16 @@ BLOCKED: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProviderOut, responses=BLOCKED)
 async def create_provider(
-    body: ProviderCreate, caller: ProvidersWrite, request: Request, session: Session
+    body: ProviderCreate,
+    caller: ProvidersWrite,
+    session: Session,
+    box: AppSecretBox,
+    settings: AppSettings,
 ) -> ProviderOut:
     """Add a model provider to the workspace (admins and owners): ``openai`` (any
     OpenAI-compatible ``base_url``), ``anthropic`` or ``ollama``. The API key is encrypted
     at rest; only its last 4 characters are ever shown again, to admins and owners."""
-    provider = await service.create(session, request.app.state.secret_box, caller, body,
-                                    policy=request.app.state.settings.outbound_policy)  # fmt: skip
+    provider = await service.create(session, box, caller, body, policy=settings.outbound_policy)
     return service.to_out(provider, secrets=sees_secrets(caller))
 
 
@@ -74,17 +79,19 @@ async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
     caller: ProvidersWrite,
-    request: Request,
     session: Session,
+    box: AppSecretBox,
+    settings: AppSettings,
+    memberships: AppMemberships,
 ) -> ProviderOut:
     """Rename, move or re-key a provider (``"api_key": null`` removes the key). Only the
     workspace's admins and owners may change ``base_url`` (a platform admin who is not one
     gets 403 ``provider-owner-only``); a private address is a 422."""
     provider = await service.get_owned(session, caller, provider_id)
-    may_repoint = administers(caller, provider.workspace_id, request.app.state.memberships)
-    updated = await service.update(session, request.app.state.secret_box, provider, body,
-                                   may_repoint=may_repoint,
-                                   policy=request.app.state.settings.outbound_policy)  # fmt: skip
+    may_repoint = administers(caller, provider.workspace_id, memberships)
+    updated = await service.update(
+        session, box, provider, body, may_repoint=may_repoint, policy=settings.outbound_policy
+    )
     return service.to_out(updated, secrets=sees_secrets(caller))
 
 
@@ -96,14 +103,16 @@ async def delete_provider(provider_id: uuid.UUID, caller: ProvidersWrite, sessio
 
 @router.post("/{provider_id}/test", response_model=ProviderTestResult, responses=NOT_YOURS)
 async def test_provider(
-    provider_id: uuid.UUID, caller: ProvidersWrite, request: Request, session: Session
+    provider_id: uuid.UUID,
+    caller: ProvidersWrite,
+    session: Session,
+    box: AppSecretBox,
+    settings: AppSettings,
 ) -> ProviderTestResult:
     """Make a minimal real call (list the provider's models) and report success, or the
     status and the provider's error type (never the answer's body)."""
     provider = await service.get_owned(session, caller, provider_id)
     await release(session)  # the provider may take its time: not on a pooled connection
-    settings = request.app.state.settings
     return await service.test_call(
-        request.app.state.secret_box, provider, settings.provider_test_timeout_seconds,
-        settings.outbound_policy,
-    )  # fmt: skip
+        box, provider, settings.provider_test_timeout_seconds, settings.outbound_policy
+    )

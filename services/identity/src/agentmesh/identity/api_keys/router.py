@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 
 from agentmesh.identity.api_keys import service
 from agentmesh.identity.api_keys.schemas import (
@@ -14,7 +14,7 @@ from agentmesh.identity.api_keys.schemas import (
     ExchangeResponse,
     ScopeOut,
 )
-from agentmesh.identity.deps import InternalService, SessionCaller
+from agentmesh.identity.deps import Auth, InternalService, SessionCaller
 from agentmesh.shared.access import SCOPES
 from agentmesh.shared.db import Session
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
@@ -36,14 +36,14 @@ async def list_scopes() -> list[ScopeOut]:
 async def create_api_key(
     body: ApiKeyCreate,
     caller: SessionCaller,
-    request: Request,
+    auth: Auth,
     session: Session,
     response: Response,
 ) -> ApiKeyCreated:
     """Issue an API key. The returned ``key`` is shown this once; store it now."""
     wid = caller.claims.get("wid")
     api_key, key = await service.create(
-        request.app.state.auth, session, caller.user, body, uuid.UUID(wid) if wid else None
+        auth, session, caller.user, body, uuid.UUID(wid) if wid else None
     )
     response.headers["Cache-Control"] = "no-store"
     return ApiKeyCreated(**ApiKeyOut.model_validate(api_key).model_dump(), key=key)
@@ -64,24 +64,22 @@ async def list_api_keys(
     responses={404: {"description": "No such key"}},
 )
 async def revoke_api_key(
-    api_key_id: uuid.UUID, caller: SessionCaller, request: Request, session: Session
+    api_key_id: uuid.UUID, caller: SessionCaller, auth: Auth, session: Session
 ) -> None:
     """Revoke a key at once; gateways drop its cached token."""
-    await service.revoke(request.app.state.auth, session, caller.user, api_key_id)
+    await service.revoke(auth, session, caller.user, api_key_id)
 
 
 @internal_router.post("/api-keys/exchange", response_model=ExchangeResponse)
 async def exchange_api_key(
     body: ExchangeRequest,
     _: InternalService,
-    request: Request,
+    auth: Auth,
     session: Session,
     response: Response,
 ) -> ExchangeResponse:
     """Gateway only: trade an API key for a short-lived access token with its scopes."""
-    api_key, user, token, expires_in = await service.exchange(
-        request.app.state.auth, session, body.key
-    )
+    api_key, user, token, expires_in = await service.exchange(auth, session, body.key)
     response.headers["Cache-Control"] = "no-store"
     return ExchangeResponse(
         access_token=token,

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from agentmesh.identity.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair
-from agentmesh.identity.auth.service import AuthService
-from agentmesh.identity.deps import SessionCaller
+from agentmesh.identity.deps import Auth, SessionCaller
 from agentmesh.identity.users.schemas import UserOut
 from agentmesh.identity.workspaces.schemas import SwitchRequest
 from agentmesh.shared.db import Session
@@ -21,13 +20,6 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Invalid credentials or token"},
     429: {"description": "Too many failed logins; see Retry-After"},
 }
-
-
-def service(request: Request) -> AuthService:
-    return request.app.state.auth
-
-
-Auth = Annotated[AuthService, Depends(service)]
 
 
 def client_ip(request: Request) -> str:

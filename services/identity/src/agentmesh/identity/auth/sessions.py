@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 from sqlalchemy import exists, func, select
 
 from agentmesh.identity.auth.models import RefreshToken, RefreshTokenFamily
-from agentmesh.identity.auth.service import AuthService
-from agentmesh.identity.deps import SessionCaller
+from agentmesh.identity.deps import Auth, SessionCaller
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
 
@@ -34,13 +32,6 @@ class SessionOut(BaseModel):
     ip: str | None
     current: bool = Field(description="The session of the token making this request")
     method: str = Field(description='"password" or "oidc:<provider>"')
-
-
-def _auth(request: Request) -> AuthService:
-    return request.app.state.auth
-
-
-Auth = Annotated[AuthService, Depends(_auth)]
 
 
 @router.get("", response_model=list[SessionOut], responses={401: {"description": "Not signed in"}})

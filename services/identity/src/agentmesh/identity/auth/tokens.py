@@ -90,17 +90,24 @@ class TokenIssuer:
             raise Unauthorized("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
-        user = await session.get(User, uuid.UUID(claims["sub"]))
+        user_id = uuid.UUID(claims["sub"])
+        if "sid" in claims:
+            # The user and their login session in one round trip.
+            family = RefreshTokenFamily.id == uuid.UUID(claims["sid"])
+            row = (
+                await session.execute(
+                    select(User, RefreshTokenFamily.revoked_at)
+                    .outerjoin(RefreshTokenFamily, family)
+                    .where(User.id == user_id)
+                )
+            ).first()
+            user, revoked = (None, None) if row is None else row
+        else:
+            user, revoked = await session.get(User, user_id), None
         if user is None or not user.is_active:
             raise Unauthorized("account is not active")
-        if "sid" in claims:
-            revoked = await session.scalar(
-                select(RefreshTokenFamily.revoked_at).where(
-                    RefreshTokenFamily.id == uuid.UUID(claims["sid"])
-                )
-            )
-            if revoked is not None:
-                raise Unauthorized("session ended")
+        if revoked is not None:
+            raise Unauthorized("session ended")
         principal = Principal(
             user_id=user.id,
             roles=frozenset(claims.get("roles", [])),

@@ -13,10 +13,11 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import or_, select, text
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.identity.crypto import KeyEncryption
+from agentmesh.identity.keys import repository
 from agentmesh.identity.keys.models import SigningKey
 
 #: Tokens are accepted this long past ``exp`` by verifiers; keep keys published that long.
@@ -72,7 +73,7 @@ class SigningKeyStore:
 
     async def ensure_key(self, session: AsyncSession) -> None:
         """Create the first key unless one is active (safe with many replicas starting)."""
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('identity.keys'))"))
+        await repository.lock_keys(session)
         active = await session.scalar(
             select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)
         )
@@ -82,7 +83,7 @@ class SigningKeyStore:
 
     async def rotate(self, session: AsyncSession) -> SigningKey:
         """Make a new key the signer; older keys stay published until their tokens expire."""
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('identity.keys'))"))
+        await repository.lock_keys(session)
         now = datetime.now(UTC)
         for key in await session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
             key.retired_at = now

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from agentmesh.identity.auth.router import client_ip
 from agentmesh.identity.auth.schemas import TokenPair
-from agentmesh.identity.oidc.service import COOKIE, COOKIE_PATH, OidcService
+from agentmesh.identity.deps import Oidc, Settings
+from agentmesh.identity.oidc.service import COOKIE, COOKIE_PATH
 from agentmesh.identity.settings import IdentitySettings
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import AppError
@@ -25,13 +26,6 @@ class ProviderOut(BaseModel):
 
 class LoginCodeRequest(BaseModel):
     login_code: str = Field(min_length=1, max_length=128)
-
-
-def _service(request: Request) -> OidcService:
-    return request.app.state.oidc
-
-
-Oidc = Annotated[OidcService, Depends(_service)]
 
 
 def public_base(request: Request, settings: IdentitySettings) -> str:
@@ -54,9 +48,9 @@ def public_base(request: Request, settings: IdentitySettings) -> str:
 
 
 @router.get("/providers", response_model=list[ProviderOut])
-async def providers(request: Request) -> list[ProviderOut]:
+async def providers(settings: Settings) -> list[ProviderOut]:
     """The configured sign-in providers, for a login page."""
-    configured = request.app.state.settings.oidc_providers.providers
+    configured = settings.oidc_providers.providers
     return [ProviderOut(name=n, display_name=p.display_name) for n, p in configured.items()]
 
 

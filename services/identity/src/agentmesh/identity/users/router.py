@@ -3,9 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 
-from agentmesh.identity.deps import AdminCaller, CurrentCaller, SessionCaller
+from agentmesh.identity.deps import AdminCaller, Auth, CurrentCaller, SessionCaller
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.oidc import linked
 from agentmesh.identity.users import service
@@ -54,12 +54,12 @@ async def unlink_identity(provider: str, caller: SessionCaller, session: Session
 
 @router.patch("/me", response_model=UserOut)
 async def update_me(
-    body: ProfileUpdate, caller: SessionCaller, request: Request, session: Session
+    body: ProfileUpdate, caller: SessionCaller, auth: Auth, session: Session
 ) -> UserOut:
     """Rename, or change the password with ``current_password``; a password change ends
     every other session."""
     user = await service.update_profile(
-        request.app.state.auth,
+        auth,
         session,
         caller.user,
         body,
@@ -80,12 +80,12 @@ async def update_me(
         }
     },
 )
-async def delete_me(caller: SessionCaller, request: Request, session: Session) -> ErasureOut:
+async def delete_me(caller: SessionCaller, auth: Auth, session: Session) -> ErasureOut:
     """Erase the account: it is deactivated at once and removed once every service has
     deleted the user's data. It leaves every shared workspace first; a workspace where the
     user is the only owner is deleted with them when nobody else belongs to it, and blocks
     the erasure (409) while others do."""
-    erasure = await service.start_erasure(request.app.state.auth, session, caller.user)
+    erasure = await service.start_erasure(auth, session, caller.user)
     return ErasureOut.model_validate(erasure, from_attributes=True)
 
 
@@ -108,20 +108,20 @@ async def list_users(
 
 @router.patch("/{user_id}", response_model=UserOut, responses=ADMIN_ONLY)
 async def update_user(
-    user_id: uuid.UUID, body: AdminUserUpdate, _: AdminCaller, request: Request, session: Session
+    user_id: uuid.UUID, body: AdminUserUpdate, _: AdminCaller, auth: Auth, session: Session
 ) -> UserOut:
     """Admin: change a user's role or active flag."""
     user = await service.get_user(session, user_id)
-    return UserOut.of(await service.admin_update(request.app.state.auth, session, user, body))
+    return UserOut.of(await service.admin_update(auth, session, user, body))
 
 
 @router.post("/{user_id}/deactivate", response_model=UserOut, responses=ADMIN_ONLY)
 async def deactivate_user(
-    user_id: uuid.UUID, _: AdminCaller, request: Request, session: Session
+    user_id: uuid.UUID, _: AdminCaller, auth: Auth, session: Session
 ) -> UserOut:
     """Admin: deactivate a user; they can no longer log in or refresh."""
     user = await service.get_user(session, user_id)
-    await service.deactivate(request.app.state.auth, session, user, reason="admin")
+    await service.deactivate(auth, session, user, reason="admin")
     return UserOut.of(user)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Response, status
 
-from agentmesh.identity.deps import Caller, CurrentCaller
-from agentmesh.identity.settings import IdentitySettings
+from agentmesh.identity.deps import Caller, CurrentCaller, Events, Settings
 from agentmesh.identity.workspaces import invitations, service
 from agentmesh.identity.workspaces.errors import WorkspaceNotFound
 from agentmesh.identity.workspaces.schemas import (
@@ -26,7 +25,6 @@ from agentmesh.identity.workspaces.schemas import (
 )
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import Forbidden
-from agentmesh.shared.events.outbox import Outbox
 
 router = APIRouter(prefix="/api/v1", tags=["workspaces"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -35,18 +33,6 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 ROLE: dict[int | str, dict[str, Any]] = {
     403: {"description": "Your role in the workspace does not allow this"}
 }
-
-
-def outbox_of(request: Request) -> Outbox:
-    return request.app.state.auth.outbox
-
-
-def settings_of(request: Request) -> IdentitySettings:
-    return request.app.state.settings
-
-
-Events = Annotated[Outbox, Depends(outbox_of)]
-Settings = Annotated[IdentitySettings, Depends(settings_of)]
 
 
 def _session_only(caller: Caller) -> None:
