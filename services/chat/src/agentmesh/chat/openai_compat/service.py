@@ -28,6 +28,7 @@ from agentmesh.chat.openai_compat.schemas import (
 )
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.store import begin_run
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -135,7 +136,7 @@ def effective_max_tokens(body: ChatCompletionRequest, config: dict[str, Any]) ->
 
 
 async def start_completion(
-    state: Any, session: AsyncSession, caller: Access, body: ChatCompletionRequest
+    state: ChatState, session: AsyncSession, caller: Access, body: ChatCompletionRequest
 ) -> RunPlan:
     """Check the request, reserve the budget, record the run and commit: the plan to run."""
     snapshot, has_budget = await resolve_model(session, caller, body.model)

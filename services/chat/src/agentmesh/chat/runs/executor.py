@@ -32,6 +32,7 @@ from agentmesh.chat.runs.store import (
     interrupted_problem,
     not_recorded_problem,
 )
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.tools.builtin import build_tools
 
@@ -97,8 +98,8 @@ def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
 
 
 class RunExecutor:
-    def __init__(self, state: Any) -> None:
-        self.state = state  # app.state: settings, hub, agents_client, sessionmaker, outbox
+    def __init__(self, state: ChatState) -> None:
+        self.state = state
         provider = getattr(getattr(state, "runtime", None), "tracer_provider", None)
         self.tracer = trace.get_tracer("agentmesh.chat.runs", tracer_provider=provider)
 
