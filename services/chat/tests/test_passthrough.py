@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import aiohttp
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -171,3 +172,30 @@ async def test_a_wrong_key_is_an_auth_failure_without_the_providers_text(
     response = await chat.post(COMPLETIONS, headers=headers, json=body)
     assert_openai_error(response, 502, "model_auth_failed")
     assert "sk-wrong-key" not in response.text
+
+
+async def test_the_lean_run_is_traced_when_an_exporter_is_set(common, lean_agent):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentmesh.chat.app import create_app as create_chat
+    from agentmesh.shared.testing.fixtures import serve_app
+
+    from .conftest import chat_settings
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    headers, agent = lean_agent
+    app = create_chat(chat_settings(common), tracer_provider=provider)
+    body = {"model": agent["id"], "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with serve_app(app) as url, aiohttp.ClientSession() as session:  # not instrumented
+        response = await session.post(f"{url}{COMPLETIONS}", json=body, headers=headers)
+        assert response.status == 200 and b"[DONE]" in await response.read()
+        run_id = response.headers["x-run-id"]
+    spans = exporter.get_finished_spans()
+    (run,) = [s for s in spans if (s.attributes or {}).get("agentmesh.run_id") == run_id]
+    assert run.name.startswith("invoke_agent ") and run.parent is not None
+    rpc = [s for s in spans if s.name == "agents.rpc.provider.credentials publish"]
+    assert rpc and rpc[0].parent.span_id == run.context.span_id

@@ -114,9 +114,12 @@ class RunExecutor:
                                            name=f"run-{plan.run_id}")  # fmt: skip
         return channel
 
-    async def _traced_run(self, plan: RunPlan, channel: RunChannel,
-                          run: Callable[[], Awaitable[RunOutcome]] | None = None,
-                          ) -> RunOutcome:  # fmt: skip
+    async def _traced_run(
+        self,
+        plan: RunPlan,
+        channel: RunChannel,
+        run: Callable[[], Awaitable[RunOutcome]] | None = None,
+    ) -> RunOutcome:
         """The run (``run``, by default ``_run``) in a span of its own, a child of the
         request's (the task copied its context) that may outlive it; model calls and
         agents RPCs nest under it."""
