@@ -69,6 +69,7 @@ def test_only_the_plain_case_takes_the_lean_path():
     assert not passthrough.applies(plan(config={"model": "offline"}))
     assert not passthrough.applies(plan(config=config | {"tools": [{"id": "calculator"}]}))
     assert not passthrough.applies(plan(config=config | {"knowledge_base_ids": ["k"]}))
+    assert not passthrough.applies(plan(config=config | {"fallbacks": [{"model": "other"}]}))
     assert not passthrough.applies(plan(client_tools=[WEATHER]))
     assert not passthrough.applies(plan(response_format={"type": "json_object"}))
     assert not passthrough.applies(plan(conversation_id=uuid.uuid4()))

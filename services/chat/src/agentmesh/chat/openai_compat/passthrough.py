@@ -65,6 +65,7 @@ def applies(plan: RunPlan) -> bool:
         and bool(config.get("provider_id"))
         and not config.get("tools")
         and not config.get("knowledge_base_ids")
+        and not config.get("fallbacks")  # tried in order by the executor's loop
         and all(_plain(message) for message in plan.history)
     )
 
