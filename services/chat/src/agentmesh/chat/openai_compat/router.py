@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from agentmesh.chat.openai_compat import service
+from agentmesh.chat.openai_compat import passthrough, service
 from agentmesh.chat.openai_compat.completions import completion, completion_chunks, now
 from agentmesh.chat.openai_compat.errors import OpenAIRoute
 from agentmesh.chat.openai_compat.schemas import (
@@ -87,7 +87,9 @@ async def create_chat_completion(
     OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
     state = request.app.state
     plan = await service.start_completion(state, session, caller, body)
-    channel = state.executor.start(plan)
+    # The common case streams the provider's chunks as they are; any other, LangChain's loop.
+    lean = passthrough.applies(plan)
+    channel = passthrough.start(state.executor, plan) if lean else state.executor.start(plan)
     if plan.recorded is not None:  # the model call is on: end the read-only transaction,
         await session.commit()  # so its connection is not held for the whole run
     created, headers = now(), {"X-Run-Id": str(plan.run_id)}

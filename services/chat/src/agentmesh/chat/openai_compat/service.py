@@ -30,6 +30,7 @@ from agentmesh.chat.runs.approvals import asking_tools
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.store import begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -57,27 +58,30 @@ def model_slugs(snapshots: list[AgentSnapshot]) -> dict[uuid.UUID, str]:
     }
 
 
-async def caller_agents(session: AsyncSession, caller: Access) -> list[tuple[AgentSnapshot, bool]]:
-    """The live agents of the caller's workspace, oldest id first, each with whether a
-    budget applies to the caller's runs there."""
-    rows = await session.execute(
-        select(AgentSnapshot, budget_applies(caller.workspace_id, caller.user_id))
-        .where(AgentSnapshot.workspace_id == caller.workspace_id,
-               AgentSnapshot.deleted.is_(False))
-        .order_by(AgentSnapshot.agent_id)
-    )  # fmt: skip
+async def caller_agents(
+    session: AsyncSession, caller: Access, agent_id: uuid.UUID | None = None
+) -> list[tuple[AgentSnapshot, bool]]:
+    """The live agents of the caller's workspace (or only ``agent_id`` of them), oldest
+    id first, each with whether a budget applies to the caller's runs there."""
+    query = select(AgentSnapshot, budget_applies(caller.workspace_id, caller.user_id)).where(
+        AgentSnapshot.workspace_id == caller.workspace_id, AgentSnapshot.deleted.is_(False)
+    )
+    if agent_id is not None:
+        query = query.where(AgentSnapshot.agent_id == agent_id)
+    rows = await session.execute(query.order_by(AgentSnapshot.agent_id))
     return [(snapshot, bool(budget)) for snapshot, budget in rows]
 
 
 async def resolve_model(
     session: AsyncSession, caller: Access, model: str
 ) -> tuple[AgentSnapshot, bool]:
-    """The caller's agent named by ``model`` (id or slug), and whether a budget applies."""
-    agents = await caller_agents(session, caller)
+    """The caller's agent named by ``model`` (id or slug), and whether a budget applies.
+    An id reads that agent alone; a slug needs them all (it depends on the other names)."""
     try:
         wanted: uuid.UUID | None = uuid.UUID(model)
     except ValueError:
         wanted = None
+    agents = await caller_agents(session, caller, wanted)
     if wanted is None:
         slugs = model_slugs([snapshot for snapshot, _ in agents])
         wanted = next((agent_id for agent_id, slug in slugs.items() if slug == model), None)
@@ -137,7 +141,7 @@ def effective_max_tokens(body: ChatCompletionRequest, config: dict[str, Any]) ->
 
 
 async def start_completion(
-    state: Any, session: AsyncSession, caller: Access, body: ChatCompletionRequest
+    state: ChatState, session: AsyncSession, caller: Access, body: ChatCompletionRequest
 ) -> RunPlan:
     """Check the request, reserve the budget, record the run and commit: the plan to run."""
     snapshot, has_budget = await resolve_model(session, caller, body.model)

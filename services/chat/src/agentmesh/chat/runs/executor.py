@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +35,7 @@ from agentmesh.chat.runs.store import (
     interrupted_problem,
     not_recorded_problem,
 )
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.tools.builtin import build_tools
 
@@ -120,8 +121,8 @@ def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
 
 
 class RunExecutor:
-    def __init__(self, state: Any) -> None:
-        self.state = state  # app.state: settings, hub, agents_client, sessionmaker, outbox
+    def __init__(self, state: ChatState) -> None:
+        self.state = state
         provider = getattr(getattr(state, "runtime", None), "tracer_provider", None)
         self.tracer = trace.get_tracer("agentmesh.chat.runs", tracer_provider=provider)
 
@@ -137,9 +138,15 @@ class RunExecutor:
                                            name=f"run-{plan.run_id}")  # fmt: skip
         return channel
 
-    async def _traced_run(self, plan: RunPlan, channel: RunChannel) -> RunOutcome:
-        """The run in a span of its own, a child of the request's (the task copied its
-        context) that may outlive it; model calls and agents RPCs nest under it."""
+    async def _traced_run(
+        self,
+        plan: RunPlan,
+        channel: RunChannel,
+        run: Callable[[], Awaitable[RunOutcome]] | None = None,
+    ) -> RunOutcome:
+        """The run (``run``, by default ``_run``) in a span of its own, a child of the
+        request's (the task copied its context) that may outlive it; model calls and
+        agents RPCs nest under it."""
         name = str(plan.config.get("name") or plan.agent_id)
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
@@ -150,7 +157,7 @@ class RunExecutor:
         if plan.conversation_id is not None:  # none for /v1/chat/completions
             attributes["gen_ai.conversation.id"] = str(plan.conversation_id)
         with self.tracer.start_as_current_span(f"invoke_agent {name}", attributes=attributes):
-            return await self._run(plan, channel)
+            return await (self._run(plan, channel) if run is None else run())
 
     async def _model(self, plan: RunPlan, use: Candidate | None = None) -> tuple[Any, str]:
         settings = self.state.settings

@@ -38,6 +38,7 @@ from agentmesh.chat.runs.store import (
     heartbeat,
     interrupted_problem,
 )
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.events.contracts import MessageCompleted
 from agentmesh.shared.events.streams import RUNS_STREAM, RUNS_SUBJECT_PREFIX
 
@@ -61,8 +62,8 @@ def rebuild(events: list[RunEvent]) -> tuple[str, list[dict[str, Any]]]:
 class RunWatch:
     """The heartbeat and orphan-sweep loop of one chat replica."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state  # app.state: settings, hub, sessionmaker, outbox, runtime
+    def __init__(self, state: ChatState) -> None:
+        self.state = state
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -171,7 +172,9 @@ class RunWatch:
     async def _end_stream(self, run_id: uuid.UUID, last: int, error: dict[str, Any]) -> None:
         """``run.failed`` and ``done`` after event ``last``. Should this fail, a follower
         still ends: it rebuilds the end from the run's row (``last_event_id``)."""
-        js = self.state.runtime.broker.config.connection_state.stream
+        broker = self.state.runtime.broker
+        assert broker is not None  # chat always runs on NATS
+        js = broker.config.connection_state.stream
         subject = f"{RUNS_SUBJECT_PREFIX}{run_id}"
         for event in (RunEvent(last + 1, "run.failed", error),
                       RunEvent(last + 2, TERMINAL, {"status": "failed"})):  # fmt: skip

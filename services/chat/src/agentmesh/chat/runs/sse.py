@@ -31,15 +31,31 @@ async def _with_heartbeats(
     task = asyncio.create_task(pump())
     ACTIVE_STREAMS.inc()
     try:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=heartbeat)
-            except TimeoutError:
-                yield HEARTBEAT
-                continue
-            if isinstance(item, StopAsyncIteration):
-                break
-            yield HEARTBEAT if item is None else item.sse()
+        ended = False
+        while not ended:
+            if queue.empty():
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=heartbeat)
+                except TimeoutError:
+                    yield HEARTBEAT
+                    continue
+            else:  # no timer (wait_for makes a task of each get) for what is there already
+                item = queue.get_nowait()
+            # Every event already queued goes out in one write: a busy replica, whose
+            # tokens pile up between two turns of its loop, sends fewer, larger chunks
+            # (each one a pass through the ASGI middleware and a syscall, and again in the
+            # gateway). An idle one still sends each event the moment it is emitted.
+            batch: list[bytes] = []
+            while True:
+                if isinstance(item, StopAsyncIteration):
+                    ended = True
+                    break
+                batch.append(HEARTBEAT if item is None else item.sse())
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield b"".join(batch)
         if task.done() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     finally:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat import metrics
 from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.errors import AppError, problem_type
 from agentmesh.shared.events.contracts import MessageCompleted
 
@@ -137,7 +138,7 @@ async def start_run(
         await session.execute(START_RUN, params | {"user_message_id": user_message_id})
 
 
-async def record_run(state: Any, **run: Any) -> None:
+async def record_run(state: ChatState, **run: Any) -> None:
     """``start_run`` in a transaction of its own: for a request that starts the model call
     without waiting for this commit (see ``RunPlan.recorded``)."""
     async with state.sessionmaker() as session, session.begin():
@@ -149,7 +150,7 @@ class OverBudget(AppError):
 
 
 async def begin_run(
-    state: Any, session: AsyncSession, *, reserve: int | None, **run: Any
+    state: ChatState, session: AsyncSession, *, reserve: int | None, **run: Any
 ) -> asyncio.Future[None] | None:
     """Record a run about to start (``run``: ``start_run``'s fields).
 
@@ -226,7 +227,7 @@ class RunAlreadyEnded(Exception):
     sweep of another replica had failed it (this one missed its heartbeats)."""
 
 
-async def finish_run(state: Any, finished: FinishedRun) -> tuple[uuid.UUID | None,
+async def finish_run(state: ChatState, finished: FinishedRun) -> tuple[uuid.UUID | None,
                                                                  datetime | None]:  # fmt: skip
     """Record the answer, the run's usage and spend, and ``chat.message.completed``, in
     one transaction. Returns the assistant message's id and creation time (None for
