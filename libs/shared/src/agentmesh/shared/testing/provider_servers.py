@@ -17,7 +17,8 @@ All answer as ``FakeOpenAI`` does: ``call <tool>`` in the last user message (wit
 given) calls that tool with ``{}``; after a tool result the answer quotes it; otherwise
 ``reply``. Asked for structured output in the provider's own form (a forced tool for
 Anthropic, ``format`` for Ollama, ``response_format`` for the others) they answer
-``structured`` as JSON. ``fail_next("429")`` makes the next attempts rate-limited;
+``structured`` as JSON (Anthropic under ``tool_choice: any``, unless told to call a tool,
+calls the last tool given with it). ``fail_next("429")`` makes the next attempts rate-limited;
 ``requests`` records each body (and ``queries`` each query string) for assertions.
 """
 
@@ -161,6 +162,8 @@ class FakeAnthropic(_StandIn):
         arguments: dict[str, Any] = {}
         if forced.get("type") == "tool":  # structured output, asked as a forced tool
             text, tool, arguments = "", forced["name"], self.structured
+        elif forced.get("type") == "any" and tool is None and names:  # some tool: the last
+            text, tool, arguments = "", names[-1], self.structured
         usage_in = sum(len(_text_of(m.get("content")).split()) + 3 for m in messages)
         if tool is not None:
             call_id = "toolu_" + hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:20]
@@ -256,12 +259,19 @@ class FakeAzureOpenAI(FakeOpenAI):
         self._closing = asyncio.Event()
         app = web.Application()
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure)
+        app.router.add_get("/openai/models", self._azure_models)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
         return self.base_url
+
+    async def _azure_models(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("api-key") != self.azure_key or "api-version" not in request.query:
+            return web.json_response({"error": {"code": "401", "message": "Access denied"}},
+                                     status=401)  # fmt: skip
+        return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
 
     async def _azure(self, request: web.Request) -> web.StreamResponse:
         self.deployment_attempts += 1
@@ -315,8 +325,12 @@ class FakeMistral(_StandIn):
         await response.prepare(request)
 
         async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
-            chunk = {**head, "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            chunk = {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())  # fmt: skip
 
         await send({"role": "assistant", "content": ""})

@@ -232,7 +232,7 @@ def _azure(model: str, base_url: str | None, api_key: str | None, api_version: s
         azure_deployment=model,
         model=model,
         api_version=api_version,
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         max_retries=0,
         timeout=timeout,
         stream_usage=True,
@@ -264,7 +264,7 @@ def _mistral(model: str, base_url: str | None, api_key: str | None, timeout: flo
         options["temperature"] = min(float(options["temperature"]), 1.0)
     chat = ChatMistralAI(
         model=model,
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         base_url=url,
         max_retries=0,
         timeout=int(timeout),

@@ -79,7 +79,7 @@ class _ToolAsText(Runnable[Any, Any]):
             full = chunk if full is None else full + chunk
         return full
 
-    async def astream(  # type: ignore[override]
+    async def astream(
         self, input: list[BaseMessage], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessageChunk]:
         answering: set[int | None] = set()  # the indexes of the answer tool's call chunks
