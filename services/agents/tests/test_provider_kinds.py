@@ -41,8 +41,8 @@ async def test_api_version_is_stored_shown_and_patched(agents, token_issuer):
     assert patched.status_code == 200 and patched.json()["api_version"] == "2025-01-01-preview"
     assert_invalid(await agents.patch(url, json={"api_version": None}, headers=headers),
                    "api_version")  # fmt: skip
-    mistral = await agents.post(PROVIDERS, headers=headers,
-                                json={"kind": "mistral", "name": "M", "api_key": "mk-1"})  # fmt: skip
+    body = {"kind": "mistral", "name": "M", "api_key": "mk-1"}
+    mistral = await agents.post(PROVIDERS, headers=headers, json=body)
     assert mistral.status_code == 201 and mistral.json()["api_version"] is None
     refused = await agents.patch(f"{PROVIDERS}/{mistral.json()['id']}", headers=headers,
                                  json={"api_version": "2024-10-21"})  # fmt: skip
