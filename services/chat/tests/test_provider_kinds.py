@@ -222,3 +222,35 @@ async def test_anthropic_structured_output_after_the_agents_own_tool(chat, agent
         first, second = _bodies(server)
         assert first["tool_choice"] == second["tool_choice"] == {"type": "any"}
         assert "tool_result" in json.dumps(second["messages"])  # current_time ran between
+
+
+async def test_anthropics_answer_tool_is_the_answer_when_invoked() -> None:
+    """``ainvoke`` of a structured Anthropic model (over HTTP, the Messages API stand-in)
+    and ``invoke`` (the same conversion on a message) give the tool's arguments as text."""
+    from langchain_core.language_models import FakeMessagesListChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from agentmesh.chat.llm.resolve import resolve_chat_model
+    from agentmesh.chat.llm.structured import with_response_format
+    from agentmesh.shared.outbound import OutboundPolicy
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    response_format = {"type": "json_schema", "json_schema": {"name": "count", "schema": schema}}
+    async with FakeAnthropic(structured={"n": 3}) as server:
+        model = resolve_chat_model(provider_kind="anthropic", model="claude-x",
+                                   base_url=server.base_url, api_key=server.api_key,
+                                   policy=OutboundPolicy(allow_private=True))  # fmt: skip
+        reply = await with_response_format(model, "anthropic", response_format).ainvoke(
+            [HumanMessage("How many?")]
+        )
+        assert json.loads(reply.content) == {"n": 3} and not reply.tool_calls
+        assert reply.response_metadata["stop_reason"] == "end_turn"
+        assert server.requests[-1].body["tool_choice"] == {"type": "tool", "name": "count"}
+    answered = AIMessage("", tool_calls=[{"name": "count", "args": {"n": 4}, "id": "toolu_1"}],
+                         response_metadata={"stop_reason": "tool_use"})  # fmt: skip
+    fake = FakeMessagesListChatModel(responses=[answered, AIMessage("plain")])
+    structured = with_response_format(fake, "anthropic", response_format)
+    reply = structured.invoke([HumanMessage("How many?")])
+    assert json.loads(reply.content) == {"n": 4} and not reply.tool_calls
+    assert reply.response_metadata["stop_reason"] == "end_turn"
+    assert structured.invoke([HumanMessage("again")]).content == "plain"

@@ -10,11 +10,12 @@ stores the JSON document as any other answer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 
 #: Providers whose API takes ``response_format`` in OpenAI's own form.
@@ -70,7 +71,17 @@ class _ToolAsText(Runnable[Any, Any]):
         self.inner, self.name = inner, name
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        raise NotImplementedError("runs are asynchronous")
+        message = self.inner.invoke(input, config, **kwargs)
+        answer = next((c for c in message.tool_calls if c["name"] == self.name), None)
+        if answer is None:
+            return message
+        others = [c for c in message.tool_calls if c["name"] != self.name]
+        meta = dict(message.response_metadata or {})
+        if not others and meta.get("stop_reason") == "tool_use":
+            meta["stop_reason"] = "end_turn"
+        return AIMessage(content=json.dumps(answer["args"]), tool_calls=others,
+                         usage_metadata=message.usage_metadata, response_metadata=meta,
+                         id=message.id)  # fmt: skip
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> Any:  # fmt: skip
