@@ -167,12 +167,14 @@ async def list_owned(
 
 def credentials(box: SecretBox, provider: Provider) -> dict[str, str | None]:
     key = box.decrypt(provider.api_key_encrypted).decode() if provider.api_key_encrypted else None
-    return {
+    creds = {
         "kind": provider.kind,
         "base_url": provider.base_url or DEFAULT_BASE_URLS.get(provider.kind),
         "api_key": key,
-        "api_version": provider.api_version,
     }
+    if provider.api_version is not None:  # azure_openai only
+        creds["api_version"] = provider.api_version
+    return creds
 
 
 async def test_call(
