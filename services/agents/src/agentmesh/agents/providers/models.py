@@ -23,6 +23,8 @@ class Provider(Base):
     kind: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     base_url: Mapped[str | None] = mapped_column(Text)
+    #: The API version an ``azure_openai`` provider is called with (``2024-10-21``).
+    api_version: Mapped[str | None] = mapped_column(Text)
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     api_key_last4: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -43,8 +43,10 @@ async def create_provider(
     settings: AppSettings,
 ) -> ProviderOut:
     """Add a model provider to the workspace (admins and owners): ``openai`` (any
-    OpenAI-compatible ``base_url``), ``anthropic`` or ``ollama``. The API key is encrypted
-    at rest; only its last 4 characters are ever shown again, to admins and owners."""
+    OpenAI-compatible ``base_url``), ``anthropic``, ``ollama``, ``azure_openai`` (the
+    resource's ``base_url``, an ``api_version``; agents name the deployment as ``model``)
+    or ``mistral``. The API key is encrypted at rest; only its last 4 characters are ever
+    shown again, to admins and owners."""
     provider = await service.create(session, box, caller, body, policy=settings.outbound_policy)
     return service.to_out(provider, secrets=sees_secrets(caller))
 

@@ -23,7 +23,7 @@ from agentmesh.agents.workspaces import can_see
 from agentmesh.shared import outbound
 from agentmesh.shared.access import Access
 from agentmesh.shared.crypto import SecretBox
-from agentmesh.shared.errors import Forbidden, NotFound
+from agentmesh.shared.errors import AppError, Forbidden, NotFound
 from agentmesh.shared.outbound import BlockedAddress, OutboundPolicy
 from agentmesh.shared.pagination import paginate
 
@@ -39,6 +39,10 @@ OFFLINE = ProviderOut(
 
 class ProviderNotFound(NotFound):
     type, title = "provider-not-found", "Provider not found"
+
+
+class NotAzure(AppError):
+    status, type, title = 422, "api-version-not-applicable", "api_version not applicable"
 
 
 class OwnerOnly(Forbidden):
@@ -64,7 +68,9 @@ async def check_base_url(provider_kind: str, base_url: str | None,
     """422 ``address-not-allowed`` naming ``base_url`` when the URL the provider will be
     called at (``base_url`` or the kind's default) reaches a refused address. A host that
     does not resolve now is accepted: every use checks it again."""
-    url = base_url or DEFAULT_BASE_URLS[provider_kind]
+    url = base_url or DEFAULT_BASE_URLS.get(provider_kind)
+    if url is None:  # azure_openai: a base_url is required (checked by the schema)
+        return
     await outbound.check_field(url, policy, "base_url", unresolvable_ok=True)
 
 
@@ -75,6 +81,7 @@ def to_out(provider: Provider, *, secrets: bool) -> ProviderOut:
         kind=provider.kind,
         name=provider.name,
         base_url=provider.base_url,
+        api_version=provider.api_version,
         api_key_last4=provider.api_key_last4 if secrets else None,
         workspace_id=provider.workspace_id,
         created_at=provider.created_at,
@@ -112,6 +119,7 @@ async def create(
         kind=body.kind,
         name=body.name,
         base_url=str(body.base_url).rstrip("/") if body.base_url else None,
+        api_version=body.api_version,
     )
     _set_key(box, provider, body.api_key.get_secret_value() if body.api_key else None)
     session.add(provider)
@@ -134,6 +142,11 @@ async def update(
         provider.base_url = base_url
     if body.name is not None:
         provider.name = body.name
+    if body.api_version is not None:
+        if provider.kind != "azure_openai":
+            raise NotAzure("api_version is for azure_openai providers only.",
+                           extra={"field": "api_version"})  # fmt: skip
+        provider.api_version = body.api_version
     if "api_key" in body.model_fields_set:
         _set_key(box, provider, body.api_key.get_secret_value() if body.api_key else None)
     provider.updated_at = datetime.now(UTC)
@@ -154,11 +167,14 @@ async def list_owned(
 
 def credentials(box: SecretBox, provider: Provider) -> dict[str, str | None]:
     key = box.decrypt(provider.api_key_encrypted).decode() if provider.api_key_encrypted else None
-    return {
+    creds = {
         "kind": provider.kind,
-        "base_url": provider.base_url or DEFAULT_BASE_URLS[provider.kind],
+        "base_url": provider.base_url or DEFAULT_BASE_URLS.get(provider.kind),
         "api_key": key,
     }
+    if provider.api_version is not None:  # azure_openai only
+        creds["api_version"] = provider.api_version
+    return creds
 
 
 async def test_call(
@@ -177,6 +193,9 @@ async def test_call(
         headers = {"x-api-key": key or "", "anthropic-version": "2023-06-01"}
     elif provider.kind == "ollama":
         url = f"{base}/api/tags"
+    elif provider.kind == "azure_openai":
+        url = f"{base}/openai/models?api-version={creds['api_version']}"
+        headers = {"api-key": key or ""}
     else:
         url = f"{base}/models"
         if key:

@@ -26,7 +26,7 @@ from agentmesh.chat.llm.streaming import ModelCallFailed
 from agentmesh.shared import outbound
 from agentmesh.shared.outbound import ClientCache, OutboundPolicy
 
-PROVIDER_KINDS = ("offline", "openai", "anthropic", "ollama")
+PROVIDER_KINDS = ("offline", "openai", "anthropic", "ollama", "azure_openai", "mistral")
 # OpenAI-compatible servers (Ollama, vLLM, LM Studio) ignore the key, but the SDK needs one.
 _UNUSED_KEY = "unused"
 
@@ -86,14 +86,17 @@ def resolve_chat_model(
     max_tokens: int | None = None,
     timeout: float = 60.0,
     policy: OutboundPolicy | None = None,
+    api_version: str | None = None,
 ) -> BaseChatModel:
     """The chat model for these settings, from ``MODELS`` (held for the calling task: it
     is not closed while that task runs). Models are stateless between calls."""
     policy = policy or OutboundPolicy()
-    key = (provider_kind, model, base_url, api_key, temperature, max_tokens, timeout, policy)
+    key = (provider_kind, model, base_url, api_key, temperature, max_tokens, timeout, policy,
+           api_version)  # fmt: skip
     return MODELS.get(key, lambda: _build(
         provider_kind=provider_kind, model=model, base_url=base_url, api_key=api_key,
         temperature=temperature, max_tokens=max_tokens, timeout=timeout, policy=policy,
+        api_version=api_version,
     )).model  # fmt: skip
 
 
@@ -107,8 +110,10 @@ def build_chat_model(
     max_tokens: int | None = None,
     timeout: float = 60.0,
     policy: OutboundPolicy | None = None,
+    api_version: str | None = None,
 ) -> BaseChatModel:
-    """The chat model for a provider kind: offline (or None), openai, anthropic, ollama.
+    """The chat model for a provider kind: offline (or None), openai, anthropic, ollama,
+    azure_openai (``model`` is the deployment, ``api_version`` the API's), mistral.
 
     ``timeout`` bounds each HTTP request. Streaming also has a per-chunk timeout of the same
     length, so a stream that stalls fails instead of hanging. The caller owns the model's
@@ -116,12 +121,14 @@ def build_chat_model(
     """
     return _build(provider_kind=provider_kind, model=model, base_url=base_url,
                   api_key=api_key, temperature=temperature, max_tokens=max_tokens,
-                  timeout=timeout, policy=policy or OutboundPolicy()).model  # fmt: skip
+                  timeout=timeout, policy=policy or OutboundPolicy(),
+                  api_version=api_version).model  # fmt: skip
 
 
 def _build(
     *, provider_kind: str | None, model: str, base_url: str | None, api_key: str | None,
     temperature: float | None, max_tokens: int | None, timeout: float, policy: OutboundPolicy,
+    api_version: str | None = None,
 ) -> _Built:  # fmt: skip
     kind = (provider_kind or "offline").lower()
     if kind == "offline":
@@ -184,6 +191,10 @@ def _build(
             **options,
         )
         return _Built(chat, [transport])
+    if kind == "azure_openai":
+        return _azure(model, base_url, api_key, api_version, timeout, policy, max_tokens, options)
+    if kind == "mistral":
+        return _mistral(model, base_url, api_key, timeout, policy, max_tokens, options)
     raise ModelMisconfigured(
         f"Unknown model provider kind {kind!r}; expected one of {PROVIDER_KINDS}."
     )
@@ -198,6 +209,68 @@ def _with_anthropic_clients(chat: Any, policy: OutboundPolicy) -> _Built:
     chat.__dict__["_async_client"] = anthropic.AsyncClient(**params, http_client=http)
     chat.__dict__["_client"] = anthropic.Client(
         **params, http_client=outbound.refusing_sync_client2()
+    )
+    return _Built(chat, [http])
+
+
+def _azure(model: str, base_url: str | None, api_key: str | None, api_version: str | None,
+           timeout: float, policy: OutboundPolicy, max_tokens: int | None,
+           options: dict[str, Any]) -> _Built:  # fmt: skip
+    """Azure OpenAI: ``base_url`` is the resource, ``model`` the deployment; the SDK
+    posts to ``/openai/deployments/{model}/chat/completions?api-version=`` with the key in
+    the ``api-key`` header."""
+    from langchain_openai import AzureChatOpenAI
+
+    if not (api_key and base_url and api_version):
+        raise ModelMisconfigured("The azure_openai provider needs a base_url, an api_version "
+                                 "and an API key.")  # fmt: skip
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
+    http = outbound.async_client2(policy, keepalive=True)
+    chat = AzureChatOpenAI(
+        azure_endpoint=base_url,
+        azure_deployment=model,
+        model=model,
+        api_version=api_version,
+        api_key=api_key,
+        max_retries=0,
+        timeout=timeout,
+        stream_usage=True,
+        stream_chunk_timeout=timeout,
+        http_async_client=http,
+        http_client=outbound.refusing_sync_client2(),
+        **options,
+    )
+    return _Built(chat, [http])
+
+
+def _mistral(model: str, base_url: str | None, api_key: str | None, timeout: float,
+             policy: OutboundPolicy, max_tokens: int | None,
+             options: dict[str, Any]) -> _Built:  # fmt: skip
+    """Mistral's own API through langchain-mistralai, which takes its httpx clients as
+    fields: the guarded one, and a sync one that refuses."""
+    from langchain_mistralai import ChatMistralAI
+
+    if not api_key:
+        raise ModelMisconfigured("The mistral provider needs an API key.")
+    url = (base_url or "https://api.mistral.ai/v1").rstrip("/")
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               "Authorization": f"Bearer {api_key}"}  # fmt: skip
+    http = outbound.async_client(policy, keepalive=True, base_url=url, headers=headers,
+                                 timeout=timeout)  # fmt: skip
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
+    if "temperature" in options:  # Mistral takes 0..1
+        options["temperature"] = min(float(options["temperature"]), 1.0)
+    chat = ChatMistralAI(
+        model=model,
+        api_key=api_key,
+        base_url=url,
+        max_retries=0,
+        timeout=int(timeout),
+        async_client=http,
+        client=outbound.refusing_sync_client(),
+        **options,
     )
     return _Built(chat, [http])
 
@@ -219,7 +292,8 @@ def warm_providers() -> None:
     LangChain imports a provider's integration on first use: seconds of CPU on a busy
     machine, during which the replica's event loop would stand still (its other streams,
     its consumers, the heartbeats of its runs). Chat does it in a thread at start-up."""
-    for module in ("langchain_openai", "langchain_anthropic", "langchain_ollama"):
+    for module in ("langchain_openai", "langchain_anthropic", "langchain_ollama",
+                   "langchain_mistralai"):  # fmt: skip
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
     with contextlib.suppress(Exception):  # not cached: never used, nothing to close

@@ -80,6 +80,11 @@ async def create_chat_completion(
       (``finish_reason: tool_calls``) for you to run. Without ``tools``, the agent's own
       tools run on the server. ``tool_choice`` (``none``, ``auto``, ``required`` or a
       named function) goes to the model with ``tools``.
+    - ``response_format``: ``{"type": "json_object"}`` or ``{"type": "json_schema",
+      "json_schema": {name, schema, strict?}}``: the answer is a JSON document. It reaches
+      the provider in its own form (OpenAI, Azure OpenAI, Mistral as is; Anthropic as a
+      tool it must call; Ollama as ``format``); the offline model answers a minimal
+      document that validates against the schema.
     - ``stream``: ``chat.completion.chunk`` events ending with ``data: [DONE]``; with
       ``stream_options.include_usage``, a last chunk with empty ``choices`` and the usage.
 

@@ -6,7 +6,7 @@ clients that send newer options keep working.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,6 +71,33 @@ class OtherToolChoice(_Lenient):
     type: Literal["allowed_tools", "custom"]
 
 
+class JsonSchemaSpec(_Lenient):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    #: A JSON Schema (its root an object for the strictest providers).
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatText(_Lenient):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(_Lenient):
+    type: Literal["json_object"]
+
+
+class ResponseFormatJsonSchema(_Lenient):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema,
+    Field(discriminator="type"),
+]
+
+
 class StreamOptions(_Lenient):
     include_usage: bool = False
 
@@ -92,6 +119,11 @@ class ChatCompletionRequest(_Lenient):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | OtherToolChoice | None = (
         None
     )
+    #: ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {name,
+    #: schema, strict?}}``: the answer is a JSON document (of the schema). It reaches the
+    #: provider in its own form (OpenAI, Azure, Mistral as is; Anthropic as a forced tool;
+    #: Ollama as ``format``); the offline model answers a minimal document of the schema.
+    response_format: ResponseFormat | None = None
     n: int = 1
 
     @model_validator(mode="after")
@@ -112,6 +144,13 @@ class ChatCompletionRequest(_Lenient):
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def response_format_dict(self) -> dict[str, Any] | None:
+        """``response_format`` as the run's model takes it (None for plain text)."""
+        if self.response_format is None or self.response_format.type == "text":
+            return None
+        return self.response_format.model_dump(by_alias=True, exclude_none=True)
 
     @property
     def include_usage(self) -> bool:

@@ -173,6 +173,7 @@ async def start_completion(
         reserved_tokens=reserve or 0, temperature=body.temperature, max_tokens=max_tokens,
         client_tools=tools or None, recorded=recorded,
         tool_choice=_tool_choice(body) if tools else None,
+        response_format=body.response_format_dict,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from agentmesh.chat.llm.fallbacks import Candidate, ModelChain, Served, candidates
 from agentmesh.chat.llm.resolve import check_provider_address, resolve_chat_model, tool_choice_for
 from agentmesh.chat.llm.streaming import ModelCallFailed, StreamInterrupted
+from agentmesh.chat.llm.structured import with_response_format
 from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs import approvals
 from agentmesh.chat.runs.hub import RunChannel, RunHub
@@ -179,6 +180,7 @@ class RunExecutor:
             max_tokens=plan.max_tokens or config.get("max_output_tokens"),
             timeout=settings.model_timeout_seconds,
             policy=settings.outbound_policy,
+            api_version=None if creds is None else creds.get("api_version"),
         )
         return model, provider_label(config, creds)
 
@@ -320,8 +322,7 @@ class RunExecutor:
                 bound = model.bind_tools(plan.client_tools, tool_choice=choice)
             else:
                 bound = model.bind_tools(tools) if tools else model
-            if plan.response_format is not None:
-                bound = bound.bind(response_format=plan.response_format)
+            bound = with_response_format(bound, provider, plan.response_format)
             return bound
 
         own = Served(str(plan.config.get("model") or "offline"), provider, chat=model)
