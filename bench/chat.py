@@ -34,8 +34,9 @@ TTFT = 0.05
 SERVICES = ("identity", "agents", "chat", "gateway")
 
 
-async def first_token_ms(session: aiohttp.ClientSession, url: str, body: dict,
-                         headers: dict, marker: bytes) -> float:  # fmt: skip
+async def first_token_ms(
+    session: aiohttp.ClientSession, url: str, body: dict, headers: dict, marker: bytes
+) -> float:
     """ms from sending the request to reading the first line containing ``marker``."""
     started = time.perf_counter()
     async with session.post(url, json=body, headers=headers) as response:
@@ -53,8 +54,9 @@ async def concurrent_streams(session, url, headers, conversations: list[str], n:
 
     async def one(i: int) -> bool:
         body = {"content": f"stream {i}", "stream": True}
-        async with session.post(f"{url}/api/v1/conversations/{conversations[i]}/messages",
-                                json=body, headers=headers) as response:  # fmt: skip
+        async with session.post(
+            f"{url}/api/v1/conversations/{conversations[i]}/messages", json=body, headers=headers
+        ) as response:
             text = await response.text()
             return response.status == 200 and "event: done" in text and "run.failed" not in text
 
@@ -74,8 +76,9 @@ async def turns_per_second(session, url, headers, conversations, duration: float
             try:
                 async with session.post(
                     f"{url}/api/v1/conversations/{conversations[i]}/messages",
-                    json={"content": "hello"}, headers=headers,
-                ) as response:  # fmt: skip
+                    json={"content": "hello"},
+                    headers=headers,
+                ) as response:
                     body = await response.read()
                     done += response.status == 200
                     errors += response.status != 200
@@ -93,26 +96,39 @@ async def turns_per_second(session, url, headers, conversations, duration: float
 
 async def main(samples: int, duration: int) -> dict[str, float]:
     async with servers() as (database_url, nats_url):
-        llm = subprocess.Popen([sys.executable, "-m", "bench.fake_llm", str(TTFT), "0.002"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+        llm = subprocess.Popen(
+            [sys.executable, "-m", "bench.fake_llm", str(TTFT), "0.002"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         llm_url = llm.stdout.readline().decode().strip()  # type: ignore[union-attr]
         ports = {name: free_port() for name in SERVICES}
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         unlimited = {"rate_limit": {"rate": 1e9, "burst": 10**9}}
-        env = dict(os.environ, AGENTMESH_ENV="production", AGENTMESH_DATABASE_URL=database_url,
-                   AGENTMESH_NATS_URL=nats_url, AGENTMESH_LOG_LEVEL="WARNING",
-                   AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
-                   AGENTMESH_ALLOW_PRIVATE_NETWORK="true",
-                   IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
-                   AGENTS_PROVIDER_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
-                   AGENTMESH_JWKS_URL=f"{base['identity']}/.well-known/jwks.json",
-                   GATEWAY_IDENTITY_URL=base["identity"], GATEWAY_AGENTS_URL=base["agents"],
-                   GATEWAY_CHAT_URL=base["chat"],
-                   GATEWAY_GROUPS=json.dumps({g: unlimited for g in (
-                       "auth", "identity", "agents", "knowledge", "chat", "chat_runs")}),
-                   )  # fmt: skip
-        processes = [spawn(f"agentmesh.{name}.app:create_app", ports[name], env)
-                     for name in SERVICES]  # fmt: skip
+        env = dict(
+            os.environ,
+            AGENTMESH_ENV="production",
+            AGENTMESH_DATABASE_URL=database_url,
+            AGENTMESH_NATS_URL=nats_url,
+            AGENTMESH_LOG_LEVEL="WARNING",
+            AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
+            AGENTMESH_ALLOW_PRIVATE_NETWORK="true",
+            IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+            AGENTS_PROVIDER_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+            AGENTMESH_JWKS_URL=f"{base['identity']}/.well-known/jwks.json",
+            GATEWAY_IDENTITY_URL=base["identity"],
+            GATEWAY_AGENTS_URL=base["agents"],
+            GATEWAY_CHAT_URL=base["chat"],
+            GATEWAY_GROUPS=json.dumps(
+                {
+                    g: unlimited
+                    for g in ("auth", "identity", "agents", "knowledge", "chat", "chat_runs")
+                }
+            ),
+        )
+        processes = [
+            spawn(f"agentmesh.{name}.app:create_app", ports[name], env) for name in SERVICES
+        ]
         try:
             for name in SERVICES:
                 await wait_ready(f"{base[name]}/health/ready", 120)
@@ -120,15 +136,25 @@ async def main(samples: int, duration: int) -> dict[str, float]:
             connector = aiohttp.TCPConnector(limit=1000)
             timeout = aiohttp.ClientTimeout(total=300)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                body = {"email": "chat-bench@example.com", "name": "Bench",
-                        "password": "correct horse battery staple"}  # fmt: skip
+                body = {
+                    "email": "chat-bench@example.com",
+                    "name": "Bench",
+                    "password": "correct horse battery staple",
+                }
                 await session.post(f"{gw}/api/v1/auth/register", json=body)
                 async with session.post(f"{gw}/api/v1/auth/login", json=body) as response:
                     token = (await response.json())["access_token"]
                 headers = {"Authorization": f"Bearer {token}"}
-                async with session.post(f"{gw}/api/v1/providers", headers=headers, json={
-                        "kind": "openai", "name": "fake", "base_url": llm_url,
-                        "api_key": "test-key"}) as response:  # fmt: skip
+                async with session.post(
+                    f"{gw}/api/v1/providers",
+                    headers=headers,
+                    json={
+                        "kind": "openai",
+                        "name": "fake",
+                        "base_url": llm_url,
+                        "api_key": "test-key",
+                    },
+                ) as response:
                     provider = (await response.json())["id"]
                 agents = {}
                 for label, extra in (
@@ -155,8 +181,11 @@ async def main(samples: int, duration: int) -> dict[str, float]:
                     raise RuntimeError("chat never saw the agent")
 
                 remote = await conversation(agents["remote"])
-                llm_body = {"model": "fake-model", "stream": True,
-                            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+                llm_body = {
+                    "model": "fake-model",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
                 llm_headers = {"Authorization": "Bearer test-key"}
                 turn = {"content": "hi", "stream": True}
                 url = f"{gw}/api/v1/conversations/{remote}/messages"
@@ -166,11 +195,13 @@ async def main(samples: int, duration: int) -> dict[str, float]:
 
                 async def both() -> tuple[float, float]:
                     body = {**llm_body, "messages": [*said, *llm_body["messages"]]}
-                    alone = await first_token_ms(session, f"{llm_url}/chat/completions", body,
-                                                 llm_headers, b"token0")  # fmt: skip
+                    alone = await first_token_ms(
+                        session, f"{llm_url}/chat/completions", body, llm_headers, b"token0"
+                    )
                     through = await first_token_ms(session, url, turn, headers, b"token0")
-                    said.extend([{"role": "user", "content": "hi"},
-                                 {"role": "assistant", "content": REPLY}])  # fmt: skip
+                    said.extend(
+                        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": REPLY}]
+                    )
                     return alone, through
 
                 for _ in range(5):  # warm up
@@ -182,15 +213,25 @@ async def main(samples: int, duration: int) -> dict[str, float]:
                     platform.append(through)
                 openai_path, openai_direct = [], []
                 models = f"{gw}/v1/chat/completions"
-                oa_body = {"model": agents["remote"], "stream": True,
-                           "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+                oa_body = {
+                    "model": agents["remote"],
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
                 try:
                     for _ in range(samples):  # the same one-message prompt both ways
-                        openai_direct.append(await first_token_ms(
-                            session, f"{llm_url}/chat/completions", llm_body, llm_headers,
-                            b"token0"))  # fmt: skip
-                        openai_path.append(await first_token_ms(session, models, oa_body,
-                                                                headers, b"token0"))  # fmt: skip
+                        openai_direct.append(
+                            await first_token_ms(
+                                session,
+                                f"{llm_url}/chat/completions",
+                                llm_body,
+                                llm_headers,
+                                b"token0",
+                            )
+                        )
+                        openai_path.append(
+                            await first_token_ms(session, models, oa_body, headers, b"token0")
+                        )
                 except AssertionError:
                     openai_path = []
                 streams = {}
@@ -222,9 +263,11 @@ async def main(samples: int, duration: int) -> dict[str, float]:
     }
     if openai_path:
         figures["openai_added_ttft_p50_ms"] = percentile(openai_path, 50) - percentile(
-            openai_direct, 50)  # fmt: skip
+            openai_direct, 50
+        )
         figures["openai_added_ttft_p95_ms"] = percentile(openai_path, 95) - percentile(
-            openai_direct, 95)  # fmt: skip
+            openai_direct, 95
+        )
     print(f"chat through the platform ({machine()}; 4 services, 1 uvicorn worker each)")
     print(f"  provider: local OpenAI-compatible server, TTFT {TTFT * 1000:.0f} ms, 20 tokens")
     print(

@@ -36,10 +36,22 @@ def spawn(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes
     """A service process; its output goes to ``$TMPDIR/agentmesh-bench-<service>.log``."""
     log = Path(tempfile.gettempdir()) / f"agentmesh-bench-{module.split('.')[1]}.log"
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", module, "--factory", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-    )  # fmt: off
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            module,
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
 
 
 async def wait_ready(url: str, seconds: float = 30) -> None:
@@ -57,10 +69,20 @@ async def wait_ready(url: str, seconds: float = 30) -> None:
 
 def wrk(url: str, token: str, connections: int, duration: int) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-         "-H", f"Authorization: Bearer {token}", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: off
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
 
@@ -68,8 +90,12 @@ def wrk(url: str, token: str, connections: int, duration: int) -> dict[str, floa
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"),
-            "errors": int(non2xx.group(1)) if non2xx else 0}  # fmt: off
+    return {
+        "rps": rps,
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 async def python_load(url: str, token: str, connections: int, duration: int) -> dict[str, float]:
@@ -89,8 +115,12 @@ async def python_load(url: str, token: str, connections: int, duration: int) -> 
                 latencies.append((time.perf_counter() - started) * 1000)
 
         await asyncio.gather(*(worker() for _ in range(connections)))
-    return {"rps": len(latencies) / duration, "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99), "errors": errors}  # fmt: off
+    return {
+        "rps": len(latencies) / duration,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "errors": errors,
+    }
 
 
 async def load(url: str, token: str, connections: int, duration: int) -> dict[str, float]:
@@ -101,8 +131,9 @@ async def load(url: str, token: str, connections: int, duration: int) -> dict[st
         f"import asyncio, json; from bench.gateway import python_load; print(json.dumps("
         f"asyncio.run(python_load({url!r}, {token!r}, {connections}, {duration}))))"
     )
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code],
-                                  capture_output=True, text=True, check=True)  # fmt: off
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -110,8 +141,9 @@ async def stream_delays(url: str, token: str, events: int = 40) -> list[float]:
     """Per event: ms between the upstream writing it and the client reading it."""
     delays = []
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, headers={"Authorization": f"Bearer {token}"},
-                               params={"events": events}) as response:  # fmt: off
+        async with session.get(
+            url, headers={"Authorization": f"Bearer {token}"}, params={"events": events}
+        ) as response:
             async for line in response.content:
                 if line.startswith(b"data: "):
                     sent = float(line[6:].strip())
@@ -121,33 +153,49 @@ async def stream_delays(url: str, token: str, events: int = 40) -> list[float]:
 
 async def main(duration: int, connections: int) -> dict[str, float]:
     async with servers() as (database_url, nats_url):
-        env = dict(os.environ, AGENTMESH_ENV="production", AGENTMESH_DATABASE_URL=database_url,
-                   AGENTMESH_NATS_URL=nats_url, AGENTMESH_LOG_LEVEL="WARNING",
-                   AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
-                   IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY)  # fmt: off
+        env = dict(
+            os.environ,
+            AGENTMESH_ENV="production",
+            AGENTMESH_DATABASE_URL=database_url,
+            AGENTMESH_NATS_URL=nats_url,
+            AGENTMESH_LOG_LEVEL="WARNING",
+            AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
+            IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+        )
         ports = {name: free_port() for name in ("identity", "gateway", "standin")}
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         env["AGENTMESH_JWKS_URL"] = f"{base['identity']}/.well-known/jwks.json"
-        env.update(GATEWAY_IDENTITY_URL=base["identity"], GATEWAY_CHAT_URL=base["standin"],
-                   GATEWAY_AGENTS_URL=base["standin"],
-                   GATEWAY_GROUPS=json.dumps({g: {"rate_limit": {"rate": 1e9, "burst": 10**9}}
-                                              for g in ("identity", "chat")}))  # fmt: off
+        env.update(
+            GATEWAY_IDENTITY_URL=base["identity"],
+            GATEWAY_CHAT_URL=base["standin"],
+            GATEWAY_AGENTS_URL=base["standin"],
+            GATEWAY_GROUPS=json.dumps(
+                {g: {"rate_limit": {"rate": 1e9, "burst": 10**9}} for g in ("identity", "chat")}
+            ),
+        )
         processes = [
             spawn("agentmesh.identity.app:create_app", ports["identity"], env),
-            subprocess.Popen([sys.executable, str(STANDIN), str(ports["standin"])],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(
+                [sys.executable, str(STANDIN), str(ports["standin"])],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
             spawn("agentmesh.gateway.app:create_app", ports["gateway"], env),
-        ]  # fmt: off
+        ]
         try:
             wait_for_port("127.0.0.1", ports["standin"], 30)
             await wait_ready(f"{base['gateway']}/health/live")
             await wait_ready(f"{base['identity']}/health/ready")
             async with aiohttp.ClientSession() as session:
-                body = {"email": "bench@example.com", "password": "correct horse battery staple",
-                        "name": "Bench"}  # fmt: off
+                body = {
+                    "email": "bench@example.com",
+                    "password": "correct horse battery staple",
+                    "name": "Bench",
+                }
                 await session.post(f"{base['identity']}/api/v1/auth/register", json=body)
-                async with session.post(f"{base['identity']}/api/v1/auth/login",
-                                        json=body) as response:  # fmt: off
+                async with session.post(
+                    f"{base['identity']}/api/v1/auth/login", json=body
+                ) as response:
                     token = (await response.json())["access_token"]
             path = "/api/v1/users/me"
             await load(base["gateway"] + path, token, 4, 2)  # warm both paths

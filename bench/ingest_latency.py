@@ -43,8 +43,9 @@ def make_pdf(mib: float) -> bytes:
     return pdf
 
 
-async def load(session: aiohttp.ClientSession, url: str, headers: dict, clients: int,
-               running, state: dict) -> dict[str, list[float]]:  # fmt: skip
+async def load(
+    session: aiohttp.ClientSession, url: str, headers: dict, clients: int, running, state: dict
+) -> dict[str, list[float]]:
     """Latencies (ms) of GET ``url`` by ``clients`` loops while ``running()``, keyed by
     ``state["phase"]`` at the time each request was sent."""
     out: dict[str, list[float]] = {}
@@ -63,35 +64,44 @@ async def load(session: aiohttp.ClientSession, url: str, headers: dict, clients:
 
 
 def summary(values: list[float]) -> str:
-    return (f"p50 {percentile(values, 50):.1f} ms, p99 {percentile(values, 99):.1f} ms, "
-            f"max {max(values):.1f} ms ({len(values)} requests)")  # fmt: skip
+    return (
+        f"p50 {percentile(values, 50):.1f} ms, p99 {percentile(values, 99):.1f} ms, "
+        f"max {max(values):.1f} ms ({len(values)} requests)"
+    )
 
 
-async def main(mib: float, seconds: float, window: float, clients: int,
-               chunk_size: int) -> dict:  # fmt: skip
+async def main(mib: float, seconds: float, window: float, clients: int, chunk_size: int) -> dict:
     pdf = make_pdf(mib)
     async with servers() as (database_url, nats_url):
         ports = {name: free_port() for name in ("identity", "agents")}
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        env = dict(os.environ, AGENTMESH_ENV="production", AGENTMESH_DATABASE_URL=database_url,
-                   AGENTMESH_NATS_URL=nats_url, AGENTMESH_LOG_LEVEL="WARNING",
-                   AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
-                   IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
-                   AGENTS_PROVIDER_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
-                   AGENTS_MAX_DOCUMENT_BYTES=str(len(pdf) + 65536),
-                   AGENTMESH_JWKS_URL=f"{base['identity']}/.well-known/jwks.json")  # fmt: skip
-        processes = [spawn(f"agentmesh.{name}.app:create_app", ports[name], env)
-                     for name in ports]  # fmt: skip
+        env = dict(
+            os.environ,
+            AGENTMESH_ENV="production",
+            AGENTMESH_DATABASE_URL=database_url,
+            AGENTMESH_NATS_URL=nats_url,
+            AGENTMESH_LOG_LEVEL="WARNING",
+            AGENTMESH_INTERNAL_TOKEN=TEST_INTERNAL_TOKEN,
+            IDENTITY_KEY_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+            AGENTS_PROVIDER_ENCRYPTION_KEY=TEST_KEY_ENCRYPTION_KEY,
+            AGENTS_MAX_DOCUMENT_BYTES=str(len(pdf) + 65536),
+            AGENTMESH_JWKS_URL=f"{base['identity']}/.well-known/jwks.json",
+        )
+        processes = [spawn(f"agentmesh.{name}.app:create_app", ports[name], env) for name in ports]
         try:
             for name in ports:
                 await wait_ready(f"{base[name]}/health/ready", 120)
             timeout = aiohttp.ClientTimeout(total=600)
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                body = {"email": "ingest-bench@example.com", "name": "Bench",
-                        "password": "correct horse battery staple"}  # fmt: skip
+                body = {
+                    "email": "ingest-bench@example.com",
+                    "name": "Bench",
+                    "password": "correct horse battery staple",
+                }
                 await session.post(f"{base['identity']}/api/v1/auth/register", json=body)
-                async with session.post(f"{base['identity']}/api/v1/auth/login",
-                                        json=body) as response:  # fmt: skip
+                async with session.post(
+                    f"{base['identity']}/api/v1/auth/login", json=body
+                ) as response:
                     headers = {"Authorization": f"Bearer {(await response.json())['access_token']}"}
                 agents = f"{base['agents']}/api/v1/agents"
                 for i in range(20):
@@ -107,8 +117,9 @@ async def main(mib: float, seconds: float, window: float, clients: int,
                     async with session.get(agents, headers=headers) as r:
                         await r.read()
                 ends = time.monotonic() + seconds
-                idle = await load(session, agents, headers, clients,
-                                  lambda: time.monotonic() < ends, state)  # fmt: skip
+                idle = await load(
+                    session, agents, headers, clients, lambda: time.monotonic() < ends, state
+                )
                 form = aiohttp.FormData()
                 form.add_field("file", pdf, filename="big.pdf", content_type="application/pdf")
                 state["phase"] = "upload"
@@ -116,26 +127,33 @@ async def main(mib: float, seconds: float, window: float, clients: int,
                 ingesting = {"on": True, "document": None}
 
                 async def watch() -> None:
-                    async with session.post(f"{kbs}/{kb}/documents", headers=headers,
-                                            data=form) as r:  # fmt: skip
+                    async with session.post(
+                        f"{kbs}/{kb}/documents", headers=headers, data=form
+                    ) as r:
                         assert r.status == 202, await r.text()
                         document = (await r.json())["id"]
                     while time.monotonic() - uploaded < window:
-                        async with session.get(f"{kbs}/{kb}/documents/{document}",
-                                               headers=headers) as r:  # fmt: skip
+                        async with session.get(
+                            f"{kbs}/{kb}/documents/{document}", headers=headers
+                        ) as r:
                             found = await r.json()
                         ingesting["document"] = found
                         if found["status"] in ("ready", "failed"):
                             break
-                        state["phase"] = ("queued" if found["status"] == "pending" else
-                                          "parsing" if found["chunks_total"] is None
-                                          else "embedding")  # fmt: skip
+                        state["phase"] = (
+                            "queued"
+                            if found["status"] == "pending"
+                            else "parsing"
+                            if found["chunks_total"] is None
+                            else "embedding"
+                        )
                         await asyncio.sleep(0.2)
                     ingesting["on"] = False
 
                 watcher = asyncio.create_task(watch())
-                during = await load(session, agents, headers, clients,
-                                    lambda: ingesting["on"], state)  # fmt: skip
+                during = await load(
+                    session, agents, headers, clients, lambda: ingesting["on"], state
+                )
                 await watcher
         finally:
             for process in processes:
@@ -143,8 +161,13 @@ async def main(mib: float, seconds: float, window: float, clients: int,
             for process in processes:
                 process.wait(30)
     document = ingesting["document"] or {}
-    return {"pdf_bytes": len(pdf), "idle": idle, "during": during, "document": document,
-            "elapsed": time.monotonic() - uploaded}  # fmt: skip
+    return {
+        "pdf_bytes": len(pdf),
+        "idle": idle,
+        "during": during,
+        "document": document,
+        "elapsed": time.monotonic() - uploaded,
+    }
 
 
 def report(result: dict, clients: int) -> None:
@@ -157,9 +180,11 @@ def report(result: dict, clients: int) -> None:
     for phase in ("upload", "queued", "parsing", "embedding"):
         if during.get(phase):
             print(f"    {phase:>9}: {summary(during[phase])}")
-    print(f"  document: {result['pdf_bytes'] / 2**20:.1f} MiB PDF, {document.get('status')} "
-          f"after {result['elapsed']:.0f} s, chunks {document.get('chunks_done')}/"
-          f"{document.get('chunks_total')}")  # fmt: skip
+    print(
+        f"  document: {result['pdf_bytes'] / 2**20:.1f} MiB PDF, {document.get('status')} "
+        f"after {result['elapsed']:.0f} s, chunks {document.get('chunks_done')}/"
+        f"{document.get('chunks_total')}"
+    )
 
 
 if __name__ == "__main__":
@@ -170,6 +195,5 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--chunk-size", type=int, default=8000)
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.mib, args.seconds, args.window, args.clients,
-                               args.chunk_size))  # fmt: skip
+    outcome = asyncio.run(main(args.mib, args.seconds, args.window, args.clients, args.chunk_size))
     report(outcome, args.clients)

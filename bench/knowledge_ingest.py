@@ -145,10 +145,13 @@ async def ingest_path(model: LocalMiniLM, documents: list[tuple[str, str]]) -> d
             chunk_size, overlap = kb.chunk_size, kb.chunk_overlap
         embedder = Embedder(model, SecretBox(TEST_KEY_ENCRYPTION_KEY, purpose="bench"))
         outbox = Outbox(EVENT_TABLES, source="agents")
-        settings = AgentsSettings(provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                                  internal_token=TEST_INTERNAL_TOKEN,
-                                  ingest_concurrency=1, ingest_poll_seconds=0.05,
-                                  ingest_worker_nice=0)  # fmt: skip
+        settings = AgentsSettings(
+            provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+            ingest_concurrency=1,
+            ingest_poll_seconds=0.05,
+            ingest_worker_nice=0,
+        )
         worker = IngestWorker(sessionmaker, outbox, embedder, settings)
         await worker.slots[0].run(ingest.embed_local, ["warm up"])
         started = time.perf_counter()

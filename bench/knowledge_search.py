@@ -357,8 +357,13 @@ async def keyword_quality(
             if unpruned:
                 overlaps.append(len(set(unpruned) & set(hits)) / len(unpruned))
         await session.rollback()
-    return {"overlap": statistics.mean(overlaps), "sampled": len(overlaps), "cap": cap,
-            "kinds": kinds, "df_sum_p50": statistics.median(matches)}  # fmt: skip
+    return {
+        "overlap": statistics.mean(overlaps),
+        "sampled": len(overlaps),
+        "cap": cap,
+        "kinds": kinds,
+        "df_sum_p50": statistics.median(matches),
+    }
 
 
 async def exact_in_postgres(sessionmaker: Any, vector: np.ndarray) -> list[int]:

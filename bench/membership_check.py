@@ -63,10 +63,13 @@ async def in_process(calls: int, members: int) -> dict[str, float]:
     workspace_id, user_id = uuid.uuid4(), uuid.uuid4()
     view = loaded_view(members, workspace_id, user_id)
     principal = Principal(
-        user_id=user_id, workspace_id=workspace_id, workspace_role="member",
-        expires_at=datetime.now(UTC), issued_at=datetime(2020, 1, 1, tzinfo=UTC),
+        user_id=user_id,
+        workspace_id=workspace_id,
+        workspace_role="member",
+        expires_at=datetime.now(UTC),
+        issued_at=datetime(2020, 1, 1, tzinfo=UTC),
         scopes=("agents:read",),
-    )  # fmt: skip
+    )
     assert resolve(principal, view).role == "member"
     started = time.perf_counter()
     for _ in range(calls):
@@ -94,13 +97,15 @@ def twin_routes(app) -> None:
         return service.to_out(agent, config).model_dump(mode="json")
 
     @app.get("/bench/with/{agent_id}")
-    async def checked(agent_id: uuid.UUID, caller: AgentsRead, response: Response,
-                      session: Session) -> dict:  # fmt: skip
+    async def checked(
+        agent_id: uuid.UUID, caller: AgentsRead, response: Response, session: Session
+    ) -> dict:
         return await show(agent_id, caller, response, session)
 
     @app.get("/bench/without/{agent_id}")
-    async def unchecked(agent_id: uuid.UUID, principal: CurrentPrincipal, response: Response,
-                        session: Session) -> dict:  # fmt: skip
+    async def unchecked(
+        agent_id: uuid.UUID, principal: CurrentPrincipal, response: Response, session: Session
+    ) -> dict:
         access = Access(principal, principal.workspace_id, principal.workspace_role or "owner")  # type: ignore[arg-type]
         return await show(agent_id, access, response, session)
 
@@ -111,12 +116,20 @@ async def over_http(requests: int, members: int) -> dict[str, float]:
     claims = make_claims(user_id, roles=("user",), wid=str(workspace_id), wrole="member")
     headers = {"Authorization": f"Bearer {key.sign(claims)}"}
     async with servers() as (database_url, nats_url), serve_app(jwks_app(key)) as jwks_base:
-        common = CommonSettings(env="test", database_url=database_url, nats_url=nats_url,
-                                log_level="WARNING",
-                                jwks_url=f"{jwks_base}/.well-known/jwks.json")  # fmt: skip
-        app = create_agents(AgentsSettings(common=common,
-                                           provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                                           internal_token=TEST_INTERNAL_TOKEN))  # fmt: skip
+        common = CommonSettings(
+            env="test",
+            database_url=database_url,
+            nats_url=nats_url,
+            log_level="WARNING",
+            jwks_url=f"{jwks_base}/.well-known/jwks.json",
+        )
+        app = create_agents(
+            AgentsSettings(
+                common=common,
+                provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                internal_token=TEST_INTERNAL_TOKEN,
+            )
+        )
         async with app_client(app) as client:
             await asyncio.wait_for(app.state.memberships.loaded.wait(), 30)
             now = datetime.now(UTC)
@@ -161,9 +174,11 @@ async def main(calls: int, requests: int, members: int) -> dict[str, float]:
     for mode in ("with", "without"):
         p50, mean, p99 = (http[f"{mode}_{stat}_us"] for stat in ("p50", "mean", "p99"))
         print(f"    {mode:>7} access_to: p50 {p50:.0f} us, mean {mean:.0f} us, p99 {p99:.0f} us")
-    print(f"  added by the check (median of paired differences): {http['added_p50_us']:.0f} us;"
-          " ratio with/without "
-          f"p50 {http['ratio_p50']:.3f}, mean {http['ratio_mean']:.3f}")  # fmt: skip
+    print(
+        f"  added by the check (median of paired differences): {http['added_p50_us']:.0f} us;"
+        " ratio with/without "
+        f"p50 {http['ratio_p50']:.3f}, mean {http['ratio_mean']:.3f}"
+    )
     return {**local, **http}
 
 

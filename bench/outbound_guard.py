@@ -41,8 +41,11 @@ async def main(requests: int) -> None:
         for _round in range(3):
             for name in results:
                 guarded = name.startswith("guarded")
-                client = outbound.async_client2(policy, keepalive=True) if guarded else (
-                    httpx2.AsyncClient())  # fmt: skip
+                client = (
+                    outbound.async_client2(policy, keepalive=True)
+                    if guarded
+                    else (httpx2.AsyncClient())
+                )
                 async with client:
                     results[name] += await _latencies(client, url, headers, requests)
     print(f"outbound guard, {requests * 3} sequential GETs each ({machine()})")

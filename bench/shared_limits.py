@@ -129,8 +129,12 @@ async def main(requests: int, pace: float, rounds: int = 3) -> dict[str, dict[st
     for name, times in results.items():
         p50, p99 = statistics.median(times), percentile(times, 99)
         per = statistics.median(all_in[name])
-        figures[name] = {"p50_ms": p50, "p99_ms": p99, "all_in_ms": per,
-                         "store_ops_per_request": trips.get(name, 0.0)}  # fmt: skip
+        figures[name] = {
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "all_in_ms": per,
+            "store_ops_per_request": trips.get(name, 0.0),
+        }
         print(
             f"  {name:28} take() median {p50 * 1000:.0f} us, p99 {p99 * 1000:.0f} us "
             f"(x{p50 / base:.1f}, x{p99 / base_p99:.1f} per replica); CPU per decision "

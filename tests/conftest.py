@@ -51,34 +51,61 @@ async def gateway(common_settings, service_options):
     identity, agents and chat, each served over HTTP."""
     options = {name: service_options.get(name, {}) for name in SERVICES}
     async with AsyncExitStack() as stack:
-        identity_url = await stack.enter_async_context(serve_app(create_identity(
-            IdentitySettings(common=common_settings, key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                             internal_token=TEST_INTERNAL_TOKEN),
-            **options["identity"],
-        )))  # fmt: skip
+        identity_url = await stack.enter_async_context(
+            serve_app(
+                create_identity(
+                    IdentitySettings(
+                        common=common_settings,
+                        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                    ),
+                    **options["identity"],
+                )
+            )
+        )
         common = common_settings.model_copy(
             update={"jwks_url": f"{identity_url}/.well-known/jwks.json"}
         )
-        agents_url = await stack.enter_async_context(serve_app(create_agents(
-            AgentsSettings(common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                           internal_token=TEST_INTERNAL_TOKEN, allow_private_network=True),
-            **options["agents"],
-        )))  # fmt: skip
-        chat_url = await stack.enter_async_context(serve_app(create_chat(
-            ChatSettings(common=common, internal_token=TEST_INTERNAL_TOKEN,
-                         allow_private_network=True),
-            **options["chat"],
-        )))  # fmt: skip
+        agents_url = await stack.enter_async_context(
+            serve_app(
+                create_agents(
+                    AgentsSettings(
+                        common=common,
+                        provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                        allow_private_network=True,
+                    ),
+                    **options["agents"],
+                )
+            )
+        )
+        chat_url = await stack.enter_async_context(
+            serve_app(
+                create_chat(
+                    ChatSettings(
+                        common=common,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                        allow_private_network=True,
+                    ),
+                    **options["chat"],
+                )
+            )
+        )
         gateway_app = create_gateway(
             GatewaySettings(
-                common=common_settings, identity_url=identity_url, agents_url=agents_url,
-                chat_url=chat_url, internal_token=TEST_INTERNAL_TOKEN,
-                groups={name: GENEROUS for name in
-                        ("auth", "identity", "agents", "knowledge", "chat", "chat_runs")},
+                common=common_settings,
+                identity_url=identity_url,
+                agents_url=agents_url,
+                chat_url=chat_url,
+                internal_token=TEST_INTERNAL_TOKEN,
+                groups={
+                    name: GENEROUS
+                    for name in ("auth", "identity", "agents", "knowledge", "chat", "chat_runs")
+                },
                 limits_scope=uuid.uuid4().hex,  # limits shared with no other test
             ),
             **options["gateway"],
-        )  # fmt: skip
+        )
         gateway_url = await stack.enter_async_context(serve_app(gateway_app))
         client = await stack.enter_async_context(
             httpx.AsyncClient(base_url=gateway_url, timeout=30)

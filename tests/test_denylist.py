@@ -47,13 +47,27 @@ async def platform(common_settings):
         common = common_settings.model_copy(
             update={"jwks_url": f"{identity_url}/.well-known/jwks.json"}
         )
-        agents_url = await stack.enter_async_context(serve_app(create_agents(AgentsSettings(
-            common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-            internal_token=TEST_INTERNAL_TOKEN,
-        ))))  # fmt: skip
-        chat_url = await stack.enter_async_context(serve_app(create_chat(ChatSettings(
-            common=common, internal_token=TEST_INTERNAL_TOKEN,
-        ))))  # fmt: skip
+        agents_url = await stack.enter_async_context(
+            serve_app(
+                create_agents(
+                    AgentsSettings(
+                        common=common,
+                        provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                    )
+                )
+            )
+        )
+        chat_url = await stack.enter_async_context(
+            serve_app(
+                create_chat(
+                    ChatSettings(
+                        common=common,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                    )
+                )
+            )
+        )
         clients = {}
         for name, url in (("identity", identity_url), ("agents", agents_url), ("chat", chat_url)):
             clients[name] = await stack.enter_async_context(

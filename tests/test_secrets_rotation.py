@@ -137,10 +137,14 @@ async def test_rotate_re_encrypts_everything_and_it_reads_back(common_settings, 
         headers = token_issuer.headers(owner)
         provider = await agents.post(
             "/api/v1/providers",
-            json={"kind": "openai", "name": "P", "api_key": PROVIDER_KEY,
-                  "base_url": "http://127.0.0.1:9/v1"},
+            json={
+                "kind": "openai",
+                "name": "P",
+                "api_key": PROVIDER_KEY,
+                "base_url": "http://127.0.0.1:9/v1",
+            },
             headers=headers,
-        )  # fmt: skip
+        )
         assert provider.status_code == 201, provider.text
         server = await agents.post(
             "/api/v1/mcp-servers",

@@ -135,13 +135,18 @@ class Workspace:
         config = {"kind": "openai", "name": "Local", "base_url": llm_base_url, "api_key": llm_key}
         provider = await self.call("POST", "/api/v1/providers", 201, json=config)
         assert provider["api_key_last4"] == llm_key[-4:] and "api_key" not in provider
-        await self.call("POST", "/api/v1/mcp-servers", 201,
-                        json={"name": "Tools", "url": "http://127.0.0.1:9/mcp"})  # fmt: skip
+        await self.call(
+            "POST",
+            "/api/v1/mcp-servers",
+            201,
+            json={"name": "Tools", "url": "http://127.0.0.1:9/mcp"},
+        )
         kb = await self.call("POST", "/api/v1/knowledge-bases", 201, json={"name": "Handbook"})
         self.kb_id = kb["id"]
         documents = f"/api/v1/knowledge-bases/{self.kb_id}/documents"
-        document = await self.call("POST", documents, 202,
-                                   json={"text": DOCUMENT, "filename": FILENAME})  # fmt: skip
+        document = await self.call(
+            "POST", documents, 202, json={"text": DOCUMENT, "filename": FILENAME}
+        )
         assert document["status"] in ("pending", "indexing", "ready")
 
         async def indexed() -> bool:
@@ -150,10 +155,18 @@ class Workspace:
             return state["status"] == "ready"
 
         await poll(indexed, "document indexed", timeout=60)
-        self.agent = await self.call("POST", "/api/v1/agents", 201, json={
-            "name": "Mission Control", "instructions": "Answer from the handbook; cite it.",
-            "provider_id": provider["id"], "model": "fake-model",
-            "knowledge_base_ids": [self.kb_id]})  # fmt: skip
+        self.agent = await self.call(
+            "POST",
+            "/api/v1/agents",
+            201,
+            json={
+                "name": "Mission Control",
+                "instructions": "Answer from the handbook; cite it.",
+                "provider_id": provider["id"],
+                "model": "fake-model",
+                "knowledge_base_ids": [self.kb_id],
+            },
+        )
 
         async def learned() -> bool:  # chat's read-model has the agent (from its events)
             models = await self.call("GET", "/v1/models")
@@ -163,15 +176,19 @@ class Workspace:
         return self
 
     async def conversation(self) -> str:
-        created = await self.call("POST", "/api/v1/conversations", 201,
-                                  json={"agent_id": self.agent["id"]})  # fmt: skip
+        created = await self.call(
+            "POST", "/api/v1/conversations", 201, json={"agent_id": self.agent["id"]}
+        )
         self.conversations.append(created["id"])
         return created["id"]
 
     def ids(self, user_id: str) -> dict[str, Any]:
-        return {"user": uuid.UUID(user_id), "agents": [uuid.UUID(self.agent["id"])],
-                "kbs": [uuid.UUID(self.kb_id)],
-                "conversations": [uuid.UUID(c) for c in self.conversations]}  # fmt: skip
+        return {
+            "user": uuid.UUID(user_id),
+            "agents": [uuid.UUID(self.agent["id"])],
+            "kbs": [uuid.UUID(self.kb_id)],
+            "conversations": [uuid.UUID(c) for c in self.conversations],
+        }
 
 
 async def owned_rows(database: AsyncEngine, ids: dict[str, Any]) -> dict[str, int]:
@@ -189,11 +206,13 @@ async def owned_rows(database: AsyncEngine, ids: dict[str, Any]) -> dict[str, in
 
 async def tables_with_user_columns(database: AsyncEngine) -> set[str]:
     async with database.connect() as conn:
-        rows = await conn.execute(text(
-            "SELECT DISTINCT table_schema || '.' || table_name FROM information_schema.columns"
-            " WHERE table_schema IN ('identity', 'agents', 'chat')"
-            " AND column_name IN ('user_id', 'owner_id')"
-        ))  # fmt: skip
+        rows = await conn.execute(
+            text(
+                "SELECT DISTINCT table_schema || '.' || table_name FROM information_schema.columns"
+                " WHERE table_schema IN ('identity', 'agents', 'chat')"
+                " AND column_name IN ('user_id', 'owner_id')"
+            )
+        )
         return {name for (name,) in rows if name.split(".")[1] not in NOT_USER_DATA}
 
 
@@ -226,8 +245,11 @@ async def assert_one_trace(exporter, run_id: str, conversation_id: str) -> None:
         if not runs:
             return False
         ended = {(service_of(s), s.kind) for s in in_trace(spans, runs[0].context.trace_id)}
-        return ended >= {("agentmesh-gateway", SpanKind.SERVER), ("agentmesh-chat",
-                         SpanKind.SERVER), ("agentmesh-agents", SpanKind.CONSUMER)}  # fmt: skip
+        return ended >= {
+            ("agentmesh-gateway", SpanKind.SERVER),
+            ("agentmesh-chat", SpanKind.SERVER),
+            ("agentmesh-agents", SpanKind.CONSUMER),
+        }
 
     await poll(complete, "the turn's spans")
     spans = finished()
@@ -238,8 +260,11 @@ async def assert_one_trace(exporter, run_id: str, conversation_id: str) -> None:
     by_id = {s.context.span_id: s for s in trace}
 
     def one(service: str, kind: SpanKind, name_part: str) -> ReadableSpan:
-        found = [s for s in trace if service_of(s) == f"agentmesh-{service}" and s.kind == kind
-                 and name_part in s.name]  # fmt: skip
+        found = [
+            s
+            for s in trace
+            if service_of(s) == f"agentmesh-{service}" and s.kind == kind and name_part in s.name
+        ]
         names = sorted((service_of(s), s.kind.name, s.name) for s in trace)
         assert len(found) == 1, f"{service} {kind.name} '{name_part}' in {names}"
         return found[0]
@@ -250,10 +275,11 @@ async def assert_one_trace(exporter, run_id: str, conversation_id: str) -> None:
     consumer = one("agents", SpanKind.CONSUMER, SEARCH_SUBJECT)
     # The search ran inside agents' consumer span: its SQL is in the trace too.
     assert any(
-        service_of(s) == "agentmesh-agents" and consumer in ancestors(s, by_id)
+        service_of(s) == "agentmesh-agents"
+        and consumer in ancestors(s, by_id)
         and (s.attributes or {}).get("db.system") == "postgresql"
         for s in trace
-    )  # fmt: skip
+    )
     # Each hop's span is the parent of the next: the gateway's request to chat, chat's
     # run (a task of its own), its NATS request (context in the headers), agents' consumer.
     assert consumer.parent.span_id == request.context.span_id
@@ -262,14 +288,14 @@ async def assert_one_trace(exporter, run_id: str, conversation_id: str) -> None:
     assert chat_server.parent.span_id == gateway_server.context.span_id
 
 
-async def test_user_journey_and_erasure(
-    gateway, signup, fake_llm, span_exporter, database
-):  # fmt: skip
+async def test_user_journey_and_erasure(gateway, signup, fake_llm, span_exporter, database):
     # 1. Register (and log in). Bob stays; an admin watches the erasure.
     alice, bob = await signup("Alice"), await signup("Bob")
     async with database.begin() as conn:  # the first admin comes from the operator CLI
-        await conn.execute(text("UPDATE identity.users SET roles = ARRAY['admin', 'user']"
-                                " WHERE id = :id"), {"id": uuid.UUID(bob.user_id)})  # fmt: skip
+        await conn.execute(
+            text("UPDATE identity.users SET roles = ARRAY['admin', 'user'] WHERE id = :id"),
+            {"id": uuid.UUID(bob.user_id)},
+        )
     bob = await signup.login(bob)
 
     # 2 and 3. A provider, a knowledge base with the document (indexed), an agent on both.
@@ -278,17 +304,22 @@ async def test_user_journey_and_erasure(
         Workspace(gateway, bob.headers).build(fake_llm.base_url, fake_llm.api_key),
     )
     for user in (alice, bob):  # budgets make the runs write budget_spend rows as well
-        budget = await gateway.put(f"/api/v1/budgets/{user.user_id}", headers=bob.headers,
-                                   json={"monthly_tokens": 1_000_000})  # fmt: skip
+        budget = await gateway.put(
+            f"/api/v1/budgets/{user.user_id}",
+            headers=bob.headers,
+            json={"monthly_tokens": 1_000_000},
+        )
         assert budget.status_code == 200, budget.text
 
     # 4. A streamed turn: the agent searches its knowledge base and cites the document.
     span_exporter.clear()
     conversation = await mine.conversation()
     run_id, events = await stream_turn(
-        gateway, f"/api/v1/conversations/{conversation}/messages",
-        "When do we launch, and with which code?", alice.headers,
-    )  # fmt: skip
+        gateway,
+        f"/api/v1/conversations/{conversation}/messages",
+        "When do we launch, and with which code?",
+        alice.headers,
+    )
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "run.started" and kinds[-2:] == ["message.completed", "done"], kinds
     (call,) = [data for kind, data in events if kind == "tool.call"]
@@ -329,11 +360,16 @@ async def test_user_journey_and_erasure(
 
     # Bob has a key and a conversation too; his data must outlive Alice's account.
     await theirs.call("POST", "/api/v1/api-keys", 201, json={"name": "bob"})
-    await theirs.call("POST", f"/api/v1/conversations/{await theirs.conversation()}/messages",
-                      json={"content": "The code?"})  # fmt: skip
+    await theirs.call(
+        "POST",
+        f"/api/v1/conversations/{await theirs.conversation()}/messages",
+        json={"content": "The code?"},
+    )
     alice_ids, bob_ids = mine.ids(alice.user_id), theirs.ids(bob.user_id)
-    before = {"alice": await owned_rows(database, alice_ids),
-              "bob": await owned_rows(database, bob_ids)}  # fmt: skip
+    before = {
+        "alice": await owned_rows(database, alice_ids),
+        "bob": await owned_rows(database, bob_ids),
+    }
     for user, rows in before.items():  # every table checked below really held their data
         assert all(n for table, n in rows.items() if table not in MAY_BE_EMPTY), (user, rows)
     # Every table of the three schemas with a user or owner column is checked.
@@ -349,8 +385,9 @@ async def test_user_journey_and_erasure(
         return response.status_code == 401
 
     async def key_refused() -> bool:  # and it evicts the key's cached token
-        async with openai.AsyncOpenAI(base_url=base_url, api_key=key["key"],
-                                      max_retries=0) as client:  # fmt: skip
+        async with openai.AsyncOpenAI(
+            base_url=base_url, api_key=key["key"], max_retries=0
+        ) as client:
             try:
                 await client.models.list()
             except openai.AuthenticationError:
@@ -370,13 +407,18 @@ async def test_user_journey_and_erasure(
     assert state["agents_completed_at"] and state["chat_completed_at"]
     async with database.connect() as conn:
         for schema in ("agents", "chat"):
-            sent = await conn.scalar(text(
-                f"SELECT count(*) FROM {schema}.outbox"  # constant schemas
-                " WHERE subject = :subject AND subject_id = :user"
-            ), {"subject": f"{schema}.erasure.completed", "user": alice.user_id})  # fmt: skip
+            sent = await conn.scalar(
+                text(
+                    f"SELECT count(*) FROM {schema}.outbox"  # constant schemas
+                    " WHERE subject = :subject AND subject_id = :user"
+                ),
+                {"subject": f"{schema}.erasure.completed", "user": alice.user_id},
+            )
             assert sent == 1, schema
-    after = {"alice": await owned_rows(database, alice_ids),
-             "bob": await owned_rows(database, bob_ids)}  # fmt: skip
+    after = {
+        "alice": await owned_rows(database, alice_ids),
+        "bob": await owned_rows(database, bob_ids),
+    }
     assert after["alice"] == dict.fromkeys(OWNED_ROWS, 0)
     assert after["bob"] == before["bob"]
     # Bob still works as before.

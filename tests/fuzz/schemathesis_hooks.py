@@ -16,11 +16,21 @@ from schemathesis.checks import not_a_server_error
 
 #: Problem types (``llm/streaming.py``, ``mcp/service.py``) of a user's upstream failing.
 #: Not ``model-call-failed``: that one also covers exceptions nobody classified.
-UPSTREAM_FAILURES = frozenset({
-    "model-unreachable", "model-timeout", "model-unavailable", "model-rate-limited",
-    "model-auth-failed", "model-not-found", "model-rejected-request", "model-bad-response",
-    "model-context-overflow", "model-stream-interrupted", "mcp-server-unreachable",
-})  # fmt: skip
+UPSTREAM_FAILURES = frozenset(
+    {
+        "model-unreachable",
+        "model-timeout",
+        "model-unavailable",
+        "model-rate-limited",
+        "model-auth-failed",
+        "model-not-found",
+        "model-rejected-request",
+        "model-bad-response",
+        "model-context-overflow",
+        "model-stream-interrupted",
+        "mcp-server-unreachable",
+    }
+)
 
 
 def problem_type(body: bytes) -> str | None:

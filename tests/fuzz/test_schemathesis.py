@@ -71,22 +71,37 @@ EXCLUDED = (
 def schemathesis_command(openapi_url: str, access_token: str, config: Path) -> list[str]:
     """The CLI invocation (also what ``tests/fuzz/README.md`` documents)."""
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
-        "run", openapi_url,
-        "--header", f"Authorization: Bearer {access_token}",
-        "--checks", CHECKS,
-        "--max-examples", str(MAX_EXAMPLES),
-        "--seed", str(SEED),
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        openapi_url,
+        "--header",
+        f"Authorization: Bearer {access_token}",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
         # Only the user's token: a made-up X-API-Key beside it would be refused (401)
         # before the request reaches any service.
-        "--generation-with-security-parameters", "false",
-        "--generation-database", "none",
-        "--request-timeout", "30",
-        "--workers", "1",
+        "--generation-with-security-parameters",
+        "false",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "30",
+        "--workers",
+        "1",
         "--no-color",
-        "--output-truncate", "false",
-        "--suppress-health-check", "all",
-    ]  # fmt: skip
+        "--output-truncate",
+        "false",
+        "--suppress-health-check",
+        "all",
+    ]
     for method, path in EXCLUDED:
         command += ["--exclude-name", f"{method} {path}"]
     return command
@@ -96,30 +111,59 @@ def schemathesis_command(openapi_url: str, access_token: str, config: Path) -> l
 async def gateway_url(common_settings):
     """The gateway's real HTTP address, in front of identity, agents and chat."""
     async with AsyncExitStack() as stack:
-        identity_url = await stack.enter_async_context(serve_app(create_identity(
-            IdentitySettings(common=common_settings, key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                             internal_token=TEST_INTERNAL_TOKEN),
-        )))  # fmt: skip
+        identity_url = await stack.enter_async_context(
+            serve_app(
+                create_identity(
+                    IdentitySettings(
+                        common=common_settings,
+                        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                    ),
+                )
+            )
+        )
         common = common_settings.model_copy(
             update={"jwks_url": f"{identity_url}/.well-known/jwks.json"}
         )
-        agents_url = await stack.enter_async_context(serve_app(create_agents(
-            AgentsSettings(common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                           internal_token=TEST_INTERNAL_TOKEN, allow_private_network=True),
-        )))  # fmt: skip
-        chat_url = await stack.enter_async_context(serve_app(create_chat(
-            ChatSettings(common=common, internal_token=TEST_INTERNAL_TOKEN,
-                         allow_private_network=True),
-        )))  # fmt: skip
-        url = await stack.enter_async_context(serve_app(create_gateway(
-            GatewaySettings(
-                common=common_settings, identity_url=identity_url, agents_url=agents_url,
-                chat_url=chat_url, internal_token=TEST_INTERNAL_TOKEN,
-                groups={name: UNLIMITED for name in GROUPS},
-                auth_failure_limit=UNLIMITED["rate_limit"],
-                limits_scope=uuid.uuid4().hex,
-            ),
-        )))  # fmt: skip
+        agents_url = await stack.enter_async_context(
+            serve_app(
+                create_agents(
+                    AgentsSettings(
+                        common=common,
+                        provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                        allow_private_network=True,
+                    ),
+                )
+            )
+        )
+        chat_url = await stack.enter_async_context(
+            serve_app(
+                create_chat(
+                    ChatSettings(
+                        common=common,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                        allow_private_network=True,
+                    ),
+                )
+            )
+        )
+        url = await stack.enter_async_context(
+            serve_app(
+                create_gateway(
+                    GatewaySettings(
+                        common=common_settings,
+                        identity_url=identity_url,
+                        agents_url=agents_url,
+                        chat_url=chat_url,
+                        internal_token=TEST_INTERNAL_TOKEN,
+                        groups={name: UNLIMITED for name in GROUPS},
+                        auth_failure_limit=UNLIMITED["rate_limit"],
+                        limits_scope=uuid.uuid4().hex,
+                    ),
+                )
+            )
+        )
         yield url
 
 
@@ -146,15 +190,20 @@ async def sign_up(client: httpx.AsyncClient) -> tuple[str, dict[str, list[str | 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while True:  # until chat has learned the agent from its events
-        started = await client.post("/api/v1/conversations", json={"agent_id": agent["id"]},
-                                    headers=headers)  # fmt: skip
+        started = await client.post(
+            "/api/v1/conversations", json={"agent_id": agent["id"]}, headers=headers
+        )
         if started.status_code == 201 or loop.time() > deadline:
             break
         await asyncio.sleep(0.1)
     assert started.status_code == 201, started.text
     conversation = started.json()
-    answer = await create(client, f"/api/v1/conversations/{conversation['id']}/messages",
-                          {"content": "Remember the milk."}, headers)  # fmt: skip
+    answer = await create(
+        client,
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        {"content": "Remember the milk."},
+        headers,
+    )
     kb = await create(client, "/api/v1/knowledge-bases", {"name": "Notes"}, headers)
     documents = f"/api/v1/knowledge-bases/{kb['id']}/documents"
     document = await create(client, documents, {"text": "The milk is in the fridge."}, headers)
@@ -162,10 +211,15 @@ async def sign_up(client: httpx.AsyncClient) -> tuple[str, dict[str, list[str | 
         await asyncio.sleep(0.2)  # indexed before the fuzzing starts: it loads the model
         document = (await client.get(f"{documents}/{document['id']}", headers=headers)).json()
     assert document["status"] == "ready", document
-    provider = await create(client, "/api/v1/providers", {"kind": "openai", "name": "Nowhere",
-                            "base_url": f"{NOWHERE}/v1"}, headers)  # fmt: skip
-    server = await create(client, "/api/v1/mcp-servers",
-                          {"name": "Nowhere", "url": f"{NOWHERE}/mcp"}, headers)  # fmt: skip
+    provider = await create(
+        client,
+        "/api/v1/providers",
+        {"kind": "openai", "name": "Nowhere", "base_url": f"{NOWHERE}/v1"},
+        headers,
+    )
+    server = await create(
+        client, "/api/v1/mcp-servers", {"name": "Nowhere", "url": f"{NOWHERE}/mcp"}, headers
+    )
     key = await create(client, "/api/v1/api-keys", {"name": "fuzz"}, headers)
     ids: dict[str, list[str | int]] = {
         "user_id": [user["id"]],
@@ -228,8 +282,14 @@ async def test_gateway_openapi_fuzz(gateway_url, tmp_path):
 
 
 #: A value of the wrong JSON type for a property of each type.
-WRONG_TYPE = {"string": 12345, "integer": "many", "number": "many", "boolean": "maybe",
-              "array": "not-a-list", "object": ["not", "an", "object"]}  # fmt: skip
+WRONG_TYPE = {
+    "string": 12345,
+    "integer": "many",
+    "number": "many",
+    "boolean": "maybe",
+    "array": "not-a-list",
+    "object": ["not", "an", "object"],
+}
 
 
 def _resolve(document: dict, schema: dict) -> dict:
@@ -292,15 +352,16 @@ async def test_nulls_and_wrong_types_on_updates_are_client_errors(gateway_url):
                     if value is None and wrong is None and "any" in types:
                         continue
                     tried += 1
-                    answer = await client.request(method, path, json={name: value},
-                                                  headers=headers)  # fmt: skip
+                    answer = await client.request(method, path, json={name: value}, headers=headers)
                     admitted = "null" in types if value is None else "any" in types
                     # (401 and 403: refused before the body counts, as a platform admin's
                     # operation is for this user.)
                     refused = answer.status_code in (401, 403, 422)
                     if answer.status_code >= 500 or (not admitted and not refused):
-                        failures.append(f"{method} {path} {{{name!r}: {value!r}}}: "
-                                        f"{answer.status_code} {answer.text[:200]}")  # fmt: skip
+                        failures.append(
+                            f"{method} {path} {{{name!r}: {value!r}}}: "
+                            f"{answer.status_code} {answer.text[:200]}"
+                        )
                     elif answer.status_code == 422:
                         assert name in answer.text, answer.text
     print(f"{tried} updates tried on {len(operations)} operations")

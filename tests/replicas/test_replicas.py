@@ -74,11 +74,24 @@ class Service:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", self.module, "--factory",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    self.module,
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                ],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
                 preexec_fn=die_with_parent(),
-            )  # fmt: skip
+            )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no cleanup, as a crashed machine."""
@@ -160,9 +173,13 @@ def platform_env(database_url: str, nats_url: str, identity_url: str) -> dict[st
 def start_fake_llm() -> subprocess.Popen[bytes]:
     """The model, in a process of its own: first token after 50 ms, then one of 20 tokens
     every 300 ms. It prints its base URL first."""
-    return subprocess.Popen([sys.executable, "-m", "bench.fake_llm", "0.05", "0.3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-                            preexec_fn=die_with_parent())  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_llm", "0.05", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        preexec_fn=die_with_parent(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +194,18 @@ async def platform(migrated_database_url: str, tmp_path_factory) -> AsyncIterato
         llm = start_fake_llm()
         assert llm.stdout is not None
         llm_url = (await asyncio.to_thread(llm.stdout.readline)).decode().strip()
-        ports = {name: free_port() for name in
-                 ("identity", "agents-a", "agents-b", "chat-a", "chat-b", "gateway-1",
-                  "gateway-2")}  # fmt: skip
+        ports = {
+            name: free_port()
+            for name in (
+                "identity",
+                "agents-a",
+                "agents-b",
+                "chat-a",
+                "chat-b",
+                "gateway-1",
+                "gateway-2",
+            )
+        }
         url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         env = platform_env(migrated_database_url, nats_server.url, url["identity"])
         plan = {
@@ -188,16 +214,23 @@ async def platform(migrated_database_url: str, tmp_path_factory) -> AsyncIterato
             "agents-b": ("agents", {}),
             "chat-a": ("chat", {"AGENTMESH_LOG_LEVEL": "INFO"}),
             "chat-b": ("chat", {"AGENTMESH_LOG_LEVEL": "INFO"}),
-            "gateway-1": ("gateway", {"GATEWAY_AGENTS_URL": url["agents-a"],
-                                      "GATEWAY_CHAT_URL": url["chat-a"]}),
-            "gateway-2": ("gateway", {"GATEWAY_AGENTS_URL": url["agents-b"],
-                                      "GATEWAY_CHAT_URL": url["chat-b"]}),
-        }  # fmt: skip
+            "gateway-1": (
+                "gateway",
+                {"GATEWAY_AGENTS_URL": url["agents-a"], "GATEWAY_CHAT_URL": url["chat-a"]},
+            ),
+            "gateway-2": (
+                "gateway",
+                {"GATEWAY_AGENTS_URL": url["agents-b"], "GATEWAY_CHAT_URL": url["chat-b"]},
+            ),
+        }
         for name, (kind, extra) in plan.items():
             services[name] = Service(
-                name, f"agentmesh.{kind}.app:create_app", ports[name],
-                env | {"GATEWAY_IDENTITY_URL": url["identity"]} | extra, root / f"{name}.log",
-            )  # fmt: skip
+                name,
+                f"agentmesh.{kind}.app:create_app",
+                ports[name],
+                env | {"GATEWAY_IDENTITY_URL": url["identity"]} | extra,
+                root / f"{name}.log",
+            )
         began = time.monotonic()
         for service in services.values():  # all at once: starting is most of the cost
             service.start()
@@ -206,8 +239,11 @@ async def platform(migrated_database_url: str, tmp_path_factory) -> AsyncIterato
         platform = Platform(migrated_database_url, nats_server, services, llm_url)
         async with contextlib.AsyncExitStack() as stack:
             for name in ("gateway-1", "gateway-2"):
-                platform.gateways.append(await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=services[name].url, timeout=30)))  # fmt: skip
+                platform.gateways.append(
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=services[name].url, timeout=30)
+                    )
+                )
             platform.headers = await sign_up(platform.gateways[0])
             yield platform
     finally:
@@ -221,8 +257,11 @@ async def platform(migrated_database_url: str, tmp_path_factory) -> AsyncIterato
 
 
 async def sign_up(gateway: httpx.AsyncClient) -> dict[str, str]:
-    body = {"email": f"replicas-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD,
-            "name": "Replicas"}  # fmt: skip
+    body = {
+        "email": f"replicas-{uuid.uuid4().hex[:8]}@example.com",
+        "password": PASSWORD,
+        "name": "Replicas",
+    }
     assert (await gateway.post("/api/v1/auth/register", json=body)).status_code == 201
     login = await gateway.post("/api/v1/auth/login", json=body)
     assert login.status_code == 200, login.text
@@ -233,17 +272,27 @@ async def sign_up(gateway: httpx.AsyncClient) -> dict[str, str]:
 
 
 async def agents_state(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[str, tuple]:
-    rows = await conn.fetch("SELECT id, version, deleted_at IS NOT NULL AS deleted, name "
-                            "FROM agents.agents WHERE id = ANY($1)", ids)  # fmt: skip
-    return {str(r["id"]): (r["version"], r["deleted"], None if r["deleted"] else r["name"])
-            for r in rows}  # fmt: skip
+    rows = await conn.fetch(
+        "SELECT id, version, deleted_at IS NOT NULL AS deleted, name "
+        "FROM agents.agents WHERE id = ANY($1)",
+        ids,
+    )
+    return {
+        str(r["id"]): (r["version"], r["deleted"], None if r["deleted"] else r["name"])
+        for r in rows
+    }
 
 
 async def chat_state(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[str, tuple]:
-    rows = await conn.fetch("SELECT agent_id, version, deleted, config->>'name' AS name "
-                            "FROM chat.agent_snapshots WHERE agent_id = ANY($1)", ids)  # fmt: skip
-    return {str(r["agent_id"]): (r["version"], r["deleted"], None if r["deleted"] else r["name"])
-            for r in rows}  # fmt: skip
+    rows = await conn.fetch(
+        "SELECT agent_id, version, deleted, config->>'name' AS name "
+        "FROM chat.agent_snapshots WHERE agent_id = ANY($1)",
+        ids,
+    )
+    return {
+        str(r["agent_id"]): (r["version"], r["deleted"], None if r["deleted"] else r["name"])
+        for r in rows
+    }
 
 
 async def converge(platform: Platform, ids: list[uuid.UUID], timeout: float = 90) -> float:
@@ -257,8 +306,9 @@ async def converge(platform: Platform, ids: list[uuid.UUID], timeout: float = 90
             if await chat_state(conn, ids) == expected:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                missing = {k: v for k, v in expected.items()
-                           if (await chat_state(conn, ids)).get(k) != v}  # fmt: skip
+                missing = {
+                    k: v for k, v in expected.items() if (await chat_state(conn, ids)).get(k) != v
+                }
                 raise AssertionError(f"chat never converged; differing: {missing}")
             await asyncio.sleep(0.1)
     finally:
@@ -267,25 +317,34 @@ async def converge(platform: Platform, ids: list[uuid.UUID], timeout: float = 90
 
 async def agent_events(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> list[str]:
     """The ``agents.agent.*`` events the agents services wrote for ``ids`` (their outbox)."""
-    rows = await conn.fetch("SELECT event_id FROM agents.outbox WHERE subject LIKE "
-                            "'agents.agent.%' AND subject_id = ANY($1)",
-                            [str(i) for i in ids])  # fmt: skip
+    rows = await conn.fetch(
+        "SELECT event_id FROM agents.outbox WHERE subject LIKE "
+        "'agents.agent.%' AND subject_id = ANY($1)",
+        [str(i) for i in ids],
+    )
     return [str(r["event_id"]) for r in rows]
 
 
 async def delivered(conn: asyncpg.Connection, event_ids: list[str]) -> list[str]:
     """Those of ``event_ids`` in chat's inbox for its agents consumer."""
-    rows = await conn.fetch("SELECT event_id FROM chat.inbox WHERE consumer = 'chat-agents' "
-                            "AND event_id = ANY($1::uuid[])", event_ids)  # fmt: skip
+    rows = await conn.fetch(
+        "SELECT event_id FROM chat.inbox WHERE consumer = 'chat-agents' "
+        "AND event_id = ANY($1::uuid[])",
+        event_ids,
+    )
     return [str(r["event_id"]) for r in rows]
 
 
 def handled_by(platform: Platform, message: str) -> dict[str, collections.Counter[str]]:
     """Per chat replica: how often its log says ``message`` about each event id."""
-    return {chat.name: collections.Counter(
-        r["event_id"] for r in chat.records()
-        if r.get("message") == message and r.get("consumer", "chat-agents") == "chat-agents")
-        for chat in platform.chats}  # fmt: skip
+    return {
+        chat.name: collections.Counter(
+            r["event_id"]
+            for r in chat.records()
+            if r.get("message") == message and r.get("consumer", "chat-agents") == "chat-agents"
+        )
+        for chat in platform.chats
+    }
 
 
 # ---------------------------------------------------------------------- client helpers
@@ -294,9 +353,16 @@ def handled_by(platform: Platform, message: str) -> dict[str, collections.Counte
 async def create_agents(platform: Platform, n: int, label: str, **extra: Any) -> list[uuid.UUID]:
     async def one(i: int) -> uuid.UUID:
         gateway = platform.gateways[i % 2]
-        response = await gateway.post("/api/v1/agents", headers=platform.headers, json={
-            "name": f"{label}-{i}", "instructions": "Keep things.", "model": "offline",
-            **extra})  # fmt: skip
+        response = await gateway.post(
+            "/api/v1/agents",
+            headers=platform.headers,
+            json={
+                "name": f"{label}-{i}",
+                "instructions": "Keep things.",
+                "model": "offline",
+                **extra,
+            },
+        )
         assert response.status_code == 201, response.text
         return uuid.UUID(response.json()["id"])
 
@@ -341,10 +407,12 @@ async def test_each_event_is_handled_once_per_service(platform: Platform) -> Non
     assert {event: total[event] for event in written} == dict.fromkeys(written, 1)
     per_replica = {name: sum(counts[e] for e in written) for name, counts in applied.items()}
     assert all(per_replica.values()), per_replica  # both replicas took their share
-    print(f"\nonce per service: {len(written)} agent events written through 2 gateways / "
-          f"2 agents replicas; chat inbox has each once; handled by chat-a "
-          f"{per_replica['chat-a']}, chat-b {per_replica['chat-b']}; read-model converged "
-          f"{took:.2f} s after the last write")  # fmt: skip
+    print(
+        f"\nonce per service: {len(written)} agent events written through 2 gateways / "
+        f"2 agents replicas; chat inbox has each once; handled by chat-a "
+        f"{per_replica['chat-a']}, chat-b {per_replica['chat-b']}; read-model converged "
+        f"{took:.2f} s after the last write"
+    )
 
 
 async def test_nats_killed_for_ten_seconds_under_writes_loses_no_event(platform: Platform) -> None:
@@ -437,24 +505,36 @@ async def test_nats_killed_for_ten_seconds_under_writes_loses_no_event(platform:
 async def test_a_chat_replica_killed_mid_stream_resumes_on_the_other(platform: Platform) -> None:
     gateway_a, gateway_b = platform.gateways  # gateway 1 -> chat A, gateway 2 -> chat B
     headers = platform.headers
-    provider = await gateway_a.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "slow", "base_url": platform.llm_url,
-        "api_key": "test-key"})  # fmt: skip
+    provider = await gateway_a.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={
+            "kind": "openai",
+            "name": "slow",
+            "base_url": platform.llm_url,
+            "api_key": "test-key",
+        },
+    )
     assert provider.status_code == 201, provider.text
-    [agent_id] = await create_agents(platform, 1, "slow", provider_id=provider.json()["id"],
-                                     model="fake-model")  # fmt: skip
+    [agent_id] = await create_agents(
+        platform, 1, "slow", provider_id=provider.json()["id"], model="fake-model"
+    )
     await converge(platform, [agent_id])
-    created = await gateway_a.post("/api/v1/conversations", headers=headers,
-                                   json={"agent_id": str(agent_id)})  # fmt: skip
+    created = await gateway_a.post(
+        "/api/v1/conversations", headers=headers, json={"agent_id": str(agent_id)}
+    )
     assert created.status_code == 201, created.text
     conversation = created.json()["id"]
 
     chat_a = platform.services["chat-a"]
     seen: list[dict[str, Any]] = []
     killed_at: float | None = None
-    async with gateway_a.stream("POST", f"/api/v1/conversations/{conversation}/messages",
-                                headers=headers, json={"content": "talk", "stream": True},
-                                ) as response:  # fmt: skip
+    async with gateway_a.stream(
+        "POST",
+        f"/api/v1/conversations/{conversation}/messages",
+        headers=headers,
+        json={"content": "talk", "stream": True},
+    ) as response:
         assert response.status_code == 200
         run_id = response.headers["X-Run-Id"]
         buffer = ""
@@ -472,9 +552,14 @@ async def test_a_chat_replica_killed_mid_stream_resumes_on_the_other(platform: P
     assert seen[-1]["event"] == "message.delta"  # the stream broke off mid-answer
     last = seen[-1]["id"]
 
-    resumed = await asyncio.wait_for(gateway_b.get(
-        f"/api/v1/runs/{run_id}/events", headers={**headers, "Last-Event-ID": str(last)},
-        timeout=60), timeout=60)  # fmt: skip
+    resumed = await asyncio.wait_for(
+        gateway_b.get(
+            f"/api/v1/runs/{run_id}/events",
+            headers={**headers, "Last-Event-ID": str(last)},
+            timeout=60,
+        ),
+        timeout=60,
+    )
     ended_after = time.monotonic() - killed_at
     assert resumed.status_code == 200, resumed.text
     rest = parse_sse(resumed.text.split("\n\n"))
@@ -485,22 +570,31 @@ async def test_a_chat_replica_killed_mid_stream_resumes_on_the_other(platform: P
     run = (await gateway_b.get(f"/api/v1/runs/{run_id}", headers=headers)).json()
     assert run["status"] == "failed"
     streamed = "".join(e["data"]["delta"] for e in seen + rest if e["event"] == "message.delta")
-    history = await gateway_b.get(f"/api/v1/conversations/{conversation}/messages",
-                                  headers=headers)  # fmt: skip
+    history = await gateway_b.get(f"/api/v1/conversations/{conversation}/messages", headers=headers)
     answer = history.json()["items"][-1]
     assert (answer["status"], answer["content"]) == ("failed", streamed)
-    print(f"\nchat-a killed after event {last}; resumed on chat-b with Last-Event-ID {last}: "
-          f"events {last + 1}..{rest[-1]['id']} ({len(rest) - 2} more deltas, run.failed, "
-          f"done), {ended_after:.1f} s after the kill (orphan timeout "
-          f"{RUN_ORPHAN_SECONDS:.0f} s); partial answer saved as failed")  # fmt: skip
+    print(
+        f"\nchat-a killed after event {last}; resumed on chat-b with Last-Event-ID {last}: "
+        f"events {last + 1}..{rest[-1]['id']} ({len(rest) - 2} more deltas, run.failed, "
+        f"done), {ended_after:.1f} s after the kill (orphan timeout "
+        f"{RUN_ORPHAN_SECONDS:.0f} s); partial answer saved as failed"
+    )
 
 
 def parse_sse(blocks: list[str]) -> list[dict[str, Any]]:
     events = []
     for block in blocks:
-        fields = dict(line.split(": ", 1) for line in block.splitlines()
-                      if ": " in line and not line.startswith(":"))  # fmt: skip
+        fields = dict(
+            line.split(": ", 1)
+            for line in block.splitlines()
+            if ": " in line and not line.startswith(":")
+        )
         if "event" in fields:
-            events.append({"id": int(fields["id"]), "event": fields["event"],
-                           "data": json.loads(fields["data"])})  # fmt: skip
+            events.append(
+                {
+                    "id": int(fields["id"]),
+                    "event": fields["event"],
+                    "data": json.loads(fields["data"]),
+                }
+            )
     return events

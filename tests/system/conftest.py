@@ -42,8 +42,12 @@ def sdk_account(gateway, signup):
         headers = account.headers
         key = await gateway.post("/api/v1/api-keys", json={"name": "sdk"}, headers=headers)
         assert key.status_code == 201, key.text
-        config = {"name": "Keeper", "instructions": "You keep things.", "model": "offline",
-                  **agent_config}  # fmt: skip
+        config = {
+            "name": "Keeper",
+            "instructions": "You keep things.",
+            "model": "offline",
+            **agent_config,
+        }
         agent = await gateway.post("/api/v1/agents", json=config, headers=headers)
         assert agent.status_code == 201, agent.text
         api_key = key.json()["key"]

@@ -73,10 +73,20 @@ async def test_openai_client_models_and_completions(sdk_account):
 async def test_openai_client_tool_calls(sdk_account):
     account = await sdk_account()
     client = openai.AsyncOpenAI(base_url=account.base_url, api_key=account.api_key)
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "description": "The weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]}}}]  # fmt: skip
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
     question = {"role": "user", "content": "Use get_weather for Lisbon"}
     try:
         first = await client.chat.completions.create(

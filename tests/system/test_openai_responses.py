@@ -26,18 +26,23 @@ async def test_create_retrieve_chain_delete(sdk_account):
     account = await sdk_account()
     async with openai.AsyncOpenAI(base_url=account.base_url, api_key=account.api_key) as client:
         first = await client.responses.create(
-            model="keeper", input="Hello from the SDK", instructions="Be brief.",
-            metadata={"ticket": "7"}, max_output_tokens=200, temperature=0.2,
-        )  # fmt: skip
+            model="keeper",
+            input="Hello from the SDK",
+            instructions="Be brief.",
+            metadata={"ticket": "7"},
+            max_output_tokens=200,
+            temperature=0.2,
+        )
         assert first.id.startswith("resp_") and first.status == "completed"
         assert first.output_text.startswith('You said: "Hello from the SDK"')
         assert first.usage is not None and first.usage.output_tokens > 0
         assert first.metadata == {"ticket": "7"} and first.instructions == "Be brief."
 
         second = await client.responses.create(
-            model=account.agent["id"], previous_response_id=first.id,
+            model=account.agent["id"],
+            previous_response_id=first.id,
             input=[{"role": "user", "content": "And again"}],
-        )  # fmt: skip
+        )
         assert second.previous_response_id == first.id and second.instructions is None
         assert second.output_text.startswith('You said: "And again"')
 
@@ -104,16 +109,20 @@ async def test_function_tool_round_trip(sdk_account):
         assert call.type == "function_call" and call.name == "get_weather"
         assert "city" in json.loads(call.arguments)
         answered = await client.responses.create(
-            model="keeper", previous_response_id=asked.id, tools=[WEATHER],
-            input=[{"type": "function_call_output", "call_id": call.call_id,
-                    "output": "Sunny, 24C"}],
-        )  # fmt: skip
+            model="keeper",
+            previous_response_id=asked.id,
+            tools=[WEATHER],
+            input=[
+                {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24C"}
+            ],
+        )
         assert "Sunny, 24C" in answered.output_text
         with pytest.raises(openai.BadRequestError) as mismatched:
             await client.responses.create(
-                model="keeper", previous_response_id=asked.id,
+                model="keeper",
+                previous_response_id=asked.id,
                 input=[{"type": "function_call_output", "call_id": "call_x", "output": "?"}],
-            )  # fmt: skip
+            )
         assert mismatched.value.param == "input[0].call_id"
 
         stream = await client.responses.create(

@@ -13,8 +13,7 @@ from agentmesh.shared.settings import CommonSettings
 
 
 def _settings(database_url: str, **fields: object) -> CommonSettings:
-    return CommonSettings(database_url=database_url, db_pool_size=1, db_max_overflow=0,
-                          **fields)  # fmt: skip
+    return CommonSettings(database_url=database_url, db_pool_size=1, db_max_overflow=0, **fields)
 
 
 async def _backend_pid(engine) -> int:

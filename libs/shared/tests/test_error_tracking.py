@@ -137,11 +137,15 @@ async def test_a_dead_lettered_event_arrives_with_its_consumer(
         provider = telemetry.tracer_provider_for("sentryprobe")
         broker = make_broker(nats_url, middlewares=[telemetry.broker_middleware(provider)])
         subscribe_events(
-            broker, service="testsvc", purpose=f"effects-{h.durable_suffix}",
-            subject="identity.user.updated", tables=tables, sessionmaker=h.sessionmaker,
+            broker,
+            service="testsvc",
+            purpose=f"effects-{h.durable_suffix}",
+            subject="identity.user.updated",
+            tables=tables,
+            sessionmaker=h.sessionmaker,
             handler=recording_handler(effects),
             policy=ConsumerPolicy(max_deliver=2, backoff_seconds=0.05),
-        )  # fmt: skip
+        )
         await broker.start()
         h.brokers.append(broker)
         await h.relay()

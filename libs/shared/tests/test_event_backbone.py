@@ -319,8 +319,10 @@ async def test_an_unpublishable_event_holds_back_only_its_own_aggregate(harness,
     huge_owner, other = uuid.uuid4(), uuid.uuid4()
     # Over NATS's 1 MiB max_payload: this event can never be published.
     await harness.write(outbox, [[event(huge_owner, "x" * 1_200_000)]])
-    await harness.write(outbox, [[event(huge_owner, "after-huge")], [event(other, "fine-1")],
-                                 [event(other, "fine-2")]])  # fmt: skip
+    await harness.write(
+        outbox,
+        [[event(huge_owner, "after-huge")], [event(other, "fine-1")], [event(other, "fine-2")]],
+    )
     await effects_reach(harness, 2)
     await asyncio.sleep(1.0)
     async with harness.engine.connect() as conn:

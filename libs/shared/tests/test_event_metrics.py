@@ -123,5 +123,7 @@ async def test_lag_of_a_missing_consumer_is_left_alone(js):
     monitor = ConsumerLagMonitor(interval=3600, timeout=1)
     monitor.add("testsvc", "IDENTITY", "testsvc-never-created")
     await monitor.refresh(js)  # no error, no series
-    assert sample(await scrape(), "agentmesh_consumer_pending",
-                  consumer="testsvc-never-created") is None  # fmt: skip
+    assert (
+        sample(await scrape(), "agentmesh_consumer_pending", consumer="testsvc-never-created")
+        is None
+    )

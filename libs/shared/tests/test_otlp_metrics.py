@@ -30,9 +30,12 @@ def attributes(point) -> dict[str, str]:
 
 def probe():
     runtime = ServiceRuntime(
-        "otlpprobe", ServiceSettings(common=CommonSettings(env="test", log_json=True)),
-        use_database=False, use_broker=False, tracer_provider=TracerProvider(),
-    )  # fmt: skip
+        "otlpprobe",
+        ServiceSettings(common=CommonSettings(env="test", log_json=True)),
+        use_database=False,
+        use_broker=False,
+        tracer_provider=TracerProvider(),
+    )
     router = APIRouter()
 
     @router.get("/items/{item_id}")
@@ -52,8 +55,12 @@ async def test_a_request_reaches_the_otlp_endpoint(monkeypatch):
             def counted(received: Received) -> bool:
                 if received.path != "/v1/metrics":
                     return False
-                for metric in (m for rm in parsed(received).resource_metrics
-                               for sm in rm.scope_metrics for m in sm.metrics):  # fmt: skip
+                for metric in (
+                    m
+                    for rm in parsed(received).resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                ):
                     if metric.name == "http_server_request_duration_seconds":
                         return any(
                             attributes(p).get("service") == "otlpprobe"

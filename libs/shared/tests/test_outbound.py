@@ -58,10 +58,12 @@ async def local():
     async def redirect(request: Request):
         return RedirectResponse(request.query_params["to"], status_code=302)
 
-    app = Starlette(routes=[
-        Route("/hello", lambda request: PlainTextResponse("hello")),
-        Route("/redirect", redirect),
-    ])  # fmt: skip
+    app = Starlette(
+        routes=[
+            Route("/hello", lambda request: PlainTextResponse("hello")),
+            Route("/redirect", redirect),
+        ]
+    )
 
     async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -168,7 +170,10 @@ async def test_the_connection_goes_to_the_checked_address(local, fake_dns):
 
 def test_allow_list_entries_are_parsed_and_bad_ones_refused():
     assert split_entries("127.0.0.1:11434, 10.0.0.0/8 [::1]:8000") == (
-        "127.0.0.1:11434", "10.0.0.0/8", "[::1]:8000")  # fmt: skip
+        "127.0.0.1:11434",
+        "10.0.0.0/8",
+        "[::1]:8000",
+    )
     policy = OutboundPolicy(allowed_private=split_entries("127.0.0.1:11434,[::1]:8000"))
     assert policy.endpoints == {("127.0.0.1", 11434), ("::1", 8000)}
     for bad in ("nope", "10.0.0.0/33", "host:0", "host:http"):

@@ -108,8 +108,14 @@ async def test_each_request_gets_exactly_one_server_span():
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = ServiceSettings(common=CommonSettings(env="test"))
-    runtime = ServiceRuntime("demo", settings, use_database=False, use_broker=False,
-                             tracer_provider=provider, configure_logs=False)  # fmt: off
+    runtime = ServiceRuntime(
+        "demo",
+        settings,
+        use_database=False,
+        use_broker=False,
+        tracer_provider=provider,
+        configure_logs=False,
+    )
     router = APIRouter()
 
     @router.get("/ping")
@@ -129,8 +135,11 @@ def test_without_an_exporter_spans_are_not_recorded_but_trace_ids_flow(monkeypat
 
     from agentmesh.shared import telemetry
 
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                 "OTEL_TRACES_SAMPLER"):  # fmt: skip
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_SAMPLER",
+    ):
         monkeypatch.delenv(name, raising=False)
     upstream = telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}").get_tracer("a")
     downstream = telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}").get_tracer("b")
@@ -163,14 +172,23 @@ async def test_a_service_that_exports_nothing_still_continues_and_starts_traces(
     from agentmesh.shared import telemetry
     from agentmesh.shared.settings import CommonSettings
 
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                 "OTEL_TRACES_SAMPLER"):  # fmt: skip
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_SAMPLER",
+    ):
         monkeypatch.delenv(name, raising=False)
     provider = telemetry.tracer_provider_for(f"t-{uuid.uuid4().hex}")
     assert telemetry.silent(provider) and not telemetry.silent(TracerProvider())
     settings = ServiceSettings(common=CommonSettings(env="test"))
-    runtime = ServiceRuntime("demo", settings, use_database=False, use_broker=False,
-                             tracer_provider=provider, configure_logs=False)  # fmt: skip
+    runtime = ServiceRuntime(
+        "demo",
+        settings,
+        use_database=False,
+        use_broker=False,
+        tracer_provider=provider,
+        configure_logs=False,
+    )
     router = APIRouter()
 
     @router.get("/trace")
@@ -178,15 +196,21 @@ async def test_a_service_that_exports_nothing_still_continues_and_starts_traces(
         span = trace.get_current_span().get_span_context()
         outgoing: dict[str, str] = {}
         propagate.inject(outgoing)
-        return {"trace_id": f"{span.trace_id:032x}", "sampled": span.trace_flags.sampled,
-                "traceparent": outgoing.get("traceparent", "")}  # fmt: skip
+        return {
+            "trace_id": f"{span.trace_id:032x}",
+            "sampled": span.trace_flags.sampled,
+            "traceparent": outgoing.get("traceparent", ""),
+        }
 
     app = runtime.create_app(title="demo", routers=[router])
     trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     async with app_client(app) as client:
         for flags, sampled in (("01", True), ("00", False)):
-            got = (await client.get("/trace", headers={
-                "traceparent": f"00-{trace_id}-{parent_id}-{flags}"})).json()  # fmt: skip
+            got = (
+                await client.get(
+                    "/trace", headers={"traceparent": f"00-{trace_id}-{parent_id}-{flags}"}
+                )
+            ).json()
             assert got["trace_id"] == trace_id and got["sampled"] is sampled
             assert got["traceparent"].startswith(f"00-{trace_id}-")
             assert got["traceparent"].endswith(f"-{flags}") and parent_id not in got["traceparent"]

@@ -116,8 +116,9 @@ class FakeInternet(httpx.AsyncBaseTransport):
         url = request.url
         if url.host == PUBLIC_IP:
             url = url.copy_with(host="127.0.0.1", port=self.port)
-        forwarded = httpx.Request(request.method, url, headers=request.headers,
-                                  stream=request.stream)  # fmt: skip
+        forwarded = httpx.Request(
+            request.method, url, headers=request.headers, stream=request.stream
+        )
         return await self.real.handle_async_request(forwarded)
 
 
@@ -347,14 +348,23 @@ async def test_knowledge_search_formats_hits_for_citation():
     async def search(query: str, top_k: int) -> list[dict[str, Any]]:
         calls.append((query, top_k))
         return [
-            {"content": " Refunds take 5 days. ", "filename": "faq.md", "document_id": "d1",
-             "score": 0.91234},
-            {"content": "Ship by courier.", "filename": "ops.pdf", "document_id": "d2",
-             "score": 0.5},
-        ]  # fmt: skip
+            {
+                "content": " Refunds take 5 days. ",
+                "filename": "faq.md",
+                "document_id": "d1",
+                "score": 0.91234,
+            },
+            {
+                "content": "Ship by courier.",
+                "filename": "ops.pdf",
+                "document_id": "d2",
+                "score": 0.5,
+            },
+        ]
 
-    [tool] = build_tools([{"id": "knowledge_search"}], allow_private_network=False,
-                         knowledge_search=search)  # fmt: skip
+    [tool] = build_tools(
+        [{"id": "knowledge_search"}], allow_private_network=False, knowledge_search=search
+    )
     result = await tool.ainvoke({"query": "refunds"})
     assert calls == [("refunds", 5)]
     assert "[1] faq.md (document_id: d1, score: 0.912)\nRefunds take 5 days." in result

@@ -14,9 +14,16 @@ def problem(response) -> str:
 
 
 async def a_provider(agents, headers: dict) -> str:
-    created = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "p", "base_url": "https://api.example.com/v1",
-        "api_key": "sk-test-0123456789"})  # fmt: skip
+    created = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={
+            "kind": "openai",
+            "name": "p",
+            "base_url": "https://api.example.com/v1",
+            "api_key": "sk-test-0123456789",
+        },
+    )
     assert created.status_code == 201, created.text
     return created.json()["id"]
 
@@ -27,8 +34,11 @@ async def test_fallbacks_are_saved_in_the_config_and_its_event(agents, token_iss
     assert plain["fallbacks"] == []
     provider = await a_provider(agents, headers)
     fallbacks = [{"provider_id": provider, "model": "gpt-4o-mini"}, {"model": "small"}]
-    created = await agents.post(AGENTS, headers=headers, json={
-        **KEEPER, "provider_id": provider, "model": "gpt-4o", "fallbacks": fallbacks})  # fmt: skip
+    created = await agents.post(
+        AGENTS,
+        headers=headers,
+        json={**KEEPER, "provider_id": provider, "model": "gpt-4o", "fallbacks": fallbacks},
+    )
     assert created.status_code == 201, created.text
     agent = created.json()
     assert agent["fallbacks"] == [fallbacks[0], {"provider_id": None, "model": "small"}]
@@ -46,8 +56,7 @@ async def test_a_fallback_provider_must_be_of_the_agents_workspace(agents, token
     own = await a_provider(agents, mine)
     other = await a_provider(agents, theirs)  # another user's personal workspace
     for provider_id in (other, str(uuid.uuid4())):
-        body = {**KEEPER, "fallbacks": [{"model": "a"}, {"provider_id": provider_id,
-                                                         "model": "b"}]}  # fmt: skip
+        body = {**KEEPER, "fallbacks": [{"model": "a"}, {"provider_id": provider_id, "model": "b"}]}
         refused = await agents.post(AGENTS, json=body, headers=mine)
         assert refused.status_code == 422 and problem(refused) == "invalid-reference"
         assert refused.json()["field"] == "fallbacks[1].provider_id"
@@ -56,8 +65,9 @@ async def test_a_fallback_provider_must_be_of_the_agents_workspace(agents, token
     theirs_only = {"fallbacks": [{"provider_id": other, "model": "b"}]}
     patched = await agents.patch(url, headers=mine, json=theirs_only)
     assert patched.status_code == 422 and patched.json()["field"] == "fallbacks[0].provider_id"
-    fine = await agents.patch(url, headers=mine, json={"fallbacks": [{"provider_id": own,
-                                                                      "model": "b"}]})  # fmt: skip
+    fine = await agents.patch(
+        url, headers=mine, json={"fallbacks": [{"provider_id": own, "model": "b"}]}
+    )
     assert fine.status_code == 200, fine.text
 
 
@@ -71,8 +81,9 @@ async def test_fallbacks_are_bounded_and_checked(agents, token_issuer):
         [{}],
     )
     for fallbacks in cases:
-        response = await agents.post(AGENTS, json={**KEEPER, "fallbacks": fallbacks},
-                                     headers=headers)  # fmt: skip
+        response = await agents.post(
+            AGENTS, json={**KEEPER, "fallbacks": fallbacks}, headers=headers
+        )
         assert response.status_code == 422, fallbacks
         assert problem(response) == "validation-error"
         assert any(e["loc"][:2] == ["body", "fallbacks"] for e in response.json()["errors"])

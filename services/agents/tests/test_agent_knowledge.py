@@ -18,11 +18,17 @@ async def test_knowledge_defaults_to_tool_mode(agents, token_issuer, outbox_even
 
 async def test_knowledge_is_validated(agents, token_issuer):
     headers = token_issuer.headers()
-    for knowledge, field in (({"mode": "sometimes"}, "mode"), ({"top_k": 0}, "top_k"),
-                             ({"top_k": 21}, "top_k"), ({"min_score": 1.5}, "min_score"),
-                             ({"min_score": -0.1}, "min_score"), ({"k": 1}, "k")):  # fmt: skip
-        refused = await agents.post(AGENTS, json={**KEEPER, "knowledge": knowledge},
-                                    headers=headers)  # fmt: skip
+    for knowledge, field in (
+        ({"mode": "sometimes"}, "mode"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 21}, "top_k"),
+        ({"min_score": 1.5}, "min_score"),
+        ({"min_score": -0.1}, "min_score"),
+        ({"k": 1}, "k"),
+    ):
+        refused = await agents.post(
+            AGENTS, json={**KEEPER, "knowledge": knowledge}, headers=headers
+        )
         assert refused.status_code == 422, (knowledge, refused.text)
         assert ["body", "knowledge", field] in [e["loc"] for e in refused.json()["errors"]]
 

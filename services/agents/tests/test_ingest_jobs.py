@@ -32,8 +32,12 @@ def make_agents(common_settings, token_issuer):
 
     @contextlib.asynccontextmanager
     async def make(**overrides):
-        settings = AgentsSettings(common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                                  internal_token=TEST_INTERNAL_TOKEN, **overrides)  # fmt: skip
+        settings = AgentsSettings(
+            common=common,
+            provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+            **overrides,
+        )
         app = create_app(settings)
         async with app_client(app) as client:
             client.app = app
@@ -46,9 +50,12 @@ async def quiet_queue(client) -> None:
     """Documents earlier tests left queued (one database for the session) would be claimed
     too; they are not this test's."""
     async with client.app.state.sessionmaker() as session, session.begin():
-        await session.execute(text(
-            "UPDATE agents.documents SET status = 'failed', error = 'left by an earlier test',"
-            " lease_owner = NULL WHERE status IN ('pending', 'indexing')"))  # fmt: skip
+        await session.execute(
+            text(
+                "UPDATE agents.documents SET status = 'failed', error = 'left by an earlier test',"
+                " lease_owner = NULL WHERE status IN ('pending', 'indexing')"
+            )
+        )
 
 
 async def new_kb(client, headers, **fields) -> str:
@@ -88,8 +95,9 @@ async def until_indexing(client, headers, kb_id, document_id) -> None:
 
 
 def claim(client, worker: str, *, slots: int = 5, per_user: int = 5) -> list[jobs.Job]:
-    return jobs.claim(client.app.state.sessionmaker, worker, slots=slots, per_user=per_user,
-                      lease_seconds=60)  # fmt: skip
+    return jobs.claim(
+        client.app.state.sessionmaker, worker, slots=slots, per_user=per_user, lease_seconds=60
+    )
 
 
 async def test_a_live_lease_is_kept_and_an_expired_one_taken_over(make_agents, token_issuer):
@@ -106,9 +114,13 @@ async def test_a_live_lease_is_kept_and_an_expired_one_taken_over(make_agents, t
             assert (await document(live, headers, kb_id, doc_id))["status"] == "indexing"
             # The dead replica's lease runs out.
             async with api.app.state.sessionmaker() as session, session.begin():
-                await session.execute(text(
-                    "UPDATE agents.documents SET lease_expires_at = now() - interval '1 second'"
-                    " WHERE id = :id"), {"id": doc_id})  # fmt: skip
+                await session.execute(
+                    text(
+                        "UPDATE agents.documents SET lease_expires_at = now() - interval '1 second'"
+                        " WHERE id = :id"
+                    ),
+                    {"id": doc_id},
+                )
             found = await settled(live, headers, kb_id, doc_id)
             assert found["status"] == "ready" and found["chunk_count"] >= 1, found
         # The dead replica comes back: the job is not its own any more, it writes nothing.
@@ -159,11 +171,13 @@ async def test_chunks_of_an_older_generation_are_refused(make_agents, token_issu
         vector = "[" + ",".join(["0.05"] * 384) + "]"
         async with sessionmaker() as session:
             with pytest.raises(DBAPIError, match="older embedding generation"):
-                await session.execute(insert, {"doc": doc_id, "kb": kb_id, "vector": vector,
-                                               "gen": job.generation})  # fmt: skip
+                await session.execute(
+                    insert, {"doc": doc_id, "kb": kb_id, "vector": vector, "gen": job.generation}
+                )
         async with sessionmaker() as session, session.begin():
-            await session.execute(insert, {"doc": doc_id, "kb": kb_id, "vector": vector,
-                                           "gen": job.generation + 1})  # fmt: skip
+            await session.execute(
+                insert, {"doc": doc_id, "kb": kb_id, "vector": vector, "gen": job.generation + 1}
+            )
             await session.rollback()
         assert (await api.delete(f"{KBS}/{kb_id}", headers=headers)).status_code == 204
 
@@ -183,10 +197,18 @@ async def test_reindex_during_an_ingest_leaves_one_generation(make_agents, token
         found = await settled(agents, headers, kb_id, doc_id)
         assert found["status"] == "ready"
         async with agents.app.state.sessionmaker() as session:
-            rows = (await session.execute(text(
-                "SELECT c.generation, k.embedding_generation, max(length(c.content)), count(*)"
-                " FROM agents.chunks c JOIN agents.knowledge_bases k ON k.id = c.knowledge_base_id"
-                " WHERE c.document_id = :id GROUP BY 1, 2"), {"id": doc_id})).all()  # fmt: skip
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT c.generation, k.embedding_generation,"
+                        " max(length(c.content)), count(*)"
+                        " FROM agents.chunks c"
+                        " JOIN agents.knowledge_bases k ON k.id = c.knowledge_base_id"
+                        " WHERE c.document_id = :id GROUP BY 1, 2"
+                    ),
+                    {"id": doc_id},
+                )
+            ).all()
         [(generation, current, longest, count)] = rows
         assert generation == current == 2 and count == found["chunk_count"]
         assert longest > 200  # split with the new chunking
@@ -199,7 +221,9 @@ async def test_documents_show_progress_while_indexing(agents, token_issuer):
     doc_id = await upload(agents, headers, kb_id, body)
     seen = []
     while (found := await document(agents, headers, kb_id, doc_id))["status"] not in (
-        "ready", "failed"):  # fmt: skip
+        "ready",
+        "failed",
+    ):
         if found["status"] == "indexing":
             seen.append((found["chunks_done"], found["chunks_total"]))
         await asyncio.sleep(0.01)

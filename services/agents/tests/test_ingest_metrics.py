@@ -29,8 +29,12 @@ def make_agents(common_settings, token_issuer):
 
     @contextlib.asynccontextmanager
     async def make(**overrides):
-        settings = AgentsSettings(common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                                  internal_token=TEST_INTERNAL_TOKEN, **overrides)  # fmt: skip
+        settings = AgentsSettings(
+            common=common,
+            provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+            **overrides,
+        )
         app = create_app(settings)
         async with app_client(app) as client:
             client.app = app
@@ -78,23 +82,28 @@ async def test_ingest_jobs_show_up_in_the_metrics(make_agents, token_issuer):
         async with make_agents(ingest_poll_seconds=0.1) as worker:
             before = await scrape(worker)
             # One owner runs one job at a time: one document indexing, one waiting.
-            await until(worker, lambda p: (
-                value(p, "agentmesh_agents_ingest_jobs_running") == 1
-                and value(p, "agentmesh_agents_ingest_jobs_queued") == 1
-            ))  # fmt: skip
+            await until(
+                worker,
+                lambda p: (
+                    value(p, "agentmesh_agents_ingest_jobs_running") == 1
+                    and value(p, "agentmesh_agents_ingest_jobs_queued") == 1
+                ),
+            )
             done = [await settled(worker, headers, kb_id, d) for d in (first, second)]
             assert [d["status"] for d in done] == ["ready", "ready"]
             chunks = sum(d["chunk_count"] for d in done)
             broken = {"file": ("broken.pdf", b"%PDF-1.4 not really a pdf", "application/pdf")}
-            response = await worker.post(f"{KBS}/{kb_id}/documents", headers=headers,
-                                         files=broken)  # fmt: skip
+            response = await worker.post(f"{KBS}/{kb_id}/documents", headers=headers, files=broken)
             assert response.status_code == 202, response.text
             failed = await settled(worker, headers, kb_id, response.json()["id"])
             assert failed["status"] == "failed"
-            after = await until(worker, lambda p: (
-                value(p, "agentmesh_agents_ingest_jobs_running") == 0
-                and value(p, "agentmesh_agents_ingest_jobs_queued") == 0
-            ))  # fmt: skip
+            after = await until(
+                worker,
+                lambda p: (
+                    value(p, "agentmesh_agents_ingest_jobs_running") == 0
+                    and value(p, "agentmesh_agents_ingest_jobs_queued") == 0
+                ),
+            )
 
     def grew(name: str, **labels: str) -> float:
         return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
@@ -106,11 +115,16 @@ async def test_ingest_jobs_show_up_in_the_metrics(make_agents, token_issuer):
 
 async def test_the_outbox_and_consumer_gauges_of_a_service_are_refreshed(make_agents):
     async with make_agents(ingest_concurrency=0) as agents:
-        page = await until(agents, lambda p: (
-            value(p, "agentmesh_consumer_pending", service="agents",
-                  consumer="agents-erasure") is not None
-            and value(p, "agentmesh_outbox_waiting", service="agents") is not None
-        ))  # fmt: skip
-    assert value(page, "agentmesh_consumer_ack_pending", service="agents",
-                 consumer="agents-erasure") is not None  # fmt: skip
+        page = await until(
+            agents,
+            lambda p: (
+                value(p, "agentmesh_consumer_pending", service="agents", consumer="agents-erasure")
+                is not None
+                and value(p, "agentmesh_outbox_waiting", service="agents") is not None
+            ),
+        )
+    assert (
+        value(page, "agentmesh_consumer_ack_pending", service="agents", consumer="agents-erasure")
+        is not None
+    )
     assert value(page, "agentmesh_outbox_oldest_age_seconds", service="agents") is not None

@@ -115,26 +115,39 @@ async def test_a_remote_openai_compatible_embedding_model(agents_with, token_iss
         FakeOpenAI() as server,
         agents_with(allowed_private_hosts=[httpx.URL(server.base_url).netloc.decode()]) as agents,
     ):
-        provider = await agents.post("/api/v1/providers", headers=headers, json={
-            "kind": "openai", "name": "emb", "base_url": server.base_url,
-            "api_key": server.api_key})  # fmt: skip
-        body = {"name": "Remote", "embedding_provider_id": provider.json()["id"],
-                "embedding_model": "text-embedding-3-small"}  # fmt: skip
+        provider = await agents.post(
+            "/api/v1/providers",
+            headers=headers,
+            json={
+                "kind": "openai",
+                "name": "emb",
+                "base_url": server.base_url,
+                "api_key": server.api_key,
+            },
+        )
+        body = {
+            "name": "Remote",
+            "embedding_provider_id": provider.json()["id"],
+            "embedding_model": "text-embedding-3-small",
+        }
         kb = (await agents.post(KBS, json=body, headers=headers)).json()
-        await agents.post(f"{KBS}/{kb['id']}/documents", headers=headers,
-                          json={"text": TEXT, "filename": "p.txt"})  # fmt: skip
+        await agents.post(
+            f"{KBS}/{kb['id']}/documents", headers=headers, json={"text": TEXT, "filename": "p.txt"}
+        )
         document = (await ready_all(agents, headers, kb["id"]))[0]
         assert document["status"] == "ready", document
-        found = await agents.post(f"{KBS}/{kb['id']}/search", headers=headers,
-                                  json={"query": "refund", "mode": "vector"})  # fmt: skip
+        found = await agents.post(
+            f"{KBS}/{kb['id']}/search", headers=headers, json={"query": "refund", "mode": "vector"}
+        )
         assert found.status_code == 200 and found.json()["results"]
         calls = [r for r in server.requests if r.path.endswith("/embeddings")]
         assert calls and all(r.authorized for r in calls)
         assert calls[0].body["model"] == "text-embedding-3-small"
         assert calls[0].body["dimensions"] == 384
         # Back to the local model: the remote vectors go, every document is re-indexed.
-        patched = await agents.patch(f"{KBS}/{kb['id']}", headers=headers,
-                                     json={"embedding_provider_id": None})  # fmt: skip
+        patched = await agents.patch(
+            f"{KBS}/{kb['id']}", headers=headers, json={"embedding_provider_id": None}
+        )
         assert patched.json()["embedding_model"] == "all-MiniLM-L6-v2"
         assert (await ready_all(agents, headers, kb["id"]))[0]["status"] == "ready"
         assert len([r for r in server.requests if r.path.endswith("/embeddings")]) == len(calls)

@@ -95,9 +95,16 @@ async def plans(agents, token_issuer):
 async def keyword_search(agents, kb, query: str, *, cap: int, top_k: int = 10, **filter) -> list:
     async with agents.app.state.sessionmaker() as session, session.begin():
         return await service.search(
-            session, None, kb, query=query, top_k=top_k, mode="keyword", filter=filter,
-            ef_search=40, keyword_candidate_cap=cap,
-        )  # fmt: skip
+            session,
+            None,
+            kb,
+            query=query,
+            top_k=top_k,
+            mode="keyword",
+            filter=filter,
+            ef_search=40,
+            keyword_candidate_cap=cap,
+        )
 
 
 async def unpruned(agents, kb, query: str, *, top_k: int = 10, **filter) -> list[tuple]:
@@ -115,15 +122,17 @@ async def test_word_counts_stay_exact_on_every_write_of_chunks(agents, token_iss
     counts = await assert_exact(agents, kb_id)
     assert counts["budget"] == 4 and counts["paragraph"] == 4
     await upload(agents, headers, other_kb, first, "plans.txt")
-    again = await agents.post(f"{KBS}/{kb_id}/documents", headers=headers,
-                              json={"text": first, "filename": "copy.txt"})  # fmt: skip
+    again = await agents.post(
+        f"{KBS}/{kb_id}/documents", headers=headers, json={"text": first, "filename": "copy.txt"}
+    )
     assert again.json()["duplicate"] is True
     assert await assert_exact(agents, kb_id) == counts
     second = await upload(agents, headers, kb_id, RARE, "zeppelin.txt")
     assert (await assert_exact(agents, kb_id))["budget"] == 5
     # Re-chunking deletes and re-inserts every chunk in one transaction per document.
-    patched = await agents.patch(f"{KBS}/{kb_id}", headers=headers,
-                                 json={"chunk_size": 120, "chunk_overlap": 0})  # fmt: skip
+    patched = await agents.patch(
+        f"{KBS}/{kb_id}", headers=headers, json={"chunk_size": 120, "chunk_overlap": 0}
+    )
     assert patched.status_code == 200
     for doc in (document, second):
         await indexed(agents, headers, kb_id, doc["id"])
@@ -194,9 +203,16 @@ async def test_searches_on_one_connection_keep_custom_plans(agents, plans):
             for mode in ("hybrid", "keyword", "vector"):
                 vector = await service.embed_query(model, "zeppelin budget hiring", mode)
                 hits = await service.search(
-                    session, vector, plans, query="zeppelin budget hiring", top_k=5, mode=mode,
-                    filter={}, ef_search=40, keyword_candidate_cap=5,
-                )  # fmt: skip
+                    session,
+                    vector,
+                    plans,
+                    query="zeppelin budget hiring",
+                    top_k=5,
+                    mode=mode,
+                    filter={},
+                    ef_search=40,
+                    keyword_candidate_cap=5,
+                )
                 results.append((mode, [(hit.chunk_id, hit.score) for hit in hits]))
             await session.commit()
         assert await session.scalar(text("SELECT pg_backend_pid()")) == pid

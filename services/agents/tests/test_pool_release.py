@@ -50,9 +50,12 @@ class SlowServer:
         await self.hold()
         path = scope["path"]
         if path.endswith("/embeddings"):
-            body = {"object": "list", "model": "embed",
-                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1] * 384}],
-                    "usage": {"prompt_tokens": 1, "total_tokens": 1}}  # fmt: skip
+            body = {
+                "object": "list",
+                "model": "embed",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1] * 384}],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
         elif path.endswith("/models"):
             body = {"object": "list", "data": [{"id": "slow-model", "object": "model"}]}
         else:
@@ -77,15 +80,24 @@ async def slow():
 async def agents_one_connection(common_settings, token_issuer):
     """The agents app on a pool of exactly one connection, waiting long for it: a request
     that holds it makes every other request wait until it is done."""
-    common = common_settings.model_copy(update={
-        "jwks_url": token_issuer.jwks_url, "db_pool_size": 1, "db_max_overflow": 0,
-        "db_pool_timeout": 60.0,
-    })  # fmt: skip
-    app = create_app(AgentsSettings(
-        common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-        internal_token=TEST_INTERNAL_TOKEN, allow_private_network=True,
-        mcp_timeout_seconds=60, provider_test_timeout_seconds=60,
-    ))  # fmt: skip
+    common = common_settings.model_copy(
+        update={
+            "jwks_url": token_issuer.jwks_url,
+            "db_pool_size": 1,
+            "db_max_overflow": 0,
+            "db_pool_timeout": 60.0,
+        }
+    )
+    app = create_app(
+        AgentsSettings(
+            common=common,
+            provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+            allow_private_network=True,
+            mcp_timeout_seconds=60,
+            provider_test_timeout_seconds=60,
+        )
+    )
     async with app_client(app) as client:
         client.app = app
         yield client
@@ -95,8 +107,9 @@ async def answered_while_pending(agents, slow: SlowServer, headers: dict, slow_c
     """Start ``slow_call``; once the slow server holds it, another request must be answered
     while it is still held (before the server gives up holding it)."""
     pending = asyncio.create_task(slow_call)
-    await asyncio.wait({pending, asyncio.create_task(slow.arrived.wait())},
-                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    await asyncio.wait(
+        {pending, asyncio.create_task(slow.arrived.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
     assert not pending.done(), pending.result().text
     other = asyncio.create_task(agents.get("/api/v1/providers", headers=headers))
     gave_up = asyncio.create_task(slow.held_too_long.wait())
@@ -110,21 +123,25 @@ async def answered_while_pending(agents, slow: SlowServer, headers: dict, slow_c
     await pending
 
 
-async def test_a_hanging_provider_test_holds_no_connection(agents_one_connection, slow,
-                                                           token_issuer):  # fmt: skip
+async def test_a_hanging_provider_test_holds_no_connection(
+    agents_one_connection, slow, token_issuer
+):
     agents, headers = agents_one_connection, token_issuer.headers()
-    created = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "Slow", "base_url": f"{slow.base_url}/v1"})  # fmt: skip
+    created = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={"kind": "openai", "name": "Slow", "base_url": f"{slow.base_url}/v1"},
+    )
     assert created.status_code == 201, created.text
     test_call = agents.post(f"/api/v1/providers/{created.json()['id']}/test", headers=headers)
     await answered_while_pending(agents, slow, headers, test_call)
 
 
-async def test_a_hanging_mcp_listing_holds_no_connection(agents_one_connection, slow,
-                                                         token_issuer):  # fmt: skip
+async def test_a_hanging_mcp_listing_holds_no_connection(agents_one_connection, slow, token_issuer):
     agents, headers = agents_one_connection, token_issuer.headers()
-    created = await agents.post("/api/v1/mcp-servers", headers=headers, json={
-        "name": "Slow", "url": f"{slow.base_url}/mcp"})  # fmt: skip
+    created = await agents.post(
+        "/api/v1/mcp-servers", headers=headers, json={"name": "Slow", "url": f"{slow.base_url}/mcp"}
+    )
     assert created.status_code == 201, created.text
     listing = agents.get(f"/api/v1/mcp-servers/{created.json()['id']}/tools", headers=headers)
     await answered_while_pending(agents, slow, headers, listing)
@@ -134,15 +151,27 @@ async def test_a_search_on_a_hanging_embedding_model_holds_no_connection(
     agents_one_connection, slow, token_issuer
 ):
     agents, headers = agents_one_connection, token_issuer.headers()
-    provider = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "Slow", "base_url": f"{slow.base_url}/v1"})  # fmt: skip
+    provider = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={"kind": "openai", "name": "Slow", "base_url": f"{slow.base_url}/v1"},
+    )
     assert provider.status_code == 201, provider.text
-    kb = await agents.post("/api/v1/knowledge-bases", headers=headers, json={
-        "name": "Remote", "embedding_provider_id": provider.json()["id"],
-        "embedding_model": "embed"})  # fmt: skip
+    kb = await agents.post(
+        "/api/v1/knowledge-bases",
+        headers=headers,
+        json={
+            "name": "Remote",
+            "embedding_provider_id": provider.json()["id"],
+            "embedding_model": "embed",
+        },
+    )
     assert kb.status_code == 201, kb.text
-    search = agents.post(f"/api/v1/knowledge-bases/{kb.json()['id']}/search", headers=headers,
-                         json={"query": "anything", "mode": "vector"})  # fmt: skip
+    search = agents.post(
+        f"/api/v1/knowledge-bases/{kb.json()['id']}/search",
+        headers=headers,
+        json={"query": "anything", "mode": "vector"},
+    )
     await answered_while_pending(agents, slow, headers, search)
     url = f"/api/v1/knowledge-bases/{kb.json()['id']}/search"
     answer = await agents.post(url, headers=headers, json={"query": "anything", "mode": "vector"})
@@ -154,12 +183,20 @@ async def test_every_connection_has_the_statement_and_idle_transaction_timeouts(
 ):
     from sqlalchemy import text
 
-    common = common_settings.model_copy(update={
-        "jwks_url": token_issuer.jwks_url, "db_statement_timeout_ms": 1234,
-        "db_idle_in_transaction_timeout_ms": 5678,
-    })  # fmt: skip
-    app = create_app(AgentsSettings(common=common, provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                                    internal_token=TEST_INTERNAL_TOKEN))  # fmt: skip
+    common = common_settings.model_copy(
+        update={
+            "jwks_url": token_issuer.jwks_url,
+            "db_statement_timeout_ms": 1234,
+            "db_idle_in_transaction_timeout_ms": 5678,
+        }
+    )
+    app = create_app(
+        AgentsSettings(
+            common=common,
+            provider_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+        )
+    )
     async with app_client(app), app.state.sessionmaker() as session:
         assert await session.scalar(text("SHOW statement_timeout")) == "1234ms"
         assert await session.scalar(text("SHOW idle_in_transaction_session_timeout")) == "5678ms"
@@ -185,7 +222,9 @@ async def test_a_slow_upload_holds_no_connection(agents_one_connection, token_is
         await slow.hold()
         yield b'and the rest.", "filename": "slow.txt"}'
 
-    upload = agents.post(f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
-                         headers={**headers, "content-type": "application/json"},
-                         content=body())  # fmt: skip
+    upload = agents.post(
+        f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
+        headers={**headers, "content-type": "application/json"},
+        content=body(),
+    )
     await answered_while_pending(agents, slow, headers, upload)

@@ -46,8 +46,9 @@ async def test_a_private_base_url_is_refused_on_create_and_update(agents, token_
     unresolved = {"kind": "openai", "name": "x", "base_url": "http://llm:8000/v1"}
     ok = await agents.post(PROVIDERS, json=unresolved, headers=headers)
     assert ok.status_code == 201, ok.text
-    moved = await agents.patch(f"{PROVIDERS}/{ok.json()['id']}", json={"base_url": base_url},
-                               headers=headers)  # fmt: skip
+    moved = await agents.patch(
+        f"{PROVIDERS}/{ok.json()['id']}", json={"base_url": base_url}, headers=headers
+    )
     assert_refused(moved)
     stored = await agents.get(f"{PROVIDERS}/{ok.json()['id']}", headers=headers)
     assert stored.json()["base_url"] == "http://llm:8000/v1"
@@ -66,10 +67,12 @@ async def test_ollamas_default_loopback_address_needs_the_operators_allow_list(
         for allowed in ("http://127.0.0.1:11434", "http://10.1.2.3:8000/v1"):
             moved = await allowing.patch(url, json={"base_url": allowed}, headers=headers)
             assert moved.status_code == 200 and moved.json()["base_url"] == allowed
-        assert_refused(await allowing.patch(url, json={"base_url": "http://127.0.0.1:11435"},
-                                            headers=headers))  # fmt: skip
-        assert_refused(await allowing.patch(url, json={"base_url": "http://169.254.169.254/"},
-                                            headers=headers))  # fmt: skip
+        assert_refused(
+            await allowing.patch(url, json={"base_url": "http://127.0.0.1:11435"}, headers=headers)
+        )
+        assert_refused(
+            await allowing.patch(url, json={"base_url": "http://169.254.169.254/"}, headers=headers)
+        )
 
 
 @pytest.fixture
@@ -153,17 +156,20 @@ async def test_only_the_workspaces_admins_may_repoint_a_provider(agents, token_i
     provider = (await agents.post(PROVIDERS, json=body, headers=creator)).json()
     url = f"{PROVIDERS}/{provider['id']}"
     for platform_admin in (platform, platform_member):
-        repointed = await agents.patch(url, json={"base_url": "https://evil.example/v1"},
-                                       headers=platform_admin)  # fmt: skip
+        repointed = await agents.patch(
+            url, json={"base_url": "https://evil.example/v1"}, headers=platform_admin
+        )
         assert repointed.status_code == 403, repointed.text
         assert repointed.json()["type"].endswith("/provider-owner-only")
         assert repointed.json()["field"] == "base_url"
     assert (await agents.get(url, headers=creator)).json()["base_url"] == "http://llm:8000/v1"
     renamed = await agents.patch(url, json={"name": "Renamed"}, headers=platform)
     assert renamed.status_code == 200  # a platform admin may still manage it otherwise
-    for who, base_url in ((other_admin, "http://llm2:8000/v1"),
-                          (platform_admin_here, "http://llm3:8000/v1"),
-                          (creator, "http://llm4:8000/v1")):  # fmt: skip
+    for who, base_url in (
+        (other_admin, "http://llm2:8000/v1"),
+        (platform_admin_here, "http://llm3:8000/v1"),
+        (creator, "http://llm4:8000/v1"),
+    ):
         moved = await agents.patch(url, json={"base_url": base_url}, headers=who)
         assert moved.status_code == 200 and moved.json()["base_url"] == base_url
 
@@ -172,8 +178,10 @@ def test_the_allow_list_is_read_from_agentmesh_allowed_private_hosts(monkeypatch
     from agentmesh.agents.settings import AgentsSettings
     from agentmesh.shared.testing.fixtures import TEST_INTERNAL_TOKEN, TEST_KEY_ENCRYPTION_KEY
 
-    secrets = {"provider_encryption_key": TEST_KEY_ENCRYPTION_KEY,
-               "internal_token": TEST_INTERNAL_TOKEN}  # fmt: skip
+    secrets = {
+        "provider_encryption_key": TEST_KEY_ENCRYPTION_KEY,
+        "internal_token": TEST_INTERNAL_TOKEN,
+    }
     monkeypatch.setenv("AGENTMESH_ALLOWED_PRIVATE_HOSTS", "127.0.0.1:11434, 10.0.0.0/8")
     settings = AgentsSettings(common=common_settings, **secrets)
     assert settings.allowed_private_hosts == ("127.0.0.1:11434", "10.0.0.0/8")

@@ -5,8 +5,13 @@ from __future__ import annotations
 from agentmesh.shared.testing.provider_servers import FakeAzureOpenAI
 
 PROVIDERS = "/api/v1/providers"
-AZURE = {"kind": "azure_openai", "name": "Azure", "base_url": "https://res.openai.azure.com",
-         "api_key": "azure-key-0123", "api_version": "2024-10-21"}  # fmt: skip
+AZURE = {
+    "kind": "azure_openai",
+    "name": "Azure",
+    "base_url": "https://res.openai.azure.com",
+    "api_key": "azure-key-0123",
+    "api_version": "2024-10-21",
+}
 
 
 def assert_invalid(response, field: str) -> None:
@@ -36,24 +41,27 @@ async def test_api_version_is_stored_shown_and_patched(agents, token_issuer):
     assert provider["kind"] == "azure_openai" and provider["api_version"] == "2024-10-21"
     assert "azure-key-0123" not in created.text
     url = f"{PROVIDERS}/{provider['id']}"
-    patched = await agents.patch(url, json={"api_version": "2025-01-01-preview"},
-                                 headers=headers)  # fmt: skip
+    patched = await agents.patch(url, json={"api_version": "2025-01-01-preview"}, headers=headers)
     assert patched.status_code == 200 and patched.json()["api_version"] == "2025-01-01-preview"
-    assert_invalid(await agents.patch(url, json={"api_version": None}, headers=headers),
-                   "api_version")  # fmt: skip
+    assert_invalid(
+        await agents.patch(url, json={"api_version": None}, headers=headers), "api_version"
+    )
     body = {"kind": "mistral", "name": "M", "api_key": "mk-1"}
     mistral = await agents.post(PROVIDERS, headers=headers, json=body)
     assert mistral.status_code == 201 and mistral.json()["api_version"] is None
-    refused = await agents.patch(f"{PROVIDERS}/{mistral.json()['id']}", headers=headers,
-                                 json={"api_version": "2024-10-21"})  # fmt: skip
+    refused = await agents.patch(
+        f"{PROVIDERS}/{mistral.json()['id']}", headers=headers, json={"api_version": "2024-10-21"}
+    )
     assert refused.status_code == 422
     assert refused.json()["type"].endswith("api-version-not-applicable")
 
 
 async def test_an_azure_test_call_uses_the_api_key_header_and_version(agents_with, token_issuer):
     headers = token_issuer.headers()
-    async with FakeAzureOpenAI(models=("gpt-deploy",)) as azure,\
-            agents_with(allow_private_network=True) as agents:  # fmt: skip
+    async with (
+        FakeAzureOpenAI(models=("gpt-deploy",)) as azure,
+        agents_with(allow_private_network=True) as agents,
+    ):
         body = {**AZURE, "base_url": azure.base_url, "api_key": azure.azure_key}
         provider = (await agents.post(PROVIDERS, json=body, headers=headers)).json()
         result = (await agents.post(f"{PROVIDERS}/{provider['id']}/test", headers=headers)).json()

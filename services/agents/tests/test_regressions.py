@@ -24,8 +24,15 @@ def problem(response) -> str:
 async def test_patch_with_null_for_a_field_that_cannot_be_null_is_422(agents, headers, field):
     """PATCH {"name": null, ...} was a 500: the null reached the stored config."""
     agent = (await agents.post(AGENTS, json=KEEPER, headers=headers)).json()
-    body = {"tools": [{"id": "calculator", "config": {}}], "name": None, "description": None,
-            "instructions": None, "model": None, "temperature": None, "memory": None}  # fmt: skip
+    body = {
+        "tools": [{"id": "calculator", "config": {}}],
+        "name": None,
+        "description": None,
+        "instructions": None,
+        "model": None,
+        "temperature": None,
+        "memory": None,
+    }
     body = {**{k: v for k, v in body.items() if k not in KEEPER}, field: None}
     response = await agents.patch(f"{AGENTS}/{agent['id']}", json=body, headers=headers)
     assert response.status_code == 422, response.text

@@ -69,9 +69,11 @@ async def rows_of(client, workspace_id: uuid.UUID, made: dict) -> dict[str, int]
                 text(f"SELECT count(*) FROM agents.{table} WHERE workspace_id = :w"),
                 {"w": workspace_id},
             )
-        for table, column, key in (("agent_versions", "agent_id", "agent"),
-                                   ("chunks", "knowledge_base_id", "kb"),
-                                   ("kb_lexemes", "knowledge_base_id", "kb")):  # fmt: skip
+        for table, column, key in (
+            ("agent_versions", "agent_id", "agent"),
+            ("chunks", "knowledge_base_id", "kb"),
+            ("kb_lexemes", "knowledge_base_id", "kb"),
+        ):
             counts[table] = await session.scalar(
                 text(f"SELECT count(*) FROM agents.{table} WHERE {column} = :id"),
                 {"id": uuid.UUID(made[key]["id"])},
@@ -115,8 +117,11 @@ async def test_workspace_deletion_purges_everything_once(agents_private, token_i
             WorkspaceDeleted(workspace_id=team, requested_at=datetime.now(UTC)), source="identity"
         )
         for copy in ("first", "redelivered"):  # two messages, one event: the inbox dedups
-            await js.publish(envelope.type, envelope.model_dump_json().encode(),
-                             headers={"Nats-Msg-Id": f"{envelope.id}-{copy}"})  # fmt: skip
+            await js.publish(
+                envelope.type,
+                envelope.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"{envelope.id}-{copy}"},
+            )
         while True:
             message = await purged.next_msg(timeout=30)
             if json.loads(message.data)["data"]["workspace_id"] == str(team):
@@ -150,8 +155,9 @@ async def test_erasure_keeps_what_the_user_made_in_shared_workspaces(
         envelope = Envelope.wrap(
             UserDeleted(user_id=user, requested_at=datetime.now(UTC)), source="identity"
         )
-        await js.publish(envelope.type, envelope.model_dump_json().encode(),
-                         headers={"Nats-Msg-Id": envelope.id})  # fmt: skip
+        await js.publish(
+            envelope.type, envelope.model_dump_json().encode(), headers={"Nats-Msg-Id": envelope.id}
+        )
         while True:
             message = await done.next_msg(timeout=30)
             if json.loads(message.data)["data"]["user_id"] == str(user):
@@ -168,13 +174,16 @@ async def test_erasure_keeps_what_the_user_made_in_shared_workspaces(
 # ------------------------------------------------------------------ chat's RPCs
 
 
-async def test_rpcs_resolve_only_within_the_named_workspace(agents_private, token_issuer,
-                                                           nats_url):  # fmt: skip
+async def test_rpcs_resolve_only_within_the_named_workspace(agents_private, token_issuer, nats_url):
     user, team_a, team_b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     in_a = token_issuer.headers(user, workspace_id=team_a, workspace_role="admin")
     stuff = await fill(agents_private, in_a)
-    own = await made(agents_private, PROVIDERS, {"kind": "openai", "name": "Mine",
-                     "base_url": "http://127.0.0.1:9/v1"}, token_issuer.headers(user))  # fmt: skip
+    own = await made(
+        agents_private,
+        PROVIDERS,
+        {"kind": "openai", "name": "Mine", "base_url": "http://127.0.0.1:9/v1"},
+        token_issuer.headers(user),
+    )
     nc = await nats.connect(nats_url)
 
     async def ask(subject: str, body: dict) -> dict:
@@ -185,9 +194,11 @@ async def test_rpcs_resolve_only_within_the_named_workspace(agents_private, toke
     calls = {
         "agents.rpc.provider.credentials": {"provider_id": stuff["provider"]["id"]},
         "agents.rpc.mcp.connection": {"server_id": stuff["server"]["id"]},
-        "agents.rpc.knowledge.search": {"knowledge_base_ids": [stuff["kb"]["id"]],
-                                        "query": "refund"},
-    }  # fmt: skip
+        "agents.rpc.knowledge.search": {
+            "knowledge_base_ids": [stuff["kb"]["id"]],
+            "query": "refund",
+        },
+    }
     try:
         for subject, call in calls.items():
             body = {"user_id": str(user), **call}
@@ -199,12 +210,18 @@ async def test_rpcs_resolve_only_within_the_named_workspace(agents_private, toke
             assert (await ask(subject, body))["error"] == "not_found", subject
             bad = await ask(subject, {**body, "workspace_id": "not-a-uuid"})
             assert bad["error"] == "bad_request", subject
-        creds = await ask("agents.rpc.provider.credentials",
-                          {"user_id": str(user), "provider_id": stuff["provider"]["id"],
-                           "workspace_id": str(team_a)})  # fmt: skip
+        creds = await ask(
+            "agents.rpc.provider.credentials",
+            {
+                "user_id": str(user),
+                "provider_id": stuff["provider"]["id"],
+                "workspace_id": str(team_a),
+            },
+        )
         assert creds["api_key"] == "sk-x-1234"
-        personal = await ask("agents.rpc.provider.credentials",
-                             {"user_id": str(user), "provider_id": own["id"]})  # fmt: skip
+        personal = await ask(
+            "agents.rpc.provider.credentials", {"user_id": str(user), "provider_id": own["id"]}
+        )
         assert personal["provider_id"] == own["id"]
     finally:
         await nc.close()

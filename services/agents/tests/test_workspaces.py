@@ -38,9 +38,14 @@ def problem(response) -> str:
 async def client(migrated_database_url, nats_url, token_issuer):
     """One agents app for the module (the matrix makes many requests, not many apps)."""
     common = CommonSettings(
-        env="test", database_url=migrated_database_url, nats_url=nats_url, log_json=True,
-        outbox_sweep_seconds=0.5, consumer_backoff_seconds=0.05, jwks_url=token_issuer.jwks_url,
-    )  # fmt: skip
+        env="test",
+        database_url=migrated_database_url,
+        nats_url=nats_url,
+        log_json=True,
+        outbox_sweep_seconds=0.5,
+        consumer_backoff_seconds=0.05,
+        jwks_url=token_issuer.jwks_url,
+    )
     app = create_app(
         AgentsSettings(
             common=common,
@@ -95,16 +100,24 @@ async def world(client, token_issuer) -> dict:
     owner = t.headers["owner"]
     body = {"kind": "openai", "name": "P", "base_url": f"{NOWHERE}/v1", "api_key": "sk-t-1234"}
     provider = await made(client, PROVIDERS, body, owner)
-    server = await made(client, SERVERS, {"name": "M", "url": f"{NOWHERE}/mcp",
-                        "auth_header_value": "Bearer tok-abcdefgh-5678"}, owner)  # fmt: skip
+    server = await made(
+        client,
+        SERVERS,
+        {"name": "M", "url": f"{NOWHERE}/mcp", "auth_header_value": "Bearer tok-abcdefgh-5678"},
+        owner,
+    )
     kb = await made(client, KBS, {"name": "Policies"}, owner)
-    doc = await made(client, f"{KBS}/{kb['id']}/documents", {"text": TEXT, "filename": "r.txt"},
-                     owner)  # fmt: skip
-    agent = await made(client, AGENTS, {"name": "Keeper", "provider_id": provider["id"],
-                       "knowledge_base_ids": [kb["id"]]}, owner)  # fmt: skip
+    doc = await made(
+        client, f"{KBS}/{kb['id']}/documents", {"text": TEXT, "filename": "r.txt"}, owner
+    )
+    agent = await made(
+        client,
+        AGENTS,
+        {"name": "Keeper", "provider_id": provider["id"], "knowledge_base_ids": [kb["id"]]},
+        owner,
+    )
     await ready(client, owner, kb["id"])
-    return {"team": t, "provider": provider, "server": server, "kb": kb, "doc": doc,
-            "agent": agent}  # fmt: skip
+    return {"team": t, "provider": provider, "server": server, "kb": kb, "doc": doc, "agent": agent}
 
 
 # ------------------------------------------------------------------ the role matrix
@@ -122,8 +135,13 @@ class Route:
 
 def fixed(template: str):
     async def path(client, w):
-        return template.format(agent=w["agent"]["id"], kb=w["kb"]["id"], doc=w["doc"]["id"],
-                               provider=w["provider"]["id"], server=w["server"]["id"])  # fmt: skip
+        return template.format(
+            agent=w["agent"]["id"],
+            kb=w["kb"]["id"],
+            doc=w["doc"]["id"],
+            provider=w["provider"]["id"],
+            server=w["server"]["id"],
+        )
 
     return path
 
@@ -300,9 +318,11 @@ async def test_another_workspaces_resources_are_404(client, world, token_issuer)
     for body, field in (
         ({"provider_id": ids["provider"]}, "provider_id"),
         ({"knowledge_base_ids": [ids["kb"]]}, "knowledge_base_ids"),
-        ({"tools": [{"id": "mcp", "config": {"server_id": ids["server"], "tools": ["a"]}}]},
-         "tools[0].config.server_id"),
-    ):  # fmt: skip
+        (
+            {"tools": [{"id": "mcp", "config": {"server_id": ids["server"], "tools": ["a"]}}]},
+            "tools[0].config.server_id",
+        ),
+    ):
         refused = await client.post(AGENTS, json={"name": "Thief", **body}, headers=stranger)
         assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
     stolen = {"name": "x", "embedding_provider_id": ids["provider"], "embedding_model": "m"}
@@ -315,8 +335,13 @@ async def test_another_workspaces_resources_are_404(client, world, token_issuer)
 
 def key(token_issuer, t: Team, role: str, scopes: list[str]) -> dict[str, str]:
     """An API key's token: the creator's role in the workspace, narrowed to ``scopes``."""
-    return token_issuer.headers(t.users[role], workspace_id=t.id, workspace_role=role,
-                                scopes=scopes, akid=f"ak_{uuid.uuid4().hex[:12]}")  # fmt: skip
+    return token_issuer.headers(
+        t.users[role],
+        workspace_id=t.id,
+        workspace_role=role,
+        scopes=scopes,
+        akid=f"ak_{uuid.uuid4().hex[:12]}",
+    )
 
 
 async def test_api_key_scopes_are_enforced(client, world, token_issuer):

@@ -29,9 +29,11 @@ def of(events: list[dict], kind: str) -> list[dict]:
 
 async def ask(chat, headers: dict, agent_id: str, content: str = QUESTION):
     conversation = (await chat.post(CONV, json={"agent_id": agent_id}, headers=headers)).json()
-    response = await chat.post(f"{CONV}/{conversation['id']}/messages",
-                               json={"content": content, "stream": True},
-                               headers=headers)  # fmt: skip
+    response = await chat.post(
+        f"{CONV}/{conversation['id']}/messages",
+        json={"content": content, "stream": True},
+        headers=headers,
+    )
     assert response.status_code == 200, response.text
     return parse_sse(response.text), conversation["id"], response.headers["X-Run-Id"]
 
@@ -53,16 +55,21 @@ async def test_a_call_waits_for_approval_then_runs_and_the_answer_streams_on(
     [asked] = of(events, "tool.approval_required")
     assert asked["run_id"] == run_id and asked["name"] == "calculator"
     assert asked["args"] == {"expression": "2+3"} and asked["call_id"]
-    assert events[-1] == {"id": events[-2]["id"] + 1, "event": "done",
-                          "data": {"status": "requires_action"}}  # fmt: skip
+    assert events[-1] == {
+        "id": events[-2]["id"] + 1,
+        "event": "done",
+        "data": {"status": "requires_action"},
+    }
     assert not of(events, "tool.call") and not of(events, "tool.result")  # nothing ran
     run = (await chat.get(f"{RUNS}/{run_id}", headers=headers)).json()
     assert run["status"] == "requires_action" and run["assistant_message_id"] is None
     assert [m["role"] for m in await messages(chat, headers, conversation_id)] == ["user"]
 
-    decided = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                              json={"call_id": asked["call_id"], "approve": True,
-                                    "stream": True})  # fmt: skip
+    decided = await chat.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": asked["call_id"], "approve": True, "stream": True},
+    )
     assert decided.status_code == 200, decided.text
     after = parse_sse(decided.text)
     last = events[-1]["id"]
@@ -75,10 +82,12 @@ async def test_a_call_waits_for_approval_then_runs_and_the_answer_streams_on(
     assert after[-1]["data"] == {"status": "completed"}
 
     # The same continuation on GET /runs/{id}/events after the pause's last event.
-    followed = await chat.get(f"{RUNS}/{run_id}/events",
-                              headers={**headers, "Last-Event-ID": str(last)})  # fmt: skip
+    followed = await chat.get(
+        f"{RUNS}/{run_id}/events", headers={**headers, "Last-Event-ID": str(last)}
+    )
     assert [(e["id"], e["event"]) for e in parse_sse(followed.text)] == [
-        (e["id"], e["event"]) for e in after]  # fmt: skip
+        (e["id"], e["event"]) for e in after
+    ]
 
     [_, answer] = await messages(chat, headers, conversation_id)
     [stored] = answer["tool_calls"]
@@ -89,8 +98,11 @@ async def test_a_call_waits_for_approval_then_runs_and_the_answer_streams_on(
     run = (await chat.get(f"{RUNS}/{run_id}", headers=headers)).json()
     assert run["status"] == "completed" and run["assistant_message_id"] == answer["id"]
 
-    again = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                            json={"call_id": asked["call_id"], "approve": True})  # fmt: skip
+    again = await chat.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": asked["call_id"], "approve": True},
+    )
     assert again.status_code == 409 and again.json()["type"].endswith("run-not-awaiting-approval")
 
 
@@ -102,11 +114,17 @@ async def test_a_denied_call_tells_the_model_why_and_the_run_goes_on(
     events, conversation_id, run_id = await ask(chat, headers, agent["id"])
     [asked] = of(events, "tool.approval_required")
 
-    wrong = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                            json={"call_id": "call_other", "approve": True})  # fmt: skip
+    wrong = await chat.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": "call_other", "approve": True},
+    )
     assert wrong.status_code == 422 and wrong.json()["type"].endswith("approval-call-unknown")
-    decided = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers, json={
-        "call_id": asked["call_id"], "approve": False, "reason": "not on a Friday"})  # fmt: skip
+    decided = await chat.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": asked["call_id"], "approve": False, "reason": "not on a Friday"},
+    )
     assert decided.status_code == 200, decided.text
     assert decided.json()["status"] == "completed"
 
@@ -152,8 +170,10 @@ async def test_mcp_tools_ask_by_default_and_a_per_tool_policy_allows(
 
 async def test_the_policy_is_checked_when_the_agent_is_saved(agents, token_issuer):
     headers = token_issuer.headers()
-    for tool in ({"id": "calculator", "policy": "sometimes"},
-                 {"id": "calculator", "policy": {"calculator": "never"}}):  # fmt: skip
+    for tool in (
+        {"id": "calculator", "policy": "sometimes"},
+        {"id": "calculator", "policy": {"calculator": "never"}},
+    ):
         body = {"name": "Bad", "tools": [tool]}
         response = await agents.post("/api/v1/agents", json=body, headers=headers)
         assert response.status_code == 422, response.text
@@ -171,8 +191,11 @@ async def test_another_replica_decides_after_the_first_one_is_gone(
         events, conversation_id, run_id = await ask(replica, headers, agent["id"])
     [asked] = of(events, "tool.approval_required")  # the first replica is closed now
 
-    decided = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                              json={"call_id": asked["call_id"], "approve": True})  # fmt: skip
+    decided = await chat.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": asked["call_id"], "approve": True},
+    )
     assert decided.status_code == 200, decided.text
     assert decided.json()["status"] == "completed"
     [_, answer] = await messages(chat, headers, conversation_id)
@@ -203,8 +226,9 @@ async def test_only_the_owner_or_a_workspace_admin_decides(chat, make_agent, tok
 @pytest.fixture
 async def hasty(common, agents):
     """A replica whose runs wait for approval a moment only, and sweep often."""
-    app = create_chat(chat_settings(common, approval_timeout_seconds=0.5,
-                                    run_heartbeat_seconds=0.2))  # fmt: skip
+    app = create_chat(
+        chat_settings(common, approval_timeout_seconds=0.5, run_heartbeat_seconds=0.2)
+    )
     async with app_client(app) as client:
         client.app = app
         yield client
@@ -217,8 +241,9 @@ async def test_a_run_left_waiting_expires_and_releases_its_reservation(hasty, ag
     agent = (await agents.post("/api/v1/agents", json=body, headers=headers)).json()
     await wait_for_snapshot(hasty, agent["id"])
     budget = f"/api/v1/budgets/{user_id}"
-    put = await hasty.put(budget, json={"monthly_tokens": 100_000},
-                          headers=token_issuer.headers(roles=("admin",)))  # fmt: skip
+    put = await hasty.put(
+        budget, json={"monthly_tokens": 100_000}, headers=token_issuer.headers(roles=("admin",))
+    )
     assert put.status_code == 200, put.text
     events, _, run_id = await ask(hasty, headers, agent["id"])
     assert events[-1]["data"] == {"status": "requires_action"}
@@ -234,15 +259,25 @@ async def test_a_run_left_waiting_expires_and_releases_its_reservation(hasty, ag
     assert spent["reserved_tokens"] == 0
     assert spent["spent_tokens"] == run["input_tokens"] + run["output_tokens"] > 0
     async with hasty.app.state.sessionmaker() as session:
-        left = await session.scalar(text("SELECT count(*) FROM chat.run_pauses WHERE run_id = "
-                                         "CAST(:id AS uuid)"), {"id": run_id})  # fmt: skip
+        left = await session.scalar(
+            text("SELECT count(*) FROM chat.run_pauses WHERE run_id = CAST(:id AS uuid)"),
+            {"id": run_id},
+        )
     assert left == 0
-    late = await hasty.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                            json={"call_id": of(events, "tool.approval_required")[0]["call_id"],
-                                  "approve": True})  # fmt: skip
+    late = await hasty.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": of(events, "tool.approval_required")[0]["call_id"], "approve": True},
+    )
     assert late.status_code == 409
-    ended = parse_sse((await hasty.get(f"{RUNS}/{run_id}/events", headers={
-        **headers, "Last-Event-ID": str(events[-1]["id"])})).text)  # fmt: skip
+    ended = parse_sse(
+        (
+            await hasty.get(
+                f"{RUNS}/{run_id}/events",
+                headers={**headers, "Last-Event-ID": str(events[-1]["id"])},
+            )
+        ).text
+    )
     assert [e["event"] for e in ended] == ["run.expired", "done"]
     assert ended[-1]["data"] == {"status": "expired"}
 
@@ -252,19 +287,30 @@ async def test_chat_completions_refuses_an_agent_whose_tools_need_approval(
 ):
     headers = token_issuer.headers()
     agent = await make_agent(headers, name="Asker", tools=[ASKED])
-    response = await chat.post("/v1/chat/completions", headers=headers, json={
-        "model": agent["id"], "messages": [{"role": "user", "content": QUESTION}]})  # fmt: skip
+    response = await chat.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={"model": agent["id"], "messages": [{"role": "user", "content": QUESTION}]},
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and "calculator" in error["message"]
     assert error["code"] == "tool_approval_unsupported" and error["param"] == "model"
     assert "approval" in error["message"]
     # With the caller's own tools the agent's don't run: nothing to ask about.
-    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
-        "type": "object", "properties": {}}}}  # fmt: skip
-    allowed = await chat.post("/v1/chat/completions", headers=headers, json={
-        "model": agent["id"], "tools": [tool],
-        "messages": [{"role": "user", "content": "hello"}]})  # fmt: skip
+    tool = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+    allowed = await chat.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={
+            "model": agent["id"],
+            "tools": [tool],
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    )
     assert allowed.status_code == 200, allowed.text
 
 
@@ -273,8 +319,9 @@ async def test_responses_ask_with_an_mcp_approval_request_and_take_the_answer(
 ):
     headers = token_issuer.headers()
     await make_agent(headers, name="Asker", tools=[ASKED])
-    first = await chat.post("/v1/responses", headers=headers,
-                            json={"model": "asker", "input": QUESTION})  # fmt: skip
+    first = await chat.post(
+        "/v1/responses", headers=headers, json={"model": "asker", "input": QUESTION}
+    )
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["status"] == "completed"
@@ -284,10 +331,16 @@ async def test_responses_ask_with_an_mcp_approval_request_and_take_the_answer(
     assert request["id"].startswith("mcpr_")
     assert not [item for item in body["output"] if item["type"] == "mcp_call"]  # nothing ran
 
-    answer = {"type": "mcp_approval_response", "approval_request_id": request["id"],
-              "approve": True}  # fmt: skip
-    second = await chat.post("/v1/responses", headers=headers, json={
-        "model": "asker", "previous_response_id": body["id"], "input": [answer]})  # fmt: skip
+    answer = {
+        "type": "mcp_approval_response",
+        "approval_request_id": request["id"],
+        "approve": True,
+    }
+    second = await chat.post(
+        "/v1/responses",
+        headers=headers,
+        json={"model": "asker", "previous_response_id": body["id"], "input": [answer]},
+    )
     assert second.status_code == 200, second.text
     output = second.json()["output"]
     assert [item["type"] for item in output] == ["mcp_call", "message"]
@@ -299,16 +352,33 @@ async def test_responses_ask_with_an_mcp_approval_request_and_take_the_answer(
     assert again.status_code == 400 and "answered already" in again.json()["error"]["message"]
 
     # Denied, with the items given back instead of previous_response_id (store: false).
-    denied = await chat.post("/v1/responses", headers=headers, json={
-        "model": "asker", "store": False,
-        "input": [{"role": "user", "content": QUESTION}, request,
-                  {**answer, "approve": False, "reason": "no sums today"}]})  # fmt: skip
+    denied = await chat.post(
+        "/v1/responses",
+        headers=headers,
+        json={
+            "model": "asker",
+            "store": False,
+            "input": [
+                {"role": "user", "content": QUESTION},
+                request,
+                {**answer, "approve": False, "reason": "no sums today"},
+            ],
+        },
+    )
     assert denied.status_code == 200, denied.text
     [call, message] = denied.json()["output"]
     assert "Denied" in call["output"] and "no sums today" in message["content"][0]["text"]
-    unknown = await chat.post("/v1/responses", headers=headers, json={
-        "model": "asker", "input": [{"role": "user", "content": "hi"},
-                                    {**answer, "approval_request_id": "mcpr_nope"}]})  # fmt: skip
+    unknown = await chat.post(
+        "/v1/responses",
+        headers=headers,
+        json={
+            "model": "asker",
+            "input": [
+                {"role": "user", "content": "hi"},
+                {**answer, "approval_request_id": "mcpr_nope"},
+            ],
+        },
+    )
     assert unknown.status_code == 400 and unknown.json()["error"]["param"].startswith("input[")
 
 
@@ -317,14 +387,20 @@ async def test_a_run_waiting_for_approval_is_not_swept_as_orphaned(chat, make_ag
     agent = await make_agent(headers, tools=[ASKED])
     events, _, run_id = await ask(chat, headers, agent["id"])
     async with chat.app.state.sessionmaker() as session, session.begin():
-        await session.execute(text("UPDATE chat.runs SET heartbeat_at = now() - interval '1 day'"
-                                   " WHERE id = CAST(:id AS uuid)"), {"id": run_id})  # fmt: skip
+        await session.execute(
+            text(
+                "UPDATE chat.runs SET heartbeat_at = now() - interval '1 day'"
+                " WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": run_id},
+        )
     assert await chat.app.state.run_watch.sweep() == []
     run = (await chat.get(f"{RUNS}/{run_id}", headers=headers)).json()
     assert run["status"] == "requires_action"
     call_id = of(events, "tool.approval_required")[0]["call_id"]
-    decided = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                              json={"call_id": call_id, "approve": True})  # fmt: skip
+    decided = await chat.post(
+        f"{RUNS}/{run_id}/approvals", headers=headers, json={"call_id": call_id, "approve": True}
+    )
     assert decided.json()["status"] == "completed"
 
 
@@ -344,11 +420,18 @@ async def test_a_run_waiting_for_approval_can_be_cancelled(chat, agents, token_i
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
     assert (await chat.get(budget, headers=headers)).json()["reserved_tokens"] == 0
     call_id = of(events, "tool.approval_required")[0]["call_id"]
-    late = await chat.post(f"{RUNS}/{run_id}/approvals", headers=headers,
-                           json={"call_id": call_id, "approve": True})  # fmt: skip
+    late = await chat.post(
+        f"{RUNS}/{run_id}/approvals", headers=headers, json={"call_id": call_id, "approve": True}
+    )
     assert late.status_code == 409
-    ended = parse_sse((await chat.get(f"{RUNS}/{run_id}/events", headers={
-        **headers, "Last-Event-ID": str(events[-1]["id"])})).text)  # fmt: skip
+    ended = parse_sse(
+        (
+            await chat.get(
+                f"{RUNS}/{run_id}/events",
+                headers={**headers, "Last-Event-ID": str(events[-1]["id"])},
+            )
+        ).text
+    )
     assert [e["event"] for e in ended] == ["run.cancelled", "done"]
 
 

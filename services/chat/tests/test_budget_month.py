@@ -41,16 +41,27 @@ async def test_a_reservation_at_the_end_of_a_month_is_released_in_that_month(
     new_month = this_month()
     old_month = (new_month - timedelta(days=1)).replace(day=1)
     last_second = datetime(new_month.year, new_month.month, 1, tzinfo=UTC) - timedelta(seconds=1)
-    rows = await sql(chat, "SELECT month, reserved_tokens FROM chat.budget_spend "
-                           "WHERE user_id = :u", u=user_id)  # fmt: skip
+    rows = await sql(
+        chat, "SELECT month, reserved_tokens FROM chat.budget_spend WHERE user_id = :u", u=user_id
+    )
     assert [(r["month"], r["reserved_tokens"]) for r in rows] == [(new_month, 100)]
-    await sql(chat, "UPDATE chat.runs SET created_at = :t WHERE user_id = :u",
-              t=last_second, u=user_id)  # fmt: skip
-    await sql(chat, "UPDATE chat.budget_spend SET month = :old WHERE user_id = :u",
-              old=old_month, u=user_id)  # fmt: skip
-    await sql(chat, "INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, "
-                    "cost_usd, reserved_tokens) VALUES (:u, :u, :m, 0, 0, :r)",
-              u=user_id, m=new_month, r=OTHER_RESERVATION)  # fmt: skip
+    await sql(
+        chat, "UPDATE chat.runs SET created_at = :t WHERE user_id = :u", t=last_second, u=user_id
+    )
+    await sql(
+        chat,
+        "UPDATE chat.budget_spend SET month = :old WHERE user_id = :u",
+        old=old_month,
+        u=user_id,
+    )
+    await sql(
+        chat,
+        "INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, "
+        "cost_usd, reserved_tokens) VALUES (:u, :u, :m, 0, 0, :r)",
+        u=user_id,
+        m=new_month,
+        r=OTHER_RESERVATION,
+    )
     gate.set()
     response = await answer
     assert response.status_code == 200, response.text
@@ -58,8 +69,12 @@ async def test_a_reservation_at_the_end_of_a_month_is_released_in_that_month(
     spent = run["input_tokens"] + run["output_tokens"]
     assert spent > 0
 
-    rows = await sql(chat, "SELECT month, tokens, reserved_tokens FROM chat.budget_spend "
-                           "WHERE user_id = :u ORDER BY month", u=user_id)  # fmt: skip
+    rows = await sql(
+        chat,
+        "SELECT month, tokens, reserved_tokens FROM chat.budget_spend "
+        "WHERE user_id = :u ORDER BY month",
+        u=user_id,
+    )
     assert [(r["month"], r["tokens"], r["reserved_tokens"]) for r in rows] == [
         (old_month, spent, 0),  # released (and spent) in the month the run started
         (new_month, 0, OTHER_RESERVATION),  # the new month's reservation is untouched

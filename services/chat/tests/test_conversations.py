@@ -103,8 +103,9 @@ async def test_regenerate_keeps_the_old_answer_and_edit_branches(chat, make_agen
     items = (await chat.get(url, headers=headers)).json()["items"]
     assert [m["id"] for m in items].count(second["id"]) == 1 and len(items) == 5
     question = first["parent_id"]
-    edited = await chat.patch(f"{url}/{question}", json={"content": "Edited question"},
-                              headers=headers)  # fmt: skip
+    edited = await chat.patch(
+        f"{url}/{question}", json={"content": "Edited question"}, headers=headers
+    )
     assert edited.status_code == 200, edited.text
     items = (await chat.get(url, headers=headers)).json()["items"]
     new_question = next(m for m in items if m["content"] == "Edited question")
@@ -136,11 +137,15 @@ async def test_a_title_is_generated_unless_switched_off(chat, make_agent, token_
     headers = token_issuer.headers()
     agent = await make_agent(headers)
     titled = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
-    plain = (await chat.post(CONV, json={"agent_id": agent["id"], "auto_title": False},
-                             headers=headers)).json()  # fmt: skip
+    plain = (
+        await chat.post(CONV, json={"agent_id": agent["id"], "auto_title": False}, headers=headers)
+    ).json()
     for conversation in (titled, plain):
-        await chat.post(f"{CONV}/{conversation['id']}/messages",
-                        json={"content": "Plan a picnic in Lyon"}, headers=headers)  # fmt: skip
+        await chat.post(
+            f"{CONV}/{conversation['id']}/messages",
+            json={"content": "Plan a picnic in Lyon"},
+            headers=headers,
+        )
     for _ in range(100):
         title = (await chat.get(f"{CONV}/{titled['id']}", headers=headers)).json()["title"]
         if title:

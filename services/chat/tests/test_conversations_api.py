@@ -38,11 +38,15 @@ async def test_conversation_crud_and_items(chat, make_agent, token_issuer):
         ("assistant", "Hello Ada"),
     ]
     assert page["first_id"] == page["data"][0]["id"] and page["has_more"] is False
-    first = (await chat.get(f"{CONVERSATIONS}/{cid}/items?order=asc&limit=1",
-                            headers=headers)).json()  # fmt: skip
+    first = (
+        await chat.get(f"{CONVERSATIONS}/{cid}/items?order=asc&limit=1", headers=headers)
+    ).json()
     assert first["has_more"] is True and len(first["data"]) == 1
-    rest = (await chat.get(f"{CONVERSATIONS}/{cid}/items?order=asc&after={first['last_id']}",
-                           headers=headers)).json()  # fmt: skip
+    rest = (
+        await chat.get(
+            f"{CONVERSATIONS}/{cid}/items?order=asc&after={first['last_id']}", headers=headers
+        )
+    ).json()
     assert [i["role"] for i in rest["data"]] == ["assistant"]
 
     added = await chat.post(
@@ -74,8 +78,9 @@ async def test_conversation_crud_and_items(chat, make_agent, token_issuer):
 
     # The same record natively: the messages, in the caller's list.
     native_id = uuid.UUID(hex=cid[5:])
-    messages = (await chat.get(f"/api/v1/conversations/{native_id}/messages",
-                               headers=headers)).json()  # fmt: skip
+    messages = (
+        await chat.get(f"/api/v1/conversations/{native_id}/messages", headers=headers)
+    ).json()
     assert [m["content"] for m in messages["items"]][:2] in (
         ["Hi, I am Ada", "Hello Ada"],
         ["Hello Ada", "Hi, I am Ada"],
@@ -113,12 +118,14 @@ async def test_conversation_crud_and_items(chat, make_agent, token_issuer):
     assert error_of(both, 400)["param"] == "conversation"
 
     # Metadata update, item delete, others' 404s, delete.
-    updated = await chat.post(f"{CONVERSATIONS}/{cid}", headers=headers,
-                              json={"metadata": {"topic": "new"}})  # fmt: skip
+    updated = await chat.post(
+        f"{CONVERSATIONS}/{cid}", headers=headers, json={"metadata": {"topic": "new"}}
+    )
     assert updated.json()["metadata"] == {"topic": "new"}
     last = items["data"][-1]["id"]
     assert (await chat.delete(f"{CONVERSATIONS}/{cid}/items/{last}", headers=headers)).json()[
-        "id"] == cid  # fmt: skip
+        "id"
+    ] == cid
     after = (await chat.get(f"{CONVERSATIONS}/{cid}/items", headers=headers)).json()
     assert last not in [i["id"] for i in after["data"]]
     assert after["data"][0]["content"][0]["text"] == "What did I say?"
@@ -141,10 +148,14 @@ async def test_conversation_crud_and_items(chat, make_agent, token_issuer):
 async def test_native_conversation_is_visible_as_items(chat, make_agent, token_issuer):
     headers = token_issuer.headers()
     agent = await make_agent(headers, name="Keeper")
-    native = (await chat.post("/api/v1/conversations", headers=headers,
-                              json={"agent_id": agent["id"]})).json()  # fmt: skip
-    turn = await chat.post(f"/api/v1/conversations/{native['id']}/messages", headers=headers,
-                           json={"content": "Hello natively"})  # fmt: skip
+    native = (
+        await chat.post("/api/v1/conversations", headers=headers, json={"agent_id": agent["id"]})
+    ).json()
+    turn = await chat.post(
+        f"/api/v1/conversations/{native['id']}/messages",
+        headers=headers,
+        json={"content": "Hello natively"},
+    )
     assert turn.status_code == 200, turn.text
     cid = f"conv_{uuid.UUID(native['id']).hex}"
     items = (await chat.get(f"{CONVERSATIONS}/{cid}/items?order=asc", headers=headers)).json()

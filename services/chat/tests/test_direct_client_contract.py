@@ -63,17 +63,20 @@ async def fake():
 async def test_a_plain_call_puts_on_the_wire_what_the_sdks_create_would(fake):
     policy = OutboundPolicy(allowed_private=(httpx.URL(fake.base_url).netloc.decode(),))
     async with outbound.async_client2(policy) as http:
-        client = openai.AsyncOpenAI(api_key=fake.api_key, base_url=fake.base_url,
-                                    http_client=http, max_retries=0)  # fmt: skip
+        client = openai.AsyncOpenAI(
+            api_key=fake.api_key, base_url=fake.base_url, http_client=http, max_retries=0
+        )
         params = {
             "model": "fake-model",
-            "messages": [{"role": "system", "content": "Be brief."},
-                         {"role": "user", "content": [{"type": "text", "text": "6*7?"}]}],
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "6*7?"}]},
+            ],
             "temperature": 0.0,
             "max_tokens": 16,
             "stream": False,
             "n": openai.NOT_GIVEN,
-        }  # fmt: skip
+        }
         ours = await DirectCompletions(client.chat.completions).create(**params, timeout=5)
         theirs = await client.chat.completions.create(**params, timeout=5)
     assert type(ours) is type(theirs) and ours.choices[0].message.content == "forty two"

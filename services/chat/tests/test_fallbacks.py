@@ -82,28 +82,42 @@ async def backup():
 
 
 async def provider(agents, headers: dict, base_url: str, api_key: str = "test-key") -> str:
-    created = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "p", "base_url": base_url, "api_key": api_key})  # fmt: skip
+    created = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={"kind": "openai", "name": "p", "base_url": base_url, "api_key": api_key},
+    )
     assert created.status_code == 201, created.text
     return created.json()["id"]
 
 
-async def agent_on(agents, make_agent, headers: dict, primary_url: str, backup: FakeOpenAI,
-                   **config) -> dict:  # fmt: skip
+async def agent_on(
+    agents, make_agent, headers: dict, primary_url: str, backup: FakeOpenAI, **config
+) -> dict:
     """An agent on ``primary-model`` at ``primary_url``, falling back to ``backup-model``."""
     primary = await provider(agents, headers, primary_url)
     spare = await provider(agents, headers, backup.base_url, backup.api_key or "")
     fallbacks = config.pop("fallbacks", [{"provider_id": spare, "model": "backup-model"}])
-    return await make_agent(headers, name="Keeper", provider_id=primary, model="primary-model",
-                            fallbacks=fallbacks, **config)  # fmt: skip
+    return await make_agent(
+        headers,
+        name="Keeper",
+        provider_id=primary,
+        model="primary-model",
+        fallbacks=fallbacks,
+        **config,
+    )
 
 
 async def ask(chat, headers: dict, agent: dict, *, stream: bool = False):
     # Titled: no title request adds a model call to those counted.
-    conversation = await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"},
-                                   headers=headers)  # fmt: skip
-    return await chat.post(f"{CONV}/{conversation.json()['id']}/messages", headers=headers,
-                           json={"content": "hello", "stream": stream})  # fmt: skip
+    conversation = await chat.post(
+        CONV, json={"agent_id": agent["id"], "title": "t"}, headers=headers
+    )
+    return await chat.post(
+        f"{CONV}/{conversation.json()['id']}/messages",
+        headers=headers,
+        json={"content": "hello", "stream": stream},
+    )
 
 
 async def run_of(chat, headers: dict, response) -> dict:
@@ -127,7 +141,10 @@ async def test_primary_503_the_fallback_answers_and_the_run_says_so(
     assert "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta") == REPLY
     completed = next(e["data"] for e in events if e["event"] == "message.completed")
     assert (completed["model"], completed["provider"], completed["fallback_index"]) == (
-        "backup-model", "openai", 0)  # fmt: skip
+        "backup-model",
+        "openai",
+        0,
+    )
     assert down.attempts == {"primary-model": ATTEMPTS}  # its retries first, then the next
     assert [r.body["model"] for r in backup.requests] == ["backup-model"]
     run = await run_of(chat, headers, response)
@@ -144,8 +161,9 @@ async def test_usage_is_priced_by_the_model_that_answered(
 ):
     headers = token_issuer.headers()
     # The agent's own model on the same server as its fallback: no provider_id needed.
-    agent = await agent_on(agents, make_agent, headers, backup.base_url, backup,
-                           fallbacks=[{"model": "backup-model"}])  # fmt: skip
+    agent = await agent_on(
+        agents, make_agent, headers, backup.base_url, backup, fallbacks=[{"model": "backup-model"}]
+    )
     own = await run_of(chat, headers, await ask(chat, headers, agent))
     assert own["model"] == "primary-model" and own["fallback_index"] is None
     assert Decimal(own["cost_usd"]) == cost(PRICES["primary-model"], own) > 0
@@ -195,10 +213,13 @@ async def test_when_every_model_fails_the_run_fails_with_the_last_error(
     headers = token_issuer.headers()
     async with Failing(429) as limited:
         spare = await provider(agents, headers, limited.base_url)
-        fallbacks = [{"provider_id": spare, "model": "backup-model"},
-                     {"provider_id": spare, "model": "last-model"}]  # fmt: skip
-        agent = await agent_on(agents, make_agent, headers, down.base_url, backup,
-                               fallbacks=fallbacks)  # fmt: skip
+        fallbacks = [
+            {"provider_id": spare, "model": "backup-model"},
+            {"provider_id": spare, "model": "last-model"},
+        ]
+        agent = await agent_on(
+            agents, make_agent, headers, down.base_url, backup, fallbacks=fallbacks
+        )
         response = await ask(chat, headers, agent)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -231,8 +252,9 @@ async def test_a_fallback_keeps_answering_the_rest_of_the_run(
     headers = token_issuer.headers()
     call = {"name": "calculator", "arguments": {"expression": "6*7"}}
     async with FakeOpenAI(tool_call=call) as spare:
-        agent = await agent_on(agents, make_agent, headers, down.base_url, spare,
-                               tools=[{"id": "calculator"}])  # fmt: skip
+        agent = await agent_on(
+            agents, make_agent, headers, down.base_url, spare, tools=[{"id": "calculator"}]
+        )
         response = await ask(chat, headers, agent)
     assert response.status_code == 200, response.text
     message = response.json()
@@ -248,9 +270,17 @@ async def test_a_fallback_whose_provider_is_gone_is_skipped(
     headers = token_issuer.headers()
     gone = await provider(agents, headers, backup.base_url)
     spare = await provider(agents, headers, backup.base_url, backup.api_key or "")
-    agent = await agent_on(agents, make_agent, headers, down.base_url, backup,
-                           fallbacks=[{"provider_id": gone, "model": "gone-model"},
-                                      {"provider_id": spare, "model": "backup-model"}])  # fmt: skip
+    agent = await agent_on(
+        agents,
+        make_agent,
+        headers,
+        down.base_url,
+        backup,
+        fallbacks=[
+            {"provider_id": gone, "model": "gone-model"},
+            {"provider_id": spare, "model": "backup-model"},
+        ],
+    )
     deleted = await agents.delete(f"/api/v1/providers/{gone}", headers=headers)
     assert deleted.status_code == 204
     run = await run_of(chat, headers, await ask(chat, headers, agent))
@@ -266,20 +296,26 @@ async def test_openai_apis_use_the_fallbacks_and_report_the_model_that_answered(
     await agent_on(agents, make_agent, headers, down.base_url, backup)
     served = {"model": "backup-model", "provider": "openai", "fallback_index": 0}
     question = {"role": "user", "content": "hello"}
-    plain = await chat.post("/v1/chat/completions", headers=headers,
-                            json={"model": "keeper", "messages": [question]})  # fmt: skip
+    plain = await chat.post(
+        "/v1/chat/completions", headers=headers, json={"model": "keeper", "messages": [question]}
+    )
     assert plain.status_code == 200, plain.text
     body = plain.json()
     assert body["model"] == "keeper" and body["served_by"] == served
     assert body["choices"][0]["message"]["content"] == REPLY
-    streamed = await chat.post("/v1/chat/completions", headers=headers, json={
-        "model": "keeper", "messages": [question], "stream": True})  # fmt: skip
-    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines()
-              if line.startswith("data: {")]  # fmt: skip
+    streamed = await chat.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={"model": "keeper", "messages": [question], "stream": True},
+    )
+    chunks = [
+        json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")
+    ]
     [last] = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert last["served_by"] == served and chunks[0]["model"] == "keeper"
-    response = await chat.post("/v1/responses", headers=headers,
-                               json={"model": "keeper", "input": "hello"})  # fmt: skip
+    response = await chat.post(
+        "/v1/responses", headers=headers, json={"model": "keeper", "input": "hello"}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["served_by"] == served and response.json()["model"] == "keeper"
     stored = await chat.get(f"/v1/responses/{response.json()['id']}", headers=headers)

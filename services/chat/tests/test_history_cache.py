@@ -15,12 +15,29 @@ from agentmesh.chat.llm.offline import OfflineChatModel
 def rows(n: int) -> list[SimpleNamespace]:
     out = []
     for i in range(n):
-        out.append(SimpleNamespace(id=uuid.uuid4(), role="user", content=f"question {i} " * 30,
-                                   tool_calls=[], status="completed"))  # fmt: skip
-        calls = [{"id": f"c{i}", "name": "calculator", "args": {"expression": "1+1"},
-                  "result": "2"}] if i % 3 == 0 else []  # fmt: skip
-        out.append(SimpleNamespace(id=uuid.uuid4(), role="assistant", content=f"answer {i}",
-                                   tool_calls=calls, status="completed"))  # fmt: skip
+        out.append(
+            SimpleNamespace(
+                id=uuid.uuid4(),
+                role="user",
+                content=f"question {i} " * 30,
+                tool_calls=[],
+                status="completed",
+            )
+        )
+        calls = (
+            [{"id": f"c{i}", "name": "calculator", "args": {"expression": "1+1"}, "result": "2"}]
+            if i % 3 == 0
+            else []
+        )
+        out.append(
+            SimpleNamespace(
+                id=uuid.uuid4(),
+                role="assistant",
+                content=f"answer {i}",
+                tool_calls=calls,
+                status="completed",
+            )
+        )
     return out
 
 

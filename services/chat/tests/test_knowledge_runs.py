@@ -28,8 +28,11 @@ async def knowledge_base(agents, headers) -> tuple[str, dict[str, str]]:
     """A knowledge base with two indexed documents: its id, and document ids by filename."""
     kb = (await agents.post(KBS, json={"name": "Policies"}, headers=headers)).json()
     for text, filename in ((REFUNDS, "refunds.txt"), (SHIPPING, "shipping.txt")):
-        added = await agents.post(f"{KBS}/{kb['id']}/documents", headers=headers,
-                                  json={"text": text, "filename": filename})  # fmt: skip
+        added = await agents.post(
+            f"{KBS}/{kb['id']}/documents",
+            headers=headers,
+            json={"text": text, "filename": filename},
+        )
         assert added.status_code == 202, added.text
     for _ in range(300):
         documents = (await agents.get(f"{KBS}/{kb['id']}/documents", headers=headers)).json()
@@ -56,9 +59,16 @@ async def recorder():
 
 
 async def provider(agents, headers, server: FakeOpenAI) -> str:
-    created = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "local", "base_url": server.base_url,
-        "api_key": server.api_key})  # fmt: skip
+    created = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={
+            "kind": "openai",
+            "name": "local",
+            "base_url": server.base_url,
+            "api_key": server.api_key,
+        },
+    )
     assert created.status_code == 201, created.text
     return created.json()["id"]
 
@@ -77,9 +87,12 @@ async def test_always_mode_gives_a_model_without_tools_the_passages(
 ):
     headers, kb_id, documents = policies
     agent = await make_agent(
-        headers, provider_id=await provider(agents, headers, recorder), model="fake-model",
-        knowledge_base_ids=[kb_id], knowledge={"mode": "always", "top_k": 1},
-    )  # fmt: skip
+        headers,
+        provider_id=await provider(agents, headers, recorder),
+        model="fake-model",
+        knowledge_base_ids=[kb_id],
+        knowledge={"mode": "always", "top_k": 1},
+    )
     assert agent["knowledge"] == {"mode": "always", "top_k": 1, "min_score": None}
     conversation_id, answer = await converse(chat, headers, agent["id"], "How are refunds paid?")
     assert answer.status_code == 200, answer.text
@@ -102,8 +115,9 @@ async def test_always_mode_gives_a_model_without_tools_the_passages(
     assert asked["citations"] == []
     # /v1/chat/completions runs the same way.
     question = {"role": "user", "content": "Shipping days?"}
-    completion = await chat.post("/v1/chat/completions", headers=headers,
-                                 json={"model": agent["id"], "messages": [question]})  # fmt: skip
+    completion = await chat.post(
+        "/v1/chat/completions", headers=headers, json={"model": agent["id"], "messages": [question]}
+    )
     assert completion.status_code == 200, completion.text
     system = recorder.requests[-1].body["messages"][0]["content"]
     assert SHIPPING in system and REFUNDS not in system
@@ -112,29 +126,34 @@ async def test_always_mode_gives_a_model_without_tools_the_passages(
 async def test_min_score_leaves_weaker_passages_out(chat, make_agent, policies):
     """Hybrid scores fuse the two rankings: only the refunds passage matches the words too."""
     headers, kb_id, documents = policies
-    everything = await make_agent(headers, knowledge_base_ids=[kb_id],
-                                  knowledge={"mode": "always"})  # fmt: skip
+    everything = await make_agent(headers, knowledge_base_ids=[kb_id], knowledge={"mode": "always"})
     _, answer = await converse(chat, headers, everything["id"], "When are refunds paid?")
     assert_cites(answer.json()["citations"], documents, "refunds.txt", "shipping.txt")
     scores = [c["score"] for c in answer.json()["citations"]]
     threshold = (scores[0] + scores[1]) / 2
-    strict = await make_agent(headers, knowledge_base_ids=[kb_id],
-                              knowledge={"mode": "always", "min_score": threshold})  # fmt: skip
+    strict = await make_agent(
+        headers, knowledge_base_ids=[kb_id], knowledge={"mode": "always", "min_score": threshold}
+    )
     _, answer = await converse(chat, headers, strict["id"], "When are refunds paid?")
     assert_cites(answer.json()["citations"], documents, "refunds.txt")
-    nothing = await make_agent(headers, knowledge_base_ids=[kb_id],
-                               knowledge={"mode": "always", "min_score": 1})  # fmt: skip
+    nothing = await make_agent(
+        headers, knowledge_base_ids=[kb_id], knowledge={"mode": "always", "min_score": 1}
+    )
     _, answer = await converse(chat, headers, nothing["id"], "When are refunds paid?")
     assert answer.status_code == 200 and answer.json()["citations"] == []
 
 
 async def test_the_stream_cites_on_message_completed(chat, make_agent, policies):
     headers, kb_id, documents = policies
-    agent = await make_agent(headers, knowledge_base_ids=[kb_id],
-                             knowledge={"mode": "always", "top_k": 1})  # fmt: skip
+    agent = await make_agent(
+        headers, knowledge_base_ids=[kb_id], knowledge={"mode": "always", "top_k": 1}
+    )
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
-    streamed = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                               json={"content": "refunds?", "stream": True})  # fmt: skip
+    streamed = await chat.post(
+        f"{CONV}/{conversation['id']}/messages",
+        headers=headers,
+        json={"content": "refunds?", "stream": True},
+    )
     events = parse_sse(streamed.text)
     assert not [e for e in events if e["event"].startswith("tool.")]
     completed = next(e["data"] for e in events if e["event"] == "message.completed")
@@ -163,8 +182,12 @@ async def test_the_responses_api_annotates_the_answer_with_file_citations(
     chat, make_agent, policies
 ):
     headers, kb_id, documents = policies
-    await make_agent(headers, name="Librarian", knowledge_base_ids=[kb_id],
-                     knowledge={"mode": "always", "top_k": 1})  # fmt: skip
+    await make_agent(
+        headers,
+        name="Librarian",
+        knowledge_base_ids=[kb_id],
+        knowledge={"mode": "always", "top_k": 1},
+    )
     body = {"model": "librarian", "input": "How are refunds paid?"}
     created = await chat.post("/v1/responses", headers=headers, json=body)
     assert created.status_code == 200, created.text
@@ -239,8 +262,9 @@ async def test_the_agents_service_down_is_said_clearly(lone_chat, nc, token_issu
     owner = uuid.uuid4()
     headers = token_issuer.headers(owner)
     kb_ids = [str(uuid.uuid4())]
-    always = await announce_agent(lone_chat, nc, owner, owner, knowledge_base_ids=kb_ids,
-                                  knowledge={"mode": "always"})  # fmt: skip
+    always = await announce_agent(
+        lone_chat, nc, owner, owner, knowledge_base_ids=kb_ids, knowledge={"mode": "always"}
+    )
     _, answer = await converse(lone_chat, headers, always, "refunds?")
     problem = assert_problem(answer, 503, "agents-unavailable")
     assert "agents service" in problem["detail"] and "run_id" in problem
@@ -258,15 +282,25 @@ async def test_an_embedding_endpoint_down_fails_the_run_clearly(
     question cannot be embedded, and the run says so (502) rather than answer blind."""
     headers = token_issuer.headers()
     async with FakeOpenAI() as embedder:
-        kb = await agents.post(KBS, headers=headers, json={
-            "name": "Remote", "embedding_provider_id": await provider(agents, headers, embedder),
-            "embedding_model": "text-embedding-3-small"})  # fmt: skip
+        kb = await agents.post(
+            KBS,
+            headers=headers,
+            json={
+                "name": "Remote",
+                "embedding_provider_id": await provider(agents, headers, embedder),
+                "embedding_model": "text-embedding-3-small",
+            },
+        )
         kb_id = kb.json()["id"]
-        await agents.post(f"{KBS}/{kb_id}/documents", headers=headers,
-                          json={"text": REFUNDS, "filename": "refunds.txt"})  # fmt: skip
+        await agents.post(
+            f"{KBS}/{kb_id}/documents",
+            headers=headers,
+            json={"text": REFUNDS, "filename": "refunds.txt"},
+        )
         for _ in range(300):
             [document] = (await agents.get(f"{KBS}/{kb_id}/documents", headers=headers)).json()[
-                "items"]  # fmt: skip
+                "items"
+            ]
             if document["status"] in ("ready", "failed"):
                 break
             await asyncio.sleep(0.1)

@@ -94,15 +94,24 @@ async def test_offline_model_streams_the_same_words_with_usage() -> None:
 @pytest.mark.parametrize(
     ("question", "name", "args"),
     [
-        ("Please use the calculator to work out (12 + 3) * 4.", "calculator",
-         {"expression": "(12 + 3) * 4"}),
-        ("What does current_time say for Europe/Paris?", "current_time",
-         {"timezone": "Europe/Paris"}),
+        (
+            "Please use the calculator to work out (12 + 3) * 4.",
+            "calculator",
+            {"expression": "(12 + 3) * 4"},
+        ),
+        (
+            "What does current_time say for Europe/Paris?",
+            "current_time",
+            {"timezone": "Europe/Paris"},
+        ),
         ("What does current time say?", "current_time", {"timezone": "UTC"}),
-        ("use knowledge_search: refund policy", "knowledge_search",
-         {"query": "use knowledge_search: refund policy"}),
+        (
+            "use knowledge_search: refund policy",
+            "knowledge_search",
+            {"query": "use knowledge_search: refund policy"},
+        ),
     ],
-)  # fmt: skip
+)
 async def test_offline_model_calls_the_named_tool(question: str, name: str, args: dict) -> None:
     model = OfflineChatModel().bind_tools([calculator, current_time, knowledge_search])
     chunks, merged = await stream_all(model, [HumanMessage(question)])
@@ -237,15 +246,25 @@ def openai_model(fake: FakeOpenAI, *, api_key: str | None = None, timeout: float
 def test_resolve_offline_and_unknown_kinds() -> None:
     for kind in (None, "offline"):
         model = resolve_chat_model(
-            provider_kind=kind, model="offline", base_url=None, api_key=None,
-            temperature=None, max_tokens=None, timeout=5,
-        )  # fmt: skip
+            provider_kind=kind,
+            model="offline",
+            base_url=None,
+            api_key=None,
+            temperature=None,
+            max_tokens=None,
+            timeout=5,
+        )
         assert isinstance(model, OfflineChatModel)
     with pytest.raises(ModelMisconfigured):
         resolve_chat_model(
-            provider_kind="nope", model="x", base_url=None, api_key=None,
-            temperature=None, max_tokens=None, timeout=5,
-        )  # fmt: skip
+            provider_kind="nope",
+            model="x",
+            base_url=None,
+            api_key=None,
+            temperature=None,
+            max_tokens=None,
+            timeout=5,
+        )
 
 
 async def test_openai_streams_text_token_by_token_with_usage(fake: FakeOpenAI) -> None:
@@ -384,7 +403,13 @@ async def test_requests_skip_the_sdk_transform_but_send_what_the_sdk_would(
     assert direct[0]["stream"] is True
     assert [t["function"]["name"] for t in direct[0]["tools"]] == ["calculator", "current_time"]
     assert [m["role"] for m in direct[0]["messages"]] == [
-        "system", "user", "assistant", "tool", "assistant", "user"]  # fmt: skip
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -392,15 +417,21 @@ async def test_requests_skip_the_sdk_transform_but_send_what_the_sdk_would(
     [
         ("required", {"type": "any"}),
         ("none", {"type": "none"}),
-        ({"type": "function", "function": {"name": "calculator"}},
-         {"type": "tool", "name": "calculator"}),
+        (
+            {"type": "function", "function": {"name": "calculator"}},
+            {"type": "tool", "name": "calculator"},
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_openai_tool_choice_is_given_to_anthropic_in_its_own_form(choice, anthropic) -> None:
     from agentmesh.chat.llm.resolve import tool_choice_for
 
-    model = resolve_chat_model(provider_kind="anthropic", model="claude-sonnet-4-5",
-                               api_key="sk-ant-test-0123456789", timeout=5)  # fmt: skip
+    model = resolve_chat_model(
+        provider_kind="anthropic",
+        model="claude-sonnet-4-5",
+        api_key="sk-ant-test-0123456789",
+        timeout=5,
+    )
     bound = model.bind_tools([calculator], tool_choice=tool_choice_for("anthropic", choice))
     assert bound.kwargs["tool_choice"] == anthropic
     assert tool_choice_for("openai", choice) == choice  # OpenAI's own form, unchanged

@@ -104,8 +104,7 @@ async def test_a_run_calls_the_mcp_tool_and_keeps_the_call(
     [result] = of(events, "tool.result")
     assert result == {"id": call["id"], "name": "shout", "result": "USE THE SHOUT TOOL ON HI"}
     [completed] = of(events, "message.completed")
-    assert completed["status"] == "completed" and "USE THE SHOUT TOOL ON HI" in completed[
-        "content"]  # fmt: skip
+    assert completed["status"] == "completed" and "USE THE SHOUT TOOL ON HI" in completed["content"]
     assert completed["tool_calls"] == [{**call, "result": "USE THE SHOUT TOOL ON HI"}]
     assert events[-1]["event"] == "done" and events[-1]["data"]["status"] == "completed"
 
@@ -189,9 +188,17 @@ async def test_tool_errors_never_raise(mcp_url, caplog):
         "Error: the MCP server cannot be reached (ConnectError)."
     )
     # Loopback is refused unless private addresses are allowed, at listing time too.
-    assert await mcp_tools(FixedConnection(mcp_url), uuid.uuid4(), refs, workspace_id=uuid.uuid4(),
-                           allow_private=False,
-                           timeout=5) == []  # fmt: skip
+    assert (
+        await mcp_tools(
+            FixedConnection(mcp_url),
+            uuid.uuid4(),
+            refs,
+            workspace_id=uuid.uuid4(),
+            allow_private=False,
+            timeout=5,
+        )
+        == []
+    )
 
 
 async def test_connection_rpc_answers_the_owner_only(agents, token_issuer, nats_url, mcp_url):

@@ -25,24 +25,38 @@ def as_langchain(messages: list[dict]) -> list:
 
 
 @pytest.mark.parametrize("summarize", [False, True])
-async def test_the_prompt_never_exceeds_the_window(chat, agents, make_agent, token_issuer,
-                                                   summarize):  # fmt: skip
+async def test_the_prompt_never_exceeds_the_window(
+    chat, agents, make_agent, token_issuer, summarize
+):
     headers = token_issuer.headers()
     async with FakeOpenAI(reply="Noted, and here is a fairly short answer.") as llm:
-        provider = (await agents.post("/api/v1/providers", headers=headers, json={
-            "kind": "openai", "name": "l", "base_url": llm.base_url,
-            "api_key": llm.api_key})).json()  # fmt: skip
+        provider = (
+            await agents.post(
+                "/api/v1/providers",
+                headers=headers,
+                json={
+                    "kind": "openai",
+                    "name": "l",
+                    "base_url": llm.base_url,
+                    "api_key": llm.api_key,
+                },
+            )
+        ).json()
         agent = await make_agent(
             headers,
             provider_id=provider["id"],
             model="fake-model",
             memory={"window_tokens": WINDOW, "summarize": summarize},
         )
-        conversation = (await chat.post(CONV, headers=headers, json={
-            "agent_id": agent["id"], "title": "Long"})).json()  # fmt: skip
+        conversation = (
+            await chat.post(CONV, headers=headers, json={"agent_id": agent["id"], "title": "Long"})
+        ).json()
         for i in range(8):
-            answer = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                                     json={"content": f"Turn {i}. {LONG}"})  # fmt: skip
+            answer = await chat.post(
+                f"{CONV}/{conversation['id']}/messages",
+                headers=headers,
+                json={"content": f"Turn {i}. {LONG}"},
+            )
             assert answer.status_code == 200, answer.text
         turns = [
             r.body

@@ -71,11 +71,19 @@ async def test_completion_runs_the_agent_statelessly(chat, make_agent, token_iss
     headers = token_issuer.headers()
     agent = await make_agent(headers, name="Keeper")
     for model in ("keeper", agent["id"]):
-        response = await chat.post(COMPLETIONS, headers=headers, json={
-            "model": model, "temperature": 1.7, "seed": 7,  # unknown fields are ignored
-            "messages": [{"role": "system", "content": "Be brief."},
-                         {"role": "user", "content": [{"type": "text", "text": "Hello there"}]}],
-        })  # fmt: skip
+        response = await chat.post(
+            COMPLETIONS,
+            headers=headers,
+            json={
+                "model": model,
+                "temperature": 1.7,
+                "seed": 7,  # unknown fields are ignored
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [{"type": "text", "text": "Hello there"}]},
+                ],
+            },
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         run_id = uuid.UUID(response.headers["x-run-id"])
@@ -99,12 +107,18 @@ async def test_max_tokens_is_capped_by_the_agent(chat, make_agent, token_issuer)
     headers = token_issuer.headers()
     await make_agent(headers, name="Terse", max_output_tokens=5)
     question = {"role": "user", "content": "Tell me a long story about a lighthouse keeper"}
-    response = await chat.post(COMPLETIONS, headers=headers, json={
-        "model": "terse", "max_tokens": 500, "messages": [question]})  # fmt: skip
+    response = await chat.post(
+        COMPLETIONS,
+        headers=headers,
+        json={"model": "terse", "max_tokens": 500, "messages": [question]},
+    )
     assert response.status_code == 200, response.text
     assert 0 < response.json()["usage"]["completion_tokens"] <= 5
-    response = await chat.post(COMPLETIONS, headers=headers, json={
-        "model": "terse", "max_completion_tokens": 2, "messages": [question]})  # fmt: skip
+    response = await chat.post(
+        COMPLETIONS,
+        headers=headers,
+        json={"model": "terse", "max_completion_tokens": 2, "messages": [question]},
+    )
     assert response.json()["usage"]["completion_tokens"] <= 2
 
 
@@ -112,11 +126,19 @@ async def test_stream_with_usage_ends_with_done(chat, make_agent, token_issuer):
     headers = token_issuer.headers()
     await make_agent(headers, name="Keeper")
     messages = [{"role": "user", "content": "Stream this please"}]
-    plain = await chat.post(COMPLETIONS, headers=headers,
-                            json={"model": "keeper", "messages": messages})  # fmt: skip
-    response = await chat.post(COMPLETIONS, headers=headers, json={
-        "model": "keeper", "messages": messages, "stream": True,
-        "stream_options": {"include_usage": True}})  # fmt: skip
+    plain = await chat.post(
+        COMPLETIONS, headers=headers, json={"model": "keeper", "messages": messages}
+    )
+    response = await chat.post(
+        COMPLETIONS,
+        headers=headers,
+        json={
+            "model": "keeper",
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     lines = data_lines(response.text)
@@ -157,10 +179,19 @@ async def test_caller_tools_come_back_as_openai_tool_calls(chat, make_agent, tok
     assert call["function"]["name"] == "get_weather"
     assert "Paris" in json.loads(call["function"]["arguments"])["city"]
 
-    answered = await chat.post(COMPLETIONS, headers=headers, json={"model": "keeper", "messages": [
-        question, {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 24C"}],
-        "tools": [WEATHER]})  # fmt: skip
+    answered = await chat.post(
+        COMPLETIONS,
+        headers=headers,
+        json={
+            "model": "keeper",
+            "messages": [
+                question,
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 24C"},
+            ],
+            "tools": [WEATHER],
+        },
+    )
     assert answered.status_code == 200, answered.text
     final = answered.json()["choices"][0]
     assert final["finish_reason"] == "stop" and "Sunny, 24C" in final["message"]["content"]
@@ -183,9 +214,16 @@ async def test_tool_choice_reaches_the_model(chat, make_agent, token_issuer):
     plain = {"role": "user", "content": "What should I wear tomorrow?"}  # names no tool
 
     async def ask(choice, question=plain):
-        return await chat.post(COMPLETIONS, headers=headers, json={
-            "model": "chooser", "messages": [question], "tools": [WEATHER],
-            "tool_choice": choice})  # fmt: skip
+        return await chat.post(
+            COMPLETIONS,
+            headers=headers,
+            json={
+                "model": "chooser",
+                "messages": [question],
+                "tools": [WEATHER],
+                "tool_choice": choice,
+            },
+        )
 
     forced = (await ask("required")).json()["choices"][0]
     assert forced["finish_reason"] == "tool_calls"
@@ -205,11 +243,15 @@ async def test_finish_reason_is_the_models_own(chat, make_agent, token_issuer):
     headers = token_issuer.headers()
     await make_agent(headers, name="Short")
     question = {"role": "user", "content": "Tell me everything about the sea and its tides"}
-    cut = await chat.post(COMPLETIONS, headers=headers, json={
-        "model": "short", "messages": [question], "max_tokens": 3})  # fmt: skip
+    cut = await chat.post(
+        COMPLETIONS,
+        headers=headers,
+        json={"model": "short", "messages": [question], "max_tokens": 3},
+    )
     assert cut.json()["choices"][0]["finish_reason"] == "length"
-    whole = await chat.post(COMPLETIONS, headers=headers, json={
-        "model": "short", "messages": [question]})  # fmt: skip
+    whole = await chat.post(
+        COMPLETIONS, headers=headers, json={"model": "short", "messages": [question]}
+    )
     assert whole.json()["choices"][0]["finish_reason"] == "stop"
 
 
@@ -218,12 +260,14 @@ async def test_errors_use_the_openai_shape(chat, make_agent, token_issuer):
     agent = await make_agent(owner, name="Keeper")
     hello = [{"role": "user", "content": "hi"}]
     for model in ("nobody", agent["id"]):
-        response = await chat.post(COMPLETIONS, headers=stranger,
-                                   json={"model": model, "messages": hello})  # fmt: skip
+        response = await chat.post(
+            COMPLETIONS, headers=stranger, json={"model": model, "messages": hello}
+        )
         error = assert_openai_error(response, 404, "model_not_found")
         assert error["type"] == "invalid_request_error" and error["param"] == "model"
-    error = assert_openai_error(await chat.post(COMPLETIONS, headers=owner, json={"model": "x"}),
-                                400)  # fmt: skip
+    error = assert_openai_error(
+        await chat.post(COMPLETIONS, headers=owner, json={"model": "x"}), 400
+    )
     assert error["type"] == "invalid_request_error" and error["param"] == "messages"
     bad = {"model": "keeper", "messages": hello, "n": 2}
     assert_openai_error(await chat.post(COMPLETIONS, headers=owner, json=bad), 400)
@@ -231,15 +275,16 @@ async def test_errors_use_the_openai_shape(chat, make_agent, token_issuer):
     assert_openai_error(await chat.post(COMPLETIONS, headers=owner, json=bad), 400)
     bad = {"model": "keeper", "messages": [{"role": "tool", "content": "x"}]}
     assert_openai_error(await chat.post(COMPLETIONS, headers=owner, json=bad), 400)
-    broken = await chat.post(COMPLETIONS, headers={**owner, "content-type": "application/json"},
-                             content=b"{not json")  # fmt: skip
+    broken = await chat.post(
+        COMPLETIONS, headers={**owner, "content-type": "application/json"}, content=b"{not json"
+    )
     assert_openai_error(broken, 400)
     for response in (
         await chat.get("/v1/models"),
         await chat.post(COMPLETIONS, json={"model": "keeper", "messages": hello}),
         await chat.get("/v1/models", headers={"Authorization": "Bearer nope"}),
     ):
-        error = assert_openai_error(response, 401, "invalid_api_key")  # fmt: skip
+        error = assert_openai_error(response, 401, "invalid_api_key")
     assert_openai_error(await chat.get("/v1/nowhere", headers=owner), 404)
     # Other routes keep problem+json.
     other = await chat.get("/api/v1/conversations/not-a-uuid", headers=owner)
@@ -267,30 +312,51 @@ async def test_over_budget_is_402(chat, make_agent, token_issuer):
 
 
 async def test_a_failed_run_is_an_openai_error_streamed_or_not():
-    problem = {"type": problem_type("model-call-failed"), "title": "Model call failed",
-               "status": 502, "detail": "The provider is down."}  # fmt: skip
-    plan = RunPlan(run_id=new_id(), workspace_id=uuid.uuid4(), user_id=uuid.uuid4(),
-                   agent_id=uuid.uuid4(), agent_version=1, config={}, history=[])  # fmt: skip
+    problem = {
+        "type": problem_type("model-call-failed"),
+        "title": "Model call failed",
+        "status": 502,
+        "detail": "The provider is down.",
+    }
+    plan = RunPlan(
+        run_id=new_id(),
+        workspace_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        agent_id=uuid.uuid4(),
+        agent_version=1,
+        config={},
+        history=[],
+    )
     outcome = RunOutcome(status="failed", content="Hel", error=problem)
     with pytest.raises(RunFailed) as failed:
         completion(plan, outcome, "keeper", 0)
     status, body = from_problem(failed.value.status, problem | {"type": failed.value.type})
     assert status == 502
-    assert body["error"] == {"message": "The provider is down.", "type": "server_error",
-                             "param": None, "code": "model_call_failed"}  # fmt: skip
+    assert body["error"] == {
+        "message": "The provider is down.",
+        "type": "server_error",
+        "param": None,
+        "code": "model_call_failed",
+    }
 
     hub = RunHub(broker=None)
     channel = hub.open(plan.run_id)
 
     async def run() -> RunOutcome:
-        for kind, data in (("run.started", {}), ("message.delta", {"delta": "Hel"}),
-                           ("run.failed", problem), ("done", {"status": "failed"})):  # fmt: skip
+        for kind, data in (
+            ("run.started", {}),
+            ("message.delta", {"delta": "Hel"}),
+            ("run.failed", problem),
+            ("done", {"status": "failed"}),
+        ):
             await hub.emit(channel, kind, data)
         return outcome
 
     channel.task = asyncio.create_task(run())
-    frames = [frame.data async for frame in completion_chunks(
-        hub, channel, plan, "keeper", 0, include_usage=True)]  # fmt: skip
+    frames = [
+        frame.data
+        async for frame in completion_chunks(hub, channel, plan, "keeper", 0, include_usage=True)
+    ]
     assert json.loads(frames[1])["choices"][0]["delta"] == {"content": "Hel"}
     assert json.loads(frames[-2])["error"]["code"] == "model_call_failed"
     assert frames[-1] == "[DONE]"

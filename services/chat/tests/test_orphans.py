@@ -49,9 +49,16 @@ async def slow_agent(agents, make_agent, token_issuer, fake_llm):
     """A user and an agent on a provider that takes ~2 s to answer."""
     token, user_id = token_issuer.token()
     headers = {"Authorization": f"Bearer {token}"}
-    provider = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "slow", "base_url": fake_llm.base_url,
-        "api_key": fake_llm.api_key})  # fmt: skip
+    provider = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={
+            "kind": "openai",
+            "name": "slow",
+            "base_url": fake_llm.base_url,
+            "api_key": fake_llm.api_key,
+        },
+    )
     assert provider.status_code == 201, provider.text
     agent = await make_agent(headers, provider_id=provider.json()["id"], model="fake-model")
     return headers, user_id, agent
@@ -63,8 +70,9 @@ async def warm_up(chat, headers: dict, agent: dict, fake_llm: FakeOpenAI) -> Non
     longer than the test's orphan timeout (separate processes don't have that problem)."""
     delay, fake_llm.token_delay_seconds = fake_llm.token_delay_seconds, 0
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
-    answer = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                             json={"content": "warm up"})  # fmt: skip
+    answer = await chat.post(
+        f"{CONV}/{conversation['id']}/messages", headers=headers, json={"content": "warm up"}
+    )
     assert answer.status_code == 200, answer.text
     fake_llm.token_delay_seconds = delay
 
@@ -83,23 +91,37 @@ async def test_a_run_whose_replica_died_is_failed_and_its_stream_ended(
     agent = await make_agent(headers)
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
     # The user has a budget, and the dead replica's run holds 100 reserved tokens of it.
-    await sql(chat, "INSERT INTO chat.budgets (workspace_id, user_id, monthly_tokens, "
-                    "updated_at) VALUES (:u, :u, 100000, now())", u=user_id)  # fmt: skip
-    await sql(chat, "INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, "
-                    "cost_usd, reserved_tokens) VALUES (:u, :u, :m, 0, 0, 100)", u=user_id,
-              m=this_month())  # fmt: skip
+    await sql(
+        chat,
+        "INSERT INTO chat.budgets (workspace_id, user_id, monthly_tokens, "
+        "updated_at) VALUES (:u, :u, 100000, now())",
+        u=user_id,
+    )
+    await sql(
+        chat,
+        "INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, "
+        "cost_usd, reserved_tokens) VALUES (:u, :u, :m, 0, 0, 100)",
+        u=user_id,
+        m=this_month(),
+    )
 
     # What a replica leaves behind when it dies mid-answer: the question and its running
     # run in the database, the first events in CHAT_RUNS, and nothing else.
     run_id, question_id = new_id(), new_id()  # UUIDv7: time-ordered, as the service's
     async with chat.app.state.sessionmaker() as session, session.begin():
         await start_run(
-            session, run_id=run_id, workspace_id=user_id, user_id=user_id,
+            session,
+            run_id=run_id,
+            workspace_id=user_id,
+            user_id=user_id,
             agent_id=uuid.UUID(agent["id"]),
-            agent_version=1, model="offline", reserved=100,
+            agent_version=1,
+            model="offline",
+            reserved=100,
             conversation_id=uuid.UUID(conversation["id"]),
-            user_message=(question_id, None, "Say hello"), user_message_id=question_id,
-        )  # fmt: skip
+            user_message=(question_id, None, "Say hello"),
+            user_message_id=question_id,
+        )
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -111,12 +133,16 @@ async def test_a_run_whose_replica_died_is_failed_and_its_stream_ended(
         ]
         for number, (kind, data) in enumerate(streamed, start=1):
             body = json.dumps({"id": number, "type": kind, "data": data}).encode()
-            await js.publish(subject, body, stream=RUNS_STREAM,
-                             headers={"Nats-Msg-Id": f"{run_id}:{number}"})  # fmt: skip
+            await js.publish(
+                subject, body, stream=RUNS_STREAM, headers={"Nats-Msg-Id": f"{run_id}:{number}"}
+            )
     finally:
         await nc.close()
-    await sql(chat, "UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' "
-                    "WHERE id = :id", id=run_id)  # fmt: skip
+    await sql(
+        chat,
+        "UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = :id",
+        id=run_id,
+    )
 
     # A client that saw the run start follows it on a live replica: it gets the rest.
     response = await asyncio.wait_for(
@@ -125,7 +151,11 @@ async def test_a_run_whose_replica_died_is_failed_and_its_stream_ended(
     )
     events = parse_sse(response.text)
     assert [(e["id"], e["event"]) for e in events] == [
-        (2, "message.delta"), (3, "message.delta"), (4, "run.failed"), (5, "done")]  # fmt: skip
+        (2, "message.delta"),
+        (3, "message.delta"),
+        (4, "run.failed"),
+        (5, "done"),
+    ]
     assert events[2]["data"]["type"].endswith("/run-interrupted")
     assert events[2]["data"]["detail"] == "The chat replica running this answer stopped; ask again."
     assert events[3]["data"] == {"status": "failed"}
@@ -136,22 +166,32 @@ async def test_a_run_whose_replica_died_is_failed_and_its_stream_ended(
     history = (await chat.get(f"{CONV}/{conversation['id']}/messages", headers=headers)).json()
     answer = history["items"][-1]
     assert (answer["role"], answer["status"], answer["content"]) == (
-        "assistant", "failed", "Hello, wor")  # fmt: skip
+        "assistant",
+        "failed",
+        "Hello, wor",
+    )
     assert answer["id"] == run["assistant_message_id"]
-    [spend] = await sql(chat, "SELECT reserved_tokens FROM chat.budget_spend WHERE user_id = :u",
-                        u=user_id)  # fmt: skip
+    [spend] = await sql(
+        chat, "SELECT reserved_tokens FROM chat.budget_spend WHERE user_id = :u", u=user_id
+    )
     assert spend["reserved_tokens"] == 0
-    [event] = await sql(chat, "SELECT envelope FROM chat.outbox WHERE subject = "
-                              "'chat.message.completed' AND envelope->'data'->>'run_id' = :r",
-                        r=str(run_id))  # fmt: skip
+    [event] = await sql(
+        chat,
+        "SELECT envelope FROM chat.outbox WHERE subject = "
+        "'chat.message.completed' AND envelope->'data'->>'run_id' = :r",
+        r=str(run_id),
+    )
     assert event["envelope"]["data"]["status"] == "failed"
     assert event["envelope"]["data"]["message_id"] == answer["id"]
 
     # A client arriving later (or asking again) gets the same end, once.
-    again = await chat.get(f"/api/v1/runs/{run_id}/events",
-                           headers={**headers, "Last-Event-ID": "3"})  # fmt: skip
-    assert [(e["id"], e["event"]) for e in parse_sse(again.text)] == [(4, "run.failed"),
-                                                                     (5, "done")]  # fmt: skip
+    again = await chat.get(
+        f"/api/v1/runs/{run_id}/events", headers={**headers, "Last-Event-ID": "3"}
+    )
+    assert [(e["id"], e["event"]) for e in parse_sse(again.text)] == [
+        (4, "run.failed"),
+        (5, "done"),
+    ]
 
 
 async def test_heartbeats_keep_a_long_run_alive_on_its_replica(chat, common, slow_agent, fake_llm):
@@ -160,12 +200,15 @@ async def test_heartbeats_keep_a_long_run_alive_on_its_replica(chat, common, slo
     async with AsyncExitStack() as stack:
         # The run takes ~2 s on the first replica, more than three orphan timeouts;
         # the second replica sweeps all along.
-        first, _second = [await stack.enter_async_context(serve_app(create_chat(
-            chat_settings(common, **FAST))))for _ in range(2)]  # fmt: skip
+        first, _second = [
+            await stack.enter_async_context(serve_app(create_chat(chat_settings(common, **FAST))))
+            for _ in range(2)
+        ]
         async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client:
             conversation = (await client.post(CONV, json={"agent_id": agent["id"]})).json()
-            response = await client.post(f"{CONV}/{conversation['id']}/messages",
-                                         json={"content": "talk", "stream": True})  # fmt: skip
+            response = await client.post(
+                f"{CONV}/{conversation['id']}/messages", json={"content": "talk", "stream": True}
+            )
         events = parse_sse(response.text)
         assert [e["event"] for e in events][-2:] == ["message.completed", "done"]
         run_id = response.headers["X-Run-Id"]
@@ -190,17 +233,25 @@ async def test_a_late_finish_after_the_sweep_changes_nothing(chat, common, slow_
         await stalled.state.run_watch.stop()  # no more heartbeats from this replica
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
             conversation = (await client.post(CONV, json={"agent_id": agent["id"]})).json()
-            response = await client.post(f"{CONV}/{conversation['id']}/messages",
-                                         json={"content": "talk", "stream": True})  # fmt: skip
+            response = await client.post(
+                f"{CONV}/{conversation['id']}/messages", json={"content": "talk", "stream": True}
+            )
         run_id = response.headers["X-Run-Id"]
         local = parse_sse(response.text)
         assert [e["event"] for e in local][-2:] == ["run.failed", "done"]
         assert local[-2]["data"]["type"].endswith("/run-interrupted")
     [run] = await sql(chat, "SELECT status, error FROM chat.runs WHERE id = :id", id=run_id)
     assert run["status"] == "failed" and run["error"]["type"].endswith("/run-interrupted")
-    messages = await sql(chat, "SELECT status FROM chat.messages WHERE run_id = :id "
-                               "AND role = 'assistant'", id=run_id)  # fmt: skip
+    messages = await sql(
+        chat,
+        "SELECT status FROM chat.messages WHERE run_id = :id AND role = 'assistant'",
+        id=run_id,
+    )
     assert [m["status"] for m in messages] == ["failed"]  # the sweep's, not a second one
-    events = await sql(chat, "SELECT envelope->'data'->>'status' AS status FROM chat.outbox "
-                             "WHERE envelope->'data'->>'run_id' = :r", r=run_id)  # fmt: skip
+    events = await sql(
+        chat,
+        "SELECT envelope->'data'->>'status' AS status FROM chat.outbox "
+        "WHERE envelope->'data'->>'run_id' = :r",
+        r=run_id,
+    )
     assert [e["status"] for e in events] == ["failed"]

@@ -30,19 +30,28 @@ async def test_a_run_refuses_a_provider_address_the_operator_does_not_allow(
     """The provider was accepted by agents (which allows private addresses here); chat,
     without an allow-list, refuses it before any call. With its port allowed it runs."""
     headers = token_issuer.headers()
-    provider = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "local", "base_url": fake_llm.base_url,
-        "api_key": fake_llm.api_key})  # fmt: skip
+    provider = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={
+            "kind": "openai",
+            "name": "local",
+            "base_url": fake_llm.base_url,
+            "api_key": fake_llm.api_key,
+        },
+    )
     agent = await make_agent(headers, provider_id=provider.json()["id"], model="fake-model")
     allowed = httpx.URL(fake_llm.base_url).netloc.decode()
     for allow_list, status in (((), 422), ((allowed,), 200)):
-        settings = ChatSettings(common=common, internal_token=TEST_INTERNAL_TOKEN,
-                                allowed_private_hosts=allow_list)  # fmt: skip
+        settings = ChatSettings(
+            common=common, internal_token=TEST_INTERNAL_TOKEN, allowed_private_hosts=allow_list
+        )
         async with app_client(create_chat(settings)) as chat:
             body = {"agent_id": agent["id"], "title": "t"}
             conversation = (await chat.post(CONV, json=body, headers=headers)).json()
-            answer = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                                     json={"content": "hi"})  # fmt: skip
+            answer = await chat.post(
+                f"{CONV}/{conversation['id']}/messages", headers=headers, json={"content": "hi"}
+            )
         assert answer.status_code == status, answer.text
         if status == 422:
             assert answer.json()["type"].endswith("/address-not-allowed")
@@ -53,15 +62,19 @@ async def test_a_run_refuses_a_provider_address_the_operator_does_not_allow(
 
 
 async def test_a_model_dropped_from_the_cache_has_its_http_client_closed(monkeypatch, fake_llm):
-    monkeypatch.setattr(resolve, "MODELS", ClientCache(maxsize=1, ttl=600,
-                                                       close=resolve._Built.aclose))  # fmt: skip
+    monkeypatch.setattr(
+        resolve, "MODELS", ClientCache(maxsize=1, ttl=600, close=resolve._Built.aclose)
+    )
     policy = OutboundPolicy(allowed_private=(httpx.URL(fake_llm.base_url).netloc.decode(),))
 
     async def take(model: str):
         chat = resolve.resolve_chat_model(
-            provider_kind="openai", model=model, policy=policy,
-            base_url=fake_llm.base_url, api_key=fake_llm.api_key,
-        )  # fmt: skip
+            provider_kind="openai",
+            model=model,
+            policy=policy,
+            base_url=fake_llm.base_url,
+            api_key=fake_llm.api_key,
+        )
         await chat.ainvoke("hi")
         return chat
 

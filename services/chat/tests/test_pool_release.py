@@ -57,14 +57,23 @@ async def test_the_sweep_holds_no_connection_while_it_reads_nats(
     run_id, question_id = new_id(), new_id()  # a run whose replica died
     async with chat.app.state.sessionmaker() as session, session.begin():
         await start_run(
-            session, run_id=run_id, workspace_id=user_id, user_id=user_id,
+            session,
+            run_id=run_id,
+            workspace_id=user_id,
+            user_id=user_id,
             agent_id=uuid.UUID(agent["id"]),
-            agent_version=1, model="offline", reserved=0,
+            agent_version=1,
+            model="offline",
+            reserved=0,
             conversation_id=uuid.UUID(conversation["id"]),
-            user_message=(question_id, None, "Say hello"), user_message_id=question_id,
-        )  # fmt: skip
-    await sql(chat, "UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' "
-                    "WHERE id = :id", id=run_id)  # fmt: skip
+            user_message=(question_id, None, "Say hello"),
+            user_message_id=question_id,
+        )
+    await sql(
+        chat,
+        "UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = :id",
+        id=run_id,
+    )
     await asyncio.wait_for(reading.wait(), 30)
 
     other = asyncio.create_task(chat.get(CONV, headers=headers))

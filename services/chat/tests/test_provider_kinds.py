@@ -65,13 +65,15 @@ async def stand_in(request, agents, make_agent, token_issuer):
     kind = request.param
     async with _server(kind) as server:
         headers = token_issuer.headers()
-        created = await agents.post("/api/v1/providers", headers=headers,
-                                    json=_provider(kind, server))  # fmt: skip
+        created = await agents.post(
+            "/api/v1/providers", headers=headers, json=_provider(kind, server)
+        )
         assert created.status_code == 201, created.text
         assert created.json()["kind"] == kind
         model = "gpt-deploy" if kind == "azure_openai" else "stand-in-model"
-        agent = await make_agent(headers, provider_id=created.json()["id"], model=model,
-                                 tools=[{"id": "current_time"}])  # fmt: skip
+        agent = await make_agent(
+            headers, provider_id=created.json()["id"], model=model, tools=[{"id": "current_time"}]
+        )
         agent["provider_id"] = created.json()["id"]
         yield kind, server, headers, agent
 
@@ -112,8 +114,9 @@ async def test_plain_and_streamed_turns_record_the_usage(chat, stand_in):
 async def test_a_tool_call_round_trip(chat, stand_in):
     _kind, server, headers, agent = stand_in
     url = f"{CONV}/{await _conversation(chat, headers, agent)}/messages"
-    response = await chat.post(url, headers=headers,
-                               json={"content": "call current_time", "stream": True})  # fmt: skip
+    response = await chat.post(
+        url, headers=headers, json={"content": "call current_time", "stream": True}
+    )
     events = parse_sse(response.text)
     call = next(e["data"] for e in events if e["event"] == "tool.call")
     result = next(e["data"] for e in events if e["event"] == "tool.result")
@@ -146,23 +149,32 @@ async def test_structured_output_reaches_the_provider_in_its_own_form(
     chat, make_agent, stand_in, stream
 ):
     kind, server, headers, with_tools = stand_in
-    agent = await make_agent(headers, name="Plain", provider_id=with_tools["provider_id"],
-                             model=with_tools["model"])  # fmt: skip
+    agent = await make_agent(
+        headers, name="Plain", provider_id=with_tools["provider_id"], model=with_tools["model"]
+    )
     if isinstance(server, FakeAzureOpenAI):
         server.reply = json.dumps(STRUCTURED)  # as OpenAI answers under the format
     response_format = {
         "type": "json_schema",
         "json_schema": {"name": "weather", "schema": SCHEMA, "strict": True},
     }
-    body = {"model": agent["id"], "messages": [{"role": "user", "content": "Weather?"}],
-            "response_format": response_format, "stream": stream}  # fmt: skip
+    body = {
+        "model": agent["id"],
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "response_format": response_format,
+        "stream": stream,
+    }
     response = await chat.post(COMPLETIONS, headers=headers, json=body)
     assert response.status_code == 200, response.text
     if stream:
-        chunks = [json.loads(line[6:]) for line in response.text.splitlines()
-                  if line.startswith("data: {")]  # fmt: skip
-        content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
-                          if c["choices"])  # fmt: skip
+        chunks = [
+            json.loads(line[6:])
+            for line in response.text.splitlines()
+            if line.startswith("data: {")
+        ]
+        content = "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
         finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
     else:
         choice = response.json()["choices"][0]
@@ -184,8 +196,11 @@ async def test_json_object_reaches_the_provider_in_its_own_form(chat, stand_in):
     kind, server, headers, agent = stand_in
     if isinstance(server, FakeAzureOpenAI):
         server.reply = json.dumps(STRUCTURED)
-    body = {"model": agent["id"], "messages": [{"role": "user", "content": "Weather?"}],
-            "response_format": {"type": "json_object"}}  # fmt: skip
+    body = {
+        "model": agent["id"],
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "response_format": {"type": "json_object"},
+    }
     response = await chat.post(COMPLETIONS, headers=headers, json=body)
     assert response.status_code == 200, response.text
     assert json.loads(response.json()["choices"][0]["message"]["content"]) == STRUCTURED
@@ -200,22 +215,31 @@ async def test_json_object_reaches_the_provider_in_its_own_form(chat, stand_in):
         assert sent["response_format"] == {"type": "json_object"}
 
 
-async def test_anthropic_structured_output_after_the_agents_own_tool(chat, agents, make_agent,
-                                                                    token_issuer):  # fmt: skip
+async def test_anthropic_structured_output_after_the_agents_own_tool(
+    chat, agents, make_agent, token_issuer
+):
     """With the agent's tools, Anthropic must call some tool: it runs current_time, then
     answers through the format's tool, whose arguments are the answer."""
     async with FakeAnthropic(reply=REPLY, structured=STRUCTURED) as server:
         headers = token_issuer.headers()
-        created = await agents.post("/api/v1/providers", headers=headers,
-                                    json=_provider("anthropic", server))  # fmt: skip
-        agent = await make_agent(headers, provider_id=created.json()["id"], model="claude-x",
-                                 tools=[{"id": "current_time"}])  # fmt: skip
+        created = await agents.post(
+            "/api/v1/providers", headers=headers, json=_provider("anthropic", server)
+        )
+        agent = await make_agent(
+            headers,
+            provider_id=created.json()["id"],
+            model="claude-x",
+            tools=[{"id": "current_time"}],
+        )
         response_format = {
             "type": "json_schema",
             "json_schema": {"name": "weather", "schema": SCHEMA},
         }
-        body = {"model": agent["id"], "response_format": response_format,
-                "messages": [{"role": "user", "content": "call current_time"}]}  # fmt: skip
+        body = {
+            "model": agent["id"],
+            "response_format": response_format,
+            "messages": [{"role": "user", "content": "call current_time"}],
+        }
         response = await chat.post(COMPLETIONS, headers=headers, json=body)
         assert response.status_code == 200, response.text
         assert json.loads(response.json()["choices"][0]["message"]["content"]) == STRUCTURED
@@ -237,17 +261,24 @@ async def test_anthropics_answer_tool_is_the_answer_when_invoked() -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     response_format = {"type": "json_schema", "json_schema": {"name": "count", "schema": schema}}
     async with FakeAnthropic(structured={"n": 3}) as server:
-        model = resolve_chat_model(provider_kind="anthropic", model="claude-x",
-                                   base_url=server.base_url, api_key=server.api_key,
-                                   policy=OutboundPolicy(allow_private=True))  # fmt: skip
+        model = resolve_chat_model(
+            provider_kind="anthropic",
+            model="claude-x",
+            base_url=server.base_url,
+            api_key=server.api_key,
+            policy=OutboundPolicy(allow_private=True),
+        )
         reply = await with_response_format(model, "anthropic", response_format).ainvoke(
             [HumanMessage("How many?")]
         )
         assert json.loads(reply.content) == {"n": 3} and not reply.tool_calls
         assert reply.response_metadata["stop_reason"] == "end_turn"
         assert server.requests[-1].body["tool_choice"] == {"type": "tool", "name": "count"}
-    answered = AIMessage("", tool_calls=[{"name": "count", "args": {"n": 4}, "id": "toolu_1"}],
-                         response_metadata={"stop_reason": "tool_use"})  # fmt: skip
+    answered = AIMessage(
+        "",
+        tool_calls=[{"name": "count", "args": {"n": 4}, "id": "toolu_1"}],
+        response_metadata={"stop_reason": "tool_use"},
+    )
     fake = FakeMessagesListChatModel(responses=[answered, AIMessage("plain")])
     structured = with_response_format(fake, "anthropic", response_format)
     reply = structured.invoke([HumanMessage("How many?")])

@@ -50,8 +50,9 @@ async def test_an_update_reaches_the_read_model(chat, agents, make_agent, token_
     assert snapshot is not None and (snapshot.version, snapshot.deleted) == (2, False)
     assert snapshot.config["instructions"] == "Be brief."
     answer = await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)
-    turn = await chat.post(f"{CONV}/{answer.json()['id']}/messages",
-                           json={"content": "Hi"}, headers=headers)  # fmt: skip
+    turn = await chat.post(
+        f"{CONV}/{answer.json()['id']}/messages", json={"content": "Hi"}, headers=headers
+    )
     assert turn.json()["agent_version"] == 2  # new runs use the new version
 
 
@@ -59,18 +60,22 @@ async def test_an_older_event_is_ignored(chat, agents, make_agent, token_issuer)
     headers = token_issuer.headers()
     agent = await make_agent(headers)
     for change in ({"name": "Second"}, {"name": "Third"}):
-        patched = await agents.patch(f"/api/v1/agents/{agent['id']}", json=change,
-                                     headers=headers)  # fmt: skip
+        patched = await agents.patch(f"/api/v1/agents/{agent['id']}", json=change, headers=headers)
         assert patched.status_code == 200
     await eventually(lambda: _has_version(chat, agent["id"], 3))
     agent_id, owner_id = uuid.UUID(agent["id"]), uuid.UUID(agent["owner_id"])
     stale = [
-        AgentUpdated(agent_id=agent_id, owner_id=owner_id, agent_version=2,
-                     config=AgentConfig(name="Stale")),
-        AgentUpdated(agent_id=agent_id, owner_id=owner_id, agent_version=3,
-                     config=AgentConfig(name="Same version, replayed")),
+        AgentUpdated(
+            agent_id=agent_id, owner_id=owner_id, agent_version=2, config=AgentConfig(name="Stale")
+        ),
+        AgentUpdated(
+            agent_id=agent_id,
+            owner_id=owner_id,
+            agent_version=3,
+            config=AgentConfig(name="Same version, replayed"),
+        ),
         AgentDeleted(agent_id=agent_id, owner_id=owner_id, agent_version=2),
-    ]  # fmt: skip
+    ]
     for payload in stale:
         async with chat.app.state.sessionmaker() as session, session.begin():
             await on_agent_event(session, Envelope.wrap(payload, source="agents"), payload)
@@ -96,8 +101,9 @@ async def test_a_deleted_agent_starts_no_runs(chat, agents, make_agent, token_is
         return snapshot is not None and snapshot.deleted
 
     await eventually(is_deleted)
-    turn = await chat.post(f"{CONV}/{conversation['id']}/messages", json={"content": "Hi"},
-                           headers=headers)  # fmt: skip
+    turn = await chat.post(
+        f"{CONV}/{conversation['id']}/messages", json={"content": "Hi"}, headers=headers
+    )
     assert turn.status_code == 409 and turn.headers["content-type"].startswith(PROBLEM_JSON)
     assert turn.json()["type"].endswith("/agent-unavailable")
     created = await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)
@@ -120,10 +126,12 @@ async def _erasures(chat, user_id: uuid.UUID) -> int:
     outbox = chat.app.state.runtime.tables.outbox
     async with chat.app.state.sessionmaker() as session:
         return await session.scalar(
-            select(func.count()).select_from(outbox).where(
+            select(func.count())
+            .select_from(outbox)
+            .where(
                 outbox.c.subject == "chat.erasure.completed", outbox.c.subject_id == str(user_id)
             )
-        )  # fmt: skip
+        )
 
 
 async def test_user_deleted_erases_chat_data_once(chat, make_agent, token_issuer, nats_url):
@@ -134,11 +142,15 @@ async def test_user_deleted_erases_chat_data_once(chat, make_agent, token_issuer
         agent = await make_agent(headers)
         for _ in range(2):
             conversation = await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)
-            turn = await chat.post(f"{CONV}/{conversation.json()['id']}/messages",
-                                   json={"content": "Hello"}, headers=headers)  # fmt: skip
+            turn = await chat.post(
+                f"{CONV}/{conversation.json()['id']}/messages",
+                json={"content": "Hello"},
+                headers=headers,
+            )
             assert turn.status_code == 200, turn.text
-        budget = await chat.put(f"/api/v1/budgets/{user_id}", json={"monthly_tokens": 10**6},
-                                headers=admin)  # fmt: skip
+        budget = await chat.put(
+            f"/api/v1/budgets/{user_id}", json={"monthly_tokens": 10**6}, headers=admin
+        )
         assert budget.status_code == 200
     kept_before = await _rows_of(chat, kept_id)
     assert all(kept_before.values()) and all((await _rows_of(chat, erased_id)).values())
@@ -152,10 +164,13 @@ async def test_user_deleted_erases_chat_data_once(chat, make_agent, token_issuer
         # Two deliveries of one event: distinct Nats-Msg-Ids get past JetStream's own
         # deduplication, so only chat's inbox stands between them and a second erasure.
         acks = [
-            await js.publish(envelope.type, envelope.model_dump_json().encode(),
-                             headers={"Nats-Msg-Id": f"{envelope.id}-{attempt}"})
+            await js.publish(
+                envelope.type,
+                envelope.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"{envelope.id}-{attempt}"},
+            )
             for attempt in range(2)
-        ]  # fmt: skip
+        ]
 
         async def both_handled() -> bool:
             info = await js.consumer_info(stream_name("identity"), "chat-erasure")

@@ -12,7 +12,7 @@ from agentmesh.shared.openapi import SSE_EVENT_SCHEMA
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [("OPTIONS", "/v1/models", "GET"), ("OPTIONS", "/v1/chat/completions", "POST")],
-)  # fmt: skip
+)
 async def test_a_method_the_openai_routes_do_not_serve_is_405_not_500(
     chat, token_issuer, method, path, allowed
 ):
@@ -43,8 +43,7 @@ async def test_a_conversation_with_someone_elses_agent_is_a_documented_404(
 async def test_budgets_document_that_only_admins_may_change_them(chat, token_issuer):
     user_id = uuid.uuid4()
     headers = token_issuer.headers()
-    put = await chat.put(f"/api/v1/budgets/{user_id}", json={"monthly_tokens": 10},
-                         headers=headers)  # fmt: skip
+    put = await chat.put(f"/api/v1/budgets/{user_id}", json={"monthly_tokens": 10}, headers=headers)
     delete = await chat.delete(f"/api/v1/budgets/{user_id}", headers=headers)
     assert put.status_code == delete.status_code == 403
     operations = (await chat.get("/openapi.json")).json()["paths"]["/api/v1/budgets/{user_id}"]
@@ -58,8 +57,9 @@ async def test_streamed_turn_events_match_the_documented_event_schema(
     schema describes each event, and an event is an object (event, data, id)."""
     headers = token_issuer.headers()
     agent = await make_agent(headers)
-    conversation = (await chat.post("/api/v1/conversations", json={"agent_id": agent["id"]},
-                                    headers=headers)).json()  # fmt: skip
+    conversation = (
+        await chat.post("/api/v1/conversations", json={"agent_id": agent["id"]}, headers=headers)
+    ).json()
     path = f"/api/v1/conversations/{conversation['id']}/messages"
     response = await chat.post(path, json={"content": "0", "stream": True}, headers=headers)
     assert response.status_code == 200, response.text
@@ -70,8 +70,10 @@ async def test_streamed_turn_events_match_the_documented_event_schema(
         names = {line.split(":", 1)[0] for line in block.splitlines() if not line.startswith(":")}
         assert names <= fields, block
     document = (await chat.get("/openapi.json")).json()
-    for method, operation in [("post", path.replace(conversation["id"], "{conversation_id}")),
-                              ("get", "/api/v1/runs/{run_id}/events"),
-                              ("post", "/v1/chat/completions")]:  # fmt: skip
+    for method, operation in [
+        ("post", path.replace(conversation["id"], "{conversation_id}")),
+        ("get", "/api/v1/runs/{run_id}/events"),
+        ("post", "/v1/chat/completions"),
+    ]:
         content = document["paths"][operation][method]["responses"]["200"]["content"]
         assert content["text/event-stream"]["schema"] == SSE_EVENT_SCHEMA, operation

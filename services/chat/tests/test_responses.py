@@ -346,12 +346,16 @@ async def test_user_erasure_deletes_their_responses(chat, make_agent, token_issu
 
     async def count(user_id: uuid.UUID) -> int:
         async with chat.app.state.sessionmaker() as session:
-            return await session.scalar(select(func.count()).select_from(StoredResponse)
-                                        .where(StoredResponse.user_id == user_id))  # fmt: skip
+            return await session.scalar(
+                select(func.count())
+                .select_from(StoredResponse)
+                .where(StoredResponse.user_id == user_id)
+            )
 
     assert await count(erased) == 1
-    envelope = Envelope.wrap(UserDeleted(user_id=erased, requested_at=datetime.now(UTC)),
-                             source="identity")  # fmt: skip
+    envelope = Envelope.wrap(
+        UserDeleted(user_id=erased, requested_at=datetime.now(UTC)), source="identity"
+    )
     nc = await nats.connect(nats_url)
     try:
         await nc.jetstream().publish(envelope.type, envelope.model_dump_json().encode())

@@ -22,8 +22,12 @@ def sse_data(text: str) -> list[dict]:
 
 
 def text_of(body: dict) -> str:
-    return "".join(part["text"] for item in body["output"] if item["type"] == "message"
-                   for part in item["content"])  # fmt: skip
+    return "".join(
+        part["text"]
+        for item in body["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+    )
 
 
 async def until_ended(client, id: str) -> dict:
@@ -43,8 +47,9 @@ async def test_background_runs_without_a_client_and_cancels(
     headers, _ = remote_agent
     first, second = replicas
     async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client:
-        queued = await client.post(RESPONSES, json={"model": "keeper", "input": "go",
-                                                    "background": True})  # fmt: skip
+        queued = await client.post(
+            RESPONSES, json={"model": "keeper", "input": "go", "background": True}
+        )
         assert queued.status_code == 200, queued.text
         body = queued.json()
         assert body["status"] == "queued" and body["background"] is True
@@ -52,8 +57,11 @@ async def test_background_runs_without_a_client_and_cancels(
         assert done["status"] == "completed" and text_of(done) == REPLY
 
         fake_llm.token_delay_seconds = 0.1
-        slow = (await client.post(RESPONSES, json={"model": "keeper", "input": "slowly",
-                                                   "background": True})).json()  # fmt: skip
+        slow = (
+            await client.post(
+                RESPONSES, json={"model": "keeper", "input": "slowly", "background": True}
+            )
+        ).json()
         for _ in range(600):  # until its run has started
             if (await client.get(f"{RESPONSES}/{slow['id']}")).json()["status"] != "queued":
                 break
@@ -94,8 +102,11 @@ async def test_dropped_background_stream_resumes_on_another_replica(
             seen += sse_data("\n\n".join(blocks))
             if sum(e["type"] == "response.output_text.delta" for e in seen) >= 3:
                 break  # the client drops mid-stream
-    assert [e["type"] for e in seen[:3]] == ["response.created", "response.queued",
-                                             "response.in_progress"]  # fmt: skip
+    assert [e["type"] for e in seen[:3]] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
     assert seen[0]["response"]["status"] == "queued"
     id, last = seen[0]["response"]["id"], seen[-1]["sequence_number"]
     async with httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as other:

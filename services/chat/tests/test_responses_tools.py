@@ -49,23 +49,36 @@ async def test_builtin_tool_is_an_mcp_call(chat, make_agent, token_issuer):
     types = [e["type"] for e in events]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert "function_call" not in streamed.text
-    order = ["response.output_item.added", "response.mcp_call.in_progress",
-             "response.mcp_call_arguments.delta", "response.mcp_call_arguments.done",
-             "response.mcp_call.completed", "response.output_item.done"]  # fmt: skip
+    order = [
+        "response.output_item.added",
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.completed",
+        "response.output_item.done",
+    ]
     assert [t for t in types if t in order][: len(order)] == order
     assert events[-1]["response"]["output"][0]["output"] == call["output"]
     # The whole history back as input (as the Agents SDK sends it) replays the call.
-    again = await chat.post(RESPONSES, headers=headers, json={
-        "model": "calc", "input": [{"role": "user", "content": "6*7?"}, *output,
-                                   {"role": "user", "content": "thanks"}]})  # fmt: skip
+    again = await chat.post(
+        RESPONSES,
+        headers=headers,
+        json={
+            "model": "calc",
+            "input": [
+                {"role": "user", "content": "6*7?"},
+                *output,
+                {"role": "user", "content": "thanks"},
+            ],
+        },
+    )
     assert again.status_code == 200, again.text
 
 
 async def test_json_schema_format_validates(chat, make_agent, token_issuer):
     headers = token_issuer.headers()
     await make_agent(headers, name="Keeper")
-    text = {"format": {"type": "json_schema", "name": "weather", "schema": SCHEMA,
-                       "strict": True}}  # fmt: skip
+    text = {"format": {"type": "json_schema", "name": "weather", "schema": SCHEMA, "strict": True}}
     response = await chat.post(
         RESPONSES,
         headers=headers,
@@ -94,14 +107,18 @@ def test_knowledge_search_is_a_file_search_call_with_results():
     """Knowledge search (whose end-to-end path needs ingestion: tests/e2e) as the builder
     shows it, fed the run events it makes."""
     run_id = uuid.uuid4()
-    result = ("Cite passages by number and filename.\n\n"
-              "[1] guide.md (document_id: d1, score: 0.912)\nKeep keys safe.\n\n"
-              "[2] faq.md (document_id: d2, score: 0.5)\nRotate them.")  # fmt: skip
-    events = [RunEvent(1, "tool.call", {"id": "c1", "name": "knowledge_search",
-                                        "args": {"query": "keys"}}),
-              RunEvent(2, "tool.result", {"id": "c1", "name": "knowledge_search",
-                                          "result": result}),
-              RunEvent(3, "message.delta", {"delta": "Keep them safe."})]  # fmt: skip
+    result = (
+        "Cite passages by number and filename.\n\n"
+        "[1] guide.md (document_id: d1, score: 0.912)\nKeep keys safe.\n\n"
+        "[2] faq.md (document_id: d2, score: 0.5)\nRotate them."
+    )
+    events = [
+        RunEvent(
+            1, "tool.call", {"id": "c1", "name": "knowledge_search", "args": {"query": "keys"}}
+        ),
+        RunEvent(2, "tool.result", {"id": "c1", "name": "knowledge_search", "result": result}),
+        RunEvent(3, "message.delta", {"delta": "Keep them safe."}),
+    ]
     for include in (True, False):
         builder = OutputBuilder(run_id, {}, include_results=include)
         shown = [t for event in events for t, _ in builder.feed(event)]
@@ -109,8 +126,11 @@ def test_knowledge_search_is_a_file_search_call_with_results():
         search, message = builder.items
         assert search["type"] == "file_search_call" and search["queries"] == ["keys"]
         assert search["status"] == "completed" and message["type"] == "message"
-        assert shown[:3] == ["response.output_item.added", "response.file_search_call.in_progress",
-                             "response.file_search_call.searching"]  # fmt: skip
+        assert shown[:3] == [
+            "response.output_item.added",
+            "response.file_search_call.in_progress",
+            "response.file_search_call.searching",
+        ]
         assert "response.file_search_call.completed" in shown
         if include:
             assert [

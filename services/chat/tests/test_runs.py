@@ -31,9 +31,16 @@ async def fake_llm():
 async def remote_agent(agents, make_agent, token_issuer, fake_llm):
     """An agent on an OpenAI-compatible provider (the fake server, over real HTTP)."""
     headers = token_issuer.headers()
-    provider = await agents.post("/api/v1/providers", headers=headers, json={
-        "kind": "openai", "name": "local", "base_url": fake_llm.base_url,
-        "api_key": fake_llm.api_key})  # fmt: skip
+    provider = await agents.post(
+        "/api/v1/providers",
+        headers=headers,
+        json={
+            "kind": "openai",
+            "name": "local",
+            "base_url": fake_llm.base_url,
+            "api_key": fake_llm.api_key,
+        },
+    )
     assert provider.status_code == 201, provider.text
     agent = await make_agent(headers, provider_id=provider.json()["id"], model="fake-model")
     return headers, agent
@@ -53,8 +60,11 @@ async def replicas(common, agents):
 async def test_a_real_provider_streams_over_http(chat, remote_agent, fake_llm):
     headers, agent = remote_agent
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
-    response = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                               json={"content": "hi", "stream": True})  # fmt: skip
+    response = await chat.post(
+        f"{CONV}/{conversation['id']}/messages",
+        headers=headers,
+        json={"content": "hi", "stream": True},
+    )
     events = parse_sse(response.text)
     text = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
     assert text == REPLY
@@ -106,8 +116,9 @@ async def test_resume_on_another_replica_with_last_event_id(replicas, remote_age
                     break  # the client drops mid-stream
     last = seen[-1]["id"]
     async with httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as client:
-        resumed = await client.get(f"/api/v1/runs/{run_id}/events",
-                                   headers={"Last-Event-ID": str(last)})  # fmt: skip
+        resumed = await client.get(
+            f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": str(last)}
+        )
         rest = parse_sse(resumed.text)
         assert [e["id"] for e in rest] == list(range(last + 1, last + 1 + len(rest)))
         assert rest[-1]["event"] == "done"
@@ -122,8 +133,10 @@ async def test_cancel_from_another_replica_keeps_what_was_said(replicas, remote_
     headers, agent = remote_agent
     fake_llm.token_delay_seconds = 0.05
     first, second = replicas
-    async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client, \
-            httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as other:  # fmt: skip
+    async with (
+        httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client,
+        httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as other,
+    ):
         conversation = (await client.post(CONV, json={"agent_id": agent["id"]})).json()
         events: list[dict] = []
         async with client.stream(
@@ -155,8 +168,9 @@ COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", defa
 async def test_one_streamed_turn_costs_at_most_ten_round_trips(chat, make_agent, token_issuer):
     headers = token_issuer.headers()
     agent = await make_agent(headers)
-    conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "Counted"},
-                                    headers=headers)).json()  # fmt: skip
+    conversation = (
+        await chat.post(CONV, json={"agent_id": agent["id"], "title": "Counted"}, headers=headers)
+    ).json()
     url = f"{CONV}/{conversation['id']}/messages"
     await chat.post(url, json={"content": "warm up"}, headers=headers)
     statements: list[str] = []
@@ -174,8 +188,9 @@ async def test_one_streamed_turn_costs_at_most_ten_round_trips(chat, make_agent,
     event.listen(engine, "commit", on_commit)
     token = COUNTING.set(True)
     try:
-        response = await chat.post(url, json={"content": "count me", "stream": True},
-                                   headers=headers)  # fmt: skip
+        response = await chat.post(
+            url, json={"content": "count me", "stream": True}, headers=headers
+        )
     finally:
         COUNTING.reset(token)
         event.remove(engine, "before_cursor_execute", on_execute)
@@ -192,8 +207,9 @@ async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
     (a real database error here, from a trigger), the run fails before any output."""
     headers = token_issuer.headers()
     agent = await make_agent(headers)
-    conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"},
-                                    headers=headers)).json()  # fmt: skip
+    conversation = (
+        await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"}, headers=headers)
+    ).json()
     engine = chat.app.state.runtime.engine
     await refuse_runs_of(engine, agent["id"])
     try:
@@ -206,8 +222,11 @@ async def test_a_run_whose_row_cannot_be_written_fails_before_any_output(
         assert answer.status_code == 503, answer.text
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["type"].endswith("/run-not-recorded")
-        completion = await chat.post("/v1/chat/completions", headers=headers, json={
-            "model": agent["id"], "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        completion = await chat.post(
+            "/v1/chat/completions",
+            headers=headers,
+            json={"model": agent["id"], "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert completion.status_code == 503 and "error" in completion.json()
     finally:
         await allow_runs(engine)
@@ -222,14 +241,22 @@ async def refuse_runs_of(engine, agent_id: str, *, sleep: float = 0.0) -> None:
     with ``sleep`` they wait that long instead, then go through."""
     from sqlalchemy import text
 
-    body = f"PERFORM pg_sleep({sleep}); RETURN NEW;" if sleep else \
-        "RAISE EXCEPTION 'no runs today';"  # fmt: skip
+    body = (
+        f"PERFORM pg_sleep({sleep}); RETURN NEW;" if sleep else "RAISE EXCEPTION 'no runs today';"
+    )
     async with engine.begin() as conn:
-        await conn.execute(text(f"CREATE OR REPLACE FUNCTION chat.refuse_run() RETURNS trigger "
-                                f"LANGUAGE plpgsql AS $$ BEGIN {body} END $$"))  # fmt: skip
-        await conn.execute(text(
-            "CREATE TRIGGER refuse_run BEFORE INSERT ON chat.runs FOR EACH ROW WHEN "
-            f"(NEW.agent_id = '{agent_id}') EXECUTE FUNCTION chat.refuse_run()"))  # fmt: skip
+        await conn.execute(
+            text(
+                f"CREATE OR REPLACE FUNCTION chat.refuse_run() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $$ BEGIN {body} END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse_run BEFORE INSERT ON chat.runs FOR EACH ROW WHEN "
+                f"(NEW.agent_id = '{agent_id}') EXECUTE FUNCTION chat.refuse_run()"
+            )
+        )
 
 
 async def allow_runs(engine) -> None:
@@ -246,13 +273,17 @@ async def test_a_failed_commit_shows_nothing_even_if_the_model_answers_later(
     """The commit fails long before the provider's first token: no token may follow."""
     headers, agent = remote_agent
     fake_llm.ttft_seconds = 0.3
-    conversation = (await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"},
-                                    headers=headers)).json()  # fmt: skip
+    conversation = (
+        await chat.post(CONV, json={"agent_id": agent["id"], "title": "t"}, headers=headers)
+    ).json()
     engine = chat.app.state.runtime.engine
     await refuse_runs_of(engine, agent["id"])
     try:
-        streamed = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                                   json={"content": "hi", "stream": True})  # fmt: skip
+        streamed = await chat.post(
+            f"{CONV}/{conversation['id']}/messages",
+            headers=headers,
+            json={"content": "hi", "stream": True},
+        )
     finally:
         await allow_runs(engine)
     assert [e["event"] for e in parse_sse(streamed.text)] == ["run.failed", "done"]
@@ -262,8 +293,9 @@ async def test_a_question_with_a_nul_character_is_refused_up_front(chat, make_ag
     headers = token_issuer.headers()
     agent = await make_agent(headers)
     conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
-    refused = await chat.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                              json={"content": "a\u0000b"})  # fmt: skip
+    refused = await chat.post(
+        f"{CONV}/{conversation['id']}/messages", headers=headers, json={"content": "a\u0000b"}
+    )
     assert refused.status_code == 422
     assert refused.headers["content-type"] == "application/problem+json"
 
@@ -273,18 +305,30 @@ async def test_a_waiting_answer_holds_no_database_connection(common, remote_agen
     take turns, so no request may keep its connection while the model answers."""
     headers, agent = remote_agent
     fake_llm.ttft_seconds = 0.3
-    tight = common.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0,
-                                      "db_pool_timeout": 2.0})  # fmt: skip
+    tight = common.model_copy(
+        update={"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 2.0}
+    )
     app = create_chat(chat_settings(tight))
     async with app_client(app) as client:
-        conversation = (await client.post(CONV, json={"agent_id": agent["id"], "title": "t"},
-                                          headers=headers)).json()  # fmt: skip
-        answers = await asyncio.gather(*(
-            client.post(f"{CONV}/{conversation['id']}/messages", headers=headers,
-                        json={"content": f"question {i}"}) for i in range(3)))  # fmt: skip
+        conversation = (
+            await client.post(CONV, json={"agent_id": agent["id"], "title": "t"}, headers=headers)
+        ).json()
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"{CONV}/{conversation['id']}/messages",
+                    headers=headers,
+                    json={"content": f"question {i}"},
+                )
+                for i in range(3)
+            )
+        )
         assert [a.status_code for a in answers] == [200, 200, 200], answers[0].text
-        completion = await client.post("/v1/chat/completions", headers=headers, json={
-            "model": agent["id"], "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        completion = await client.post(
+            "/v1/chat/completions",
+            headers=headers,
+            json={"model": agent["id"], "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert completion.status_code == 200, completion.text
 
 
@@ -297,8 +341,9 @@ async def test_cancel_right_after_the_start_waits_for_the_run_row(
     fake_llm.ttft_seconds = 2.0
     first, _ = replicas
     async with httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client:
-        conversation = (await client.post(CONV, json={"agent_id": agent["id"],
-                                                      "title": "t"})).json()  # fmt: skip
+        conversation = (
+            await client.post(CONV, json={"agent_id": agent["id"], "title": "t"})
+        ).json()
         engine = create_async_engine(common.database_url)
         await refuse_runs_of(engine, agent["id"], sleep=0.5)
         try:
@@ -308,8 +353,9 @@ async def test_cancel_right_after_the_start_waits_for_the_run_row(
                 json={"content": "slow", "stream": True},
             ) as response:
                 run_id = response.headers["X-Run-Id"]
-                cancels = await asyncio.gather(*(client.post(f"/api/v1/runs/{run_id}/cancel")
-                                                 for _ in range(2)))  # fmt: skip
+                cancels = await asyncio.gather(
+                    *(client.post(f"/api/v1/runs/{run_id}/cancel") for _ in range(2))
+                )
                 body = "".join([chunk async for chunk in response.aiter_text()])
         finally:
             await allow_runs(engine)

@@ -25,8 +25,10 @@ HELLO = [{"role": "user", "content": "Weather in Lyon?"}]
 
 
 def _format(schema: dict = SCHEMA) -> dict:
-    return {"type": "json_schema", "json_schema": {"name": "weather", "schema": schema,
-                                                   "strict": True}}  # fmt: skip
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "weather", "schema": schema, "strict": True},
+    }
 
 
 async def test_the_offline_model_answers_a_document_of_the_schema(chat, make_agent, token_issuer):
@@ -50,8 +52,9 @@ async def test_json_object_and_text(chat, make_agent, token_issuer):
     response = await chat.post(COMPLETIONS, headers=headers, json=body)
     document = json.loads(response.json()["choices"][0]["message"]["content"])
     assert isinstance(document, dict) and "Weather in Lyon?" in document["answer"]
-    text = await chat.post(COMPLETIONS, headers=headers,
-                           json={**body, "response_format": {"type": "text"}})  # fmt: skip
+    text = await chat.post(
+        COMPLETIONS, headers=headers, json={**body, "response_format": {"type": "text"}}
+    )
     assert text.json()["choices"][0]["message"]["content"].startswith("You said")
 
 

@@ -33,10 +33,13 @@ EVERYTHING = (
 
 @pytest.fixture
 async def identity(common_settings):
-    app = create_identity(IdentitySettings(
-        common=common_settings, key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-        internal_token=TEST_INTERNAL_TOKEN,
-    ))  # fmt: skip
+    app = create_identity(
+        IdentitySettings(
+            common=common_settings,
+            key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+            internal_token=TEST_INTERNAL_TOKEN,
+        )
+    )
     async with app_client(app) as client:
         client.app = app
         yield client
@@ -53,49 +56,70 @@ def agent_with(agents, make_agent, llm):
     """``await agent_with(headers, **config)``: an agent on the local OpenAI stand-in."""
 
     async def make(headers: dict, **config) -> dict:
-        provider = await agents.post("/api/v1/providers", headers=headers, json={
-            "kind": "openai", "name": "local", "base_url": llm.base_url,
-            "api_key": llm.api_key})  # fmt: skip
+        provider = await agents.post(
+            "/api/v1/providers",
+            headers=headers,
+            json={
+                "kind": "openai",
+                "name": "local",
+                "base_url": llm.base_url,
+                "api_key": llm.api_key,
+            },
+        )
         assert provider.status_code == 201, provider.text
-        return await make_agent(headers, provider_id=provider.json()["id"], model="fake-model",
-                                **config)  # fmt: skip
+        return await make_agent(
+            headers, provider_id=provider.json()["id"], model="fake-model", **config
+        )
 
     return make
 
 
 async def sent(chat, llm, headers: dict, agent: dict, contents: list[str], **conversation):
     """Start a conversation, send ``contents``; the messages the model got last."""
-    created = await chat.post(CONV, headers=headers, json={"agent_id": agent["id"],
-                                                           **conversation})  # fmt: skip
+    created = await chat.post(CONV, headers=headers, json={"agent_id": agent["id"], **conversation})
     assert created.status_code == 201, created.text
     for content in contents:
-        answer = await chat.post(f"{CONV}/{created.json()['id']}/messages", headers=headers,
-                                 json={"content": content})  # fmt: skip
+        answer = await chat.post(
+            f"{CONV}/{created.json()['id']}/messages", headers=headers, json={"content": content}
+        )
         assert answer.status_code == 200, answer.text
-    bodies = [r.body for r in llm.requests if r.path.endswith("/chat/completions")
-              and "title" not in json.dumps(r.body["messages"][0]).lower()]  # fmt: skip
+    bodies = [
+        r.body
+        for r in llm.requests
+        if r.path.endswith("/chat/completions")
+        and "title" not in json.dumps(r.body["messages"][0]).lower()
+    ]
     return bodies[-1]["messages"]
 
 
 async def test_every_variable_renders(identity, chat, agent_with, llm, token_issuer):
     email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
-    registered = await identity.post("/api/v1/auth/register", json={
-        "email": email, "password": PASSWORD, "name": "Ada Lovelace"})  # fmt: skip
+    registered = await identity.post(
+        "/api/v1/auth/register", json={"email": email, "password": PASSWORD, "name": "Ada Lovelace"}
+    )
     assert registered.status_code == 201, registered.text
     user_id = registered.json()["id"]
-    login = await identity.post("/api/v1/auth/login", json={"email": email,
-                                                             "password": PASSWORD})  # fmt: skip
+    login = await identity.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     workspace = await identity.post(
-        "/api/v1/workspaces", json={"name": "Analytical Engines"},
+        "/api/v1/workspaces",
+        json={"name": "Analytical Engines"},
         headers={"Authorization": f"Bearer {login.json()['access_token']}"},
-    )  # fmt: skip
+    )
     assert workspace.status_code == 201, workspace.text
     headers = token_issuer.headers(user_id, workspace_id=workspace.json()["id"])
     agent = await agent_with(headers, instructions=EVERYTHING)
     created_on = datetime.now(UTC)
     station = {"station": "Paddington {{user.email}}"}
-    messages = await sent(chat, llm, headers, agent, ["Hello"], title="Travel plans",
-                          variables=station, timezone="Asia/Tokyo")  # fmt: skip
+    messages = await sent(
+        chat,
+        llm,
+        headers,
+        agent,
+        ["Hello"],
+        title="Travel plans",
+        variables=station,
+        timezone="Asia/Tokyo",
+    )
     system = messages[0]
     assert system["role"] == "system"
     prefix = f"Help Ada Lovelace <{email}> of Analytical Engines in 'Travel plans' on "
@@ -114,8 +138,11 @@ async def test_defaults_render_empty_and_utc(chat, agent_with, llm, token_issuer
     """No identity answering, no conversation variables, no title, no zone: the names
     render empty (the run still answers) and the date is UTC's."""
     headers = token_issuer.headers()
-    agent = await agent_with(headers, instructions="[{{user.name}}|{{workspace.name}}|"
-                             "{{conversation.title}}|{{station}}] {{datetime}}")  # fmt: skip
+    agent = await agent_with(
+        headers,
+        instructions="[{{user.name}}|{{workspace.name}}|"
+        "{{conversation.title}}|{{station}}] {{datetime}}",
+    )
     messages = await sent(chat, llm, headers, agent, ["Hi"], auto_title=False)
     head, _, moment = messages[0]["content"].partition(" ")
     assert head == "[|||]"
@@ -133,9 +160,15 @@ async def test_literal_text_is_sent_as_written(chat, agent_with, llm, token_issu
 async def test_conversation_variables_and_timezone_are_checked(chat, make_agent, token_issuer):
     headers = token_issuer.headers()
     agent = await make_agent(headers)
-    good = await chat.post(CONV, headers=headers, json={
-        "agent_id": agent["id"], "variables": {"station": "Kings Cross"},
-        "timezone": "America/New_York"})  # fmt: skip
+    good = await chat.post(
+        CONV,
+        headers=headers,
+        json={
+            "agent_id": agent["id"],
+            "variables": {"station": "Kings Cross"},
+            "timezone": "America/New_York",
+        },
+    )
     assert good.status_code == 201, good.text
     assert good.json()["variables"] == {"station": "Kings Cross"}
     assert good.json()["timezone"] == "America/New_York"
@@ -193,8 +226,11 @@ async def test_examples_follow_the_instructions_and_count_in_the_window(
 
 async def test_examples_that_do_not_fit_are_left_out(chat, agent_with, llm, token_issuer):
     headers = token_issuer.headers()
-    big = [{"user": "Short?", "assistant": "Yes."}, {"user": TURN * 8, "assistant": "Long."},
-           {"user": "After?", "assistant": "Never sent."}]  # fmt: skip
+    big = [
+        {"user": "Short?", "assistant": "Yes."},
+        {"user": TURN * 8, "assistant": "Long."},
+        {"user": "After?", "assistant": "Never sent."},
+    ]
     agent = await agent_with(headers, memory={"window_tokens": 256}, examples=big)
     messages = await sent(chat, llm, headers, agent, ["Hi"], auto_title=False)
     assert [m["content"] for m in messages[1:]] == ["Short?", "Yes.", "Hi"]
@@ -205,8 +241,9 @@ async def test_the_profile_rpc_is_for_services_only(identity, chat):
 
     nc = nats_client(chat.app.state.runtime.broker)
     body = json.dumps({"user_id": str(uuid.uuid4())}).encode()
-    refused = await nc.request("identity.rpc.profile", body, timeout=5,
-                               headers={"Authorization": "Bearer wrong"})  # fmt: skip
+    refused = await nc.request(
+        "identity.rpc.profile", body, timeout=5, headers={"Authorization": "Bearer wrong"}
+    )
     assert json.loads(refused.data) == {"error": "unauthorized"}
     service = {"Authorization": f"Bearer {TEST_INTERNAL_TOKEN}"}
     unknown = await nc.request("identity.rpc.profile", body, timeout=5, headers=service)
@@ -236,20 +273,28 @@ async def test_instructions_saved_before_templates_are_sent_as_written(
     assert messages[0]["content"] == old
 
 
-async def test_a_callers_instructions_are_text_not_a_template(chat, agent_with, llm,
-                                                              token_issuer):  # fmt: skip
+async def test_a_callers_instructions_are_text_not_a_template(chat, agent_with, llm, token_issuer):
     """/v1/chat/completions system messages and /v1/responses instructions come after the
     agent's rendered instructions, as written; the agent's examples come after both."""
     headers = token_issuer.headers()
-    agent = await agent_with(headers, instructions="Agent at [{{station}}] on {{date}}.",
-                             examples=SHOTS[:1])  # fmt: skip
+    agent = await agent_with(
+        headers, instructions="Agent at [{{station}}] on {{date}}.", examples=SHOTS[:1]
+    )
     theirs = "Caller {{ user.email }} {% for x in y %}"
-    completion = await chat.post("/v1/chat/completions", headers=headers, json={
-        "model": agent["id"], "messages": [{"role": "system", "content": theirs},
-                                           {"role": "user", "content": "Hi"}]})  # fmt: skip
+    completion = await chat.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={
+            "model": agent["id"],
+            "messages": [{"role": "system", "content": theirs}, {"role": "user", "content": "Hi"}],
+        },
+    )
     assert completion.status_code == 200, completion.text
-    response = await chat.post("/v1/responses", headers=headers, json={
-        "model": agent["id"], "input": "Hi", "instructions": theirs})  # fmt: skip
+    response = await chat.post(
+        "/v1/responses",
+        headers=headers,
+        json={"model": agent["id"], "input": "Hi", "instructions": theirs},
+    )
     assert response.status_code == 200, response.text
     bodies = [r.body for r in llm.requests if r.path.endswith("/chat/completions")]
     today = datetime.now(UTC).date()
@@ -257,6 +302,7 @@ async def test_a_callers_instructions_are_text_not_a_template(chat, agent_with, 
         system, *rest = body["messages"]
         head, _, tail = system["content"].partition("\n\n")
         assert head.startswith("Agent at [] on ") and tail == theirs
-        assert abs(datetime.fromisoformat(head[len("Agent at [] on "):-1]).date() - today) \
-            <= timedelta(days=1)  # fmt: skip
+        assert abs(
+            datetime.fromisoformat(head[len("Agent at [] on ") : -1]).date() - today
+        ) <= timedelta(days=1)
         assert [m["content"] for m in rest] == ["Example question 1?", "Example answer 1.", "Hi"]

@@ -45,8 +45,9 @@ async def new_conversation(chat, headers: dict, agent_id: str) -> str:
 
 async def turn(chat, headers: dict, agent_id: str, conversation_id: str | None = None):
     conversation_id = conversation_id or await new_conversation(chat, headers, agent_id)
-    return await chat.post(f"{CONV}/{conversation_id}/messages",
-                           json={"content": "Hello there"}, headers=headers)  # fmt: skip
+    return await chat.post(
+        f"{CONV}/{conversation_id}/messages", json={"content": "Hello there"}, headers=headers
+    )
 
 
 async def run_of(chat, headers: dict, response) -> dict:
@@ -128,8 +129,12 @@ async def test_each_run_records_usage_and_cost(chat, make_agent, token_issuer):
 
 async def test_usage_query_validation(chat, token_issuer):
     headers = token_issuer.headers()
-    for params in ({"group_by": "week"}, {"from": "2024-05-02", "to": "2024-05-01"},
-                   {"from": "yesterday"}, {"to": "2024-13-01"}):  # fmt: skip
+    for params in (
+        {"group_by": "week"},
+        {"from": "2024-05-02", "to": "2024-05-01"},
+        {"from": "yesterday"},
+        {"to": "2024-13-01"},
+    ):
         assert_problem(await chat.get(USAGE, params=params, headers=headers), 422)
 
 
@@ -178,8 +183,9 @@ async def test_budgets_are_set_by_admins(chat, token_issuer, admin):
     assert_problem(await chat.get(url, headers=admin), 404, "budget-not-found")
     for body in ({"monthly_tokens": 0}, {"monthly_cost_usd": "-1"}, {"tokens": 5}):
         assert_problem(await chat.put(url, json=body, headers=admin), 422)
-    put = await chat.put(url, json={"monthly_tokens": 1000, "monthly_cost_usd": "2.5"},
-                         headers=admin)  # fmt: skip
+    put = await chat.put(
+        url, json={"monthly_tokens": 1000, "monthly_cost_usd": "2.5"}, headers=admin
+    )
     assert put.status_code == 200, put.text
     budget = (await chat.get(url, headers=user)).json()
     assert budget["monthly_tokens"] == 1000 and Decimal(budget["monthly_cost_usd"]) == 2.5

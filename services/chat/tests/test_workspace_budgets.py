@@ -68,8 +68,9 @@ async def test_usage_by_member_is_for_the_workspaces_admins(chat, nc, token_issu
     theirs = (await chat.get(USAGE, params={"user_id": str(ada)}, headers=bob_h)).json()
     assert theirs["totals"] == own["totals"]
     for refused in (ada_h, cy_h):
-        assert_problem(await chat.get(USAGE, params={"group_by": "member"}, headers=refused), 403,
-                       "forbidden")  # fmt: skip
+        assert_problem(
+            await chat.get(USAGE, params={"group_by": "member"}, headers=refused), 403, "forbidden"
+        )
         assert_problem(await chat.get(USAGE, params={"user_id": str(bob)}, headers=refused), 403)
     assert (await chat.get(USAGE, headers=cy_h)).json()["totals"]["runs"] == 0
     personal = (await chat.get(USAGE, headers=token_issuer.headers(ada))).json()
@@ -77,8 +78,9 @@ async def test_usage_by_member_is_for_the_workspaces_admins(chat, nc, token_issu
     # Another workspace's usage: platform admins only (404 for its members' peers).
     assert_problem(await chat.get(USAGE, params={"workspace_id": str(ada)}, headers=bob_h), 404)
     platform = token_issuer.headers(roles=("admin",))
-    seen = await chat.get(USAGE, params={"workspace_id": str(ws.id), "group_by": "member"},
-                          headers=platform)  # fmt: skip
+    seen = await chat.get(
+        USAGE, params={"workspace_id": str(ws.id), "group_by": "member"}, headers=platform
+    )
     assert seen.json()["totals"]["runs"] == 4
 
 
@@ -142,8 +144,9 @@ async def test_who_may_read_and_set_budgets(chat, nc, token_issuer):
     # Only a platform admin sets the workspace's budget, not even its owner.
     assert_problem(await chat.put(ws_budget, json=body, headers=bob_h), 403, "forbidden")
     stranger = uuid.uuid4()
-    missing = await chat.put(f"/api/v1/workspaces/{ws.id}/members/{stranger}/budget", json=body,
-                             headers=bob_h)  # fmt: skip
+    missing = await chat.put(
+        f"/api/v1/workspaces/{ws.id}/members/{stranger}/budget", json=body, headers=bob_h
+    )
     assert_problem(missing, 404, "member-not-found")
     # An admin of another workspace is a stranger here.
     other_admin = elsewhere.headers(await elsewhere.join("admin"), "admin")
@@ -193,10 +196,13 @@ async def test_concurrent_runs_cannot_overspend_the_workspace_budget(
 
     monkeypatch.setattr(executor, "_loop", held_loop)
     tasks = [
-        asyncio.create_task(chat.post(f"{CONV}/{conversation}/messages",
-                                      json={"content": "Hello there"}, headers=headers))
+        asyncio.create_task(
+            chat.post(
+                f"{CONV}/{conversation}/messages", json={"content": "Hello there"}, headers=headers
+            )
+        )
         for headers, conversation in starts
-    ]  # fmt: skip
+    ]
     for task in tasks:
         task.add_done_callback(decide)
     await asyncio.wait_for(all_decided.wait(), 30)
@@ -233,8 +239,10 @@ async def test_an_orphaned_run_releases_both_budgets(common, nc, token_issuer):
         agent_id = await ws.agent()
         user = await ws.join("member")
         platform = token_issuer.headers(roles=("admin",))
-        budgets = [f"/api/v1/workspaces/{ws.id}/budget",
-                   f"/api/v1/workspaces/{ws.id}/members/{user}/budget"]  # fmt: skip
+        budgets = [
+            f"/api/v1/workspaces/{ws.id}/budget",
+            f"/api/v1/workspaces/{ws.id}/members/{user}/budget",
+        ]
         for url in budgets:
             assert (
                 await chat.put(url, json={"monthly_tokens": 10**6}, headers=platform)
@@ -247,14 +255,24 @@ async def test_an_orphaned_run_releases_both_budgets(common, nc, token_issuer):
         async with app.state.sessionmaker() as session, session.begin():
             assert await reserve_budget(session, ws.id, user, 100)
             await start_run(
-                session, run_id=run_id, workspace_id=ws.id, user_id=user,
-                agent_id=uuid.UUID(agent_id), agent_version=1, model="offline", reserved=100,
+                session,
+                run_id=run_id,
+                workspace_id=ws.id,
+                user_id=user,
+                agent_id=uuid.UUID(agent_id),
+                agent_version=1,
+                model="offline",
+                reserved=100,
                 conversation_id=uuid.UUID(created.json()["id"]),
-                user_message=(question_id, None, "Say hello"), user_message_id=question_id,
-            )  # fmt: skip
+                user_message=(question_id, None, "Say hello"),
+                user_message_id=question_id,
+            )
             await session.execute(
-                text("UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' "
-                     "WHERE id = :id"), {"id": run_id})  # fmt: skip
+                text(
+                    "UPDATE chat.runs SET heartbeat_at = now() - interval '1 hour' WHERE id = :id"
+                ),
+                {"id": run_id},
+            )
         for url in budgets:
             assert (await chat.get(url, headers=platform)).json()["reserved_tokens"] == 100
 

@@ -39,9 +39,11 @@ async def rows_in(chat, workspace_id: uuid.UUID) -> dict[str, int]:
             for model in TABLES
         }
         counts["messages"] = await session.scalar(
-            select(func.count()).select_from(Message).join(Conversation)
+            select(func.count())
+            .select_from(Message)
+            .join(Conversation)
             .where(Conversation.workspace_id == workspace_id)
-        )  # fmt: skip
+        )
     return counts
 
 
@@ -49,9 +51,10 @@ async def outbox_count(chat, subject: str, subject_id: uuid.UUID) -> int:
     outbox = chat.app.state.runtime.tables.outbox
     async with chat.app.state.sessionmaker() as session:
         return await session.scalar(
-            select(func.count()).select_from(outbox).where(
-                outbox.c.subject == subject, outbox.c.subject_id == str(subject_id))
-        )  # fmt: skip
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.subject == subject, outbox.c.subject_id == str(subject_id))
+        )
 
 
 async def fill(chat, ws: Workspace, token_issuer) -> list[dict[str, str]]:
@@ -118,13 +121,17 @@ async def test_erasure_deletes_the_users_own_data_and_keeps_the_workspaces(chat,
     bobs_conversation, answer = await converse(chat, bob_h, team_agent)
     assert answer.status_code == 200
     platform = token_issuer.headers(roles=("admin",))
-    for url in (f"/api/v1/workspaces/{team.id}/budget",
-                f"/api/v1/workspaces/{team.id}/members/{ada}/budget",
-                f"/api/v1/workspaces/{ada}/budget", f"/api/v1/budgets/{ada}"):  # fmt: skip
+    for url in (
+        f"/api/v1/workspaces/{team.id}/budget",
+        f"/api/v1/workspaces/{team.id}/members/{ada}/budget",
+        f"/api/v1/workspaces/{ada}/budget",
+        f"/api/v1/budgets/{ada}",
+    ):
         assert (await chat.put(url, json={"monthly_tokens": 10**6}, headers=platform)).is_success
 
-    envelope = Envelope.wrap(UserDeleted(user_id=ada, requested_at=datetime.now(UTC)),
-                             source="identity")  # fmt: skip
+    envelope = Envelope.wrap(
+        UserDeleted(user_id=ada, requested_at=datetime.now(UTC)), source="identity"
+    )
     await delivered(nc, "chat-erasure", await publish(nc, envelope, "identity"))
     assert await outbox_count(chat, "chat.erasure.completed", ada) == 1
     assert await rows_in(chat, ada) == dict.fromkeys(await rows_in(chat, ada), 0)

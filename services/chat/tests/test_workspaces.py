@@ -56,8 +56,10 @@ async def test_role_matrix(chat, nc, token_issuer, role):
     agent_id = await ws.agent()
     other = await ws.join("member")
     platform = token_issuer.headers(roles=("admin",))
-    for path in (f"/api/v1/workspaces/{ws.id}/budget",
-                 f"/api/v1/workspaces/{ws.id}/members/{other}/budget"):  # fmt: skip
+    for path in (
+        f"/api/v1/workspaces/{ws.id}/budget",
+        f"/api/v1/workspaces/{ws.id}/members/{other}/budget",
+    ):
         assert (await chat.put(path, json={"monthly_tokens": 10**9}, headers=platform)).is_success
     if role == "platform admin":
         headers, rank = token_issuer.headers(roles=("admin",), workspace_id=ws.id), 4
@@ -83,8 +85,9 @@ async def test_api_key_scopes(chat, nc, token_issuer):
         return ws.headers(user, "admin", scopes=list(scopes), akid=uuid.uuid4().hex)
 
     reader = key("agents:read")
-    assert_problem(await chat.post(CONV, json={"agent_id": agent_id}, headers=reader), 403,
-                   "forbidden")  # fmt: skip
+    assert_problem(
+        await chat.post(CONV, json={"agent_id": agent_id}, headers=reader), 403, "forbidden"
+    )
     assert_problem(await chat.get(CONV, headers=reader), 403, "forbidden")
     refused = await chat.post(COMPLETIONS, json=completion(agent_id), headers=reader)
     assert refused.status_code == 403 and "chat" in refused.json()["error"]["message"]
@@ -196,8 +199,9 @@ async def test_a_removed_member_is_refused_within_2_seconds(chat, nc, token_issu
     delay_ms = (time.monotonic() - removed) * 1000
     print(f"removed member refused by chat after {delay_ms:.1f} ms (bound: 2000 ms)")
     assert_problem(response, 401, "membership-revoked")
-    turn = await chat.post(f"{CONV}/{conversation_id}/messages", json={"content": "Again"},
-                           headers=headers)  # fmt: skip
+    turn = await chat.post(
+        f"{CONV}/{conversation_id}/messages", json={"content": "Again"}, headers=headers
+    )
     assert_problem(turn, 401, "membership-revoked")
     refused = await chat.post(COMPLETIONS, json=completion(agent_id), headers=headers)
     assert refused.status_code == 401
@@ -211,13 +215,19 @@ async def test_events_name_the_workspace(chat, nc, token_issuer):
     assert (await chat.delete(f"{CONV}/{conversation_id}", headers=headers)).status_code == 204
     outbox = chat.app.state.runtime.tables.outbox
     async with chat.app.state.sessionmaker() as session:
-        rows = (await session.execute(
-            select(outbox.c.subject, outbox.c.envelope).where(
-                outbox.c.subject_id.in_([conversation_id, answer.json()["id"]]))
-        )).all()  # fmt: skip
+        rows = (
+            await session.execute(
+                select(outbox.c.subject, outbox.c.envelope).where(
+                    outbox.c.subject_id.in_([conversation_id, answer.json()["id"]])
+                )
+            )
+        ).all()
     subjects = {subject: envelope for subject, envelope in rows}
-    assert set(subjects) == {"chat.conversation.created", "chat.conversation.deleted",
-                             "chat.message.completed"}  # fmt: skip
+    assert set(subjects) == {
+        "chat.conversation.created",
+        "chat.conversation.deleted",
+        "chat.message.completed",
+    }
     for envelope in subjects.values():
         assert envelope["version"] == 2 and envelope["data"]["workspace_id"] == str(ws.id)
 
@@ -247,8 +257,11 @@ async def test_rpcs_to_agents_name_the_agents_workspace(chat, nc, token_issuer):
         assert_problem(failed, 409, "provider-unavailable")
     finally:
         await subscription.unsubscribe()
-    assert set(asked) == {"agents.rpc.mcp.connection", "agents.rpc.knowledge.search",
-                          "agents.rpc.provider.credentials"}  # fmt: skip
+    assert set(asked) == {
+        "agents.rpc.mcp.connection",
+        "agents.rpc.knowledge.search",
+        "agents.rpc.provider.credentials",
+    }
     for body in asked.values():
         assert body["workspace_id"] == str(ws.id)
     assert asked["agents.rpc.knowledge.search"]["knowledge_base_ids"] == [kb]

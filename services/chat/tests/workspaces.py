@@ -47,9 +47,10 @@ async def nc(nats_url):
 async def publish(nc, payload: EventPayload | Envelope, source: str, msg_id: str | None = None):
     envelope = payload if isinstance(payload, Envelope) else Envelope.wrap(payload, source=source)
     return await nc.jetstream().publish(
-        envelope.type, envelope.model_dump_json().encode(),
+        envelope.type,
+        envelope.model_dump_json().encode(),
         headers={"Nats-Msg-Id": msg_id or envelope.id},
-    )  # fmt: skip
+    )
 
 
 async def eventually(check, timeout: float = 20) -> float:
@@ -91,8 +92,7 @@ class Workspace:
         return self.issuer.headers(user_id, workspace_id=self.id, workspace_role=role, **claims)
 
     async def agent(self, owner_id: uuid.UUID | None = None, **config) -> str:
-        return await announce_agent(self.chat, self.nc, self.id, owner_id or uuid.uuid4(),
-                                    **config)  # fmt: skip
+        return await announce_agent(self.chat, self.nc, self.id, owner_id or uuid.uuid4(), **config)
 
 
 async def announce_agent(chat, nc, workspace_id, owner_id, **config) -> str:
@@ -100,10 +100,14 @@ async def announce_agent(chat, nc, workspace_id, owner_id, **config) -> str:
     publishes it; returns its id once chat's read-model has it."""
     agent_id = uuid.uuid4()
     payload = AgentCreated(
-        agent_id=agent_id, owner_id=owner_id, workspace_id=workspace_id, agent_version=1,
-        config=AgentConfig(**{"name": "Keeper", "instructions": "You keep things.",
-                              "model": "offline", **config}),
-    )  # fmt: skip
+        agent_id=agent_id,
+        owner_id=owner_id,
+        workspace_id=workspace_id,
+        agent_version=1,
+        config=AgentConfig(
+            **{"name": "Keeper", "instructions": "You keep things.", "model": "offline", **config}
+        ),
+    )
     envelope = Envelope.wrap(payload, source="agents")
     if workspace_id is None:  # what an agents service from before workspaces sent
         data = {key: value for key, value in envelope.data.items() if key != "workspace_id"}
@@ -127,8 +131,9 @@ async def converse(chat, headers: dict, agent_id: str, content: str = "Hello the
     created = await chat.post(CONV, json={"agent_id": agent_id}, headers=headers)
     assert created.status_code == 201, created.text
     conversation_id = created.json()["id"]
-    answer = await chat.post(f"{CONV}/{conversation_id}/messages", json={"content": content},
-                             headers=headers)  # fmt: skip
+    answer = await chat.post(
+        f"{CONV}/{conversation_id}/messages", json={"content": content}, headers=headers
+    )
     return conversation_id, answer
 
 

@@ -77,17 +77,22 @@ class StandIn:
         async def cookies() -> Response:
             response = Response(b"{}", media_type="application/json")
             for header, value in (
-                ("set-cookie", "a=1; Path=/; HttpOnly"), ("set-cookie", "b=2; Path=/"),
-                ("link", '</p/2>; rel="next"'), ("link", '</p/9>; rel="last"'),
-            ):  # fmt: skip
+                ("set-cookie", "a=1; Path=/; HttpOnly"),
+                ("set-cookie", "b=2; Path=/"),
+                ("link", '</p/2>; rel="next"'),
+                ("link", '</p/9>; rel="last"'),
+            ):
                 response.headers.append(header, value)
             return response
 
         @self.app.get("/api/v1/conversations/provider-down")
         async def provider_down() -> JSONResponse:
             """What chat answers when a user's model provider refuses connections."""
-            body = {"type": problem_type("model-unreachable"), "status": 502,
-                    "title": "Model call failed"}  # fmt: skip
+            body = {
+                "type": problem_type("model-unreachable"),
+                "status": 502,
+                "title": "Model call failed",
+            }
             return JSONResponse(body, status_code=502, media_type="application/problem+json")
 
         # Not in the stand-in's OpenAPI: a path parameter would add FastAPI's own 422
@@ -105,11 +110,13 @@ async def platform(common_settings):
     ``agents`` points at a closed port, to show what a refused upstream looks like."""
     standin = StandIn()
     async with AsyncExitStack() as stack:
-        identity_app = create_identity(IdentitySettings(
-            common=common_settings,
-            key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-            internal_token=INTERNAL_TOKEN,
-        ))  # fmt: off
+        identity_app = create_identity(
+            IdentitySettings(
+                common=common_settings,
+                key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                internal_token=INTERNAL_TOKEN,
+            )
+        )
         identity_url = await stack.enter_async_context(serve_app(identity_app))
         chat_url = await stack.enter_async_context(serve_app(standin.app))
         settings = GatewaySettings(
@@ -124,8 +131,11 @@ async def platform(common_settings):
                 "auth": {"rate_limit": {"rate": 50, "burst": 100}},
                 "identity": {"rate_limit": {"rate": 50, "burst": 100}},
                 "agents": {"connect_timeout": 0.5, "rate_limit": {"rate": 50, "burst": 100}},
-                "chat": {"read_timeout": 1.5, "max_body_bytes": 1024,
-                         "rate_limit": {"rate": 50, "burst": 100}},
+                "chat": {
+                    "read_timeout": 1.5,
+                    "max_body_bytes": 1024,
+                    "rate_limit": {"rate": 50, "burst": 100},
+                },
                 # Refills so slowly that even a very slow CI run can't refill mid-test.
                 "chat_runs": {"rate_limit": {"rate": 0.001, "burst": 2}},
             },
@@ -133,7 +143,7 @@ async def platform(common_settings):
             cors_origins=["https://app.example.com"],
             trusted_proxies=["10.9.9.9", "10.44.0.0/16"],
             limits_scope=uuid.uuid4().hex,  # limits shared with no other test's gateway
-        )  # fmt: off
+        )
         gateway = create_gateway(settings)
         gateway_url = await stack.enter_async_context(serve_app(gateway))
         client = await stack.enter_async_context(app_client(gateway))

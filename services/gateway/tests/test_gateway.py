@@ -174,10 +174,16 @@ async def test_slow_upstream_is_504_and_big_body_is_413(platform, account):
 
 async def test_client_headers_cannot_assert_identity(platform, account):
     _, token = await account()
-    echoed = await platform.get("/api/v1/conversations/echo", headers={
-        **bearer(token), "X-AgentMesh-User": "admin", "X-Forwarded-For": "1.2.3.4",
-        "X-User-Id": "someone-else", "X-Request-ID": "rid-gateway-1",
-    })  # fmt: off
+    echoed = await platform.get(
+        "/api/v1/conversations/echo",
+        headers={
+            **bearer(token),
+            "X-AgentMesh-User": "admin",
+            "X-Forwarded-For": "1.2.3.4",
+            "X-User-Id": "someone-else",
+            "X-Request-ID": "rid-gateway-1",
+        },
+    )
     seen = echoed.json()["headers"]
     assert "x-agentmesh-user" not in seen and "x-user-id" not in seen
     assert seen["x-forwarded-for"] != "1.2.3.4"

@@ -33,15 +33,17 @@ async def test_an_own_503_opens_only_its_route_groups_circuit(platform, account)
     chat stays reachable. The mark itself never reaches a client."""
     tokens = [(await account())[1] for _ in range(3)]
     for token in tokens:  # chat_runs allows two runs per user here: three users
-        outage = await platform.post("/api/v1/conversations/c1/messages", json={},
-                                     headers=bearer(token))  # fmt: skip
+        outage = await platform.post(
+            "/api/v1/conversations/c1/messages", json={}, headers=bearer(token)
+        )
         assert outage.status_code == 503
         assert outage.json()["type"].endswith("/service-unavailable")
         assert UPSTREAM_HEALTH_HEADER.lower() not in outage.headers
     breakers = platform.app.state.proxy.breakers
     assert breakers[("chat", "chat_runs")].state == "open"
-    fast = await platform.post("/api/v1/conversations/c1/messages", json={},
-                               headers=bearer(tokens[0]))  # fmt: skip
+    fast = await platform.post(
+        "/api/v1/conversations/c1/messages", json={}, headers=bearer(tokens[0])
+    )
     assert_problem(fast, 503, "upstream-unavailable")
     assert int(fast.headers["retry-after"]) >= 1
     echo = await platform.get("/api/v1/conversations/echo", headers=bearer(tokens[1]))
@@ -62,9 +64,12 @@ async def test_trusted_proxies_may_be_cidr_ranges(platform, account):
     async with app_client(platform.app, client_ip="10.44.3.3") as via_proxy:
         echoed = await via_proxy.get(
             "/api/v1/conversations/echo",
-            headers={**bearer(token), "X-Forwarded-For": "6.6.6.6, 203.0.113.9, 10.44.0.1",
-                     "X-Forwarded-Proto": "https"},
-        )  # fmt: skip
+            headers={
+                **bearer(token),
+                "X-Forwarded-For": "6.6.6.6, 203.0.113.9, 10.44.0.1",
+                "X-Forwarded-Proto": "https",
+            },
+        )
     # Both 10.44.x hops are proxies of the range; the right-most other hop is the client.
     assert echoed.json()["headers"]["x-forwarded-for"] == "203.0.113.9"
     assert echoed.json()["headers"]["x-forwarded-proto"] == "https"
@@ -102,8 +107,9 @@ async def test_a_users_api_keys_share_the_users_bucket(platform, account):
     _, token = await account()
     keys = []
     for name in ("one", "two"):
-        created = await platform.post("/api/v1/api-keys", json={"name": name},
-                                      headers=bearer(token))  # fmt: skip
+        created = await platform.post(
+            "/api/v1/api-keys", json={"name": name}, headers=bearer(token)
+        )
         assert created.status_code == 201, created.text
         keys.append(created.json()["key"])
     run = "/v1/chat/completions"

@@ -38,10 +38,17 @@ async def cluster(common_settings):
     """Identity and a stand-in upstream; ``cluster.replicas(n, **settings)`` gives clients
     of ``n`` gateway apps with those settings and one limits scope, all with one source IP."""
     async with AsyncExitStack() as stack:
-        identity_url = await stack.enter_async_context(serve_app(create_identity(
-            IdentitySettings(common=common_settings, key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
-                             internal_token=INTERNAL_TOKEN),
-        )))  # fmt: skip
+        identity_url = await stack.enter_async_context(
+            serve_app(
+                create_identity(
+                    IdentitySettings(
+                        common=common_settings,
+                        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+                        internal_token=INTERNAL_TOKEN,
+                    ),
+                )
+            )
+        )
         chat_url = await stack.enter_async_context(serve_app(StandIn().app))
 
         class Cluster:
@@ -52,19 +59,27 @@ async def cluster(common_settings):
                 async with AsyncExitStack() as inner:
                     clients = []
                     for _ in range(n):
-                        app = create_gateway(GatewaySettings(
-                            common=common or common_settings, identity_url=identity_url,
-                            agents_url=chat_url, chat_url=chat_url,
-                            internal_token=INTERNAL_TOKEN, **overrides,
-                        ))  # fmt: skip
+                        app = create_gateway(
+                            GatewaySettings(
+                                common=common or common_settings,
+                                identity_url=identity_url,
+                                agents_url=chat_url,
+                                chat_url=chat_url,
+                                internal_token=INTERNAL_TOKEN,
+                                **overrides,
+                            )
+                        )
                         client = await inner.enter_async_context(app_client(app, client_ip=ip))
                         client.app = app
                         clients.append(client)
                     yield clients
 
             async def token(self, client) -> str:
-                body = {"email": f"sl-{uuid.uuid4().hex[:10]}@example.com",
-                        "password": PASSWORD, "name": "Shared Limits"}  # fmt: skip
+                body = {
+                    "email": f"sl-{uuid.uuid4().hex[:10]}@example.com",
+                    "password": PASSWORD,
+                    "name": "Shared Limits",
+                }
                 assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201
                 return (await client.post("/api/v1/auth/login", json=body)).json()["access_token"]
 

@@ -190,8 +190,10 @@ async def test_ipv6_login_failures_count_per_64(identity, make_account):
 
     for i in range(1, 21):
         async with client(f"2001:db8:42:42::{i:x}") as guesser:
-            wrong = {"email": f"nobody-{i}-{uuid.uuid4().hex[:6]}@example.com",
-                     "password": "wrong" * 3}  # fmt: skip
+            wrong = {
+                "email": f"nobody-{i}-{uuid.uuid4().hex[:6]}@example.com",
+                "password": "wrong" * 3,
+            }
             assert (await guesser.post(LOGIN, json=wrong)).status_code == 401
     right = {"email": account.email, "password": PASSWORD}
     async with client("2001:db8:42:42:ffff::1") as same_64:

@@ -171,8 +171,9 @@ async def test_a_callback_without_this_browsers_cookie_is_refused(browser, oidc_
     assert response.status_code == 400
     assert response.json()["type"].endswith("/invalid-oidc-state")
     # A forged cookie is no better.
-    browser.client.cookies.set("agentmesh_oidc", "eyJhbGciOiJIUzI1NiJ9.e30.x",
-                               path="/api/v1/auth/oidc/")  # fmt: skip
+    browser.client.cookies.set(
+        "agentmesh_oidc", "eyJhbGciOiJIUzI1NiJ9.e30.x", path="/api/v1/auth/oidc/"
+    )
     forged = await browser.client.get(callback)
     assert forged.json()["type"].endswith("/invalid-oidc-state")
 

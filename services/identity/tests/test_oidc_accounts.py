@@ -106,8 +106,9 @@ async def test_unlinking_keeps_at_least_one_way_to_sign_in(browser, oidc_provide
     assert only.status_code == 409
     assert only.json()["type"].endswith("/last-sign-in-method")
     # With a second provider linked, one can go.
-    await oidc_provider.set_user(subject, email=f"dev-{uuid.uuid4().hex[:6]}@acme.example.com",
-                                 email_verified=True)  # fmt: skip
+    await oidc_provider.set_user(
+        subject, email=f"dev-{uuid.uuid4().hex[:6]}@acme.example.com", email_verified=True
+    )
     # acme finds no identity and a new email: that is another account, not this one.
     other = (await browser.sign_in(subject, name="acme")).json()
     assert (

@@ -93,8 +93,11 @@ def upgrade() -> None:
         schema="agents",
     )
     op.execute(COUNT_FUNCTION)
-    for event, table in (("INSERT", "NEW TABLE AS new_rows"), ("DELETE", "OLD TABLE AS old_rows"),
-                         ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows")):  # fmt: skip
+    for event, table in (
+        ("INSERT", "NEW TABLE AS new_rows"),
+        ("DELETE", "OLD TABLE AS old_rows"),
+        ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    ):
         op.execute(
             f"CREATE TRIGGER kb_lexemes_on_{event.lower()} AFTER {event} ON agents.chunks"
             f" REFERENCING {table} FOR EACH STATEMENT EXECUTE FUNCTION agents.kb_lexemes_count()"
@@ -106,7 +109,7 @@ def upgrade() -> None:
         FROM agents.chunks c, unnest(tsvector_to_array(c.tsv)) l(lexeme)
         WHERE c.knowledge_base_id IN (SELECT id FROM agents.knowledge_bases)
         GROUP BY 1, 2
-    """)  # fmt: skip
+    """)
 
 
 def downgrade() -> None:

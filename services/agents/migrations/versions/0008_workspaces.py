@@ -40,8 +40,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.create_index("ix_agents_owner_created", "agents", ["owner_id", "created_at"],
-                    schema="agents")  # fmt: skip
+    op.create_index(
+        "ix_agents_owner_created", "agents", ["owner_id", "created_at"], schema="agents"
+    )
     op.drop_index("ix_documents_workspace_id", table_name="documents", schema="agents")
     for table in LISTED:
         op.drop_index(f"ix_{table}_workspace_created", table_name=table, schema="agents")

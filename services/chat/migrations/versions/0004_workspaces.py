@@ -34,18 +34,33 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("workspace_id", sa.Uuid(), nullable=True), schema="chat")
         op.execute(f"UPDATE chat.{table} SET workspace_id = {owner}")
         op.alter_column(table, "workspace_id", nullable=False, schema="chat")
-    op.create_index(op.f("ix_agent_snapshots_workspace_id"), "agent_snapshots",
-                    ["workspace_id"], unique=False, schema="chat")  # fmt: skip
-    op.create_index("ix_conversations_workspace_user_created", "conversations",
-                    ["workspace_id", "user_id", "created_at", "id"], unique=False,
-                    schema="chat")  # fmt: skip
-    op.create_index("ix_runs_workspace_created", "runs", ["workspace_id", "created_at"],
-                    unique=False, schema="chat")  # fmt: skip
+    op.create_index(
+        op.f("ix_agent_snapshots_workspace_id"),
+        "agent_snapshots",
+        ["workspace_id"],
+        unique=False,
+        schema="chat",
+    )
+    op.create_index(
+        "ix_conversations_workspace_user_created",
+        "conversations",
+        ["workspace_id", "user_id", "created_at", "id"],
+        unique=False,
+        schema="chat",
+    )
+    op.create_index(
+        "ix_runs_workspace_created",
+        "runs",
+        ["workspace_id", "created_at"],
+        unique=False,
+        schema="chat",
+    )
     op.drop_constraint("pk_budgets", "budgets", type_="primary", schema="chat")
     op.create_primary_key("pk_budgets", "budgets", ["workspace_id", "user_id"], schema="chat")
     op.drop_constraint("pk_budget_spend", "budget_spend", type_="primary", schema="chat")
-    op.create_primary_key("pk_budget_spend", "budget_spend",
-                          ["workspace_id", "user_id", "month"], schema="chat")  # fmt: skip
+    op.create_primary_key(
+        "pk_budget_spend", "budget_spend", ["workspace_id", "user_id", "month"], schema="chat"
+    )
 
 
 def downgrade() -> None:
@@ -58,9 +73,11 @@ def downgrade() -> None:
     op.drop_constraint("pk_budgets", "budgets", type_="primary", schema="chat")
     op.create_primary_key("pk_budgets", "budgets", ["user_id"], schema="chat")
     op.drop_index("ix_runs_workspace_created", table_name="runs", schema="chat")
-    op.drop_index("ix_conversations_workspace_user_created", table_name="conversations",
-                  schema="chat")  # fmt: skip
-    op.drop_index(op.f("ix_agent_snapshots_workspace_id"), table_name="agent_snapshots",
-                  schema="chat")  # fmt: skip
+    op.drop_index(
+        "ix_conversations_workspace_user_created", table_name="conversations", schema="chat"
+    )
+    op.drop_index(
+        op.f("ix_agent_snapshots_workspace_id"), table_name="agent_snapshots", schema="chat"
+    )
     for table, _ in reversed(OWNED):
         op.drop_column(table, "workspace_id", schema="chat")

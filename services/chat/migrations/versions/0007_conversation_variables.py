@@ -23,10 +23,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column(
         "conversations",
-        sa.Column("variables", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"),
-                  nullable=False),
+        sa.Column(
+            "variables", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False
+        ),
         schema="chat",
-    )  # fmt: skip
+    )
     op.add_column("conversations", sa.Column("timezone", sa.Text(), nullable=True), schema="chat")
 
 

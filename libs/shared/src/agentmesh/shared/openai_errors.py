@@ -25,8 +25,14 @@ def openai_error(
     """The OpenAI error body for an HTTP status and a problem slug."""
     kind = _TYPES.get(status) or ("server_error" if status >= 500 else "invalid_request_error")
     code = "invalid_api_key" if status == 401 else _CODES.get(slug or "", slug)
-    return {"error": {"message": message, "type": kind, "param": param,
-                      "code": code.replace("-", "_") if code else None}}  # fmt: skip
+    return {
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": code.replace("-", "_") if code else None,
+        }
+    }
 
 
 def from_problem(status: int, problem: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -93,8 +93,9 @@ def convert(registry: CollectorRegistry, started_ns: int, now_ns: int) -> list[M
             ]
             data = Gauge(points)
         elif family.type == "histogram":
-            data = Histogram(_histogram_points(family, start, now_ns),
-                             AggregationTemporality.CUMULATIVE)  # fmt: skip
+            data = Histogram(
+                _histogram_points(family, start, now_ns), AggregationTemporality.CUMULATIVE
+            )
         else:
             continue
         if data.data_points:
@@ -122,12 +123,19 @@ def _histogram_points(family: Any, start: Any, now_ns: int) -> list[HistogramDat
             counts.append(int(value - previous))
             previous = value
         bounds = [bound for bound, _ in cumulative if bound != float("inf")]
-        points.append(HistogramDataPoint(
-            attributes=entry["labels"], start_time_unix_nano=start(entry["labels"]),
-            time_unix_nano=now_ns, count=entry.get("count", int(previous)),
-            sum=entry.get("sum", 0.0), bucket_counts=counts, explicit_bounds=bounds,
-            min=None, max=None,  # type: ignore[arg-type]  # Prometheus keeps neither
-        ))  # fmt: skip
+        points.append(
+            HistogramDataPoint(
+                attributes=entry["labels"],
+                start_time_unix_nano=start(entry["labels"]),
+                time_unix_nano=now_ns,
+                count=entry.get("count", int(previous)),
+                sum=entry.get("sum", 0.0),
+                bucket_counts=counts,
+                explicit_bounds=bounds,
+                min=None,  # type: ignore[arg-type]  # Prometheus keeps neither
+                max=None,  # type: ignore[arg-type]
+            )
+        )
     return points
 
 

@@ -65,8 +65,9 @@ MAX_POOLED_HOSTS = 16
 
 #: ``AGENTMESH_ALLOWED_PRIVATE_HOSTS`` in a settings class: comma- or space-separated
 #: ``host:port`` and CIDR entries (a JSON list works too); a bad entry fails start-up.
-AllowedPrivateHosts = Annotated[tuple[str, ...], NoDecode, BeforeValidator(
-    lambda value: split_entries(_json_list(value)))]  # fmt: skip
+AllowedPrivateHosts = Annotated[
+    tuple[str, ...], NoDecode, BeforeValidator(lambda value: split_entries(_json_list(value)))
+]
 
 
 def _json_list(value: Any) -> Any:
@@ -96,8 +97,9 @@ async def check_field(
         await check_url(url, allow_private=OutboundPolicy.of(policy))
     except UnresolvableHost:
         if not unresolvable_ok:
-            raise AddressNotAllowed(f"{field}: cannot resolve the host",
-                                    extra={"field": field}) from None  # fmt: skip
+            raise AddressNotAllowed(
+                f"{field}: cannot resolve the host", extra={"field": field}
+            ) from None
     except BlockedAddress as exc:
         raise AddressNotAllowed(
             f"{field}: {exc}",
@@ -207,8 +209,9 @@ def async_client(
     ``trust_env`` is off: an environment proxy would connect on the guard's behalf to
     whatever the URL names. ``keepalive`` pools connections per host name (SDK clients
     that talk to one base URL); leave it off for user-driven fetches."""
-    transport = GuardedTransport(policy, allowed_hosts=allowed_hosts, inner=inner,
-                                 keepalive=keepalive)  # fmt: skip
+    transport = GuardedTransport(
+        policy, allowed_hosts=allowed_hosts, inner=inner, keepalive=keepalive
+    )
     return httpx.AsyncClient(transport=transport, trust_env=False, **kwargs)
 
 
@@ -249,8 +252,13 @@ V = TypeVar("V")
 class _EvictingTTLCache(TTLCache):  # type: ignore[type-arg]
     """A ``TTLCache`` that reports each value it drops (expired or over ``maxsize``)."""
 
-    def __init__(self, maxsize: int, ttl: float, on_evict: Callable[[Any], None],
-                 timer: Callable[[], float] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float,
+        on_evict: Callable[[Any], None],
+        timer: Callable[[], float] | None = None,
+    ) -> None:
         if timer is None:
             super().__init__(maxsize, ttl)
         else:

@@ -140,8 +140,9 @@ class ServiceRuntime:
     def subscribe(self, *, purpose: str, subject: str, handler: EventHandler) -> Any:
         """Consume ``subject`` idempotently as durable ``<service>-<purpose>``."""
         assert self.broker and self.sessionmaker and self.tables, "consumers need DB and NATS"
-        self.lag_monitor.add(self.name, stream_name(subject.split(".", 1)[0]),
-                             f"{self.name}-{purpose}")  # fmt: skip
+        self.lag_monitor.add(
+            self.name, stream_name(subject.split(".", 1)[0]), f"{self.name}-{purpose}"
+        )
         return subscribe_events(
             self.broker,
             service=self.name,

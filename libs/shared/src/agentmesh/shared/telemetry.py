@@ -34,8 +34,10 @@ def tracer_provider_for(service: str) -> TracerProviderApi:
     """
     if service in _providers:
         return _providers[service]
-    exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                     or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))  # fmt: skip
+    exporting = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
     # With nowhere to send spans, record none: a span's attributes, events and timing cost
     # CPU on every request and statement (about a tenth of a chat turn's), for nothing. The
     # spans still exist, non-recording, so trace ids still propagate and reach the logs.
@@ -138,12 +140,12 @@ def instrument_engine(engine: AsyncEngine, provider: TracerProviderApi) -> None:
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.metrics import get_meter
 
-    tracer = trace.get_tracer("opentelemetry.instrumentation.sqlalchemy",
-                              tracer_provider=provider)  # fmt: off
+    tracer = trace.get_tracer("opentelemetry.instrumentation.sqlalchemy", tracer_provider=provider)
     usage = get_meter("opentelemetry.instrumentation.sqlalchemy").create_up_down_counter(
-        name="db.client.connections.usage", unit="connections",
+        name="db.client.connections.usage",
+        unit="connections",
         description="Connections in the state described by the state attribute.",
-    )  # fmt: off
+    )
     EngineTracer(tracer, engine.sync_engine, usage)
 
 

@@ -131,16 +131,16 @@ def check(source: str) -> Template:
         tree = _ENV.parse(source)
     except TemplateSyntaxError as exc:
         line = (source.splitlines() or [""])[max((exc.lineno or 1) - 1, 0)].strip()[:200]
-        raise TemplateError(f"{line}: not a valid template (line {exc.lineno}): {exc.message}",
-                            line) from None  # fmt: skip
+        raise TemplateError(
+            f"{line}: not a valid template (line {exc.lineno}): {exc.message}", line
+        ) from None
     prefixes: set[str] = set()
     variables: set[str] = set()
     seen = 0  # expressions passed so far: the next one's text is the block after them
     for statement in tree.body:
         if not isinstance(statement, nodes.Output):  # a {% %} tag: the first one in order
             text = next((text for kind, text in _blocks(source) if kind == "block"), "{% %}")
-            raise TemplateError(f"{text}: {_kind(statement)} is not allowed, only variables",
-                                text)  # fmt: skip
+            raise TemplateError(f"{text}: {_kind(statement)} is not allowed, only variables", text)
         for node in statement.nodes:
             if isinstance(node, nodes.TemplateData):
                 continue

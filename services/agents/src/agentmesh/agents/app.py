@@ -42,10 +42,13 @@ def create_app(settings: AgentsSettings | None = None, **runtime_options: object
     app.state.embeddings = shared_model()
     app.state.embedder = Embedder(app.state.embeddings, box, policy=settings.outbound_policy)
     knowledge_rpc.register(
-        runtime.broker, runtime.sessionmaker, app.state.embedder,
-        settings.internal_token.get_secret_value(), settings.hnsw_ef_search,
+        runtime.broker,
+        runtime.sessionmaker,
+        app.state.embedder,
+        settings.internal_token.get_secret_value(),
+        settings.hnsw_ef_search,
         settings.keyword_candidate_cap,
-    )  # fmt: skip
+    )
 
     async def start_ingest(app: FastAPI) -> None:
         # Documents are durable jobs: whatever is queued, or was left half done by a

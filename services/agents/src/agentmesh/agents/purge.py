@@ -45,7 +45,6 @@ def on_workspace_deleted(outbox: Outbox):
         assert isinstance(payload, WorkspaceDeleted)
         counts = await purge_workspace(session, payload.workspace_id)
         await outbox.add(session, AgentsWorkspacePurged(workspace_id=payload.workspace_id))
-        logger.info("workspace purged", extra={"workspace_id": str(payload.workspace_id),
-                                               **counts})  # fmt: skip
+        logger.info("workspace purged", extra={"workspace_id": str(payload.workspace_id), **counts})
 
     return handle

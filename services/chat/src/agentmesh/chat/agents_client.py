@@ -55,12 +55,18 @@ def nats_client(broker: Any) -> Any:
 
 class AgentsClient:
     def __init__(
-        self, broker: Any, internal_token: str, *, timeout: float, ttl: float,
+        self,
+        broker: Any,
+        internal_token: str,
+        *,
+        timeout: float,
+        ttl: float,
         tracer_provider: TracerProvider | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.broker = broker
-        self.tracer = trace.get_tracer("agentmesh.chat.agents_client",
-                                       tracer_provider=tracer_provider)  # fmt: skip
+        self.tracer = trace.get_tracer(
+            "agentmesh.chat.agents_client", tracer_provider=tracer_provider
+        )
         self.token = internal_token
         self.timeout = timeout
         self.ttl = ttl
@@ -75,8 +81,11 @@ class AgentsClient:
         nc = nats_client(self.broker)
         if nc is None or not nc.is_connected:
             raise AgentsUnavailable("The agents service can't be reached (no NATS connection).")
-        attributes = {"messaging.system": "nats", "messaging.destination.name": subject,
-                      "messaging.operation.type": "send"}  # fmt: skip
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.operation.type": "send",
+        }
         # A client span, its context in the headers: agents' consumer span (FastStream's
         # telemetry middleware extracts it) joins the caller's trace.
         with self.tracer.start_as_current_span(
@@ -103,9 +112,12 @@ class AgentsClient:
             return hit
         answer = await self._request(
             "agents.rpc.provider.credentials",
-            {"workspace_id": str(workspace_id), "user_id": str(user_id),
-             "provider_id": str(provider_id)},
-        )  # fmt: skip
+            {
+                "workspace_id": str(workspace_id),
+                "user_id": str(user_id),
+                "provider_id": str(provider_id),
+            },
+        )
         if "error" in answer:
             raise ProviderMissing(
                 "The agent's model provider is gone or not in its workspace; update the agent."
@@ -124,9 +136,12 @@ class AgentsClient:
             return hit
         answer = await self._request(
             "agents.rpc.mcp.connection",
-            {"workspace_id": str(workspace_id), "user_id": str(user_id),
-             "server_id": str(server_id)},
-        )  # fmt: skip
+            {
+                "workspace_id": str(workspace_id),
+                "user_id": str(user_id),
+                "server_id": str(server_id),
+            },
+        )
         if "error" in answer:
             raise McpServerMissing(
                 f"The MCP server is gone or not in the agent's workspace ({answer['error']})."
@@ -136,14 +151,24 @@ class AgentsClient:
         return answer
 
     async def knowledge_search(
-        self, user_id: uuid.UUID, kb_ids: list[str], query: str, top_k: int, *,
+        self,
+        user_id: uuid.UUID,
+        kb_ids: list[str],
+        query: str,
+        top_k: int,
+        *,
         workspace_id: uuid.UUID,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[dict[str, Any]]:
         answer = await self._request(
             "agents.rpc.knowledge.search",
-            {"workspace_id": str(workspace_id), "user_id": str(user_id),
-             "knowledge_base_ids": kb_ids, "query": query, "top_k": top_k},
-        )  # fmt: skip
+            {
+                "workspace_id": str(workspace_id),
+                "user_id": str(user_id),
+                "knowledge_base_ids": kb_ids,
+                "query": query,
+                "top_k": top_k,
+            },
+        )
         if answer.get("error") == "not_found":
             raise KnowledgeBaseMissing(
                 "A knowledge base of the agent is gone or not in its workspace; update the agent."

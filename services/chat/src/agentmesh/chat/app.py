@@ -37,8 +37,11 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     assert runtime.broker is not None
     hub = RunHub(runtime.broker)
 
-    @runtime.broker.subscriber(f"{CANCEL_SUBJECT}.*", title="chat.control.cancel.<run_id>",
-                               description="Cancel a run on whichever replica runs it")  # fmt: skip
+    @runtime.broker.subscriber(
+        f"{CANCEL_SUBJECT}.*",
+        title="chat.control.cancel.<run_id>",
+        description="Cancel a run on whichever replica runs it",
+    )
     async def on_cancel(body: bytes, msg: NatsMessage) -> None:
         subject = msg.raw_message.subject
         with contextlib.suppress(ValueError):
@@ -61,12 +64,17 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     )
     app.state.hub = hub
     app.state.agents_client = AgentsClient(
-        runtime.broker, settings.internal_token.get_secret_value(),
-        timeout=settings.rpc_timeout_seconds, ttl=settings.credentials_ttl_seconds,
+        runtime.broker,
+        settings.internal_token.get_secret_value(),
+        timeout=settings.rpc_timeout_seconds,
+        ttl=settings.credentials_ttl_seconds,
         tracer_provider=runtime.tracer_provider,
-    )  # fmt: skip
-    app.state.profiles = Profiles(runtime.broker, settings.internal_token.get_secret_value(),
-                                  timeout=settings.rpc_timeout_seconds)  # fmt: skip
+    )
+    app.state.profiles = Profiles(
+        runtime.broker,
+        settings.internal_token.get_secret_value(),
+        timeout=settings.rpc_timeout_seconds,
+    )
     app.state.executor = RunExecutor(app.state)
     runtime.startup_hooks.append(_warm_providers)
     # Heartbeats of this replica's runs, and the sweep that ends runs of stopped replicas.

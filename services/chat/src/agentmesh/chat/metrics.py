@@ -39,9 +39,15 @@ OPERATION_DURATION = Histogram(
 
 
 def record_finish(
-    *, status: str, provider: str, model: str, input_tokens: int, output_tokens: int,
-    latency_ms: float | None, ttft_ms: float | None,
-) -> None:  # fmt: skip
+    *,
+    status: str,
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: float | None,
+    ttft_ms: float | None,
+) -> None:
     """Count a finished run and its usage."""
     RUNS_FINISHED.labels(status).inc()
     TOKEN_USAGE.labels("input", provider, model).observe(input_tokens)

@@ -74,9 +74,10 @@ class Conversation(Base):
     __table_args__ = (
         Index("ix_conversations_user_created", "user_id", "created_at", "id"),
         # Lists: the caller's own conversations in their workspace, newest first.
-        Index("ix_conversations_workspace_user_created", "workspace_id", "user_id",
-              "created_at", "id"),
-    )  # fmt: skip
+        Index(
+            "ix_conversations_workspace_user_created", "workspace_id", "user_id", "created_at", "id"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     workspace_id: Mapped[uuid.UUID] = mapped_column()

@@ -190,25 +190,37 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         decision = await limits.take(route.group, keys, settings.policy(route.group).rate_limit)
         if not decision.allowed:
             RATE_LIMITED.labels(route.group).inc()
-            raise RateLimited("Slow down: the rate limit of this route is exceeded.",
-                              headers=decision.headers())  # fmt: off
+            raise RateLimited(
+                "Slow down: the rate limit of this route is exceeded.", headers=decision.headers()
+            )
         response = await proxy.forward(request, route, caller, ip, request_scheme(request, trusted))
         response.headers.update(decision.headers())
         return response
 
     app.add_middleware(
-        SecurityHeaders, hsts_seconds=settings.hsts_seconds,
+        SecurityHeaders,
+        hsts_seconds=settings.hsts_seconds,
         trusted_proxies=trusted,
-    )  # fmt: off
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
             allow_methods=METHODS,
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID",
-                           "Last-Event-ID"],
-            expose_headers=["X-Request-ID", "RateLimit-Limit", "RateLimit-Remaining",
-                            "RateLimit-Reset", "Retry-After"],
-        )  # fmt: off
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "Last-Event-ID",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "Retry-After",
+            ],
+        )
     return app

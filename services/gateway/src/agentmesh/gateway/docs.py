@@ -20,18 +20,35 @@ SECURITY_SCHEMES = {
         "bearerFormat": "JWT",
         "description": "An access token from POST /api/v1/auth/login, or an API key (am_...).",
     },
-    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-               "description": "An API key from POST /api/v1/api-keys."},
-}  # fmt: off
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An API key from POST /api/v1/api-keys.",
+    },
+}
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 GATEWAY_PATHS: dict[str, Any] = {
-    "/health/live": {"get": {"tags": ["health"], "summary": "Liveness", "security": [],
-                             "responses": {"200": {"description": "The gateway answers"}}}},
-    "/health/ready": {"get": {"tags": ["health"], "summary": "Readiness of every upstream",
-                              "security": [],
-                              "responses": {"200": {"description": "Every upstream is ready"},
-                                            "503": {"description": "An upstream is not"}}}},
-}  # fmt: off
+    "/health/live": {
+        "get": {
+            "tags": ["health"],
+            "summary": "Liveness",
+            "security": [],
+            "responses": {"200": {"description": "The gateway answers"}},
+        }
+    },
+    "/health/ready": {
+        "get": {
+            "tags": ["health"],
+            "summary": "Readiness of every upstream",
+            "security": [],
+            "responses": {
+                "200": {"description": "Every upstream is ready"},
+                "503": {"description": "An upstream is not"},
+            },
+        }
+    },
+}
 
 
 class DocsCache:
@@ -112,11 +129,16 @@ class DocsCache:
         documents = await self._fetch_all("/asyncapi")
         merged: dict[str, Any] = {
             "asyncapi": "3.0.0",
-            "info": {"title": "AgentMesh events", "version": "1",
-                     "description": "Events every AgentMesh service publishes and consumes."},
-            "servers": {}, "channels": {}, "operations": {},
+            "info": {
+                "title": "AgentMesh events",
+                "version": "1",
+                "description": "Events every AgentMesh service publishes and consumes.",
+            },
+            "servers": {},
+            "channels": {},
+            "operations": {},
             "components": {"messages": {}, "schemas": {}},
-        }  # fmt: off
+        }
         for service, document in documents.items():
             if document is None:
                 continue
@@ -155,8 +177,9 @@ def _rename_conflicts(service: str, document: dict[str, Any], seen: dict[str, An
         return document
     text = json.dumps(document)
     for name in conflicts:
-        text = text.replace(f'"#/components/schemas/{name}"',
-                            f'"#/components/schemas/{service}_{name}"')  # fmt: off
+        text = text.replace(
+            f'"#/components/schemas/{name}"', f'"#/components/schemas/{service}_{name}"'
+        )
     renamed = json.loads(text)
     components = renamed["components"]["schemas"]
     for name in conflicts:

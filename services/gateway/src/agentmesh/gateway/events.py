@@ -40,5 +40,6 @@ def register(runtime: ServiceRuntime, authenticator: Authenticator) -> None:
 
     for subject in EVICTING_SUBJECTS:
         # No stream, no queue group: a core subscription every replica receives.
-        runtime.broker.subscriber(subject, title=f"gateway-evict-{subject}",
-                                  description="Evict cached credentials")(evict)  # fmt: off
+        runtime.broker.subscriber(
+            subject, title=f"gateway-evict-{subject}", description="Evict cached credentials"
+        )(evict)

@@ -20,15 +20,34 @@ from agentmesh.shared.errors import UPSTREAM_HEALTH_HEADER, UPSTREAM_UNAVAILABLE
 
 logger = logging.getLogger("agentmesh.gateway.proxy")
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
-})  # fmt: off
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 #: Not passed on to clients: between the services and the gateway only.
 INTERNAL_RESPONSE_HEADERS = frozenset({UPSTREAM_HEALTH_HEADER.lower()})
 #: Never accepted from clients: identity and routing facts only the gateway may assert.
-INTERNAL_PREFIXES = ("x-agentmesh-", "x-internal-", "x-forwarded-", "x-real-ip", "forwarded",
-                     "x-user-", "x-api-key", "authorization")  # fmt: off
+INTERNAL_PREFIXES = (
+    "x-agentmesh-",
+    "x-internal-",
+    "x-forwarded-",
+    "x-real-ip",
+    "forwarded",
+    "x-user-",
+    "x-api-key",
+    "authorization",
+)
 NO_STORE_GROUPS = frozenset({"auth"})
 
 
@@ -67,9 +86,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def upstream_headers(request: Request, caller: Caller | None, client_ip: str, scheme: str):
     headers = {
-        k: v for k, v in request.headers.items()
+        k: v
+        for k, v in request.headers.items()
         if k not in HOP_BY_HOP and not k.startswith(INTERNAL_PREFIXES)
-    }  # fmt: off
+    }
     if caller is not None:
         headers["authorization"] = f"Bearer {caller.token}"
     headers["x-forwarded-for"] = client_ip
@@ -92,9 +112,10 @@ def response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
     """The upstream's headers to pass on, repeated ones (``Set-Cookie``, ``Link``) kept
     as separate lines: joining them would corrupt cookies."""
     return [
-        (k, v) for k, v in upstream.headers.items()
+        (k, v)
+        for k, v in upstream.headers.items()
         if k.lower() not in HOP_BY_HOP and k.lower() not in INTERNAL_RESPONSE_HEADERS
-    ]  # fmt: off
+    ]
 
 
 class Proxy:
@@ -138,12 +159,19 @@ class Proxy:
         )
         try:
             upstream = await self.session.request(
-                request.method, yarl.URL(url, encoded=True), data=body or None,
+                request.method,
+                yarl.URL(url, encoded=True),
+                data=body or None,
                 headers=upstream_headers(request, caller, client_ip, scheme),
-                timeout=timeout, allow_redirects=False, auto_decompress=False,
-            )  # fmt: off
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError) as exc:  # fmt: off
+                timeout=timeout,
+                allow_redirects=False,
+                auto_decompress=False,
+            )
+        except (
+            aiohttp.ClientConnectorError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+        ) as exc:
             breaker.failure()
             logger.warning("upstream %s unreachable: %s", route.upstream, exc)
             raise UpstreamUnavailable(f"The {route.upstream} service is unavailable.") from exc
@@ -179,8 +207,9 @@ class Proxy:
                 upstream.release()
             response: Response = Response(content, status_code=upstream.status)
         else:
-            response = StreamingResponse(relay(upstream, route.upstream),
-                                         status_code=upstream.status)  # fmt: off
+            response = StreamingResponse(
+                relay(upstream, route.upstream), status_code=upstream.status
+            )
         for name, value in headers:
             response.headers.append(name, value)
         if route.group in NO_STORE_GROUPS or route.upstream == "identity":

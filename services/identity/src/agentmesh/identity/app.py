@@ -132,8 +132,9 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
     readmodel.register(runtime, resync_seconds=settings.membership_resync_seconds)
     denylist.register(runtime, settings)
     assert runtime.broker is not None
-    profile_rpc.register(runtime.broker, runtime.sessionmaker,
-                         settings.internal_token.get_secret_value())  # fmt: skip
+    profile_rpc.register(
+        runtime.broker, runtime.sessionmaker, settings.internal_token.get_secret_value()
+    )
     runtime.startup_hooks.extend([bootstrap, prune_login_failures])
     runtime.shutdown_hooks.append(stop_pruning)
     app = runtime.create_app(

@@ -215,10 +215,14 @@ async def _on_failure(
         return
     # The handler's exception goes to error tracking once per event given up on (not once
     # per delivery); the log line carries the same exception, so it is not sent again.
-    errortracking.capture(exc, service=service, consumer=consumer, subject=subject,
-                          event_id=str(event_id) if event_id else None)  # fmt: skip
-    logger.error("event dead-lettered after %d deliveries", delivered, extra=context,
-                 exc_info=exc)  # fmt: skip
+    errortracking.capture(
+        exc,
+        service=service,
+        consumer=consumer,
+        subject=subject,
+        event_id=str(event_id) if event_id else None,
+    )
+    logger.error("event dead-lettered after %d deliveries", delivered, extra=context, exc_info=exc)
     await msg.reject()
     metrics.DELIVERIES.labels(service, consumer, "dead_lettered").inc()
     metrics.DEAD_LETTERED.labels(service, consumer).inc()

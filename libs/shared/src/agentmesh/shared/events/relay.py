@@ -229,9 +229,14 @@ class OutboxRelay:
                     metrics.OUTBOX_PUBLISH_ERRORS.labels(self.service, "unpublishable").inc()
                     error = f"{type(exc).__name__}: {exc}"
                     await conn.execute(self._mark_failed_sql, {"id": row.id, "error": error})
-                    logger.error("outbox event cannot be published",
-                                 extra={"event_id": str(row.event_id), "subject": row.subject,
-                                        "error": error})  # fmt: off
+                    logger.error(
+                        "outbox event cannot be published",
+                        extra={
+                            "event_id": str(row.event_id),
+                            "subject": row.subject,
+                            "error": error,
+                        },
+                    )
                     continue
                 except Exception as exc:
                     # The broker is away: stop here, the sweep retries the rest.

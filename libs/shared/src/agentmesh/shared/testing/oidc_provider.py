@@ -50,9 +50,14 @@ async def mock_provider() -> AsyncIterator[MockProvider]:
     """``python -m oidc_provider_mock -p PORT`` on loopback, until it answers."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oidc_provider_mock", "-p", str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "oidc_provider_mock",
+        "-p",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as client:

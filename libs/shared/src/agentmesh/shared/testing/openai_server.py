@@ -169,8 +169,11 @@ class FakeOpenAI:
             arguments = json.dumps(call["arguments"])
             pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
         prompt_tokens = sum(_count(json.dumps(m.get("content"))) + 4 for m in messages)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
-                 "total_tokens": prompt_tokens + len(pieces)}  # fmt: skip
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt_tokens + len(pieces),
+        }
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await self._stream(request, model, pieces, call, usage, include_usage, outcome)
@@ -231,8 +234,12 @@ class FakeOpenAI:
         await self._sleep(self.ttft_seconds)
         first: dict[str, Any] = {"role": "assistant", "content": ""}
         if call is not None:
-            opening = {"index": 0, "id": call["id"], "type": "function",
-                       "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
+            opening = {
+                "index": 0,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
             first = {"role": "assistant", "content": None, "tool_calls": [opening]}
         await send(first)
         cut = min(2, len(pieces)) if failure is not None else -1
@@ -305,8 +312,13 @@ def _error(
 
 
 def _envelope(model: str, kind: str) -> dict[str, Any]:
-    return {"id": "chatcmpl-fake", "object": kind, "created": int(time.time()), "model": model,
-            "system_fingerprint": None}  # fmt: skip
+    return {
+        "id": "chatcmpl-fake",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
 
 
 def _tool_call(call: dict[str, Any]) -> dict[str, Any]:

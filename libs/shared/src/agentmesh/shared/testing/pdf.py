@@ -38,16 +38,42 @@ def text_pdf(pages: Iterable[list[str]]) -> bytes:
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(bodies) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(bodies) + 1, xref)  # fmt: skip
+        len(bodies) + 1,
+        xref,
+    )
     return bytes(out)
 
 
 def filler_pages(target_bytes: int, *, lines_per_page: int = 70) -> list[list[str]]:
     """Pages of varied English-like sentences, enough for a PDF of about ``target_bytes``."""
-    words = ["refund", "shipping", "parcel", "warehouse", "invoice", "customer", "account",
-             "password", "token", "budget", "roadmap", "hiring", "planning", "review",
-             "release", "incident", "backup", "network", "storage", "latency", "report",
-             "contract", "policy", "support", "ticket", "schedule"]  # fmt: skip
+    words = [
+        "refund",
+        "shipping",
+        "parcel",
+        "warehouse",
+        "invoice",
+        "customer",
+        "account",
+        "password",
+        "token",
+        "budget",
+        "roadmap",
+        "hiring",
+        "planning",
+        "review",
+        "release",
+        "incident",
+        "backup",
+        "network",
+        "storage",
+        "latency",
+        "report",
+        "contract",
+        "policy",
+        "support",
+        "ticket",
+        "schedule",
+    ]
     pick = random.Random(20261203).choice  # noqa: S311 (the same pages every run)
     pages, size, n = [], 0, 0
     while size < target_bytes:

@@ -107,8 +107,9 @@ class _StandIn:
     async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         raise NotImplementedError
 
-    def _decide(self, last_role: str, last_text: str, tool_names: list[str]
-                ) -> tuple[str, str | None]:  # fmt: skip
+    def _decide(
+        self, last_role: str, last_text: str, tool_names: list[str]
+    ) -> tuple[str, str | None]:
         """``(text, None)`` or ``("", tool name)``."""
         if last_role == "tool":
             return f"The tool returned: {last_text}", None
@@ -146,15 +147,20 @@ class FakeAnthropic(_StandIn):
         kinds = {401: "authentication_error", 429: "rate_limit_error", 500: "api_error"}
         error = {"type": kinds.get(status, "invalid_request_error"), "message": message}
         headers = {"retry-after": "0"} if status == 429 else None
-        return web.json_response({"type": "error", "error": error}, status=status,
-                                 headers=headers)  # fmt: skip
+        return web.json_response({"type": "error", "error": error}, status=status, headers=headers)
 
     async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         messages = body.get("messages") or [{}]
         last = messages[-1]
-        results = [b for b in last.get("content") or [] if isinstance(b, dict)
-                   and b.get("type") == "tool_result"] if isinstance(last.get("content"),
-                                                                    list) else []  # fmt: skip
+        results = (
+            [
+                b
+                for b in last.get("content") or []
+                if isinstance(b, dict) and b.get("type") == "tool_result"
+            ]
+            if isinstance(last.get("content"), list)
+            else []
+        )
         role = "tool" if results else str(last.get("role"))
         names = [str(t.get("name")) for t in body.get("tools") or []]
         text, tool = self._decide(role, _text_of(last.get("content")), names)
@@ -167,19 +173,30 @@ class FakeAnthropic(_StandIn):
         usage_in = sum(len(_text_of(m.get("content")).split()) + 3 for m in messages)
         if tool is not None:
             call_id = "toolu_" + hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:20]
-            block: dict[str, Any] = {"type": "tool_use", "id": call_id, "name": tool,
-                                     "input": arguments}  # fmt: skip
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call_id,
+                "name": tool,
+                "input": arguments,
+            }
             pieces = _words(json.dumps(arguments))
         else:
             block, pieces = {"type": "text", "text": text}, _words(text)
         stop = "tool_use" if tool is not None else "end_turn"
-        message = {"id": "msg_fake", "type": "message", "role": "assistant",
-                   "model": body.get("model"), "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": usage_in, "output_tokens": 1}}  # fmt: skip
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage_in, "output_tokens": 1},
+        }
         if not body.get("stream"):
             usage = {"input_tokens": usage_in, "output_tokens": len(pieces)}
-            return web.json_response({**message, "content": [block], "stop_reason": stop,
-                                      "usage": usage})  # fmt: skip
+            return web.json_response(
+                {**message, "content": [block], "stop_reason": stop, "usage": usage}
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
@@ -191,13 +208,20 @@ class FakeAnthropic(_StandIn):
         start = {**block, "input": {}} if tool is not None else {"type": "text", "text": ""}
         await send("content_block_start", {"index": 0, "content_block": start})
         for piece in pieces:
-            delta = ({"type": "input_json_delta", "partial_json": piece} if tool is not None
-                     else {"type": "text_delta", "text": piece})  # fmt: skip
+            delta = (
+                {"type": "input_json_delta", "partial_json": piece}
+                if tool is not None
+                else {"type": "text_delta", "text": piece}
+            )
             await send("content_block_delta", {"index": 0, "delta": delta})
         await send("content_block_stop", {"index": 0})
-        await send("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
-                                     "usage": {"input_tokens": usage_in,
-                                               "output_tokens": len(pieces)}})  # fmt: skip
+        await send(
+            "message_delta",
+            {
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"input_tokens": usage_in, "output_tokens": len(pieces)},
+            },
+        )
         await send("message_stop", {})
         await response.write_eof()
         return response
@@ -223,9 +247,10 @@ class FakeOllama(_StandIn):
         final_message: dict[str, Any] = {"role": "assistant", "content": ""}
         if tool is not None:
             final_message["tool_calls"] = [{"function": {"name": tool, "arguments": {}}}]
-        usage = {"prompt_eval_count": sum(len(_text_of(m.get("content")).split()) + 3
-                                          for m in messages),
-                 "eval_count": max(len(pieces), 1)}  # fmt: skip
+        usage = {
+            "prompt_eval_count": sum(len(_text_of(m.get("content")).split()) + 3 for m in messages),
+            "eval_count": max(len(pieces), 1),
+        }
         done = {**head, "done": True, "done_reason": "stop", "total_duration": 1, **usage}
         if not body.get("stream", True):
             message = {**final_message, "content": text}
@@ -269,8 +294,9 @@ class FakeAzureOpenAI(FakeOpenAI):
 
     async def _azure_models(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("api-key") != self.azure_key or "api-version" not in request.query:
-            return web.json_response({"error": {"code": "401", "message": "Access denied"}},
-                                     status=401)  # fmt: skip
+            return web.json_response(
+                {"error": {"code": "401", "message": "Access denied"}}, status=401
+            )
         return web.json_response({"object": "list", "data": [{"id": m} for m in self.models]})
 
     async def _azure(self, request: web.Request) -> web.StreamResponse:
@@ -278,11 +304,13 @@ class FakeAzureOpenAI(FakeOpenAI):
         self.queries.append(dict(request.query))
         if request.headers.get("api-key") != self.azure_key:
             self.requests.append(RecordedRequest(request.method, request.path, None, False))
-            return web.json_response({"error": {"code": "401", "message": "Access denied"}},
-                                     status=401)  # fmt: skip
+            return web.json_response(
+                {"error": {"code": "401", "message": "Access denied"}}, status=401
+            )
         if "api-version" not in request.query:
-            return web.json_response({"error": {"code": "404", "message": "no api-version"}},
-                                     status=404)  # fmt: skip
+            return web.json_response(
+                {"error": {"code": "404", "message": "no api-version"}}, status=404
+            )
         return await self._chat(request)
 
 
@@ -306,21 +334,31 @@ class FakeMistral(_StandIn):
             text, tool = json.dumps(self.structured), None
         pieces = _words(text) if tool is None else []
         prompt = sum(len(_text_of(m.get("content")).split()) + 3 for m in messages)
-        usage = {"prompt_tokens": prompt, "completion_tokens": max(len(pieces), 1),
-                 "total_tokens": prompt + max(len(pieces), 1)}  # fmt: skip
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": max(len(pieces), 1),
+            "total_tokens": prompt + max(len(pieces), 1),
+        }
         calls = None
         if tool is not None:
             digest = hashlib.sha256(json.dumps(messages).encode()).hexdigest()
             call_id = "".join(c for c in digest if c.isalnum())[:9]
-            calls = [{"id": call_id, "index": 0, "type": "function",
-                      "function": {"name": tool, "arguments": "{}"}}]  # fmt: skip
+            calls = [
+                {
+                    "id": call_id,
+                    "index": 0,
+                    "type": "function",
+                    "function": {"name": tool, "arguments": "{}"},
+                }
+            ]
         finish = "tool_calls" if calls else "stop"
         head = {"id": "cmpl-fake", "model": body.get("model"), "created": 0}
         if not body.get("stream"):
             message = {"role": "assistant", "content": text, "tool_calls": calls}
             choice = {"index": 0, "message": message, "finish_reason": finish}
-            return web.json_response({**head, "object": "chat.completion", "choices": [choice],
-                                      "usage": usage})  # fmt: skip
+            return web.json_response(
+                {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
@@ -331,7 +369,7 @@ class FakeMistral(_StandIn):
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 **extra,
             }
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())  # fmt: skip
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send({"role": "assistant", "content": ""})
         for piece in pieces:

@@ -229,9 +229,11 @@ def http_request_tool(
         if method not in ("GET", "POST"):
             raise ToolError("only GET and POST are allowed")
         client = outbound.async_client(
-            allow_private_network, allowed_hosts=allowed_hosts, inner=transport,
+            allow_private_network,
+            allowed_hosts=allowed_hosts,
+            inner=transport,
             timeout=timeout_seconds,
-        )  # fmt: skip
+        )
         try:
             async with asyncio.timeout(timeout_seconds), client:
                 return await _fetch(client, method, url, body, max_bytes)

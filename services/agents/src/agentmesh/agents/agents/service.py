@@ -267,8 +267,13 @@ async def create(
 ) -> tuple[Agent, dict[str, Any]]:
     config = _config(body)
     await _check_provider(session, access.workspace_id, config)
-    agent = Agent(owner_id=access.user_id, workspace_id=access.workspace_id, version=1,
-                  name=config["name"], tags=config["tags"])  # fmt: skip
+    agent = Agent(
+        owner_id=access.user_id,
+        workspace_id=access.workspace_id,
+        version=1,
+        name=config["name"],
+        tags=config["tags"],
+    )
     session.add(agent)
     await session.flush()
     session.add(AgentVersion(agent_id=agent.id, version=1, config=config))

@@ -32,15 +32,28 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
 
 #: erf(x) = x * P(x^2) / Q(x^2) on [-4, 4], +/-1 beyond (the float32 erf of XLA and Eigen).
-_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-          -1.60960333262415e-02)  # fmt: off
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-          -7.37332916720468e-03, -1.42647390514189e-02)  # fmt: off
+_ERF_P = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_Q = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
 #: GELU(x) = x/2 + x * u * P'(u^2) / Q'(u^2) with u = clip(x, +/-4 sqrt 2): the erf
 #: argument x / sqrt 2 and the factor 1/2 folded into the coefficients.
-_GELU_P = tuple(np.float32(c / 2.0**k / 2.0 / np.sqrt(2.0))
-                for k, c in zip(range(6, -1, -1), _ERF_P, strict=True))  # fmt: off
+_GELU_P = tuple(
+    np.float32(c / 2.0**k / 2.0 / np.sqrt(2.0))
+    for k, c in zip(range(6, -1, -1), _ERF_P, strict=True)
+)
 _GELU_Q = tuple(np.float32(c / 2.0**k) for k, c in zip(range(4, -1, -1), _ERF_Q, strict=True))
 _GELU_CLIP = np.float32(4.0 * np.sqrt(2.0))
 _BLOCK_ROWS = 32  # 32 x 1536 floats: the GELU temporaries stay in L2
@@ -102,8 +115,9 @@ class LocalMiniLM(Embeddings):
         self.layers = int(config["num_hidden_layers"])
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config["layer_norm_eps"])
-        self.max_length = int(json.loads((path / "sentence_bert_config.json").read_text())
-                              ["max_seq_length"])  # fmt: off
+        self.max_length = int(
+            json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        )
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)  # 256, as sentence-transformers
         self.tokenizer.no_padding()  # sequences are packed, never padded
@@ -119,27 +133,33 @@ class LocalMiniLM(Embeddings):
     def _prepare(self, i: int) -> dict[str, np.ndarray]:
         """Layer ``i``'s weights as contiguous ``(in, out)`` matrices, Q, K, V fused."""
         pre, p = f"encoder.layer.{i}.", self._p
-        scale = np.float32(1.0 / np.sqrt(p(pre + "attention.self.query.weight").shape[0]
-                                         // self.heads))  # fmt: off
+        scale = np.float32(
+            1.0 / np.sqrt(p(pre + "attention.self.query.weight").shape[0] // self.heads)
+        )
         qkv = [p(pre + f"attention.self.{n}.weight") for n in ("query", "key", "value")]
         qkv_b = [p(pre + f"attention.self.{n}.bias") for n in ("query", "key", "value")]
 
-        def t(name: str) -> np.ndarray:  # fmt: skip
+        def t(name: str) -> np.ndarray:
             return np.ascontiguousarray(p(pre + name + ".weight").T)
 
         return {
             "qkv": np.ascontiguousarray(np.concatenate([qkv[0] * scale, *qkv[1:]]).T),
             "qkv_b": np.concatenate([qkv_b[0] * scale, *qkv_b[1:]]),
-            "out": t("attention.output.dense"), "out_b": p(pre + "attention.output.dense.bias"),
+            "out": t("attention.output.dense"),
+            "out_b": p(pre + "attention.output.dense.bias"),
             "ln1_w": p(pre + "attention.output.LayerNorm.weight"),
             "ln1_b": p(pre + "attention.output.LayerNorm.bias"),
-            "up": t("intermediate.dense"), "up_b": p(pre + "intermediate.dense.bias"),
-            "down": t("output.dense"), "down_b": p(pre + "output.dense.bias"),
-            "ln2_w": p(pre + "output.LayerNorm.weight"), "ln2_b": p(pre + "output.LayerNorm.bias"),
-        }  # fmt: off
+            "up": t("intermediate.dense"),
+            "up_b": p(pre + "intermediate.dense.bias"),
+            "down": t("output.dense"),
+            "down_b": p(pre + "output.dense.bias"),
+            "ln2_w": p(pre + "output.LayerNorm.weight"),
+            "ln2_b": p(pre + "output.LayerNorm.bias"),
+        }
 
-    def _attention(self, qkv: np.ndarray, context: np.ndarray, starts: list[int],
-                   lengths: list[int]) -> None:  # fmt: skip
+    def _attention(
+        self, qkv: np.ndarray, context: np.ndarray, starts: list[int], lengths: list[int]
+    ) -> None:
         """Softmax attention of each packed sequence over itself (scale folded into Q).
 
         Query rows go in blocks small enough that each per-head GEMM stays under OpenBLAS's
@@ -150,8 +170,11 @@ class LocalMiniLM(Embeddings):
         head_dim = width // self.heads
         for start, length in zip(starts, lengths, strict=True):
             # (3, heads, length, head_dim) views of this sequence's rows
-            q, k, v = qkv[start : start + length].reshape(length, 3, self.heads, head_dim)\
-                .transpose(1, 2, 0, 3)  # fmt: skip
+            q, k, v = (
+                qkv[start : start + length]
+                .reshape(length, 3, self.heads, head_dim)
+                .transpose(1, 2, 0, 3)
+            )
             keys = k.transpose(0, 2, 1)
             out = context[start : start + length].reshape(length, self.heads, head_dim)
             rows = max(8, 2**18 // (length * head_dim))
@@ -176,8 +199,9 @@ class LocalMiniLM(Embeddings):
         x = p("embeddings.word_embeddings.weight")[ids]
         x += p("embeddings.position_embeddings.weight")[positions]
         x += p("embeddings.token_type_embeddings.weight")[types]
-        x = _layer_norm(x, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"),
-                        self.eps)  # fmt: off
+        x = _layer_norm(
+            x, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"), self.eps
+        )
         hidden = np.empty((ids.size, self._blocks[0]["up"].shape[1]), np.float32)
         context = np.empty((ids.size, self._blocks[0]["out"].shape[0]), np.float32)
         for b in self._blocks:
@@ -203,8 +227,10 @@ class LocalMiniLM(Embeddings):
         """Unit vectors (n, 384) for ``texts``."""
         if not texts:
             return np.zeros((0, DIMENSION), dtype=np.float32)
-        parts = [self._encode_batch(texts[i : i + self.batch_size])
-                 for i in range(0, len(texts), self.batch_size)]  # fmt: off
+        parts = [
+            self._encode_batch(texts[i : i + self.batch_size])
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return np.concatenate(parts).astype(np.float32)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -71,9 +71,15 @@ class Embedder:
     dropped one has its HTTP client closed once no task uses it."""
 
     def __init__(
-        self, local: LocalMiniLM, box: SecretBox, timeout: float = 30.0,
-        policy: OutboundPolicy | bool = False, *, cache_size: int = 64, cache_ttl: float = 300,
-    ) -> None:  # fmt: skip
+        self,
+        local: LocalMiniLM,
+        box: SecretBox,
+        timeout: float = 30.0,
+        policy: OutboundPolicy | bool = False,
+        *,
+        cache_size: int = 64,
+        cache_ttl: float = 300,
+    ) -> None:
         self.local = local
         self.box = box
         self.timeout = timeout
@@ -90,9 +96,14 @@ class Embedder:
         if provider is None:
             raise InvalidEmbeddingConfig("The knowledge base's embedding provider was deleted.")
         key = (provider.id, provider.updated_at, kb.embedding_model, kb.dimension)
-        return self.remotes.get(key, lambda: self.remote(
-            providers.credentials(self.box, provider), kb.embedding_model, kb.dimension,
-        )).embeddings  # fmt: skip
+        return self.remotes.get(
+            key,
+            lambda: self.remote(
+                providers.credentials(self.box, provider),
+                kb.embedding_model,
+                kb.dimension,
+            ),
+        ).embeddings
 
     def remote(self, creds: dict[str, Any], model: str, dimension: int) -> _Remote:
         """An OpenAI-compatible embedder whose HTTP client is ``outbound``'s (every call
@@ -115,9 +126,12 @@ class Embedder:
 
 
 async def check_config(
-    session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID | None,
-    model: str | None, dimension: int,
-) -> str:  # fmt: skip
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    provider_id: uuid.UUID | None,
+    model: str | None,
+    dimension: int,
+) -> str:
     """Validate an embedding choice (a provider of ``workspace_id``); returns the model
     name to store."""
     if dimension not in SUPPORTED_DIMENSIONS:

@@ -76,52 +76,75 @@ class Job:
 
 
 async def claim(
-    sessionmaker: async_sessionmaker[AsyncSession], worker: str, *, slots: int,
-    per_user: int, lease_seconds: float,
-) -> list[Job]:  # fmt: skip
+    sessionmaker: async_sessionmaker[AsyncSession],
+    worker: str,
+    *,
+    slots: int,
+    per_user: int,
+    lease_seconds: float,
+) -> list[Job]:
     """Up to ``slots`` documents leased to ``worker``, fairly across owners."""
     if slots <= 0:
         return []
     async with sessionmaker() as session, session.begin():
-        await session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
-                              {"a": CLAIM_LOCK[0], "b": CLAIM_LOCK[1]})  # fmt: skip
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": CLAIM_LOCK[0], "b": CLAIM_LOCK[1]}
+        )
         params = {"worker": worker, "slots": slots, "per_user": per_user, "lease": lease_seconds}
         ids = list(await session.scalars(CLAIM, params))
         if not ids:
             return []
         rows = await session.execute(
-            select(Document.id, Document.knowledge_base_id, Document.owner_id,
-                   Document.workspace_id,
-                   Document.content_type, Document.raw, KnowledgeBase.chunk_size,
-                   KnowledgeBase.chunk_overlap, KnowledgeBase.dimension,
-                   KnowledgeBase.embedding_generation)
+            select(
+                Document.id,
+                Document.knowledge_base_id,
+                Document.owner_id,
+                Document.workspace_id,
+                Document.content_type,
+                Document.raw,
+                KnowledgeBase.chunk_size,
+                KnowledgeBase.chunk_overlap,
+                KnowledgeBase.dimension,
+                KnowledgeBase.embedding_generation,
+            )
             .join(KnowledgeBase, KnowledgeBase.id == Document.knowledge_base_id)
             .where(Document.id.in_(ids))
-        )  # fmt: off
+        )
         return [Job(*row) for row in rows]
 
 
-async def heartbeat(sessionmaker: async_sessionmaker[AsyncSession], worker: str, job: Job,
-                    lease_seconds: float) -> bool:  # fmt: skip
+async def heartbeat(
+    sessionmaker: async_sessionmaker[AsyncSession], worker: str, job: Job, lease_seconds: float
+) -> bool:
     """Renew the lease and write the progress; False when the job is no longer ours (the
     document was deleted, re-indexed, or taken over after the lease ran out)."""
     async with sessionmaker() as session, session.begin():
         result = await session.execute(
             update(Document)
-            .where(Document.id == job.document_id, Document.lease_owner == worker,
-                   Document.status == "indexing")
-            .values(lease_expires_at=text("now() + make_interval(secs => :lease)"),
-                    chunks_done=job.done, chunks_total=job.total)
+            .where(
+                Document.id == job.document_id,
+                Document.lease_owner == worker,
+                Document.status == "indexing",
+            )
+            .values(
+                lease_expires_at=text("now() + make_interval(secs => :lease)"),
+                chunks_done=job.done,
+                chunks_total=job.total,
+            )
             .execution_options(synchronize_session=False),
             {"lease": lease_seconds},
-        )  # fmt: off
+        )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 async def finish_ready(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, worker: str, job: Job,
-    pieces: list[tuple[str, dict[str, Any]]], vectors: np.ndarray,
-) -> bool:  # fmt: skip
+    sessionmaker: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    worker: str,
+    job: Job,
+    pieces: list[tuple[str, dict[str, Any]]],
+    vectors: np.ndarray,
+) -> bool:
     """Write the chunks and mark the document ready, if the job is still ours and the
     knowledge base still at the job's generation; False (nothing written) otherwise."""
     async with sessionmaker() as session, session.begin():
@@ -129,65 +152,102 @@ async def finish_ready(
         # either committed already (we see its generation) or waits for this transaction.
         generation = await session.scalar(
             select(KnowledgeBase.embedding_generation)
-            .where(KnowledgeBase.id == job.knowledge_base_id).with_for_update(read=True)
-        )  # fmt: off
+            .where(KnowledgeBase.id == job.knowledge_base_id)
+            .with_for_update(read=True)
+        )
         owner = await session.scalar(
             select(Document.lease_owner)
             .where(Document.id == job.document_id, Document.status == "indexing")
             .with_for_update()
-        )  # fmt: off
+        )
         if generation != job.generation or owner != worker:
             return False
         await session.execute(delete(Chunk).where(Chunk.document_id == job.document_id))
         for start in range(0, len(pieces), INSERT_BATCH):
-            await session.execute(insert(Chunk), [
-                {"document_id": job.document_id, "knowledge_base_id": job.knowledge_base_id,
-                 "position": i, "content": content, "headings": headings,
-                 "embedding": vectors[i], "generation": job.generation}
-                for i, (content, headings) in enumerate(
-                    pieces[start : start + INSERT_BATCH], start)
-            ])  # fmt: off
+            await session.execute(
+                insert(Chunk),
+                [
+                    {
+                        "document_id": job.document_id,
+                        "knowledge_base_id": job.knowledge_base_id,
+                        "position": i,
+                        "content": content,
+                        "headings": headings,
+                        "embedding": vectors[i],
+                        "generation": job.generation,
+                    }
+                    for i, (content, headings) in enumerate(
+                        pieces[start : start + INSERT_BATCH], start
+                    )
+                ],
+            )
         await _finish(session, outbox, job, status="ready", chunks=len(pieces))
         return True
 
 
 async def finish_failed(
-    sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, worker: str, job: Job,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    worker: str,
+    job: Job,
     error: str,
-) -> bool:  # fmt: skip
+) -> bool:
     async with sessionmaker() as session, session.begin():
         owner = await session.scalar(
             select(Document.lease_owner)
             .where(Document.id == job.document_id, Document.status == "indexing")
             .with_for_update()
-        )  # fmt: off
+        )
         if owner != worker:
             return False
         await _finish(session, outbox, job, status="failed", error=error[:500])
         return True
 
 
-async def _finish(session: AsyncSession, outbox: Outbox, job: Job, *, status: str,
-                  error: str | None = None, chunks: int = 0) -> None:  # fmt: skip
+async def _finish(
+    session: AsyncSession,
+    outbox: Outbox,
+    job: Job,
+    *,
+    status: str,
+    error: str | None = None,
+    chunks: int = 0,
+) -> None:
     await session.execute(
-        update(Document).where(Document.id == job.document_id)
-        .values(status=status, error=error, chunk_count=chunks, lease_owner=None,
-                lease_expires_at=None, chunks_done=chunks if status == "ready" else job.done,
-                chunks_total=job.total, updated_at=text("now()"))
+        update(Document)
+        .where(Document.id == job.document_id)
+        .values(
+            status=status,
+            error=error,
+            chunk_count=chunks,
+            lease_owner=None,
+            lease_expires_at=None,
+            chunks_done=chunks if status == "ready" else job.done,
+            chunks_total=job.total,
+            updated_at=text("now()"),
+        )
         .execution_options(synchronize_session=False)
-    )  # fmt: off
-    await outbox.add(session, KnowledgeDocumentIndexed(
-        document_id=job.document_id, knowledge_base_id=job.knowledge_base_id,
-        owner_id=job.owner_id, workspace_id=job.workspace_id, status=status,
-        chunk_count=chunks, error=error,
-    ))  # fmt: off
+    )
+    await outbox.add(
+        session,
+        KnowledgeDocumentIndexed(
+            document_id=job.document_id,
+            knowledge_base_id=job.knowledge_base_id,
+            owner_id=job.owner_id,
+            workspace_id=job.workspace_id,
+            status=status,
+            chunk_count=chunks,
+            error=error,
+        ),
+    )
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], worker: str) -> None:
     """On shutdown: this worker's unfinished documents go back to the queue at once."""
     async with sessionmaker() as session, session.begin():
         await session.execute(
-            update(Document).where(Document.lease_owner == worker, Document.status == "indexing")
+            update(Document)
+            .where(Document.lease_owner == worker, Document.status == "indexing")
             .values(status="pending", lease_owner=None, lease_expires_at=None)
             .execution_options(synchronize_session=False)
-        )  # fmt: off
+        )

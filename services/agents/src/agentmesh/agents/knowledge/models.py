@@ -56,9 +56,13 @@ class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
         UniqueConstraint("knowledge_base_id", "content_hash"),
-        Index("ix_documents_queue", "owner_id", "created_at",
-              postgresql_where=text("status IN ('pending', 'indexing')")),
-    )  # fmt: off
+        Index(
+            "ix_documents_queue",
+            "owner_id",
+            "created_at",
+            postgresql_where=text("status IN ('pending', 'indexing')"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
@@ -90,10 +94,14 @@ class Document(Base):
 class Chunk(Base):
     __tablename__ = "chunks"
     __table_args__ = (
-        Index("ix_chunks_embedding_hnsw", "embedding", postgresql_using="hnsw",
-              postgresql_ops={"embedding": "vector_cosine_ops"}),
+        Index(
+            "ix_chunks_embedding_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
-    )  # fmt: off
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     document_id: Mapped[uuid.UUID] = mapped_column(

@@ -30,8 +30,7 @@ from agentmesh.shared.db import Session, release
 from agentmesh.shared.errors import AppError, NotFound
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit, paginate
 
-router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"],
-                   responses=FORBIDDEN)  # fmt: skip
+router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge-bases"], responses=FORBIDDEN)
 NOT_YOURS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such knowledge base in your workspace"}
 }
@@ -59,9 +58,13 @@ async def list_kbs(
     """The workspace's knowledge bases, newest first, one page at a time."""
     query = select(KnowledgeBase).where(KnowledgeBase.workspace_id == caller.workspace_id)
     kbs, next_cursor = await paginate(
-        session, query, (KnowledgeBase.created_at, KnowledgeBase.id),
-        limit=limit, cursor=cursor, descending=True,
-    )  # fmt: skip
+        session,
+        query,
+        (KnowledgeBase.created_at, KnowledgeBase.id),
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
     items = [KnowledgeBaseOut.model_validate(kb) for kb in kbs]
     return KnowledgeBasePage(items=items, next_cursor=next_cursor)
 
@@ -74,9 +77,12 @@ async def get_kb(kb_id: uuid.UUID, caller: KnowledgeRead, session: Session):
 
 @router.patch("/{kb_id}", response_model=KnowledgeBaseOut, responses=NOT_YOURS)
 async def update_kb(
-    kb_id: uuid.UUID, body: KnowledgeBaseUpdate, caller: KnowledgeWrite, session: Session,
+    kb_id: uuid.UUID,
+    body: KnowledgeBaseUpdate,
+    caller: KnowledgeWrite,
+    session: Session,
     ingest: AppIngest,
-) -> KnowledgeBaseOut:  # fmt: skip
+) -> KnowledgeBaseOut:
     """Rename, re-chunk or change the embedding model. A new model or chunking re-indexes
     every document in the background (their ``status`` goes back to ``pending``)."""
     kb = await service.get_owned(session, caller, kb_id)
@@ -87,28 +93,34 @@ async def update_kb(
 
 
 @router.post(
-    "/{kb_id}/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=list[DocumentOut],
+    "/{kb_id}/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=list[DocumentOut],
     responses=NOT_YOURS,
-)  # fmt: skip
+)
 async def reindex(
-    kb_id: uuid.UUID, caller: KnowledgeWrite, session: Session, ingest: AppIngest,
-) -> list[DocumentOut]:  # fmt: skip
+    kb_id: uuid.UUID,
+    caller: KnowledgeWrite,
+    session: Session,
+    ingest: AppIngest,
+) -> list[DocumentOut]:
     """Re-embed every document with the knowledge base's current model."""
     kb = await service.get_owned(session, caller, kb_id)
     ids = await service.mark_for_reindex(session, kb, drop_vectors=False)
     _schedule(ingest, session, ids)
     rows = await session.scalars(
-        select(Document).where(Document.knowledge_base_id == kb_id)
-        .order_by(Document.created_at).execution_options(populate_existing=True)
-    )  # fmt: off
+        select(Document)
+        .where(Document.knowledge_base_id == kb_id)
+        .order_by(Document.created_at)
+        .execution_options(populate_existing=True)
+    )
     return [service.document_out(d) for d in rows]
 
 
 def _schedule(ingest: IngestWorker, session: AsyncSession, ids: list[uuid.UUID]) -> None:
     """The documents are queued in this transaction; wake the worker once it commits."""
     if ids:
-        event.listen(session.sync_session, "after_commit",
-                     lambda _: ingest.wake(), once=True)  # fmt: skip
+        event.listen(session.sync_session, "after_commit", lambda _: ingest.wake(), once=True)
 
 
 @router.delete("/{kb_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_YOURS)
@@ -221,9 +233,12 @@ async def _document(session, caller, kb_id: uuid.UUID, document_id: uuid.UUID) -
     "/{kb_id}/documents", response_model=DocumentPage, responses={**NOT_YOURS, **CURSOR_RESPONSES}
 )
 async def list_documents(
-    kb_id: uuid.UUID, caller: KnowledgeRead, session: Session,
-    limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
-) -> DocumentPage:  # fmt: skip
+    kb_id: uuid.UUID,
+    caller: KnowledgeRead,
+    session: Session,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> DocumentPage:
     """The knowledge base's documents and their indexing status, oldest first."""
     await service.get_owned(session, caller, kb_id)
     # Never the uploaded bytes (up to the document size limit each): raiseload, so a
@@ -257,9 +272,14 @@ async def delete_document(
     await session.delete(await _document(session, caller, kb_id, document_id))
 
 
-@router.post("/{kb_id}/search", response_model=SearchResponse, responses={
-    **NOT_YOURS, 502: {"description": "The knowledge base's embedding endpoint failed"},
-})  # fmt: skip
+@router.post(
+    "/{kb_id}/search",
+    response_model=SearchResponse,
+    responses={
+        **NOT_YOURS,
+        502: {"description": "The knowledge base's embedding endpoint failed"},
+    },
+)
 async def search(
     kb_id: uuid.UUID,
     body: SearchRequest,

@@ -36,15 +36,21 @@ class SearchCall(BaseModel):
 
 
 def register(
-    broker: NatsBroker, sessionmaker: Any, embedder: Embedder, internal_token: str,
-    ef_search: int, keyword_candidate_cap: int,
-) -> None:  # fmt: skip
+    broker: NatsBroker,
+    sessionmaker: Any,
+    embedder: Embedder,
+    internal_token: str,
+    ef_search: int,
+    keyword_candidate_cap: int,
+) -> None:
     from agentmesh.agents.deps import same_secret
 
     @broker.subscriber(
-        SUBJECT, queue="agents-rpc", title=SUBJECT,
+        SUBJECT,
+        queue="agents-rpc",
+        title=SUBJECT,
         description="Search a workspace's knowledge bases (services only)",
-    )  # fmt: skip
+    )
     async def knowledge_search(body: dict[str, Any], msg: NatsMessage) -> dict[str, Any]:
         token = (msg.raw_message.headers or {}).get("Authorization", "").removeprefix("Bearer ")
         if not internal_token or not same_secret(token, internal_token):
@@ -71,9 +77,15 @@ def register(
         async with sessionmaker() as session, session.begin():
             for (kb, _), vector in zip(kbs, vectors, strict=True):
                 hits += await service.search(
-                    session, vector, kb, query=call.query, top_k=call.top_k, mode=call.mode,
-                    filter=call.filter, ef_search=ef_search,
+                    session,
+                    vector,
+                    kb,
+                    query=call.query,
+                    top_k=call.top_k,
+                    mode=call.mode,
+                    filter=call.filter,
+                    ef_search=ef_search,
                     keyword_candidate_cap=keyword_candidate_cap,
-                )  # fmt: skip
+                )
         hits.sort(key=lambda hit: -hit.score)
         return {"results": [hit.model_dump(mode="json") for hit in hits[: call.top_k]]}

@@ -119,10 +119,18 @@ async def embed_query(model: Any, query: str, mode: str) -> list[float] | None:
 
 
 async def search(
-    session: AsyncSession, vector: list[float] | None, kb: KnowledgeBase, *, query: str,
-    top_k: int, mode: str, filter: dict[str, Any], ef_search: int,
-    keyword_candidate_cap: int = KEYWORD_CANDIDATE_CAP, exact_below: int = EXACT_SCAN_BELOW,
-) -> list[SearchHit]:  # fmt: skip
+    session: AsyncSession,
+    vector: list[float] | None,
+    kb: KnowledgeBase,
+    *,
+    query: str,
+    top_k: int,
+    mode: str,
+    filter: dict[str, Any],
+    ef_search: int,
+    keyword_candidate_cap: int = KEYWORD_CANDIDATE_CAP,
+    exact_below: int = EXACT_SCAN_BELOW,
+) -> list[SearchHit]:
     """``vector`` (HNSW, cosine), ``keyword`` (Postgres full text, any of the words) or
     ``hybrid`` (reciprocal rank fusion of both); ``vector`` is ``embed_query``'s."""
     pool = top_k if mode != "hybrid" else top_k * 4
@@ -143,15 +151,20 @@ async def search(
         order = "c.embedding <=> CAST(:q AS vector)"
         if setup.chunks < exact_below:
             order = f"({order}) + 0"
-        vector_hits = list(await session.execute(text(f"""
+        vector_hits = list(
+            await session.execute(
+                text(f"""
             SELECT {HIT}, 1 - (c.embedding <=> CAST(:q AS vector)) AS score
             FROM {CHUNKS} WHERE {where}
             ORDER BY {order} LIMIT :limit"""),
-            {**params, "q": str(vector)}))  # fmt: skip
+                {**params, "q": str(vector)},
+            )
+        )
     if words:
         plan = plan_keyword(setup.frequencies or {}, keyword_candidate_cap)
-        keyword_hits = await keyword(session, plan, setup.any_word, params,
-                                     keyword_candidate_cap, where)  # fmt: skip
+        keyword_hits = await keyword(
+            session, plan, setup.any_word, params, keyword_candidate_cap, where
+        )
     if mode == "vector":
         ranked = [(row, float(row.score)) for row in vector_hits]
     elif mode == "keyword":
@@ -164,17 +177,27 @@ async def search(
                 fused[row.id] = (row, previous + 1.0 / (RRF_K + rank + 1))
         ranked = sorted(fused.values(), key=lambda item: -item[1])
     return [
-        SearchHit(chunk_id=row.id, document_id=row.document_id, filename=row.filename,
-                  position=row.position, content=row.content, headings=row.headings,
-                  score=round(score, 6))
+        SearchHit(
+            chunk_id=row.id,
+            document_id=row.document_id,
+            filename=row.filename,
+            position=row.position,
+            content=row.content,
+            headings=row.headings,
+            score=round(score, 6),
+        )
         for row, score in ranked[:top_k]
-    ]  # fmt: off
+    ]
 
 
 async def keyword(
-    session: AsyncSession, plan: KeywordPlan, any_word: str, params: dict[str, Any], cap: int,
+    session: AsyncSession,
+    plan: KeywordPlan,
+    any_word: str,
+    params: dict[str, Any],
+    cap: int,
     where: str,
-) -> list[Any]:  # fmt: skip
+) -> list[Any]:
     """The best ``params["limit"]`` chunks by ``ts_rank_cd`` against ``any_word``, ranking at
     most ``cap`` chunks, chosen by ``plan``."""
     if not plan.picked:

@@ -52,9 +52,11 @@ class _Slot:
     async def start(self) -> None:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=ingest.init_process, initargs=(self.nice,),
-            )  # fmt: skip
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=ingest.init_process,
+                initargs=(self.nice,),
+            )
             self.pid = await asyncio.wrap_future(self.pool.submit(os.getpid))
             await asyncio.wrap_future(self.pool.submit(ingest.warm_up))
 
@@ -75,14 +77,18 @@ class _Slot:
 
 class IngestWorker:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox,
-        embedder: Embedder, settings: AgentsSettings,
-    ) -> None:  # fmt: skip
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        embedder: Embedder,
+        settings: AgentsSettings,
+    ) -> None:
         self.sessionmaker, self.outbox, self.embedder = sessionmaker, outbox, embedder
         self.settings = settings
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.slots = [_Slot(settings.ingest_worker_nice)
-                      for _ in range(settings.ingest_concurrency)]  # fmt: skip
+        self.slots = [
+            _Slot(settings.ingest_worker_nice) for _ in range(settings.ingest_concurrency)
+        ]
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -115,9 +121,12 @@ class IngestWorker:
             free = [slot for slot in self.slots if slot.job is None]
             try:
                 claimed = await jobs.claim(
-                    self.sessionmaker, self.id, slots=len(free),
-                    per_user=s.ingest_per_user_concurrency, lease_seconds=s.ingest_lease_seconds,
-                )  # fmt: skip
+                    self.sessionmaker,
+                    self.id,
+                    slots=len(free),
+                    per_user=s.ingest_per_user_concurrency,
+                    lease_seconds=s.ingest_lease_seconds,
+                )
             except Exception:
                 logger.exception("claiming ingest jobs failed")
                 claimed = []
@@ -151,8 +160,9 @@ class IngestWorker:
             async with timeout:
                 pieces, vectors = await self._index(slot, job)
             beat.cancel()
-            if await jobs.finish_ready(self.sessionmaker, self.outbox, self.id, job, pieces,
-                                       vectors):  # fmt: skip
+            if await jobs.finish_ready(
+                self.sessionmaker, self.outbox, self.id, job, pieces, vectors
+            ):
                 metrics.FINISHED.labels("ready").inc()
         except _Lost:
             pass
@@ -164,16 +174,21 @@ class IngestWorker:
             if timeout.expired() or isinstance(exc, BrokenProcessPool):
                 slot.kill()
             if timeout.expired():
-                reason = (f"TimeLimitExceeded: indexing took longer than the {limit:g} s limit "
-                          "(AGENTS_INGEST_DOCUMENT_TIMEOUT_SECONDS)")  # fmt: skip
+                reason = (
+                    f"TimeLimitExceeded: indexing took longer than the {limit:g} s limit "
+                    "(AGENTS_INGEST_DOCUMENT_TIMEOUT_SECONDS)"
+                )
             else:
                 reason = f"{type(exc).__name__}: {exc}"
             extra = {"document_id": str(job.document_id), "error": reason[:500]}
             logger.warning("ingest failed", extra=extra)
             errortracking.capture(
-                exc, service="agents", job="ingest", document_id=str(job.document_id),
+                exc,
+                service="agents",
+                job="ingest",
+                document_id=str(job.document_id),
                 user_id=str(job.owner_id),
-            )  # fmt: skip
+            )
             with contextlib.suppress(Exception):
                 if await jobs.finish_failed(self.sessionmaker, self.outbox, self.id, job, reason):
                     metrics.FINISHED.labels("failed").inc()
@@ -197,21 +212,26 @@ class IngestWorker:
                 return
 
     async def _index(self, slot: _Slot, job: jobs.Job) -> tuple[list, np.ndarray]:
-        pieces = await slot.run(ingest.prepare, job.raw, job.content_type, job.chunk_size,
-                                job.overlap)  # fmt: skip
+        pieces = await slot.run(
+            ingest.prepare, job.raw, job.content_type, job.chunk_size, job.overlap
+        )
         job.raw = b""  # the worker has it; do not keep 20 MiB per job on the service
         if not pieces:
             raise ValueError("the document has no text")
         job.total = len(pieces)
-        if not await jobs.heartbeat(self.sessionmaker, self.id, job,
-                                    self.settings.ingest_lease_seconds):  # fmt: skip
+        if not await jobs.heartbeat(
+            self.sessionmaker, self.id, job, self.settings.ingest_lease_seconds
+        ):
             raise _Lost
         async with self.sessionmaker() as session:
             kb = await session.get(KnowledgeBase, job.knowledge_base_id)
             if kb is None:
                 raise ValueError("the knowledge base was deleted")
-            model = None if kb.embedding_provider_id is None else await self.embedder.for_kb(
-                session, kb)  # fmt: skip
+            model = (
+                None
+                if kb.embedding_provider_id is None
+                else await self.embedder.for_kb(session, kb)
+            )
         parts = []
         for start in range(0, len(pieces), EMBED_BATCH):
             batch = [content for content, _ in pieces[start : start + EMBED_BATCH]]
@@ -226,7 +246,8 @@ class IngestWorker:
             parts.append(part)
             metrics.CHUNKS_EMBEDDED.labels("local" if model is None else "remote").inc(len(batch))
             job.done += len(batch)
-            if not await jobs.heartbeat(self.sessionmaker, self.id, job,
-                                        self.settings.ingest_lease_seconds):  # fmt: skip
+            if not await jobs.heartbeat(
+                self.sessionmaker, self.id, job, self.settings.ingest_lease_seconds
+            ):
                 raise _Lost
         return pieces, np.concatenate(parts)

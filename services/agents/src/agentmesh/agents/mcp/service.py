@@ -113,8 +113,9 @@ async def create(
 ) -> McpServer:
     url = str(body.url)
     await check_address(url, allow_private)  # before the session's first query
-    server = McpServer(owner_id=access.user_id, workspace_id=access.workspace_id,
-                       name=body.name, url=url)  # fmt: skip
+    server = McpServer(
+        owner_id=access.user_id, workspace_id=access.workspace_id, name=body.name, url=url
+    )
     value = body.auth_header_value.get_secret_value() if body.auth_header_value else None
     _set_auth(box, server, body.auth_header_name, value)
     session.add(server)

@@ -74,9 +74,12 @@ async def get_provider(provider_id: uuid.UUID, caller: AgentsRead, session: Sess
 @router.patch(
     "/{provider_id}",
     response_model=ProviderOut,
-    responses={**NOT_YOURS, **BLOCKED, 403: {"description": "base_url: the workspace's admins"
-                                             " only (provider-owner-only)"}},
-)  # fmt: skip
+    responses={
+        **NOT_YOURS,
+        **BLOCKED,
+        403: {"description": "base_url: the workspace's admins only (provider-owner-only)"},
+    },
+)
 async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,

@@ -19,9 +19,10 @@ DEFAULT_BASE_URLS = {
 #: Kinds that cannot be called without a key.
 NEEDS_KEY = ("anthropic", "azure_openai", "mistral")
 ApiVersion = Field(
-    default=None, pattern=r"^[A-Za-z0-9._-]{1,40}$",
+    default=None,
+    pattern=r"^[A-Za-z0-9._-]{1,40}$",
     description="azure_openai: the API version (api-version), e.g. 2024-10-21",
-)  # fmt: skip
+)
 
 
 class ProviderCreate(BaseModel):
@@ -40,8 +41,9 @@ class ProviderCreate(BaseModel):
         if self.kind in NEEDS_KEY and not self.api_key:
             raise ValueError(f"an {self.kind} provider needs an api_key")
         if self.kind == "azure_openai" and not (self.base_url and self.api_version):
-            raise ValueError("an azure_openai provider needs the resource's base_url "
-                             "and an api_version")  # fmt: skip
+            raise ValueError(
+                "an azure_openai provider needs the resource's base_url and an api_version"
+            )
         if self.api_version is not None and self.kind != "azure_openai":
             raise ValueError("api_version is for azure_openai providers only")
         return self

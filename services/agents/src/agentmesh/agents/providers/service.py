@@ -63,8 +63,9 @@ _STATUS_ERRORS = {
 }
 
 
-async def check_base_url(provider_kind: str, base_url: str | None,
-                         policy: OutboundPolicy | bool) -> None:  # fmt: skip
+async def check_base_url(
+    provider_kind: str, base_url: str | None, policy: OutboundPolicy | bool
+) -> None:
     """422 ``address-not-allowed`` naming ``base_url`` when the URL the provider will be
     called at (``base_url`` or the kind's default) reaches a refused address. A host that
     does not resolve now is accepted: every use checks it again."""
@@ -109,9 +110,13 @@ async def get_owned(
 
 
 async def create(
-    session: AsyncSession, box: SecretBox, access: Access, body: ProviderCreate,
-    *, policy: OutboundPolicy | bool,
-) -> Provider:  # fmt: skip
+    session: AsyncSession,
+    box: SecretBox,
+    access: Access,
+    body: ProviderCreate,
+    *,
+    policy: OutboundPolicy | bool,
+) -> Provider:
     await check_base_url(body.kind, str(body.base_url) if body.base_url else None, policy)
     provider = Provider(
         owner_id=access.user_id,
@@ -129,14 +134,21 @@ async def create(
 
 
 async def update(
-    session: AsyncSession, box: SecretBox, provider: Provider, body: ProviderUpdate,
-    *, may_repoint: bool, policy: OutboundPolicy | bool,
-) -> Provider:  # fmt: skip
+    session: AsyncSession,
+    box: SecretBox,
+    provider: Provider,
+    body: ProviderUpdate,
+    *,
+    may_repoint: bool,
+    policy: OutboundPolicy | bool,
+) -> Provider:
     """``may_repoint``: the caller is an admin or owner of the provider's workspace."""
     if "base_url" in body.model_fields_set:
         if not may_repoint:
-            raise OwnerOnly("Only the workspace's admins and owners may change a provider's "
-                            "base_url.", extra={"field": "base_url"})  # fmt: skip
+            raise OwnerOnly(
+                "Only the workspace's admins and owners may change a provider's base_url.",
+                extra={"field": "base_url"},
+            )
         base_url = str(body.base_url).rstrip("/") if body.base_url else None
         await check_base_url(provider.kind, base_url, policy)
         provider.base_url = base_url
@@ -144,8 +156,9 @@ async def update(
         provider.name = body.name
     if body.api_version is not None:
         if provider.kind != "azure_openai":
-            raise NotAzure("api_version is for azure_openai providers only.",
-                           extra={"field": "api_version"})  # fmt: skip
+            raise NotAzure(
+                "api_version is for azure_openai providers only.", extra={"field": "api_version"}
+            )
         provider.api_version = body.api_version
     if "api_key" in body.model_fields_set:
         _set_key(box, provider, body.api_key.get_secret_value() if body.api_key else None)
@@ -202,8 +215,7 @@ async def test_call(
             headers["Authorization"] = f"Bearer {key}"
     started = time.perf_counter()
     try:
-        async with outbound.async_client(policy, timeout=timeout,
-                                         follow_redirects=False) as client:  # fmt: skip
+        async with outbound.async_client(policy, timeout=timeout, follow_redirects=False) as client:
             response = await client.get(url, headers=headers)
     except BlockedAddress as exc:
         error = f"the provider's address is not allowed: {exc}"

@@ -55,9 +55,8 @@ TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ConversationOut,
-    responses={403: NOT_YOURS[403],
-               404: {"description": "No such agent in your workspace"}},
-)  # fmt: skip
+    responses={403: NOT_YOURS[403], 404: {"description": "No such agent in your workspace"}},
+)
 async def create(
     body: ConversationCreate, caller: Chatter, session: Session, request: Request
 ) -> ConversationOut:
@@ -71,11 +70,14 @@ async def create(
     ):
         raise NotFound("agent_id: no such agent in your workspace.", extra={"field": "agent_id"})
     conversation = Conversation(
-        workspace_id=snapshot.workspace_id, user_id=caller.user_id, agent_id=body.agent_id,
+        workspace_id=snapshot.workspace_id,
+        user_id=caller.user_id,
+        agent_id=body.agent_id,
         title=body.title,
         auto_title=body.auto_title and body.title is None,
-        variables=body.variables, timezone=body.timezone,
-    )  # fmt: skip
+        variables=body.variables,
+        timezone=body.timezone,
+    )
     session.add(conversation)
     await session.flush()
     await session.refresh(conversation)
@@ -93,15 +95,23 @@ async def create(
 
 @router.get("", response_model=ConversationPage, responses=CURSOR_RESPONSES)
 async def list_conversations(
-    caller: Chatter, session: Session, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
-) -> ConversationPage:  # fmt: skip
+    caller: Chatter,
+    session: Session,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> ConversationPage:
     """Your conversations in the workspace your token is bound to, newest first."""
     rows, next_cursor = await service.page(
-        session, service.visible(select(Conversation), caller), Conversation, cursor, limit,
+        session,
+        service.visible(select(Conversation), caller),
+        Conversation,
+        cursor,
+        limit,
         newest_first=True,
-    )  # fmt: skip
-    return ConversationPage(items=[ConversationOut.model_validate(r) for r in rows],
-                            next_cursor=next_cursor)  # fmt: skip
+    )
+    return ConversationPage(
+        items=[ConversationOut.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
 
 
 @router.get("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
@@ -111,9 +121,11 @@ async def get(conversation_id: uuid.UUID, caller: Chatter, session: Session):
 
 @router.patch("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
 async def rename(
-    conversation_id: uuid.UUID, body: ConversationUpdate, caller: Chatter,
+    conversation_id: uuid.UUID,
+    body: ConversationUpdate,
+    caller: Chatter,
     session: Session,
-) -> ConversationOut:  # fmt: skip
+) -> ConversationOut:
     conversation = await service.get_owned(session, caller, conversation_id)
     conversation.title, conversation.auto_title = body.title, False
     conversation.updated_at = datetime.now(UTC)
@@ -128,61 +140,96 @@ async def delete(
     """Delete a conversation with its messages and runs."""
     conversation = await service.get_owned(session, caller, conversation_id)
     await session.delete(conversation)
-    await request.app.state.outbox.add(session, ConversationDeleted(
-        conversation_id=conversation.id, user_id=conversation.user_id,
-        workspace_id=conversation.workspace_id))  # fmt: skip
+    await request.app.state.outbox.add(
+        session,
+        ConversationDeleted(
+            conversation_id=conversation.id,
+            user_id=conversation.user_id,
+            workspace_id=conversation.workspace_id,
+        ),
+    )
     service.forget_converted()
     return Response(status_code=204)
 
 
-@router.get("/{conversation_id}/messages", response_model=MessagePage,
-            responses={**NOT_YOURS, **CURSOR_RESPONSES})  # fmt: skip
+@router.get(
+    "/{conversation_id}/messages",
+    response_model=MessagePage,
+    responses={**NOT_YOURS, **CURSOR_RESPONSES},
+)
 async def history(
-    conversation_id: uuid.UUID, caller: Chatter, session: Session,
-    cursor: Cursor = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> MessagePage:  # fmt: skip
+    conversation_id: uuid.UUID,
+    caller: Chatter,
+    session: Session,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> MessagePage:
     """Every message, oldest first: earlier variants (regenerated answers, edited
     questions) are kept and linked by ``parent_id``; the current branch ends at the newest."""
     await service.get_owned(session, caller, conversation_id)
     query = select(Message).where(Message.conversation_id == conversation_id)
-    rows, next_cursor = await service.page(session, query, Message, cursor, limit,
-                                           newest_first=False)  # fmt: skip
-    return MessagePage(items=[MessageOut.model_validate(r) for r in rows],
-                       next_cursor=next_cursor)  # fmt: skip
+    rows, next_cursor = await service.page(
+        session, query, Message, cursor, limit, newest_first=False
+    )
+    return MessagePage(items=[MessageOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/{conversation_id}/messages", responses=TURN_RESPONSES, response_model=MessageOut)
 async def post_message(
-    conversation_id: uuid.UUID, body: MessageIn, caller: Chatter, session: Session,
+    conversation_id: uuid.UUID,
+    body: MessageIn,
+    caller: Chatter,
+    session: Session,
     request: Request,
-) -> Any:  # fmt: skip
+) -> Any:
     """Send a message and run the agent. ``stream: false`` answers with the assistant
     message when the run ends; ``stream: true`` with Server-Sent Events: ``run.started``,
     ``message.delta``, ``tool.call``, ``tool.result``, ``message.completed`` (with usage),
     ``run.failed`` (problem details), ``run.cancelled``, then ``done``."""
-    return await start_turn(request, session, caller, conversation_id, content=body.content,
-                            stream=body.stream)  # fmt: skip
+    return await start_turn(
+        request, session, caller, conversation_id, content=body.content, stream=body.stream
+    )
 
 
-@router.post("/{conversation_id}/messages/{message_id}/regenerate", responses=TURN_RESPONSES,
-             response_model=MessageOut)  # fmt: skip
+@router.post(
+    "/{conversation_id}/messages/{message_id}/regenerate",
+    responses=TURN_RESPONSES,
+    response_model=MessageOut,
+)
 async def regenerate(
-    conversation_id: uuid.UUID, message_id: uuid.UUID, body: RegenerateIn,
-    caller: Chatter, session: Session, request: Request,
-) -> Any:  # fmt: skip
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: RegenerateIn,
+    caller: Chatter,
+    session: Session,
+    request: Request,
+) -> Any:
     """Answer the question of assistant message ``message_id`` again. The new answer
     replaces it in the branch; the old one stays as a prior variant (same ``parent_id``)."""
-    return await start_turn(request, session, caller, conversation_id, regenerate=message_id,
-                            stream=body.stream)  # fmt: skip
+    return await start_turn(
+        request, session, caller, conversation_id, regenerate=message_id, stream=body.stream
+    )
 
 
-@router.patch("/{conversation_id}/messages/{message_id}", responses=TURN_RESPONSES,
-              response_model=MessageOut)  # fmt: skip
+@router.patch(
+    "/{conversation_id}/messages/{message_id}", responses=TURN_RESPONSES, response_model=MessageOut
+)
 async def edit(
-    conversation_id: uuid.UUID, message_id: uuid.UUID, body: MessageEdit,
-    caller: Chatter, session: Session, request: Request,
-) -> Any:  # fmt: skip
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: MessageEdit,
+    caller: Chatter,
+    session: Session,
+    request: Request,
+) -> Any:
     """Edit a user message: the conversation branches from that point (the edited
     question gets a new answer; the old question and everything after it stay as a variant)."""
-    return await start_turn(request, session, caller, conversation_id, content=body.content,
-                            edit=message_id, stream=body.stream)  # fmt: skip
+    return await start_turn(
+        request,
+        session,
+        caller,
+        conversation_id,
+        content=body.content,
+        edit=message_id,
+        stream=body.stream,
+    )

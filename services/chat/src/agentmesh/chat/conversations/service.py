@@ -28,8 +28,9 @@ class AgentUnavailable(AppError):
 def visible(query: Any, caller: Access) -> Any:
     """The caller's own conversations in their workspace: private even to the other
     members of a shared workspace (and, in lists, to platform admins too)."""
-    return query.where(Conversation.workspace_id == caller.workspace_id,
-                       Conversation.user_id == caller.user_id)  # fmt: skip
+    return query.where(
+        Conversation.workspace_id == caller.workspace_id, Conversation.user_id == caller.user_id
+    )
 
 
 def owns(caller: Access, conversation: Conversation) -> bool:
@@ -50,8 +51,9 @@ async def get_owned(session: AsyncSession, caller: Access, id: uuid.UUID) -> Con
 def budget_applies(workspace_id: Any, user_id: Any) -> Any:
     """Whether a run of ``user_id`` in ``workspace_id`` is limited: the member has a budget
     there, or the whole workspace has one."""
-    return exists().where(Budget.workspace_id == workspace_id,
-                          Budget.user_id.in_([user_id, WHOLE_WORKSPACE]))  # fmt: skip
+    return exists().where(
+        Budget.workspace_id == workspace_id, Budget.user_id.in_([user_id, WHOLE_WORKSPACE])
+    )
 
 
 async def get_for_turn(
@@ -59,12 +61,17 @@ async def get_for_turn(
 ) -> tuple[Conversation, AgentSnapshot, bool]:
     """The conversation, its agent's current snapshot, and whether a budget applies to
     its owner's runs: one round trip."""
-    row = (await session.execute(
-        select(Conversation, AgentSnapshot,
-               budget_applies(Conversation.workspace_id, Conversation.user_id))
-        .join(AgentSnapshot, AgentSnapshot.agent_id == Conversation.agent_id, isouter=True)
-        .where(Conversation.id == id)
-    )).first()  # fmt: off
+    row = (
+        await session.execute(
+            select(
+                Conversation,
+                AgentSnapshot,
+                budget_applies(Conversation.workspace_id, Conversation.user_id),
+            )
+            .join(AgentSnapshot, AgentSnapshot.agent_id == Conversation.agent_id, isouter=True)
+            .where(Conversation.id == id)
+        )
+    ).first()
     if row is None or not owns(caller, row[0]):
         raise ConversationNotFound("No such conversation.")
     conversation, snapshot, has_budget = row
@@ -87,12 +94,15 @@ SELECT id, parent_id, role, content, tool_calls, status FROM branch ORDER BY dep
 
 
 async def branch(
-    session: AsyncSession, conversation_id: uuid.UUID, leaf: uuid.UUID | None = None,
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    leaf: uuid.UUID | None = None,
     limit: int = 400,
-) -> list[Any]:  # fmt: skip
+) -> list[Any]:
     """The messages from the first to ``leaf`` (default: the newest message), oldest first."""
-    rows = await session.execute(BRANCH, {"leaf": leaf, "conversation_id": conversation_id,
-                                          "limit": limit})  # fmt: skip
+    rows = await session.execute(
+        BRANCH, {"leaf": leaf, "conversation_id": conversation_id, "limit": limit}
+    )
     return list(rows)
 
 
@@ -115,8 +125,11 @@ def sweep_converted(now: float | None = None) -> None:
     now = time.monotonic() if now is None else now
     while _CONVERTED:
         used, _, chars = next(iter(_CONVERTED.values()))
-        if (used > now - CONVERTED_TTL_SECONDS and len(_CONVERTED) <= CONVERTED_CACHE_SIZE
-                and _held[0] <= CONVERTED_CACHE_CHARS):  # fmt: skip
+        if (
+            used > now - CONVERTED_TTL_SECONDS
+            and len(_CONVERTED) <= CONVERTED_CACHE_SIZE
+            and _held[0] <= CONVERTED_CACHE_CHARS
+        ):
             break
         _CONVERTED.popitem(last=False)
         _held[0] -= chars
@@ -156,11 +169,14 @@ def _convert(row: Any) -> tuple[BaseMessage, ...]:
     if not calls:
         return (AIMessage(row.content, id=id),)
     return (
-        AIMessage("", id=id, tool_calls=[
-            {"id": c["id"], "name": c["name"], "args": c["args"]} for c in calls]),
+        AIMessage(
+            "",
+            id=id,
+            tool_calls=[{"id": c["id"], "name": c["name"], "args": c["args"]} for c in calls],
+        ),
         *(ToolMessage(str(c.get("result", "")), tool_call_id=c["id"], id=id) for c in calls),
         AIMessage(row.content, id=id),
-    )  # fmt: skip
+    )
 
 
 def after_summary(rows: list[Any], conversation: Any) -> tuple[list[Any], str | None]:
@@ -173,9 +189,20 @@ def after_summary(rows: list[Any], conversation: Any) -> tuple[list[Any], str | 
 
 
 async def page(
-    session: AsyncSession, query: Any, model: Any, cursor: str | None, limit: int, *,
+    session: AsyncSession,
+    query: Any,
+    model: Any,
+    cursor: str | None,
+    limit: int,
+    *,
     newest_first: bool,
-) -> tuple[list[Any], str | None]:  # fmt: skip
+) -> tuple[list[Any], str | None]:
     """One page of ``query`` by ``(created_at, id)``: the cursor shape every list shares."""
-    return await paginate(session, query, (model.created_at, model.id), limit=limit,
-                          cursor=cursor, descending=newest_first)  # fmt: skip
+    return await paginate(
+        session,
+        query,
+        (model.created_at, model.id),
+        limit=limit,
+        cursor=cursor,
+        descending=newest_first,
+    )

@@ -21,8 +21,9 @@ from agentmesh.shared.access import Access
 from agentmesh.shared.errors import NotFound, problem_response
 
 
-async def _message(session: AsyncSession, conversation_id: uuid.UUID, id: uuid.UUID,
-                   role: str) -> Message:  # fmt: skip
+async def _message(
+    session: AsyncSession, conversation_id: uuid.UUID, id: uuid.UUID, role: str
+) -> Message:
     message = await session.get(Message, id)
     if message is None or message.conversation_id != conversation_id or message.role != role:
         raise NotFound(f"No such {role} message in this conversation.")
@@ -30,10 +31,16 @@ async def _message(session: AsyncSession, conversation_id: uuid.UUID, id: uuid.U
 
 
 async def start_turn(
-    request: Request, session: AsyncSession, caller: Access, conversation_id: uuid.UUID, *,
-    content: str | None = None, regenerate: uuid.UUID | None = None,
-    edit: uuid.UUID | None = None, stream: bool,
-) -> Any:  # fmt: skip
+    request: Request,
+    session: AsyncSession,
+    caller: Access,
+    conversation_id: uuid.UUID,
+    *,
+    content: str | None = None,
+    regenerate: uuid.UUID | None = None,
+    edit: uuid.UUID | None = None,
+    stream: bool,
+) -> Any:
     state = request.app.state
     conversation, snapshot, has_budget = await service.get_for_turn(
         session, caller, conversation_id
@@ -41,8 +48,11 @@ async def start_turn(
     new_question: tuple[uuid.UUID, uuid.UUID | None, str] | None = None
     if regenerate is not None:
         answer = await _message(session, conversation_id, regenerate, "assistant")
-        question = await _message(session, conversation_id, answer.parent_id, "user") \
-            if answer.parent_id else None  # fmt: skip
+        question = (
+            await _message(session, conversation_id, answer.parent_id, "user")
+            if answer.parent_id
+            else None
+        )
         if question is None:
             raise NotFound("That answer has no question to answer again.")
         rows = await service.branch(session, conversation_id, leaf=question.id)
@@ -65,48 +75,82 @@ async def start_turn(
         history = [*service.to_langchain(rows), HumanMessage(content)]
     config = snapshot.config
     run_id = new_id()
-    reserve = int(config.get("max_output_tokens") or state.settings.default_reserve_tokens) \
-        if has_budget else None  # fmt: skip
+    reserve = (
+        int(config.get("max_output_tokens") or state.settings.default_reserve_tokens)
+        if has_budget
+        else None
+    )
     recorded = await begin_run(
-        state, session, reserve=reserve, run_id=run_id, workspace_id=conversation.workspace_id,
-        user_id=conversation.user_id, agent_id=snapshot.agent_id,
-        agent_version=snapshot.version, model=config.get("model") or "offline",
-        conversation_id=conversation_id, user_message=new_question, user_message_id=parent_id,
-    )  # fmt: skip
-    title_seed = content if conversation.auto_title and conversation.title is None and \
-        first_turn else None  # fmt: skip
-    plan = RunPlan(
-        run_id=run_id, workspace_id=conversation.workspace_id, user_id=conversation.user_id,
+        state,
+        session,
+        reserve=reserve,
+        run_id=run_id,
+        workspace_id=conversation.workspace_id,
+        user_id=conversation.user_id,
         agent_id=snapshot.agent_id,
-        agent_version=snapshot.version, config=config, history=history,
-        conversation_id=conversation_id, parent_id=parent_id, summary=summary,
-        reserved_tokens=reserve or 0, title_seed=title_seed, recorded=recorded,
-        prompt_vars={"title": conversation.title, "variables": conversation.variables,
-                     "timezone": conversation.timezone},
-    )  # fmt: skip
+        agent_version=snapshot.version,
+        model=config.get("model") or "offline",
+        conversation_id=conversation_id,
+        user_message=new_question,
+        user_message_id=parent_id,
+    )
+    title_seed = (
+        content if conversation.auto_title and conversation.title is None and first_turn else None
+    )
+    plan = RunPlan(
+        run_id=run_id,
+        workspace_id=conversation.workspace_id,
+        user_id=conversation.user_id,
+        agent_id=snapshot.agent_id,
+        agent_version=snapshot.version,
+        config=config,
+        history=history,
+        conversation_id=conversation_id,
+        parent_id=parent_id,
+        summary=summary,
+        reserved_tokens=reserve or 0,
+        title_seed=title_seed,
+        recorded=recorded,
+        prompt_vars={
+            "title": conversation.title,
+            "variables": conversation.variables,
+            "timezone": conversation.timezone,
+        },
+    )
     channel = state.executor.start(plan)
     if recorded is not None:  # the model call is on: end the read-only transaction, so
         await session.commit()  # its connection is not held for the whole run
     headers = {"X-Run-Id": str(run_id)}
     if stream:
-        return event_stream(state.hub.follow_local(channel, 0),
-                            state.settings.heartbeat_seconds, headers)  # fmt: skip
+        return event_stream(
+            state.hub.follow_local(channel, 0), state.settings.heartbeat_seconds, headers
+        )
     assert channel.task is not None
     outcome = await asyncio.shield(channel.task)  # a dropped client doesn't stop the run
     if outcome.status == "failed":
         error = outcome.error or {}
         return problem_response(
-            request, status=int(error.get("status", 502)),
+            request,
+            status=int(error.get("status", 502)),
             slug=str(error.get("type", "run-failed")).rsplit("/", 1)[-1],
-            title=error.get("title", "Run failed"), detail=error.get("detail"),
-            headers=headers, extra={"run_id": str(run_id)},
-        )  # fmt: skip
+            title=error.get("title", "Run failed"),
+            detail=error.get("detail"),
+            headers=headers,
+            extra={"run_id": str(run_id)},
+        )
     message = MessageOut(  # as finish_run wrote it: no read back
-        id=outcome.message_id, conversation_id=conversation_id, parent_id=parent_id,
-        role="assistant", content=outcome.content, tool_calls=outcome.tool_calls,
+        id=outcome.message_id,
+        conversation_id=conversation_id,
+        parent_id=parent_id,
+        role="assistant",
+        content=outcome.content,
+        tool_calls=outcome.tool_calls,
         citations=outcome.citations,
-        status=outcome.status, run_id=run_id, agent_version=snapshot.version,
-        input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+        status=outcome.status,
+        run_id=run_id,
+        agent_version=snapshot.version,
+        input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens,
         created_at=outcome.message_created_at,
-    )  # fmt: skip
+    )
     return JSONResponse(message.model_dump(mode="json"), headers=headers)

@@ -47,22 +47,33 @@ class ItemsCreate(BaseModel):
 
 
 def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"object": "list", "data": items, "has_more": False,
-            "first_id": items[0]["id"] if items else None,
-            "last_id": items[-1]["id"] if items else None}  # fmt: skip
+    return {
+        "object": "list",
+        "data": items,
+        "has_more": False,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+    }
 
 
 @router.post("", responses=ERRORS)
-async def create_conversation(body: ConversationCreate, access: Caller, session: Session,
-                              request: Request) -> Any:  # fmt: skip
+async def create_conversation(
+    body: ConversationCreate, access: Caller, session: Session, request: Request
+) -> Any:
     """A new conversation, with up to 20 first items. Its agent is the first response's."""
     check_metadata(body.metadata)
     new = normalize(body.items, "items")
     conversation, meta = await store.create(session, access, body.metadata)
     await store.add(session, access, conversation, new)
-    await request.app.state.outbox.add(session, ConversationCreated(
-        conversation_id=conversation.id, user_id=access.user_id,
-        workspace_id=access.workspace_id, agent_id=conversation.agent_id))  # fmt: skip
+    await request.app.state.outbox.add(
+        session,
+        ConversationCreated(
+            conversation_id=conversation.id,
+            user_id=access.user_id,
+            workspace_id=access.workspace_id,
+            agent_id=conversation.agent_id,
+        ),
+    )
     return JSONResponse(store.as_object(conversation, meta))
 
 
@@ -72,14 +83,18 @@ async def get_conversation(id: str, access: Caller, session: Session) -> Any:
 
 
 @router.post("/{id}", responses=ERRORS)
-async def update_conversation(id: str, body: ConversationUpdate, access: Caller,
-                              session: Session) -> Any:  # fmt: skip
+async def update_conversation(
+    id: str, body: ConversationUpdate, access: Caller, session: Session
+) -> Any:
     """Replace the conversation's metadata."""
     check_metadata(body.metadata)
     conversation, meta = await store.get(session, access, id)
     if meta is None:  # a native conversation, first seen through this API
-        meta = store.ConversationMeta(conversation_id=conversation.id, user_id=access.user_id,
-                                      workspace_id=access.workspace_id)  # fmt: skip
+        meta = store.ConversationMeta(
+            conversation_id=conversation.id,
+            user_id=access.user_id,
+            workspace_id=access.workspace_id,
+        )
         session.add(meta)
     meta.metadata_ = body.metadata
     await session.flush()
@@ -87,25 +102,37 @@ async def update_conversation(id: str, body: ConversationUpdate, access: Caller,
 
 
 @router.delete("/{id}", responses=ERRORS)
-async def delete_conversation(id: str, access: Caller, session: Session,
-                              request: Request) -> Any:  # fmt: skip
+async def delete_conversation(id: str, access: Caller, session: Session, request: Request) -> Any:
     """Delete the conversation with its items (as the native API does: its runs too)."""
     conversation, _ = await store.get(session, access, id)
     await session.delete(conversation)
-    await request.app.state.outbox.add(session, ConversationDeleted(
-        conversation_id=conversation.id, user_id=conversation.user_id,
-        workspace_id=access.workspace_id))  # fmt: skip
+    await request.app.state.outbox.add(
+        session,
+        ConversationDeleted(
+            conversation_id=conversation.id,
+            user_id=conversation.user_id,
+            workspace_id=access.workspace_id,
+        ),
+    )
     native.forget_converted()
-    return JSONResponse({"id": store.conversation_id(conversation.id),
-                         "object": "conversation.deleted", "deleted": True})  # fmt: skip
+    return JSONResponse(
+        {
+            "id": store.conversation_id(conversation.id),
+            "object": "conversation.deleted",
+            "deleted": True,
+        }
+    )
 
 
 @router.get("/{id}/items", responses=ERRORS)
 async def list_items(
-    id: str, access: Caller, session: Session, after: str | None = None,
+    id: str,
+    access: Caller,
+    session: Session,
+    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
-) -> Any:  # fmt: skip
+) -> Any:
     """The conversation's items, a cursor page (``after``: an item id)."""
     conversation, _ = await store.get(session, access, id)
     items = await store.items(session, conversation)

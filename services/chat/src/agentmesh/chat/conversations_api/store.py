@@ -54,13 +54,25 @@ async def get(
 ) -> tuple[Conversation, ConversationMeta | None]:
     """The caller's own conversation in their token's workspace, else a 404."""
     key = _uuid(id, "conv")
-    row = None if key is None else (await session.execute(
-        select(Conversation, ConversationMeta)
-        .join(ConversationMeta, ConversationMeta.conversation_id == Conversation.id,
-              isouter=True)
-        .where(Conversation.id == key, Conversation.user_id == access.user_id,
-               Conversation.workspace_id == access.workspace_id)
-    )).first()  # fmt: skip
+    row = (
+        None
+        if key is None
+        else (
+            await session.execute(
+                select(Conversation, ConversationMeta)
+                .join(
+                    ConversationMeta,
+                    ConversationMeta.conversation_id == Conversation.id,
+                    isouter=True,
+                )
+                .where(
+                    Conversation.id == key,
+                    Conversation.user_id == access.user_id,
+                    Conversation.workspace_id == access.workspace_id,
+                )
+            )
+        ).first()
+    )
     if row is not None:
         return row[0], row[1]
     raise ConversationNotFound(f"Conversation with id '{id}' not found.", extra={"param": param})
@@ -101,9 +113,11 @@ async def bind(session: AsyncSession, conversation: Conversation, agent_id: uuid
         return True
     if conversation.agent_id != UNBOUND:
         return False
-    await session.execute(update(Conversation).where(
-        Conversation.id == conversation.id, Conversation.agent_id == UNBOUND)
-        .values(agent_id=agent_id))  # fmt: skip
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.agent_id == UNBOUND)
+        .values(agent_id=agent_id)
+    )
     conversation.agent_id = agent_id
     return True
 
@@ -163,8 +177,13 @@ def _message_items(row: Any) -> list[dict[str, Any]]:
 async def items(session: AsyncSession, conversation: Conversation) -> list[dict[str, Any]]:
     """Every item of the conversation, oldest first."""
     rows = await native.branch(session, conversation.id)
-    extras = (await session.scalars(select(ConversationExtraItem).where(
-        ConversationExtraItem.conversation_id == conversation.id))).all()  # fmt: skip
+    extras = (
+        await session.scalars(
+            select(ConversationExtraItem).where(
+                ConversationExtraItem.conversation_id == conversation.id
+            )
+        )
+    ).all()
     keyed = [(row.id, item) for row in rows for item in _message_items(row)]
     keyed += [(extra.id, extra.item) for extra in extras]
     keyed.sort(key=lambda pair: pair[0].int)  # uuid7: time order; a message's items in order
@@ -230,16 +249,22 @@ async def remove(session: AsyncSession, conversation: Conversation, item_id: str
     if head == "msg" and key is not None:
         message = await session.get(Message, key)
         if message is not None and message.conversation_id == conversation.id:
-            await session.execute(update(Message).where(Message.parent_id == key)
-                                  .values(parent_id=message.parent_id))  # fmt: skip
+            await session.execute(
+                update(Message).where(Message.parent_id == key).values(parent_id=message.parent_id)
+            )
             await session.delete(message)
             native.forget_converted()
             return
     if key is not None:
-        deleted = await session.execute(delete(ConversationExtraItem).where(
-            ConversationExtraItem.id == key,
-            ConversationExtraItem.conversation_id == conversation.id))  # fmt: skip
+        deleted = await session.execute(
+            delete(ConversationExtraItem).where(
+                ConversationExtraItem.id == key,
+                ConversationExtraItem.conversation_id == conversation.id,
+            )
+        )
         if rowcount(deleted):
             return
-    raise ItemNotFound(f"Item with id '{item_id}' can't be deleted alone; delete the message "
-                       "it belongs to.", extra={"param": "item_id"})  # fmt: skip
+    raise ItemNotFound(
+        f"Item with id '{item_id}' can't be deleted alone; delete the message it belongs to.",
+        extra={"param": "item_id"},
+    )

@@ -38,8 +38,9 @@ class DirectCompletions:
         if "response_format" in params:  # the SDK checks it; LangChain never sends it here
             return await self._completions.create(**params, **options)
         # What the transform would drop: the SDK's "not given" markers.
-        body = {key: value for key, value in params.items()
-                if not isinstance(value, NotGiven | Omit)}  # fmt: skip
+        body = {
+            key: value for key, value in params.items() if not isinstance(value, NotGiven | Omit)
+        }
         stream = bool(body.get("stream"))
         return await self._completions._post(
             "/chat/completions",

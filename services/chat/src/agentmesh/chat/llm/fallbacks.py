@@ -50,8 +50,9 @@ def candidates(config: dict[str, Any]) -> list[Candidate]:
     chain = [Candidate(None, own, str(config.get("model") or "offline"))]
     for index, fallback in enumerate(config.get("fallbacks") or []):
         provider = fallback.get("provider_id")
-        chain.append(Candidate(index, own if provider is None else str(provider),
-                               str(fallback["model"])))  # fmt: skip
+        chain.append(
+            Candidate(index, own if provider is None else str(provider), str(fallback["model"]))
+        )
     return chain
 
 
@@ -111,14 +112,22 @@ class ModelChain:
         while self.position + 1 < len(self.chain):
             self.position += 1
             candidate = self.chain[self.position]
-            logger.warning("model failed; trying a fallback", extra={
-                "problem": failure.type, "failed_model": self.served.model,
-                "fallback_index": candidate.index, "model": candidate.model})  # fmt: skip
+            logger.warning(
+                "model failed; trying a fallback",
+                extra={
+                    "problem": failure.type,
+                    "failed_model": self.served.model,
+                    "fallback_index": candidate.index,
+                    "model": candidate.model,
+                },
+            )
             try:
                 chat, provider = await self.resolve(candidate)
             except AppError as exc:  # its provider gone, its address refused, agents down
-                logger.warning("fallback model not usable", extra={
-                    "problem": exc.type, "fallback_index": candidate.index})  # fmt: skip
+                logger.warning(
+                    "fallback model not usable",
+                    extra={"problem": exc.type, "fallback_index": candidate.index},
+                )
                 self._serve(Served(candidate.model, "unknown", candidate.index))
                 if self.position + 1 == len(self.chain):
                     raise

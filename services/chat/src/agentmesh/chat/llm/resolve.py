@@ -91,13 +91,31 @@ def resolve_chat_model(
     """The chat model for these settings, from ``MODELS`` (held for the calling task: it
     is not closed while that task runs). Models are stateless between calls."""
     policy = policy or OutboundPolicy()
-    key = (provider_kind, model, base_url, api_key, temperature, max_tokens, timeout, policy,
-           api_version)  # fmt: skip
-    return MODELS.get(key, lambda: _build(
-        provider_kind=provider_kind, model=model, base_url=base_url, api_key=api_key,
-        temperature=temperature, max_tokens=max_tokens, timeout=timeout, policy=policy,
-        api_version=api_version,
-    )).model  # fmt: skip
+    key = (
+        provider_kind,
+        model,
+        base_url,
+        api_key,
+        temperature,
+        max_tokens,
+        timeout,
+        policy,
+        api_version,
+    )
+    return MODELS.get(
+        key,
+        lambda: _build(
+            provider_kind=provider_kind,
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            policy=policy,
+            api_version=api_version,
+        ),
+    ).model
 
 
 def build_chat_model(
@@ -119,17 +137,31 @@ def build_chat_model(
     length, so a stream that stalls fails instead of hanging. The caller owns the model's
     HTTP client (``resolve_chat_model`` closes it when the cache drops the model).
     """
-    return _build(provider_kind=provider_kind, model=model, base_url=base_url,
-                  api_key=api_key, temperature=temperature, max_tokens=max_tokens,
-                  timeout=timeout, policy=policy or OutboundPolicy(),
-                  api_version=api_version).model  # fmt: skip
+    return _build(
+        provider_kind=provider_kind,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        policy=policy or OutboundPolicy(),
+        api_version=api_version,
+    ).model
 
 
 def _build(
-    *, provider_kind: str | None, model: str, base_url: str | None, api_key: str | None,
-    temperature: float | None, max_tokens: int | None, timeout: float, policy: OutboundPolicy,
+    *,
+    provider_kind: str | None,
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    timeout: float,
+    policy: OutboundPolicy,
     api_version: str | None = None,
-) -> _Built:  # fmt: skip
+) -> _Built:
     kind = (provider_kind or "offline").lower()
     if kind == "offline":
         return _Built(OfflineChatModel(model=model or OFFLINE_MODEL, max_tokens=max_tokens))
@@ -213,17 +245,25 @@ def _with_anthropic_clients(chat: Any, policy: OutboundPolicy) -> _Built:
     return _Built(chat, [http])
 
 
-def _azure(model: str, base_url: str | None, api_key: str | None, api_version: str | None,
-           timeout: float, policy: OutboundPolicy, max_tokens: int | None,
-           options: dict[str, Any]) -> _Built:  # fmt: skip
+def _azure(
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    api_version: str | None,
+    timeout: float,
+    policy: OutboundPolicy,
+    max_tokens: int | None,
+    options: dict[str, Any],
+) -> _Built:
     """Azure OpenAI: ``base_url`` is the resource, ``model`` the deployment; the SDK
     posts to ``/openai/deployments/{model}/chat/completions?api-version=`` with the key in
     the ``api-key`` header."""
     from langchain_openai import AzureChatOpenAI
 
     if not (api_key and base_url and api_version):
-        raise ModelMisconfigured("The azure_openai provider needs a base_url, an api_version "
-                                 "and an API key.")  # fmt: skip
+        raise ModelMisconfigured(
+            "The azure_openai provider needs a base_url, an api_version and an API key."
+        )
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
     http = outbound.async_client2(policy, keepalive=True)
@@ -244,9 +284,15 @@ def _azure(model: str, base_url: str | None, api_key: str | None, api_version: s
     return _Built(chat, [http])
 
 
-def _mistral(model: str, base_url: str | None, api_key: str | None, timeout: float,
-             policy: OutboundPolicy, max_tokens: int | None,
-             options: dict[str, Any]) -> _Built:  # fmt: skip
+def _mistral(
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float,
+    policy: OutboundPolicy,
+    max_tokens: int | None,
+    options: dict[str, Any],
+) -> _Built:
     """Mistral's own API through langchain-mistralai, which takes its httpx clients as
     fields: the guarded one, and a sync one that refuses."""
     from langchain_mistralai import ChatMistralAI
@@ -254,10 +300,14 @@ def _mistral(model: str, base_url: str | None, api_key: str | None, timeout: flo
     if not api_key:
         raise ModelMisconfigured("The mistral provider needs an API key.")
     url = (base_url or "https://api.mistral.ai/v1").rstrip("/")
-    headers = {"Content-Type": "application/json", "Accept": "application/json",
-               "Authorization": f"Bearer {api_key}"}  # fmt: skip
-    http = outbound.async_client(policy, keepalive=True, base_url=url, headers=headers,
-                                 timeout=timeout)  # fmt: skip
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Authorization": f"Bearer {api_key}",
+    }
+    http = outbound.async_client(
+        policy, keepalive=True, base_url=url, headers=headers, timeout=timeout
+    )
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
     if "temperature" in options:  # Mistral takes 0..1
@@ -292,10 +342,18 @@ def warm_providers() -> None:
     LangChain imports a provider's integration on first use: seconds of CPU on a busy
     machine, during which the replica's event loop would stand still (its other streams,
     its consumers, the heartbeats of its runs). Chat does it in a thread at start-up."""
-    for module in ("langchain_openai", "langchain_anthropic", "langchain_ollama",
-                   "langchain_mistralai"):  # fmt: skip
+    for module in (
+        "langchain_openai",
+        "langchain_anthropic",
+        "langchain_ollama",
+        "langchain_mistralai",
+    ):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
     with contextlib.suppress(Exception):  # not cached: never used, nothing to close
-        build_chat_model(provider_kind="openai", model="warm-up",
-                         base_url="http://127.0.0.1:9/v1", api_key=_UNUSED_KEY)  # fmt: skip
+        build_chat_model(
+            provider_kind="openai",
+            model="warm-up",
+            base_url="http://127.0.0.1:9/v1",
+            api_key=_UNUSED_KEY,
+        )

@@ -79,12 +79,15 @@ class _ToolAsText(Runnable[Any, Any]):
         meta = dict(message.response_metadata or {})
         if not others and meta.get("stop_reason") == "tool_use":
             meta["stop_reason"] = "end_turn"
-        return AIMessage(content=json.dumps(answer["args"]), tool_calls=others,
-                         usage_metadata=message.usage_metadata, response_metadata=meta,
-                         id=message.id)  # fmt: skip
+        return AIMessage(
+            content=json.dumps(answer["args"]),
+            tool_calls=others,
+            usage_metadata=message.usage_metadata,
+            response_metadata=meta,
+            id=message.id,
+        )
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
-                      **kwargs: Any) -> Any:  # fmt: skip
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         full: AIMessageChunk | None = None
         async for chunk in self.astream(input, config, **kwargs):
             full = chunk if full is None else full + chunk

@@ -36,10 +36,13 @@ def completion_id(run_id: uuid.UUID) -> str:
 def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """LangChain tool calls (``{id, name, args}``) in OpenAI's format."""
     return [
-        {"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-         "function": {"name": call["name"], "arguments": json.dumps(call.get("args") or {})}}
+        {
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call.get("args") or {})},
+        }
         for call in calls
-    ]  # fmt: skip
+    ]
 
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
@@ -51,9 +54,12 @@ def finish_reason(outcome: RunOutcome, plan: RunPlan) -> str:
     such as Anthropic's) gets ``length`` when the answer used all its tokens, else ``stop``."""
     if outcome.pending_tool_calls:
         return "tool_calls"
-    reason = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop",
-              "tool_use": "tool_calls"}.get(outcome.finish_reason or "",
-                                            outcome.finish_reason)  # fmt: skip
+    reason = {
+        "max_tokens": "length",
+        "end_turn": "stop",
+        "stop_sequence": "stop",
+        "tool_use": "tool_calls",
+    }.get(outcome.finish_reason or "", outcome.finish_reason)
     if reason in FINISH_REASONS and reason != "tool_calls":
         return reason
     if plan.max_tokens and outcome.output_tokens >= plan.max_tokens:
@@ -62,8 +68,11 @@ def finish_reason(outcome: RunOutcome, plan: RunPlan) -> str:
 
 
 def usage(outcome: RunOutcome) -> Usage:
-    return Usage(prompt_tokens=outcome.input_tokens, completion_tokens=outcome.output_tokens,
-                 total_tokens=outcome.input_tokens + outcome.output_tokens)  # fmt: skip
+    return Usage(
+        prompt_tokens=outcome.input_tokens,
+        completion_tokens=outcome.output_tokens,
+        total_tokens=outcome.input_tokens + outcome.output_tokens,
+    )
 
 
 def served_by(outcome: RunOutcome) -> ServedBy | None:
@@ -71,8 +80,9 @@ def served_by(outcome: RunOutcome) -> ServedBy | None:
     served = outcome.served
     if served is None:
         return None
-    return ServedBy(model=served.model, provider=served.provider,
-                    fallback_index=served.fallback_index)  # fmt: skip
+    return ServedBy(
+        model=served.model, provider=served.provider, fallback_index=served.fallback_index
+    )
 
 
 class RunFailed(AppError):
@@ -80,10 +90,11 @@ class RunFailed(AppError):
 
     def __init__(self, problem: dict[str, Any]) -> None:
         super().__init__(
-            problem.get("detail"), status=int(problem.get("status") or 502),
+            problem.get("detail"),
+            status=int(problem.get("status") or 502),
             type=str(problem.get("type") or "run-failed").rsplit("/", 1)[-1],
             title=problem.get("title") or "Run failed",
-        )  # fmt: skip
+        )
 
 
 def completion(plan: RunPlan, outcome: RunOutcome, model: str, created: int) -> ChatCompletion:
@@ -91,13 +102,17 @@ def completion(plan: RunPlan, outcome: RunOutcome, model: str, created: int) -> 
     if outcome.status == "failed":
         raise RunFailed(outcome.error or {})
     calls = openai_tool_calls(outcome.pending_tool_calls)
-    message = AssistantMessage(content=outcome.content or (None if calls else ""),
-                               tool_calls=calls or None)  # fmt: skip
+    message = AssistantMessage(
+        content=outcome.content or (None if calls else ""), tool_calls=calls or None
+    )
     return ChatCompletion(
-        id=completion_id(plan.run_id), created=created, model=model, usage=usage(outcome),
+        id=completion_id(plan.run_id),
+        created=created,
+        model=model,
+        usage=usage(outcome),
         choices=[Choice(message=message, finish_reason=finish_reason(outcome, plan))],
         served_by=served_by(outcome),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -114,17 +129,30 @@ DONE = Frame("[DONE]")
 
 
 async def completion_chunks(
-    hub: RunHub, channel: RunChannel, plan: RunPlan, model: str, created: int, *,
+    hub: RunHub,
+    channel: RunChannel,
+    plan: RunPlan,
+    model: str,
+    created: int,
+    *,
     include_usage: bool,
-) -> AsyncIterator[Frame]:  # fmt: skip
+) -> AsyncIterator[Frame]:
     """The run as OpenAI chunks: the role, content deltas, tool calls, the finish reason,
     the usage (with ``include_usage``), then ``[DONE]``. A failure is an ``error`` frame."""
-    head = {"id": completion_id(plan.run_id), "object": "chat.completion.chunk",
-            "created": created, "model": model, "system_fingerprint": None}  # fmt: skip
+    head = {
+        "id": completion_id(plan.run_id),
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+    }
 
     def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> Frame:
-        choices = [] if delta is None else [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]  # fmt: skip
+        choices = (
+            []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
         body = {**head, "choices": choices, **extra}
         if include_usage:
             body.setdefault("usage", None)
@@ -148,8 +176,9 @@ async def completion_chunks(
     if calls:
         yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
     served = served_by(outcome)
-    yield chunk({}, finish_reason(outcome, plan),
-                served_by=None if served is None else served.model_dump())  # fmt: skip
+    yield chunk(
+        {}, finish_reason(outcome, plan), served_by=None if served is None else served.model_dump()
+    )
     if include_usage:
         yield chunk(None, usage=usage(outcome).model_dump())
     yield DONE

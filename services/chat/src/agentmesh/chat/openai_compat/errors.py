@@ -70,17 +70,29 @@ def openai_errors(app: ASGIApp) -> ASGIApp:
             headers = MutableHeaders(headers=exc.headers or {})
             headers["content-type"] = "application/json"
             headers["content-length"] = str(len(content))
-            await send({"type": "http.response.start", "status": exc.status_code,
-                        "headers": headers.raw})  # fmt: skip
+            await send(
+                {"type": "http.response.start", "status": exc.status_code, "headers": headers.raw}
+            )
             await send({"type": "http.response.body", "body": content})
         except Exception:
             if not started:  # the app's last-resort handler would answer problem+json
-                content = json.dumps(openai_error(
-                    500, "An unexpected error occurred. Quote the request id when reporting it.",
-                    slug="internal-error")).encode()  # fmt: skip
-                await send({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode())]})  # fmt: skip
+                content = json.dumps(
+                    openai_error(
+                        500,
+                        "An unexpected error occurred. Quote the request id when reporting it.",
+                        slug="internal-error",
+                    )
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(content)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": content})
             raise
 

@@ -60,11 +60,17 @@ async def list_models(caller: Chatter, session: Session) -> ModelList:
 
 
 @router.post(
-    "/chat/completions", response_model=ChatCompletion,
-    responses={**ERRORS, 200: {"description": "A chat.completion; with stream: true, "
-                               "text/event-stream of chat.completion.chunk objects",
-                               "content": sse_content()}},
-)  # fmt: skip
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "A chat.completion; with stream: true, "
+            "text/event-stream of chat.completion.chunk objects",
+            "content": sse_content(),
+        },
+    },
+)
 async def create_chat_completion(
     body: ChatCompletionRequest, caller: Chatter, session: Session, request: Request
 ) -> Any:
@@ -99,8 +105,9 @@ async def create_chat_completion(
         await session.commit()  # so its connection is not held for the whole run
     created, headers = now(), {"X-Run-Id": str(plan.run_id)}
     if body.stream:
-        chunks = completion_chunks(state.hub, channel, plan, body.model, created,
-                                   include_usage=body.include_usage)  # fmt: skip
+        chunks = completion_chunks(
+            state.hub, channel, plan, body.model, created, include_usage=body.include_usage
+        )
         return event_stream(chunks, state.settings.heartbeat_seconds, headers)  # type: ignore[arg-type]
     assert channel.task is not None
     outcome = await asyncio.shield(channel.task)  # a dropped client doesn't stop the run
@@ -108,8 +115,9 @@ async def create_chat_completion(
     return JSONResponse(result.model_dump(mode="json"), headers=headers)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                  include_in_schema=False)  # fmt: skip
+@router.api_route(
+    "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def unknown(path: str, request: Request) -> None:
     """Anything else under /v1 answers 404 in OpenAI's shape too."""
     raise NotFound(f"Invalid URL ({request.method} /v1/{path})", type="unknown-url")

@@ -116,10 +116,13 @@ def to_langchain(messages: list[ChatMessage]) -> tuple[str, list[BaseMessage]]:
             history.append(HumanMessage(message.text))
         elif message.role == "assistant":
             calls = [
-                {"id": call.id, "name": call.function.name,
-                 "args": _arguments(call.function.arguments, f"messages[{index}].tool_calls")}
+                {
+                    "id": call.id,
+                    "name": call.function.name,
+                    "args": _arguments(call.function.arguments, f"messages[{index}].tool_calls"),
+                }
                 for call in message.tool_calls or []
-            ]  # fmt: skip
+            ]
             history.append(AIMessage(message.text, tool_calls=calls))
         else:
             if not message.tool_call_id:
@@ -127,8 +130,9 @@ def to_langchain(messages: list[ChatMessage]) -> tuple[str, list[BaseMessage]]:
                     "A tool message needs the tool_call_id it answers.",
                     extra={"param": f"messages[{index}].tool_call_id"},
                 )
-            history.append(ToolMessage(message.text, tool_call_id=message.tool_call_id,
-                                       name=message.name))  # fmt: skip
+            history.append(
+                ToolMessage(message.text, tool_call_id=message.tool_call_id, name=message.name)
+            )
     return "\n\n".join(part for part in system if part.strip()), history
 
 
@@ -162,19 +166,33 @@ async def start_completion(
     run_id = new_id()
     reserve = (max_tokens or state.settings.default_reserve_tokens) if has_budget else None
     recorded = await begin_run(
-        state, session, reserve=reserve, run_id=run_id, workspace_id=caller.workspace_id,
-        user_id=caller.user_id, agent_id=snapshot.agent_id, agent_version=snapshot.version,
+        state,
+        session,
+        reserve=reserve,
+        run_id=run_id,
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        agent_id=snapshot.agent_id,
+        agent_version=snapshot.version,
         model=config.get("model") or "offline",
-    )  # fmt: skip
+    )
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     return RunPlan(
-        run_id=run_id, workspace_id=caller.workspace_id, user_id=caller.user_id,
-        agent_id=snapshot.agent_id, agent_version=snapshot.version, config=config, history=history,
-        reserved_tokens=reserve or 0, temperature=body.temperature, max_tokens=max_tokens,
-        client_tools=tools or None, recorded=recorded,
+        run_id=run_id,
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        agent_id=snapshot.agent_id,
+        agent_version=snapshot.version,
+        config=config,
+        history=history,
+        reserved_tokens=reserve or 0,
+        temperature=body.temperature,
+        max_tokens=max_tokens,
+        client_tools=tools or None,
+        recorded=recorded,
         tool_choice=_tool_choice(body) if tools else None,
         response_format=body.response_format_dict,
-    )  # fmt: skip
+    )
 
 
 def _tool_choice(body: ChatCompletionRequest) -> str | dict[str, Any] | None:

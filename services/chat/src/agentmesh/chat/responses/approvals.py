@@ -35,25 +35,33 @@ def answered_call(
     if not answers:
         return None
     if len(answers) > 1:
-        raise InvalidRequest("Answer one mcp_approval_request per request.",
-                             extra={"param": f"input[{answers[1][0]}]"})  # fmt: skip
+        raise InvalidRequest(
+            "Answer one mcp_approval_request per request.",
+            extra={"param": f"input[{answers[1][0]}]"},
+        )
     index, answer = answers[0]
     wanted = answer["approval_request_id"]
-    request = next((item for item in history + new
-                    if item["type"] == REQUEST and item["id"] == wanted), None)  # fmt: skip
-    done = any(item.get("type") == "mcp_call" and item.get("approval_request_id") == wanted
-               for item in history)  # fmt: skip
+    request = next(
+        (item for item in history + new if item["type"] == REQUEST and item["id"] == wanted), None
+    )
+    done = any(
+        item.get("type") == "mcp_call" and item.get("approval_request_id") == wanted
+        for item in history
+    )
     if request is None or done:
         why = "was answered already" if done else "is not in this conversation"
-        raise InvalidRequest(f"The approval request {wanted!r} {why}.",
-                             extra={"param": f"input[{index}].approval_request_id"})  # fmt: skip
+        raise InvalidRequest(
+            f"The approval request {wanted!r} {why}.",
+            extra={"param": f"input[{index}].approval_request_id"},
+        )
     try:
         args = json.loads(request.get("arguments") or "{}")
     except ValueError:
         args = None
     if not isinstance(args, dict):
-        raise InvalidRequest("The approval request's arguments are not a JSON object.",
-                             extra={"param": "input"})  # fmt: skip
+        raise InvalidRequest(
+            "The approval request's arguments are not a JSON object.", extra={"param": "input"}
+        )
     call_id = wanted[5:] if wanted.startswith("mcpr_") else wanted
     return {"id": call_id, "name": str(request.get("name")), "args": args}, answer
 
@@ -66,8 +74,12 @@ def calling(call: dict[str, Any]) -> list[BaseMessage]:
 def resume(call: dict[str, Any], answer: dict[str, Any], access: Access) -> Resume:
     """A new run that starts with the decided call, then asks the model."""
     zero = {"content": "", "tool_calls": [], "input_tokens": 0, "output_tokens": 0}
-    decision = {"decided_by": str(access.user_id), "approve": bool(answer["approve"]),
-                "reason": answer.get("reason"), "at": datetime.now(UTC).isoformat(),
-                "approval_request_id": answer["approval_request_id"]}  # fmt: skip
+    decision = {
+        "decided_by": str(access.user_id),
+        "approve": bool(answer["approve"]),
+        "reason": answer.get("reason"),
+        "at": datetime.now(UTC).isoformat(),
+        "approval_request_id": answer["approval_request_id"],
+    }
     state = {"messages": None, "calls": [call], "step": 0, "outcome": zero}
     return Resume(state=state, decision=decision, last_event_id=0, continued=False)

@@ -141,10 +141,15 @@ def normalize(raw: str | list[dict[str, Any]] | None, param: str = "input") -> l
             if not isinstance(item.get("approve"), bool):
                 raise _bad(f"{where}.approve", "An mcp_approval_response needs approve: bool.")
             reason = item.get("reason")
-            items.append({"type": kind, "id": item.get("id") or item_id(kind),
-                          "approval_request_id": _string(item, "approval_request_id", where),
-                          "approve": item["approve"],
-                          "reason": reason if isinstance(reason, str) else None})  # fmt: skip
+            items.append(
+                {
+                    "type": kind,
+                    "id": item.get("id") or item_id(kind),
+                    "approval_request_id": _string(item, "approval_request_id", where),
+                    "approve": item["approve"],
+                    "reason": reason if isinstance(reason, str) else None,
+                }
+            )
         else:
             raise _bad(f"{where}.type", f"Input item type {kind!r} is not supported.")
     return items

@@ -126,9 +126,16 @@ class OutputBuilder:
         annotated = []
         for annotation in self.annotations:
             annotation = {**annotation, "index": len(part["text"])}
-            annotated.append(("response.output_text.annotation.added", {
-                **where, "annotation_index": len(part["annotations"]), "annotation": annotation,
-            }))  # fmt: skip
+            annotated.append(
+                (
+                    "response.output_text.annotation.added",
+                    {
+                        **where,
+                        "annotation_index": len(part["annotations"]),
+                        "annotation": annotation,
+                    },
+                )
+            )
             part["annotations"].append(annotation)
         self.annotations = []
         return [
@@ -150,11 +157,17 @@ class OutputBuilder:
         if event.type == "message.completed":
             self.annotations = file_citations(data.get("citations") or [])
         if event.type == "tool.approval_required":  # the run ends asking (responses.approvals)
-            item = {"id": f"mcpr_{data['call_id']}", "type": "mcp_approval_request",
-                    "name": data["name"], "arguments": json.dumps(data.get("args") or {}),
-                    "server_label": self.labels.get(data["name"], "agentmesh")}  # fmt: skip
-            done = ("response.output_item.done", {"output_index": len(self.items),
-                                                  "item": _copy(item)})  # fmt: skip
+            item = {
+                "id": f"mcpr_{data['call_id']}",
+                "type": "mcp_approval_request",
+                "name": data["name"],
+                "arguments": json.dumps(data.get("args") or {}),
+                "server_label": self.labels.get(data["name"], "agentmesh"),
+            }
+            done = (
+                "response.output_item.done",
+                {"output_index": len(self.items), "item": _copy(item)},
+            )
             return [*self.close_message(), self._add(item), done]
         return []
 
@@ -189,7 +202,8 @@ class OutputBuilder:
         }
         if call.get("approval"):  # decided by a person: which request it answered
             item["approval_request_id"] = call["approval"].get("approval_request_id") or (
-                f"mcpr_{call['id']}")  # fmt: skip
+                f"mcpr_{call['id']}"
+            )
         where = {"output_index": index, "item_id": item["id"]}
         events = [
             self._add(item),
@@ -305,10 +319,13 @@ class OutputBuilder:
 def file_citations(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``file_citation`` annotations of the cited documents, each once (``index`` is set
     where the text they annotate ends)."""
-    documents = dict.fromkeys((str(c.get("document_id")), str(c.get("filename") or ""))
-                              for c in citations)  # fmt: skip
-    return [{"type": "file_citation", "file_id": file_id, "filename": filename, "index": 0}
-            for file_id, filename in documents]  # fmt: skip
+    documents = dict.fromkeys(
+        (str(c.get("document_id")), str(c.get("filename") or "")) for c in citations
+    )
+    return [
+        {"type": "file_citation", "file_id": file_id, "filename": filename, "index": 0}
+        for file_id, filename in documents
+    ]
 
 
 def _annotations_of(item: dict[str, Any]) -> list[dict[str, Any]]:

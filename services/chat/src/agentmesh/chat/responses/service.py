@@ -313,8 +313,15 @@ async def finalize(state: Any, started: Started) -> dict[str, Any]:
     outcome: RunOutcome = await asyncio.shield(started.channel.task)
     row = ended(started, outcome)
     if started.stored:
-        columns = ("status", "output", "usage", "error", "incomplete_details", "completed_at",
-                   "params")  # fmt: skip
+        columns = (
+            "status",
+            "output",
+            "usage",
+            "error",
+            "incomplete_details",
+            "completed_at",
+            "params",
+        )
         statement = insert(StoredResponse).values(**row)
         statement = statement.on_conflict_do_update(
             index_elements=[StoredResponse.id],

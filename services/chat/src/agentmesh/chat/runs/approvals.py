@@ -99,10 +99,17 @@ def denied_result(name: str, reason: str | None) -> str:
 
 
 async def call_tools(
-    hub: RunHub, channel: RunChannel, plan: RunPlan, calls: list[dict[str, Any]],
-    by_name: dict[str, Any], messages: list[BaseMessage], outcome: RunOutcome, *, step: int,
+    hub: RunHub,
+    channel: RunChannel,
+    plan: RunPlan,
+    calls: list[dict[str, Any]],
+    by_name: dict[str, Any],
+    messages: list[BaseMessage],
+    outcome: RunOutcome,
+    *,
+    step: int,
     decision: dict[str, Any] | None = None,
-) -> bool:  # fmt: skip
+) -> bool:
     """Make the model's tool calls in order, as their policies say; ``decision`` is a
     person's on the first. True when the run pauses for approval (``outcome.pause``)."""
     policies = tool_policies(plan.config)
@@ -119,9 +126,11 @@ async def call_tools(
                 "calls": [dict(c) for c in calls[index:]],
                 "step": step,
             }
-            await hub.emit(channel, "tool.approval_required", {
-                "run_id": plan.run_id, "call_id": call["id"], "name": name,
-                "args": call["args"]})  # fmt: skip
+            await hub.emit(
+                channel,
+                "tool.approval_required",
+                {"run_id": plan.run_id, "call_id": call["id"], "name": name, "args": call["args"]},
+            )
             return True
         await hub.emit(channel, "tool.call", record)
         tool = by_name.get(name)
@@ -181,23 +190,30 @@ def pause_state(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
         "max_tokens": plan.max_tokens,
         "title_seed": plan.title_seed,
         "outcome": {
-            "content": outcome.content, "tool_calls": outcome.tool_calls,
-            "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
-            "ttft_ms": outcome.ttft_ms, "citations": outcome.citations,
+            "content": outcome.content,
+            "tool_calls": outcome.tool_calls,
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+            "ttft_ms": outcome.ttft_ms,
+            "citations": outcome.citations,
         },
-    }  # fmt: skip
+    }
 
 
-async def pause_run(state: Any, plan: RunPlan, outcome: RunOutcome, *, model: str,
-                    provider: str, last_event_id: int) -> bool:  # fmt: skip
+async def pause_run(
+    state: Any, plan: RunPlan, outcome: RunOutcome, *, model: str, provider: str, last_event_id: int
+) -> bool:
     """Store the pause; False when the run was no longer running (swept meanwhile)."""
     params = {
-        "run_id": plan.run_id, "model": model, "provider": provider,
-        "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
+        "run_id": plan.run_id,
+        "model": model,
+        "provider": provider,
+        "input_tokens": outcome.input_tokens,
+        "output_tokens": outcome.output_tokens,
         "last_event_id": last_event_id,
         "state": json.dumps(pause_state(plan, outcome), default=str),
         "timeout": state.settings.approval_timeout_seconds,
-    }  # fmt: skip
+    }
     async with state.sessionmaker() as session, session.begin():
         return (await session.execute(PAUSE, params)).first() is not None
 
@@ -246,19 +262,30 @@ CANCEL = text(
 
 
 def expired_problem(timeout: float) -> dict[str, Any]:
-    return {"type": problem_type("approval-expired"), "title": "Approval expired",
-            "status": 410, "detail": f"No one decided on the tool call within {timeout:g} "
-            "seconds; the run ended without it."}  # fmt: skip
+    return {
+        "type": problem_type("approval-expired"),
+        "title": "Approval expired",
+        "status": 410,
+        "detail": f"No one decided on the tool call within {timeout:g} "
+        "seconds; the run ended without it.",
+    }
 
 
 async def expire_pauses(state: Any) -> list[uuid.UUID]:
     """End the runs left waiting past the approval timeout; returns their ids."""
     error = expired_problem(state.settings.approval_timeout_seconds)
     async with state.sessionmaker() as session, session.begin():
-        rows = (await session.execute(EXPIRE, {
-            "limit": EXPIRE_LIMIT, "error": json.dumps(error), "whole": WHOLE_WORKSPACE,
-            "status": "expired",
-        })).all()  # fmt: skip
+        rows = (
+            await session.execute(
+                EXPIRE,
+                {
+                    "limit": EXPIRE_LIMIT,
+                    "error": json.dumps(error),
+                    "whole": WHOLE_WORKSPACE,
+                    "status": "expired",
+                },
+            )
+        ).all()
     for row in rows:
         logger.info("run expired waiting for approval", extra={"run_id": str(row.id)})
         await _end_stream(state, row.id, row.last_event_id - 2, "run.expired", error, "expired")
@@ -268,28 +295,47 @@ async def expire_pauses(state: Any) -> list[uuid.UUID]:
 async def cancel_pause(state: Any, run_id: uuid.UUID) -> bool:
     """Cancel a run waiting for approval (False: it was no longer waiting)."""
     async with state.sessionmaker() as session, session.begin():
-        row = (await session.execute(CANCEL, {
-            "run_id": run_id, "error": None, "whole": WHOLE_WORKSPACE, "status": "cancelled",
-        })).first()  # fmt: skip
+        row = (
+            await session.execute(
+                CANCEL,
+                {
+                    "run_id": run_id,
+                    "error": None,
+                    "whole": WHOLE_WORKSPACE,
+                    "status": "cancelled",
+                },
+            )
+        ).first()
     if row is None:
         return False
-    usage = {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
-             "total_tokens": row.input_tokens + row.output_tokens}  # fmt: skip
+    usage = {
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "total_tokens": row.input_tokens + row.output_tokens,
+    }
     data = {"message_id": None, "content": "", "usage": usage}
     await _end_stream(state, run_id, row.last_event_id - 2, "run.cancelled", data, "cancelled")
     return True
 
 
-async def _end_stream(state: Any, run_id: uuid.UUID, last: int, type: str,
-                      data: dict[str, Any], status: str) -> None:  # fmt: skip
+async def _end_stream(
+    state: Any, run_id: uuid.UUID, last: int, type: str, data: dict[str, Any], status: str
+) -> None:
     """The end (``type``, then ``done``) after the pause's ``done``, for its followers."""
     try:
         js = state.runtime.broker.config.connection_state.stream
-        for event in (RunEvent(last + 1, type, data),
-                      RunEvent(last + 2, TERMINAL, {"status": status})):  # fmt: skip
+        for event in (
+            RunEvent(last + 1, type, data),
+            RunEvent(last + 2, TERMINAL, {"status": status}),
+        ):
             body = json.dumps({"id": event.id, "type": event.type, "data": event.data})
             headers = {"Nats-Msg-Id": f"{run_id}:{event.id}"}
-            await js.publish(f"{RUNS_SUBJECT_PREFIX}{run_id}", body.encode(), stream=RUNS_STREAM,
-                             timeout=5, headers=headers)  # fmt: skip
+            await js.publish(
+                f"{RUNS_SUBJECT_PREFIX}{run_id}",
+                body.encode(),
+                stream=RUNS_STREAM,
+                timeout=5,
+                headers=headers,
+            )
     except Exception:  # followers rebuild the end from the run's row (last_event_id)
         logger.warning("end of a paused run not published", extra={"run_id": str(run_id)})

@@ -37,8 +37,9 @@ class Decision(BaseModel):
 
     call_id: str = Field(min_length=1, max_length=200, description="The call's ``call_id``")
     approve: bool
-    reason: str | None = Field(default=None, max_length=2000,
-                               description="Told to the model when denied")  # fmt: skip
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Told to the model when denied"
+    )
     stream: bool = Field(default=False, description="The rest of the run as text/event-stream")
 
 
@@ -52,15 +53,22 @@ def may_decide(caller: Access, run: Run) -> bool:
 
 
 @router.post(
-    "/{run_id}/approvals", response_model=RunOut,
-    responses={200: {"content": sse_content(), "description": "The run once it ended or "
-                     "paused again; with stream: true, its events from here on"},
-               404: {"description": "No such run, or not yours to decide"},
-               409: {"description": "The run is not waiting for an approval"},
-               422: {"description": "Not the call the run waits for"}},
-)  # fmt: skip
-async def decide(run_id: uuid.UUID, body: Decision, caller: Chatter, session: Session,
-                 request: Request) -> Any:  # fmt: skip
+    "/{run_id}/approvals",
+    response_model=RunOut,
+    responses={
+        200: {
+            "content": sse_content(),
+            "description": "The run once it ended or "
+            "paused again; with stream: true, its events from here on",
+        },
+        404: {"description": "No such run, or not yours to decide"},
+        409: {"description": "The run is not waiting for an approval"},
+        422: {"description": "Not the call the run waits for"},
+    },
+)
+async def decide(
+    run_id: uuid.UUID, body: Decision, caller: Chatter, session: Session, request: Request
+) -> Any:
     """Approve or deny the tool call a run waits for (status ``requires_action``). Approved,
     the tool runs; denied, the model is told so (with ``reason``) and goes on without it.
     Any replica can decide; the run's events go on on ``GET /runs/{id}/events``, their ids
@@ -76,21 +84,34 @@ async def decide(run_id: uuid.UUID, body: Decision, caller: Chatter, session: Se
         current = await session.get(Run, run_id, populate_existing=True)
         if current is None or current.status != "requires_action":
             raise NotAwaitingApproval("This run is not waiting for an approval.")
-        raise UnknownCall("The run waits for another call; see its tool.approval_required event.",
-                          extra={"field": "call_id"})  # fmt: skip
+        raise UnknownCall(
+            "The run waits for another call; see its tool.approval_required event.",
+            extra={"field": "call_id"},
+        )
     await session.commit()
-    decision = {"decided_by": str(caller.user_id), "approve": body.approve, "reason": body.reason,
-                "at": datetime.now(UTC).isoformat()}  # fmt: skip
+    decision = {
+        "decided_by": str(caller.user_id),
+        "approve": body.approve,
+        "reason": body.reason,
+        "at": datetime.now(UTC).isoformat(),
+    }
     saved: dict[str, Any] = row.state
     plan = RunPlan(
-        run_id=run.id, workspace_id=run.workspace_id, user_id=run.user_id,
-        agent_id=run.agent_id, agent_version=run.agent_version, config=saved["config"],
-        history=[], conversation_id=run.conversation_id,
+        run_id=run.id,
+        workspace_id=run.workspace_id,
+        user_id=run.user_id,
+        agent_id=run.agent_id,
+        agent_version=run.agent_version,
+        config=saved["config"],
+        history=[],
+        conversation_id=run.conversation_id,
         parent_id=uuid.UUID(saved["parent_id"]) if saved.get("parent_id") else None,
-        reserved_tokens=run.reserved_tokens, temperature=saved.get("temperature"),
-        max_tokens=saved.get("max_tokens"), title_seed=saved.get("title_seed"),
+        reserved_tokens=run.reserved_tokens,
+        temperature=saved.get("temperature"),
+        max_tokens=saved.get("max_tokens"),
+        title_seed=saved.get("title_seed"),
         resume=Resume(state=saved, decision=decision, last_event_id=run.last_event_id),
-    )  # fmt: skip
+    )
     channel = state.executor.start(plan)
     if body.stream:
         events = state.hub.follow_local(channel, channel.base)

@@ -135,8 +135,9 @@ class RunExecutor:
         channel = self.hub.open(plan.run_id)
         channel.base = plan.resume.last_event_id if plan.resume else 0  # ids continue
         channel.recorded = plan.recorded
-        channel.task = asyncio.create_task(self._traced_run(plan, channel),
-                                           name=f"run-{plan.run_id}")  # fmt: skip
+        channel.task = asyncio.create_task(
+            self._traced_run(plan, channel), name=f"run-{plan.run_id}"
+        )
         return channel
 
     async def _traced_run(
@@ -169,8 +170,9 @@ class RunExecutor:
                 plan.user_id, uuid.UUID(str(config["provider_id"])), workspace_id=plan.workspace_id
             )
             await check_provider_address(creds.get("base_url"), settings.outbound_policy)
-        temperature = plan.temperature if plan.temperature is not None else config.get(
-            "temperature")  # fmt: skip
+        temperature = (
+            plan.temperature if plan.temperature is not None else config.get("temperature")
+        )
         model = resolve_chat_model(
             provider_kind=None if creds is None else creds["kind"],
             model=config.get("model") or "offline",
@@ -199,8 +201,11 @@ class RunExecutor:
         refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") != "mcp"]
         mcp_refs = [ref for ref in plan.config.get("tools", []) if ref.get("id") == "mcp"]
         search, knowledge = self._search(plan), Knowledge.of(plan.config)
-        if search and knowledge.mode == "tool" and \
-                not any(ref.get("id") == "knowledge_search" for ref in refs):  # fmt: skip
+        if (
+            search
+            and knowledge.mode == "tool"
+            and not any(ref.get("id") == "knowledge_search" for ref in refs)
+        ):
             refs.append({"id": "knowledge_search", "config": {}})  # bound to the agent's KBs
         settings = self.state.settings
         tools = build_tools(
@@ -211,10 +216,13 @@ class RunExecutor:
         if mcp_refs:  # over MCP; a server that can't be reached is left out (logged)
             names = {tool.name for tool in tools}
             for tool in await mcp_tools(
-                self.state.agents_client, plan.user_id, mcp_refs,
-                workspace_id=plan.workspace_id, allow_private=settings.outbound_policy,
+                self.state.agents_client,
+                plan.user_id,
+                mcp_refs,
+                workspace_id=plan.workspace_id,
+                allow_private=settings.outbound_policy,
                 timeout=settings.mcp_timeout_seconds,
-            ):  # fmt: skip
+            ):
                 if tool.name in names:
                     logger.warning("mcp tool %r shadows another tool; skipped", tool.name)
                     continue
@@ -243,9 +251,12 @@ class RunExecutor:
             logger.exception("run failed", extra={"run_id": str(plan.run_id)})
             detail = getattr(exc, "detail", None) or "The run failed unexpectedly."
             outcome.status = "failed"
-            outcome.error = {"type": problem_type(getattr(exc, "type", "run-failed")),
-                             "title": "Run failed", "status": getattr(exc, "status", 500),
-                             "detail": detail}  # fmt: skip
+            outcome.error = {
+                "type": problem_type(getattr(exc, "type", "run-failed")),
+                "title": "Run failed",
+                "status": getattr(exc, "status", 500),
+                "detail": detail,
+            }
         try:  # the row must be there before the run can be finished on it
             await asyncio.shield(announced)
         except RunNotRecorded:
@@ -256,14 +267,16 @@ class RunExecutor:
         if price is not None:
             spent = price.input * outcome.input_tokens + price.output * outcome.output_tokens
             outcome.cost_usd = spent / Decimal(1_000_000)
-        await asyncio.shield(self._finish(plan, channel, outcome, served.model, served.provider,
-                                          latency_ms))  # fmt: skip
+        await asyncio.shield(
+            self._finish(plan, channel, outcome, served.model, served.provider, latency_ms)
+        )
         if plan.title_seed and served.chat is not None and outcome.status == "completed":
             asyncio.create_task(self._title(plan, served.chat, outcome.content))  # noqa: RUF006
         return outcome
 
-    async def _not_recorded(self, plan: RunPlan, channel: RunChannel,
-                            outcome: RunOutcome) -> RunOutcome:  # fmt: skip
+    async def _not_recorded(
+        self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome
+    ) -> RunOutcome:
         """The run's row was never written: nothing was shown, nothing is to update."""
         outcome.status, outcome.error = "failed", not_recorded_problem()
         outcome.content, outcome.tool_calls = "", []
@@ -277,15 +290,23 @@ class RunExecutor:
             try:
                 await asyncio.shield(plan.recorded)
             except Exception as exc:
-                logger.warning("run not recorded", exc_info=True,
-                               extra={"run_id": str(plan.run_id)})  # fmt: skip
+                logger.warning(
+                    "run not recorded", exc_info=True, extra={"run_id": str(plan.run_id)}
+                )
                 raise RunNotRecorded(str(plan.run_id)) from exc
         if plan.resume is not None and plan.resume.continued:
             return  # started before the pause
-        await self.hub.emit(channel, "run.started", {
-            "run_id": plan.run_id, "conversation_id": plan.conversation_id,
-            "agent_id": plan.agent_id, "agent_version": plan.agent_version, "model": model_name,
-        })  # fmt: skip
+        await self.hub.emit(
+            channel,
+            "run.started",
+            {
+                "run_id": plan.run_id,
+                "conversation_id": plan.conversation_id,
+                "agent_id": plan.agent_id,
+                "agent_version": plan.agent_version,
+                "model": model_name,
+            },
+        )
 
     async def _title(self, plan: RunPlan, model: Any, answer: str) -> None:
         """Name the conversation after its first exchange, with the agent's own model."""
@@ -295,11 +316,15 @@ class RunExecutor:
         from agentmesh.chat.models import Conversation
 
         try:
-            reply = await model.ainvoke([
-                SystemMessage("Write a title of at most six words for this conversation. "
-                              "Answer with the title only."),
-                HumanMessage(f"User: {plan.title_seed}\nAssistant: {answer[:1000]}"),
-            ])  # fmt: skip
+            reply = await model.ainvoke(
+                [
+                    SystemMessage(
+                        "Write a title of at most six words for this conversation. "
+                        "Answer with the title only."
+                    ),
+                    HumanMessage(f"User: {plan.title_seed}\nAssistant: {answer[:1000]}"),
+                ]
+            )
             title = str(reply.content).strip().strip('"').splitlines()[0][:200] or None
             async with self.state.sessionmaker() as session, session.begin():
                 await session.execute(
@@ -310,9 +335,16 @@ class RunExecutor:
         except Exception:  # a title is a nicety: never fail a run for it
             logger.warning("title not generated", extra={"run_id": str(plan.run_id)})
 
-    async def _loop(self, plan: RunPlan, channel: RunChannel, model: Any, outcome: RunOutcome,
-                    started: float, announced: asyncio.Future[None],
-                    provider: str) -> None:  # fmt: skip
+    async def _loop(
+        self,
+        plan: RunPlan,
+        channel: RunChannel,
+        model: Any,
+        outcome: RunOutcome,
+        started: float,
+        announced: asyncio.Future[None],
+        provider: str,
+    ) -> None:
         tools = [] if plan.client_tools is not None else await self._tools(plan, outcome)
         by_name = {tool.name: tool for tool in tools}
 
@@ -337,9 +369,17 @@ class RunExecutor:
             plan.resume.restore(outcome)
             first = plan.resume.step + 1
             messages = plan.resume.messages or await prompt_for(self.state, plan, model)
-            if await approvals.call_tools(self.hub, channel, plan, plan.resume.calls, by_name,
-                                          messages, outcome, step=plan.resume.step,
-                                          decision=plan.resume.decision):  # fmt: skip
+            if await approvals.call_tools(
+                self.hub,
+                channel,
+                plan,
+                plan.resume.calls,
+                by_name,
+                messages,
+                outcome,
+                step=plan.resume.step,
+                decision=plan.resume.decision,
+            ):
                 return
         else:
             messages = await prompt_for(self.state, plan, model)
@@ -360,8 +400,9 @@ class RunExecutor:
             if full is None:
                 return
             meta = full.response_metadata or {}  # OpenAI, Anthropic, Ollama name it apart
-            outcome.finish_reason = meta.get("finish_reason") or meta.get("stop_reason") or \
-                meta.get("done_reason")  # fmt: skip
+            outcome.finish_reason = (
+                meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+            )
             usage: Mapping[str, Any] = full.usage_metadata or {}
             outcome.input_tokens += int(usage.get("input_tokens", 0))
             outcome.output_tokens += int(usage.get("output_tokens", 0))
@@ -372,13 +413,28 @@ class RunExecutor:
                 outcome.pending_tool_calls = [dict(call) for call in calls]
                 return
             messages.append(full)  # (its first chunk waited for run.started already)
-            if await approvals.call_tools(self.hub, channel, plan, [dict(c) for c in calls],
-                                          by_name, messages, outcome, step=_step):  # fmt: skip
+            if await approvals.call_tools(
+                self.hub,
+                channel,
+                plan,
+                [dict(c) for c in calls],
+                by_name,
+                messages,
+                outcome,
+                step=_step,
+            ):
                 return  # paused for a person's approval
         outcome.content += "" if outcome.content else "(stopped: tool step limit reached)"
 
-    async def _finish(self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome,
-                      model: str, provider: str, latency_ms: float) -> None:  # fmt: skip
+    async def _finish(
+        self,
+        plan: RunPlan,
+        channel: RunChannel,
+        outcome: RunOutcome,
+        model: str,
+        provider: str,
+        latency_ms: float,
+    ) -> None:
         if outcome.status == "requires_action":
             if not plan.approvals_in_output:
                 return await self._pause(plan, channel, outcome, model, provider)
@@ -392,8 +448,7 @@ class RunExecutor:
             last_event_id=channel.base + len(channel.events) + 2,
         )
         try:
-            outcome.message_id, outcome.message_created_at = await finish_run(
-                self.state, finished)  # fmt: skip
+            outcome.message_id, outcome.message_created_at = await finish_run(self.state, finished)
         except RunAlreadyEnded:
             # Another replica's sweep failed this run while this one missed its heartbeats
             # (and ended its stream): that record stands.
@@ -402,14 +457,26 @@ class RunExecutor:
         except Exception:
             logger.exception("run not recorded", extra={"run_id": str(plan.run_id)})
             outcome.status, outcome.error = "failed", not_recorded_problem()
-        usage = {"input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
-                 "total_tokens": outcome.input_tokens + outcome.output_tokens}  # fmt: skip
+        usage = {
+            "input_tokens": outcome.input_tokens,
+            "output_tokens": outcome.output_tokens,
+            "total_tokens": outcome.input_tokens + outcome.output_tokens,
+        }
         if outcome.status == "completed":
-            await self.hub.emit(channel, "message.completed", {
-                "message_id": outcome.message_id, "content": outcome.content,
-                "tool_calls": outcome.tool_calls, "citations": outcome.citations,
-                "usage": usage, "cost_usd": str(outcome.cost_usd), "status": "completed",
-                **served_fields(model, provider, outcome)})  # fmt: skip
+            await self.hub.emit(
+                channel,
+                "message.completed",
+                {
+                    "message_id": outcome.message_id,
+                    "content": outcome.content,
+                    "tool_calls": outcome.tool_calls,
+                    "citations": outcome.citations,
+                    "usage": usage,
+                    "cost_usd": str(outcome.cost_usd),
+                    "status": "completed",
+                    **served_fields(model, provider, outcome),
+                },
+            )
         elif outcome.status == "cancelled":
             await self.hub.emit(
                 channel,
@@ -420,14 +487,19 @@ class RunExecutor:
             await self.hub.emit(channel, "run.failed", outcome.error or {})
         await self.hub.emit(channel, "done", {"status": outcome.status})
 
-    async def _pause(self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome,
-                     model: str, provider: str) -> None:  # fmt: skip
+    async def _pause(
+        self, plan: RunPlan, channel: RunChannel, outcome: RunOutcome, model: str, provider: str
+    ) -> None:
         """Store the run waiting for approval, then end its stream for now."""
         try:
-            paused = await approvals.pause_run(self.state, plan, outcome, model=model,
-                                               provider=provider,
-                                               last_event_id=channel.base + len(channel.events)
-                                               + 1)  # fmt: skip
+            paused = await approvals.pause_run(
+                self.state,
+                plan,
+                outcome,
+                model=model,
+                provider=provider,
+                last_event_id=channel.base + len(channel.events) + 1,
+            )
             if not paused:
                 outcome.status, outcome.error = "failed", interrupted_problem()
         except Exception:

@@ -76,9 +76,10 @@ class RunHub:
             body = json.dumps({"id": event.id, "type": type, "data": data}, default=str)
             try:  # core publish: no ack wait on the token path; the stream captures it
                 await nc.publish(
-                    f"{RUNS_SUBJECT_PREFIX}{channel.run_id}", body.encode(),
+                    f"{RUNS_SUBJECT_PREFIX}{channel.run_id}",
+                    body.encode(),
                     headers={"Nats-Msg-Id": f"{channel.run_id}:{event.id}"},
-                )  # fmt: skip
+                )
             except Exception:  # a broker outage must not stop the run
                 logger.warning("run event not published", extra={"run_id": str(channel.run_id)})
         if type == TERMINAL:
@@ -115,9 +116,11 @@ class RunHub:
 
         js = self.broker.config.connection_state.stream
         subscription = await js.subscribe(
-            f"{RUNS_SUBJECT_PREFIX}{run_id}", stream=RUNS_STREAM, ordered_consumer=True,
+            f"{RUNS_SUBJECT_PREFIX}{run_id}",
+            stream=RUNS_STREAM,
+            ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
-        )  # fmt: skip
+        )
         try:
             while True:
                 try:

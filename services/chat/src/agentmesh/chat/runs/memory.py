@@ -43,17 +43,20 @@ async def prompt_for(state: Any, plan: Any, model: Any) -> list[BaseMessage]:
     window = int(memory.get("window_tokens", 4000))
     instructions = await instructions_for(state, plan)
     examples = examples_of(plan.config)
-    planned = plan_prompt(instructions, plan.history, window_tokens=window, summary=plan.summary,
-                          examples=examples)  # fmt: skip
+    planned = plan_prompt(
+        instructions, plan.history, window_tokens=window, summary=plan.summary, examples=examples
+    )
     if not (memory.get("summarize") and planned.dropped and plan.conversation_id):
         return planned.messages
     covered = planned.dropped[-1].id
     try:
         previous = f"Summary so far: {plan.summary}\n\n" if plan.summary else ""
-        reply = await model.ainvoke([
-            SystemMessage(SUMMARIZE),
-            HumanMessage(previous + _transcript(planned.dropped)),
-        ])  # fmt: skip
+        reply = await model.ainvoke(
+            [
+                SystemMessage(SUMMARIZE),
+                HumanMessage(previous + _transcript(planned.dropped)),
+            ]
+        )
         summary = str(reply.content).strip()[:4000]
     except Exception:  # no summary is better than no answer
         logger.warning("summary not made", extra={"run_id": str(plan.run_id)})
@@ -61,9 +64,11 @@ async def prompt_for(state: Any, plan: Any, model: Any) -> list[BaseMessage]:
     if covered:
         async with state.sessionmaker() as session, session.begin():
             await session.execute(
-                update(Conversation).where(Conversation.id == plan.conversation_id)
+                update(Conversation)
+                .where(Conversation.id == plan.conversation_id)
                 .values(summary=summary, summary_upto=uuid.UUID(str(covered)))
-            )  # fmt: skip
+            )
     kept = plan.history[len(planned.dropped) :]
-    return plan_prompt(instructions, kept, window_tokens=window, summary=summary,
-                       examples=examples).messages  # fmt: skip
+    return plan_prompt(
+        instructions, kept, window_tokens=window, summary=summary, examples=examples
+    ).messages

@@ -100,8 +100,11 @@ class RunWatch:
 
     def live_run_ids(self) -> list[uuid.UUID]:
         """Runs executing on this replica now."""
-        return [run_id for run_id, channel in list(self.hub.local.items())
-                if channel.task is not None and not channel.task.done()]  # fmt: skip
+        return [
+            run_id
+            for run_id, channel in list(self.hub.local.items())
+            if channel.task is not None and not channel.task.done()
+        ]
 
     async def beat(self) -> None:
         """Mark this replica's running runs alive: one statement, none when idle."""
@@ -130,10 +133,21 @@ class RunWatch:
         ends: list[tuple[uuid.UUID, int]] = []
         error = interrupted_problem()
         async with self.state.sessionmaker() as session, session.begin():
-            claimed = (await session.execute(CLAIM_ORPHANS, {
-                **window, "error": json.dumps(error), "ids": candidates,
-                "whole": WHOLE_WORKSPACE,
-            })).mappings().all()  # fmt: skip
+            claimed = (
+                (
+                    await session.execute(
+                        CLAIM_ORPHANS,
+                        {
+                            **window,
+                            "error": json.dumps(error),
+                            "ids": candidates,
+                            "whole": WHOLE_WORKSPACE,
+                        },
+                    )
+                )
+                .mappings()
+                .all()
+            )
             for run in claimed:
                 events = streamed[run["id"]]
                 last = events[-1].id if events else 0
@@ -144,23 +158,40 @@ class RunWatch:
                 sql = RECORD_ORPHAN.format(
                     message_cte=MESSAGE_CTE if conversational else NO_MESSAGE_CTE
                 )
-                await session.execute(text(sql), {
-                    "run_id": run["id"], "assistant_id": assistant_id,
-                    "last_event_id": last if ended else last + 2,
-                    "conversation_id": run["conversation_id"], "user_id": run["user_id"],
-                    "parent_id": run["user_message_id"], "content": content,
-                    "tool_calls": json.dumps(tool_calls, default=str), "status": "failed",
-                    "agent_version": run["agent_version"], "input_tokens": 0,
-                    "output_tokens": 0, "citations": "[]",  # an interrupted run cites none
-                })  # fmt: skip
-                await self.state.outbox.add(session, MessageCompleted(
-                    message_id=assistant_id or run["id"], conversation_id=run["conversation_id"],
-                    run_id=run["id"], user_id=run["user_id"], workspace_id=run["workspace_id"],
-                    agent_id=run["agent_id"],
-                    agent_version=run["agent_version"], model=run["model"],
-                    provider=run["provider"], status="failed",
-                    latency_ms=round(float(run["latency_ms"] or 0), 3),
-                ))  # fmt: skip
+                await session.execute(
+                    text(sql),
+                    {
+                        "run_id": run["id"],
+                        "assistant_id": assistant_id,
+                        "last_event_id": last if ended else last + 2,
+                        "conversation_id": run["conversation_id"],
+                        "user_id": run["user_id"],
+                        "parent_id": run["user_message_id"],
+                        "content": content,
+                        "tool_calls": json.dumps(tool_calls, default=str),
+                        "status": "failed",
+                        "agent_version": run["agent_version"],
+                        "input_tokens": 0,
+                        "output_tokens": 0,
+                        "citations": "[]",  # an interrupted run cites none
+                    },
+                )
+                await self.state.outbox.add(
+                    session,
+                    MessageCompleted(
+                        message_id=assistant_id or run["id"],
+                        conversation_id=run["conversation_id"],
+                        run_id=run["id"],
+                        user_id=run["user_id"],
+                        workspace_id=run["workspace_id"],
+                        agent_id=run["agent_id"],
+                        agent_version=run["agent_version"],
+                        model=run["model"],
+                        provider=run["provider"],
+                        status="failed",
+                        latency_ms=round(float(run["latency_ms"] or 0), 3),
+                    ),
+                )
                 if not ended:
                     ends.append((run["id"], last))
         for run_id, last in ends:
@@ -176,12 +207,19 @@ class RunWatch:
         assert broker is not None  # chat always runs on NATS
         js = broker.config.connection_state.stream
         subject = f"{RUNS_SUBJECT_PREFIX}{run_id}"
-        for event in (RunEvent(last + 1, "run.failed", error),
-                      RunEvent(last + 2, TERMINAL, {"status": "failed"})):  # fmt: skip
+        for event in (
+            RunEvent(last + 1, "run.failed", error),
+            RunEvent(last + 2, TERMINAL, {"status": "failed"}),
+        ):
             body = json.dumps({"id": event.id, "type": event.type, "data": event.data})
             try:
-                await js.publish(subject, body.encode(), stream=RUNS_STREAM, timeout=5,
-                                 headers={"Nats-Msg-Id": f"{run_id}:{event.id}"})  # fmt: skip
+                await js.publish(
+                    subject,
+                    body.encode(),
+                    stream=RUNS_STREAM,
+                    timeout=5,
+                    headers={"Nats-Msg-Id": f"{run_id}:{event.id}"},
+                )
             except Exception:
                 logger.warning("end of orphaned run not published", extra={"run_id": str(run_id)})
                 return

@@ -48,8 +48,11 @@ class Knowledge:
     def of(cls, config: dict[str, Any]) -> Knowledge:
         """The agent's ``knowledge`` (missing on agents from before it: ``tool``)."""
         knowledge = config.get("knowledge") or {}
-        return cls(mode=str(knowledge.get("mode") or "tool"), top_k=knowledge.get("top_k"),
-                   min_score=knowledge.get("min_score"))  # fmt: skip
+        return cls(
+            mode=str(knowledge.get("mode") or "tool"),
+            top_k=knowledge.get("top_k"),
+            min_score=knowledge.get("min_score"),
+        )
 
     def kept(self, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.min_score is None:

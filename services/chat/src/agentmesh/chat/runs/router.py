@@ -46,8 +46,10 @@ class RunOut(BaseModel):
     model: str = Field(description="The model that answered (or, failed, was tried last)")
     provider: str
     fallback_index: int | None = Field(
-        default=None, description="Null: the agent's own model answered; else its fallback's "
-        "position in the agent's `fallbacks`")  # fmt: skip
+        default=None,
+        description="Null: the agent's own model answered; else its fallback's "
+        "position in the agent's `fallbacks`",
+    )
     user_message_id: uuid.UUID | None
     assistant_message_id: uuid.UUID | None
     input_tokens: int
@@ -78,8 +80,12 @@ async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, request:
     return RunOut.model_validate(await _owned(session, caller, run_id))
 
 
-@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=RunOut,
-             responses=NOT_YOURS)  # fmt: skip
+@router.post(
+    "/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunOut,
+    responses=NOT_YOURS,
+)
 async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
     """Stop generating. What was produced is kept, marked ``cancelled``. Works from any
     replica: the one running the run gets the request over NATS."""
@@ -125,9 +131,12 @@ async def settled(hub: Any, run_id: uuid.UUID) -> None:
     },
 )
 async def events(
-    run_id: uuid.UUID, caller: Chatter, session: Session, request: Request,
+    run_id: uuid.UUID,
+    caller: Chatter,
+    session: Session,
+    request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> Any:  # fmt: skip
+) -> Any:
     """Replay a run's events, then follow them until ``done``. Send ``Last-Event-ID`` to
     get only what came after it; any chat replica can serve this."""
     await settled(request.app.state.hub, run_id)
@@ -173,8 +182,11 @@ async def _from_stream(state: Any, run: Run, after: int) -> AsyncIterator[RunEve
 
 
 def _rebuilt_end(run: Run) -> list[RunEvent]:
-    usage = {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens,
-             "total_tokens": run.input_tokens + run.output_tokens}  # fmt: skip
+    usage = {
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "total_tokens": run.input_tokens + run.output_tokens,
+    }
     end = run.last_event_id
     if run.status == "completed":
         last = RunEvent(
@@ -190,8 +202,9 @@ def _rebuilt_end(run: Run) -> list[RunEvent]:
             },
         )
     elif run.status == "cancelled":
-        last = RunEvent(end - 1, "run.cancelled", {"message_id": run.assistant_message_id,
-                                                     "usage": usage})  # fmt: skip
+        last = RunEvent(
+            end - 1, "run.cancelled", {"message_id": run.assistant_message_id, "usage": usage}
+        )
     elif run.status == "expired":  # waited for an approval too long (runs.approvals)
         last = RunEvent(end - 1, "run.expired", run.error or {})
     else:

@@ -66,9 +66,11 @@ async def _with_heartbeats(
             await task
 
 
-def event_stream(events: AsyncIterator[RunEvent | None], heartbeat: float,
-                 headers: dict[str, Any] | None = None) -> StreamingResponse:  # fmt: skip
+def event_stream(
+    events: AsyncIterator[RunEvent | None], heartbeat: float, headers: dict[str, Any] | None = None
+) -> StreamingResponse:
     return StreamingResponse(
-        _with_heartbeats(events, heartbeat), media_type="text/event-stream",
+        _with_heartbeats(events, heartbeat),
+        media_type="text/event-stream",
         headers={**SSE_HEADERS, **(headers or {})},
-    )  # fmt: skip
+    )

@@ -88,9 +88,17 @@ async def reserve_budget(
     already reach the limit. Then the other budget may hold the reservation: the caller
     must roll the transaction back (``begin_run`` raises ``OverBudget``, and the request's
     session rolls back), which also ends the row locks at once."""
-    row = (await session.execute(RESERVE, {"workspace_id": workspace_id, "user_id": user_id,
-                                           "whole": WHOLE_WORKSPACE,
-                                           "reserve": tokens})).one()  # fmt: skip
+    row = (
+        await session.execute(
+            RESERVE,
+            {
+                "workspace_id": workspace_id,
+                "user_id": user_id,
+                "whole": WHOLE_WORKSPACE,
+                "reserve": tokens,
+            },
+        )
+    ).one()
     return row.reserved == row.budgets
 
 
@@ -119,17 +127,31 @@ VALUES (:run_id, :workspace_id, :user_id, :conversation_id, :agent_id, :agent_ve
 
 
 async def start_run(
-    session: AsyncSession, *, run_id: uuid.UUID, workspace_id: uuid.UUID, user_id: uuid.UUID,
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    user_id: uuid.UUID,
     agent_id: uuid.UUID,
-    agent_version: int, model: str, reserved: int, conversation_id: uuid.UUID | None = None,
+    agent_version: int,
+    model: str,
+    reserved: int,
+    conversation_id: uuid.UUID | None = None,
     user_message: tuple[uuid.UUID, uuid.UUID | None, str] | None = None,
     user_message_id: uuid.UUID | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Insert the run (and, on the conversation path, the user's message with it)."""
-    params = {"run_id": run_id, "workspace_id": workspace_id, "user_id": user_id,
-              "conversation_id": conversation_id,
-              "agent_id": agent_id, "agent_version": agent_version, "model": model,
-              "provider": "pending", "reserved": reserved}  # fmt: skip
+    params = {
+        "run_id": run_id,
+        "workspace_id": workspace_id,
+        "user_id": user_id,
+        "conversation_id": conversation_id,
+        "agent_id": agent_id,
+        "agent_version": agent_version,
+        "model": model,
+        "provider": "pending",
+        "reserved": reserved,
+    }
     if user_message is not None:
         message_id, parent_id, content = user_message
         params |= {"message_id": message_id, "parent_id": parent_id, "content": content}
@@ -165,8 +187,10 @@ async def begin_run(
     if not await reserve_budget(session, run["workspace_id"], run["user_id"], reserve):
         # Raised before anything is committed: the request's transaction rolls back, with
         # any part of the reservation one of the two budgets took.
-        raise OverBudget("This month's budget (yours in this workspace, or the workspace's) "
-                         "is spent; ask an admin to raise it.")  # fmt: skip
+        raise OverBudget(
+            "This month's budget (yours in this workspace, or the workspace's) "
+            "is spent; ask an admin to raise it."
+        )
     await start_run(session, **run, reserved=reserve)
     await session.commit()  # the edge: the run's own writes come after this one
     metrics.RUNS_STARTED.inc()
@@ -212,14 +236,22 @@ NO_MESSAGE_CTE = ""
 
 def interrupted_problem() -> dict[str, Any]:
     """``run.failed`` of a run whose replica stopped before it ended."""
-    return {"type": problem_type("run-interrupted"), "title": "Run interrupted", "status": 503,
-            "detail": "The chat replica running this answer stopped; ask again."}  # fmt: skip
+    return {
+        "type": problem_type("run-interrupted"),
+        "title": "Run interrupted",
+        "status": 503,
+        "detail": "The chat replica running this answer stopped; ask again.",
+    }
 
 
 def not_recorded_problem() -> dict[str, Any]:
     """``run.failed`` of a run whose row (or answer) could not be saved."""
-    return {"type": problem_type("run-not-recorded"), "title": "Run failed", "status": 503,
-            "detail": "The answer could not be saved; try again."}  # fmt: skip
+    return {
+        "type": problem_type("run-not-recorded"),
+        "title": "Run failed",
+        "status": 503,
+        "detail": "The answer could not be saved; try again.",
+    }
 
 
 class RunAlreadyEnded(Exception):
@@ -227,8 +259,9 @@ class RunAlreadyEnded(Exception):
     sweep of another replica had failed it (this one missed its heartbeats)."""
 
 
-async def finish_run(state: ChatState, finished: FinishedRun) -> tuple[uuid.UUID | None,
-                                                                 datetime | None]:  # fmt: skip
+async def finish_run(
+    state: ChatState, finished: FinishedRun
+) -> tuple[uuid.UUID | None, datetime | None]:
     """Record the answer, the run's usage and spend, and ``chat.message.completed``, in
     one transaction. Returns the assistant message's id and creation time (None for
     stateless runs), so the answer can be returned without reading it back."""
@@ -236,21 +269,31 @@ async def finish_run(state: ChatState, finished: FinishedRun) -> tuple[uuid.UUID
     conversational = plan.conversation_id is not None
     assistant_id = new_id() if conversational else None
     params: dict[str, Any] = {
-        "assistant_id": assistant_id, "conversation_id": plan.conversation_id,
-        "user_id": plan.user_id, "workspace_id": plan.workspace_id, "whole": WHOLE_WORKSPACE,
-        "parent_id": plan.parent_id, "content": outcome.content,
-        "tool_calls": json.dumps(outcome.tool_calls, default=str), "status": outcome.status,
+        "assistant_id": assistant_id,
+        "conversation_id": plan.conversation_id,
+        "user_id": plan.user_id,
+        "workspace_id": plan.workspace_id,
+        "whole": WHOLE_WORKSPACE,
+        "parent_id": plan.parent_id,
+        "content": outcome.content,
+        "tool_calls": json.dumps(outcome.tool_calls, default=str),
+        "status": outcome.status,
         "citations": json.dumps(outcome.citations, default=str),
-        "run_id": plan.run_id, "agent_version": plan.agent_version,
-        "input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens,
+        "run_id": plan.run_id,
+        "agent_version": plan.agent_version,
+        "input_tokens": outcome.input_tokens,
+        "output_tokens": outcome.output_tokens,
         "total_tokens": outcome.input_tokens + outcome.output_tokens,
-        "cost": outcome.cost_usd, "reserved": plan.reserved_tokens,
+        "cost": outcome.cost_usd,
+        "reserved": plan.reserved_tokens,
         "error": json.dumps(outcome.error) if outcome.error else None,
-        "model": finished.model, "provider": finished.provider,
+        "model": finished.model,
+        "provider": finished.provider,
         "fallback_index": None if outcome.served is None else outcome.served.fallback_index,
-        "latency_ms": finished.latency_ms, "ttft_ms": outcome.ttft_ms,
+        "latency_ms": finished.latency_ms,
+        "ttft_ms": outcome.ttft_ms,
         "last_event_id": finished.last_event_id,
-    }  # fmt: skip
+    }
     sql = FINISH.format(
         message_cte=MESSAGE_CTE if conversational else NO_MESSAGE_CTE,
         created="(SELECT created_at FROM m)" if conversational else "NULL",
@@ -259,20 +302,37 @@ async def finish_run(state: ChatState, finished: FinishedRun) -> tuple[uuid.UUID
         row = (await session.execute(text(sql), params)).one()
         if not row.updated:
             raise RunAlreadyEnded(str(plan.run_id))
-        await state.outbox.add(session, MessageCompleted(
-            message_id=assistant_id or plan.run_id, conversation_id=plan.conversation_id,
-            run_id=plan.run_id, user_id=plan.user_id, workspace_id=plan.workspace_id,
-            agent_id=plan.agent_id, agent_version=plan.agent_version, model=finished.model,
-            provider=finished.provider, status=outcome.status, input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens, cost_usd=str(outcome.cost_usd),
-            latency_ms=round(finished.latency_ms, 3),
-            time_to_first_token_ms=None if outcome.ttft_ms is None else round(outcome.ttft_ms, 3),
-        ))  # fmt: skip
+        await state.outbox.add(
+            session,
+            MessageCompleted(
+                message_id=assistant_id or plan.run_id,
+                conversation_id=plan.conversation_id,
+                run_id=plan.run_id,
+                user_id=plan.user_id,
+                workspace_id=plan.workspace_id,
+                agent_id=plan.agent_id,
+                agent_version=plan.agent_version,
+                model=finished.model,
+                provider=finished.provider,
+                status=outcome.status,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                cost_usd=str(outcome.cost_usd),
+                latency_ms=round(finished.latency_ms, 3),
+                time_to_first_token_ms=None
+                if outcome.ttft_ms is None
+                else round(outcome.ttft_ms, 3),
+            ),
+        )
     metrics.record_finish(
-        status=outcome.status, provider=finished.provider, model=finished.model,
-        input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
-        latency_ms=finished.latency_ms, ttft_ms=outcome.ttft_ms,
-    )  # fmt: skip
+        status=outcome.status,
+        provider=finished.provider,
+        model=finished.model,
+        input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens,
+        latency_ms=finished.latency_ms,
+        ttft_ms=outcome.ttft_ms,
+    )
     return assistant_id, row.created_at
 
 

@@ -56,14 +56,17 @@ class Profiles:
             reply = await nc.request(
                 PROFILE_SUBJECT,
                 json.dumps({"user_id": str(user_id), "workspace_id": str(workspace_id)}).encode(),
-                timeout=self.timeout, headers={"Authorization": f"Bearer {self.token}"},
-            )  # fmt: skip
+                timeout=self.timeout,
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
             answer = json.loads(reply.data)
             if "error" in answer:
                 raise RuntimeError(answer["error"])
         except Exception as exc:  # timeout, no responders, refused
-            logger.warning("profile not available; its variables render empty",
-                           extra={"reason": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            logger.warning(
+                "profile not available; its variables render empty",
+                extra={"reason": f"{type(exc).__name__}: {exc}"},
+            )
             return {}
         self._cache[key] = answer
         return answer

@@ -33,8 +33,16 @@ def on_workspace_deleted(outbox: Outbox):
         # stateless runs (/v1/chat/completions) by workspace.
         # Stored responses (the Responses API) and conversation items and metadata (the
         # Conversations API) too.
-        models = (StoredResponse, ConversationExtraItem, ConversationMeta, Conversation, Run,
-                  BudgetSpend, Budget, AgentSnapshot)  # fmt: skip
+        models = (
+            StoredResponse,
+            ConversationExtraItem,
+            ConversationMeta,
+            Conversation,
+            Run,
+            BudgetSpend,
+            Budget,
+            AgentSnapshot,
+        )
         for model in models:
             deleted = await session.execute(delete(model).where(model.workspace_id == workspace))
             counts[model.__tablename__] = rowcount(deleted)

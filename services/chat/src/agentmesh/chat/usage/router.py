@@ -40,16 +40,22 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "Admins only
 async def get_usage(
     caller: Annotated[Access, access_to("viewer", "usage:read")],
     session: Session,
-    from_: Annotated[str | None, Query(alias="from", description="Date or datetime, inclusive",
-                                       examples=["2025-01-01"])] = None,
-    to: Annotated[str | None, Query(description="Exclusive datetime, or a date included "
-                                    "whole", examples=["2025-01-31"])] = None,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="Date or datetime, inclusive", examples=["2025-01-01"]),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(description="Exclusive datetime, or a date included whole", examples=["2025-01-31"]),
+    ] = None,
     group_by: GroupBy = "day",
-    user_id: Annotated[uuid.UUID | None, Query(description="Another member's (the "
-                                       "workspace's admins and owners)")] = None,
-    workspace_id: Annotated[uuid.UUID | None, Query(description="Another workspace's "
-                                            "(platform admins)")] = None,
-) -> UsageReport:  # fmt: skip
+    user_id: Annotated[
+        uuid.UUID | None, Query(description="Another member's (the workspace's admins and owners)")
+    ] = None,
+    workspace_id: Annotated[
+        uuid.UUID | None, Query(description="Another workspace's (platform admins)")
+    ] = None,
+) -> UsageReport:
     """Tokens, cost, latency and time to first token of your finished runs in the
     workspace your token is bound to, grouped by ``agent``, ``model`` or UTC ``day``, with
     totals. The range defaults to this calendar month (UTC). ``group_by=member`` gives
@@ -72,9 +78,15 @@ async def put_budget(
     workspace). A run that would start with this month's spend plus in-flight reservations
     at the limit is refused with 402. Spend recorded earlier this month counts."""
     budget = await service.set_budget(session, user_id, user_id, body)
-    logger.info("budget set", extra={"user_id": str(user_id), "admin_id": str(admin.user_id),
-                                      "monthly_tokens": body.monthly_tokens,
-                                      "monthly_cost_usd": str(body.monthly_cost_usd)})  # fmt: skip
+    logger.info(
+        "budget set",
+        extra={
+            "user_id": str(user_id),
+            "admin_id": str(admin.user_id),
+            "monthly_tokens": body.monthly_tokens,
+            "monthly_cost_usd": str(body.monthly_cost_usd),
+        },
+    )
     return budget
 
 
@@ -87,12 +99,12 @@ async def read_budget(user_id: uuid.UUID, caller: CurrentPrincipal, session: Ses
     return await service.get_budget(session, user_id, user_id)
 
 
-@budgets_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT,
-                       responses={**NO_BUDGET, **ADMIN_ONLY})  # fmt: skip
+@budgets_router.delete(
+    "/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NO_BUDGET, **ADMIN_ONLY}
+)
 async def remove_budget(user_id: uuid.UUID, admin: AdminPrincipal, session: Session) -> Response:
     """Remove a user's budget in their personal workspace (platform admins): their runs
     there are no longer limited."""
     await service.delete_budget(session, user_id, user_id)
-    logger.info("budget removed", extra={"user_id": str(user_id),
-                                         "admin_id": str(admin.user_id)})  # fmt: skip
+    logger.info("budget removed", extra={"user_id": str(user_id), "admin_id": str(admin.user_id)})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -62,9 +62,16 @@ def parse_bound(value: str | None, name: str, *, end: bool) -> datetime | None:
     except ValueError as exc:
         raise InvalidUsageQuery(
             f"{name}: expected a date (YYYY-MM-DD) or an ISO 8601 datetime.",
-            extra={"errors": [{"loc": ["query", name], "msg": "invalid date or datetime",
-                               "type": "datetime_parsing"}]},
-        ) from exc  # fmt: skip
+            extra={
+                "errors": [
+                    {
+                        "loc": ["query", name],
+                        "msg": "invalid date or datetime",
+                        "type": "datetime_parsing",
+                    }
+                ]
+            },
+        ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -126,18 +133,24 @@ def _figures(row: Any) -> dict[str, Any]:
         return None if value is None else round(float(value), 3)
 
     return {
-        "runs": row.runs, "input_tokens": int(row.input_tokens),
+        "runs": row.runs,
+        "input_tokens": int(row.input_tokens),
         "output_tokens": int(row.output_tokens),
         "total_tokens": int(row.input_tokens) + int(row.output_tokens),
-        "cost_usd": Decimal(row.cost_usd), "avg_latency_ms": ms(row.avg_latency_ms),
+        "cost_usd": Decimal(row.cost_usd),
+        "avg_latency_ms": ms(row.avg_latency_ms),
         "avg_ttft_ms": ms(row.avg_ttft_ms),
-    }  # fmt: skip
+    }
 
 
 async def usage_report(
-    session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID | None,
-    start: datetime, end: datetime, group_by: GroupBy,
-) -> UsageReport:  # fmt: skip
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    start: datetime,
+    end: datetime,
+    group_by: GroupBy,
+) -> UsageReport:
     """The finished runs in ``[start, end)`` of the workspace (of ``user_id`` only, unless
     None), grouped, with totals."""
     key: Label[Any] = {
@@ -146,20 +159,29 @@ async def usage_report(
         "day": func.to_char(func.timezone("UTC", Run.created_at), "YYYY-MM-DD"),
         "member": cast(Run.user_id, Text),
     }[group_by].label("key")
-    runs = [Run.workspace_id == workspace_id, Run.created_at >= start, Run.created_at < end,
-            Run.finished_at.is_not(None)]  # fmt: skip
+    runs = [
+        Run.workspace_id == workspace_id,
+        Run.created_at >= start,
+        Run.created_at < end,
+        Run.finished_at.is_not(None),
+    ]
     if user_id is not None:
         runs.append(Run.user_id == user_id)
     groups = await session.execute(
         select(key, *_figure_columns()).where(*runs).group_by(key).order_by(key)
     )
     totals = (await session.execute(select(*_figure_columns()).where(*runs))).one()
-    return UsageReport.model_validate({
-        "workspace_id": workspace_id, "user_id": user_id, "from": start, "to": end,
-        "group_by": group_by,
-        "items": [UsageItem(key=row.key, **_figures(row)) for row in groups],
-        "totals": UsageFigures(**_figures(totals)),
-    })  # fmt: skip
+    return UsageReport.model_validate(
+        {
+            "workspace_id": workspace_id,
+            "user_id": user_id,
+            "from": start,
+            "to": end,
+            "group_by": group_by,
+            "items": [UsageItem(key=row.key, **_figures(row)) for row in groups],
+            "totals": UsageFigures(**_figures(totals)),
+        }
+    )
 
 
 # Spend recorded before the budget existed counts: seed this month from the runs (of the
@@ -186,13 +208,23 @@ async def set_budget(
     ``WHOLE_WORKSPACE``: of the whole workspace)."""
     limits = {"monthly_tokens": body.monthly_tokens, "monthly_cost_usd": body.monthly_cost_usd}
     statement = insert(Budget).values(workspace_id=workspace_id, user_id=user_id, **limits)
-    await session.execute(statement.on_conflict_do_update(
-        index_elements=[Budget.workspace_id, Budget.user_id],
-        set_={**limits, "updated_at": func.now()}))  # fmt: skip
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Budget.workspace_id, Budget.user_id],
+            set_={**limits, "updated_at": func.now()},
+        )
+    )
     month = this_month()
-    await session.execute(SEED_SPEND, {"workspace_id": workspace_id, "user_id": user_id,
-                                       "whole": WHOLE_WORKSPACE, "month": month,
-                                       "since": month_start(month)})  # fmt: skip
+    await session.execute(
+        SEED_SPEND,
+        {
+            "workspace_id": workspace_id,
+            "user_id": user_id,
+            "whole": WHOLE_WORKSPACE,
+            "month": month,
+            "since": month_start(month),
+        },
+    )
     return await get_budget(session, workspace_id, user_id)
 
 
@@ -201,24 +233,34 @@ async def get_budget(
 ) -> BudgetOut:
     """The limits with this month's spend and in-flight reservations."""
     month = this_month()
-    row = (await session.execute(
-        select(Budget, BudgetSpend)
-        .join(BudgetSpend, (BudgetSpend.workspace_id == Budget.workspace_id)
-              & (BudgetSpend.user_id == Budget.user_id) & (BudgetSpend.month == month),
-              isouter=True)
-        .where(Budget.workspace_id == workspace_id, Budget.user_id == user_id)
-        .execution_options(populate_existing=True)
-    )).first()  # fmt: skip
+    row = (
+        await session.execute(
+            select(Budget, BudgetSpend)
+            .join(
+                BudgetSpend,
+                (BudgetSpend.workspace_id == Budget.workspace_id)
+                & (BudgetSpend.user_id == Budget.user_id)
+                & (BudgetSpend.month == month),
+                isouter=True,
+            )
+            .where(Budget.workspace_id == workspace_id, Budget.user_id == user_id)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
     if row is None:
         raise BudgetNotFound("No budget is set here.")
     budget, spend = row
     return BudgetOut(
-        workspace_id=workspace_id, user_id=_who(user_id), monthly_tokens=budget.monthly_tokens,
-        monthly_cost_usd=budget.monthly_cost_usd, month=month,
+        workspace_id=workspace_id,
+        user_id=_who(user_id),
+        monthly_tokens=budget.monthly_tokens,
+        monthly_cost_usd=budget.monthly_cost_usd,
+        month=month,
         spent_tokens=spend.tokens if spend else 0,
         spent_cost_usd=spend.cost_usd if spend else Decimal(0),
-        reserved_tokens=spend.reserved_tokens if spend else 0, updated_at=budget.updated_at,
-    )  # fmt: skip
+        reserved_tokens=spend.reserved_tokens if spend else 0,
+        updated_at=budget.updated_at,
+    )
 
 
 async def delete_budget(session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -228,5 +270,8 @@ async def delete_budget(session: AsyncSession, workspace_id: uuid.UUID, user_id:
     deleted = await session.execute(delete(Budget).where(*mine))
     if not rowcount(deleted):
         raise BudgetNotFound("No budget is set here.")
-    await session.execute(delete(BudgetSpend).where(
-        BudgetSpend.workspace_id == workspace_id, BudgetSpend.user_id == user_id))  # fmt: skip
+    await session.execute(
+        delete(BudgetSpend).where(
+            BudgetSpend.workspace_id == workspace_id, BudgetSpend.user_id == user_id
+        )
+    )

@@ -36,10 +36,12 @@ SET: dict[int | str, dict[str, Any]] = {
     404: {"description": "Another workspace, or not a member of it"},
 }
 READ: dict[int | str, dict[str, Any]] = {
-    403: {"description": "Another member's, and you are not an admin or owner of the "
-          "workspace; or an API key without usage:read"},
+    403: {
+        "description": "Another member's, and you are not an admin or owner of the "
+        "workspace; or an API key without usage:read"
+    },
     404: {"description": "No budget set, another workspace, or not a member of it"},
-}  # fmt: skip
+}
 
 
 def _in_workspace(caller: Access, workspace_id: uuid.UUID) -> None:
@@ -55,18 +57,28 @@ def _member(request: Request, workspace_id: uuid.UUID, user_id: uuid.UUID) -> No
         raise service.MemberNotFound("That user is not a member of this workspace.")
 
 
-def _log(what: str, workspace_id: uuid.UUID, user_id: uuid.UUID | None, caller: Access,
-         body: BudgetIn) -> None:  # fmt: skip
-    logger.info(what, extra={"workspace_id": str(workspace_id), "user_id": str(user_id),
-                             "by": str(caller.user_id), "monthly_tokens": body.monthly_tokens,
-                             "monthly_cost_usd": str(body.monthly_cost_usd)})  # fmt: skip
+def _log(
+    what: str, workspace_id: uuid.UUID, user_id: uuid.UUID | None, caller: Access, body: BudgetIn
+) -> None:
+    logger.info(
+        what,
+        extra={
+            "workspace_id": str(workspace_id),
+            "user_id": str(user_id),
+            "by": str(caller.user_id),
+            "monthly_tokens": body.monthly_tokens,
+            "monthly_cost_usd": str(body.monthly_cost_usd),
+        },
+    )
 
 
 @router.put("/{workspace_id}/budget", response_model=BudgetOut, responses=SET)
 async def put_workspace_budget(
-    workspace_id: uuid.UUID, body: BudgetIn, session: Session,
+    workspace_id: uuid.UUID,
+    body: BudgetIn,
+    session: Session,
     caller: Annotated[Access, access_to("viewer", "workspace:admin")],
-) -> BudgetOut:  # fmt: skip
+) -> BudgetOut:
     """Set the workspace's monthly token and/or cost limit, over every member's runs
     together (platform admins). Null clears a limit."""
     if not caller.is_platform_admin:
@@ -86,12 +98,15 @@ async def get_workspace_budget(
     return await service.get_budget(session, workspace_id, WHOLE_WORKSPACE)
 
 
-@router.put("/{workspace_id}/members/{user_id}/budget", response_model=BudgetOut,
-            responses=SET)  # fmt: skip
+@router.put("/{workspace_id}/members/{user_id}/budget", response_model=BudgetOut, responses=SET)
 async def put_member_budget(
-    workspace_id: uuid.UUID, user_id: uuid.UUID, body: BudgetIn, session: Session,
-    request: Request, caller: Annotated[Access, access_to("admin", "workspace:admin")],
-) -> BudgetOut:  # fmt: skip
+    workspace_id: uuid.UUID,
+    user_id: uuid.UUID,
+    body: BudgetIn,
+    session: Session,
+    request: Request,
+    caller: Annotated[Access, access_to("admin", "workspace:admin")],
+) -> BudgetOut:
     """Set a member's monthly limits in the workspace (the workspace's admins and owners,
     platform admins). Null clears a limit. The member's runs there need both this budget
     and the workspace's to allow them."""
@@ -102,8 +117,7 @@ async def put_member_budget(
     return budget
 
 
-@router.get("/{workspace_id}/members/{user_id}/budget", response_model=BudgetOut,
-            responses=READ)  # fmt: skip
+@router.get("/{workspace_id}/members/{user_id}/budget", response_model=BudgetOut, responses=READ)
 async def get_member_budget(
     workspace_id: uuid.UUID, user_id: uuid.UUID, caller: Reader, session: Session
 ) -> BudgetOut:

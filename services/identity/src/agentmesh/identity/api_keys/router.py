@@ -30,9 +30,16 @@ async def list_scopes() -> list[ScopeOut]:
     return [ScopeOut(scope=scope, allows=allows) for scope, allows in SCOPES.items()]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, responses={
-    409: {"description": "The user already holds the most live keys allowed (too-many-api-keys)"},
-})  # fmt: skip
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    responses={
+        409: {
+            "description": "The user already holds the most live keys allowed (too-many-api-keys)"
+        },
+    },
+)
 async def create_api_key(
     body: ApiKeyCreate,
     caller: SessionCaller,

@@ -72,11 +72,14 @@ async def _check_key_limit(session, user: User, limit: int) -> None:
     The user's row is locked, so concurrent creations cannot both take the last place."""
     await session.execute(select(User.id).where(User.id == user.id).with_for_update())
     live = await session.scalar(
-        select(func.count()).select_from(ApiKey).where(
-            ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None),
+        select(func.count())
+        .select_from(ApiKey)
+        .where(
+            ApiKey.user_id == user.id,
+            ApiKey.revoked_at.is_(None),
             or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > func.now()),
         )
-    )  # fmt: skip
+    )
     if live >= limit:
         raise TooManyApiKeys(
             f"You already have {live} live API keys (at most {limit}); revoke one first.",

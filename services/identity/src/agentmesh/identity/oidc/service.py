@@ -95,8 +95,13 @@ class OidcService:
 
     def _cookie(self, *, name: str, state: str, binding: str) -> str:
         now = int(time.time())
-        claims = {"p": name, "st": state, "b": binding, "iat": now,
-                  "exp": now + self.settings.oidc_flow_ttl_seconds}  # fmt: skip
+        claims = {
+            "p": name,
+            "st": state,
+            "b": binding,
+            "iat": now,
+            "exp": now + self.settings.oidc_flow_ttl_seconds,
+        }
         return jwt.encode(claims, self._key, algorithm="HS256")
 
     def _read_cookie(self, cookie: str | None, name: str, state: str) -> str:
@@ -104,8 +109,12 @@ class OidcService:
         if not cookie:
             raise InvalidState("This browser did not start this sign-in (no state cookie).")
         try:
-            claims = jwt.decode(cookie, self._key, algorithms=["HS256"],
-                                options={"require": ["exp", "p", "st", "b"]})  # fmt: skip
+            claims = jwt.decode(
+                cookie,
+                self._key,
+                algorithms=["HS256"],
+                options={"require": ["exp", "p", "st", "b"]},
+            )
         except jwt.ExpiredSignatureError:
             raise InvalidState("This sign-in took too long; start again.") from None
         except jwt.PyJWTError:

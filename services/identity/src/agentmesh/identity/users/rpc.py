@@ -31,9 +31,11 @@ class ProfileCall(BaseModel):
 
 def register(broker: NatsBroker, sessionmaker: Any, internal_token: str) -> None:
     @broker.subscriber(
-        SUBJECT, queue="identity-rpc", title=SUBJECT,
+        SUBJECT,
+        queue="identity-rpc",
+        title=SUBJECT,
         description="A user's name and email and a workspace's name (services only)",
-    )  # fmt: skip
+    )
     async def profile(body: dict[str, Any], msg: NatsMessage) -> dict[str, Any]:
         token = (msg.raw_message.headers or {}).get("Authorization", "").removeprefix("Bearer ")
         if not internal_token or not same_secret(token, internal_token):
@@ -45,11 +47,12 @@ def register(broker: NatsBroker, sessionmaker: Any, internal_token: str) -> None
             return {"error": "bad_request", "detail": str(exc.errors()[0]["msg"])}
         async with sessionmaker() as session:
             user = await session.get(User, call.user_id)
-            workspace = await session.get(Workspace, call.workspace_id) \
-                if call.workspace_id else None  # fmt: skip
+            workspace = (
+                await session.get(Workspace, call.workspace_id) if call.workspace_id else None
+            )
         return {
-            "user": {"name": user.name, "email": user.email} if user and user.is_active
-            else None,
+            "user": {"name": user.name, "email": user.email} if user and user.is_active else None,
             "workspace": {"name": workspace.name}
-            if workspace is not None and workspace.deleted_at is None else None,
-        }  # fmt: skip
+            if workspace is not None and workspace.deleted_at is None
+            else None,
+        }
