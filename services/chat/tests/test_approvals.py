@@ -346,6 +346,8 @@ async def test_responses_ask_with_an_mcp_approval_request_and_take_the_answer(
     assert [item["type"] for item in output] == ["mcp_call", "message"]
     assert output[0]["approval_request_id"] == request["id"] and output[0]["output"] == "5"
     assert '"5"' in output[1]["content"][0]["text"]
+    # the model saw its own call before the result (a provider rejects a result without it)
+    assert "The calculator tool returned" in output[1]["content"][0]["text"]
 
     later = {"model": "asker", "previous_response_id": second.json()["id"], "input": [answer]}
     again = await chat.post("/v1/responses", headers=headers, json=later)
@@ -452,3 +454,32 @@ async def test_of_two_decisions_at_once_one_wins(common, chat, make_agent, token
     assert sorted(answer.status_code for answer in answers) == [200, 409]
     [_, answer] = await messages(chat, headers, conversation_id)
     assert len(answer["tool_calls"]) == 1  # the call ran (or was denied) once
+
+
+async def test_a_turn_not_streamed_that_pauses_answers_202_with_the_call(
+    chat, make_agent, token_issuer
+):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers, tools=[ASKED])
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=headers)).json()
+    paused = await chat.post(
+        f"{CONV}/{conversation['id']}/messages",
+        json={"content": QUESTION, "stream": False},
+        headers=headers,
+    )
+    assert paused.status_code == 202, paused.text
+    body = paused.json()
+    run_id = paused.headers["X-Run-Id"]
+    assert body["run_id"] == run_id and body["status"] == "requires_action"
+    asked = body["approval_required"]
+    assert asked["name"] == "calculator" and asked["args"] == {"expression": "2+3"}
+
+    decided = await chat.post(
+        f"{RUNS}/{run_id}/approvals",
+        headers=headers,
+        json={"call_id": asked["call_id"], "approve": True},
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["status"] == "completed"
+    [_, answer] = await messages(chat, headers, conversation["id"])
+    assert answer["tool_calls"][0]["result"] == "5"

@@ -138,6 +138,19 @@ async def start_turn(
             headers=headers,
             extra={"run_id": str(run_id)},
         )
+    if outcome.status == "requires_action":  # paused for a person's approval of a call
+        pending = (outcome.pause or {}).get("calls") or [{}]
+        waiting = {
+            "run_id": str(run_id),
+            "status": "requires_action",
+            "approval_required": {
+                "run_id": str(run_id),
+                "call_id": pending[0].get("id"),
+                "name": pending[0].get("name"),
+                "args": pending[0].get("args"),
+            },
+        }
+        return JSONResponse(waiting, status_code=202, headers=headers)
     message = MessageOut(  # as finish_run wrote it: no read back
         id=outcome.message_id,
         conversation_id=conversation_id,

@@ -14,8 +14,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage
-
 from agentmesh.chat.openai_compat.service import InvalidRequest
 from agentmesh.chat.runs.approvals import Resume
 from agentmesh.shared.access import Access
@@ -64,11 +62,6 @@ def answered_call(
         )
     call_id = wanted[5:] if wanted.startswith("mcpr_") else wanted
     return {"id": call_id, "name": str(request.get("name")), "args": args}, answer
-
-
-def calling(call: dict[str, Any]) -> list[BaseMessage]:
-    """The model's call, at the end of the prompt, for its result to follow."""
-    return [AIMessage("", tool_calls=[{**call, "type": "tool_call"}])]
 
 
 def resume(call: dict[str, Any], answer: dict[str, Any], access: Access) -> Resume:

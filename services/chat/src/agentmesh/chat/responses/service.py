@@ -214,7 +214,7 @@ async def start(
         agent_id=snapshot.agent_id,
         agent_version=snapshot.version,
         config=config,
-        history=messages + approvals.calling(answered[0]) if answered else messages,
+        history=messages,  # a decided call follows the prompt (runs.approvals.Resume)
         resume=approvals.resume(*answered, access) if answered else None,
         approvals_in_output=True,
         reserved_tokens=reserve or 0,

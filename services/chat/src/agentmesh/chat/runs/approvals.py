@@ -21,7 +21,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import BaseMessage, ToolMessage, messages_from_dict, messages_to_dict
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ToolMessage,
+    messages_from_dict,
+    messages_to_dict,
+)
 from sqlalchemy import text
 
 from agentmesh.chat.models import WHOLE_WORKSPACE
@@ -78,6 +84,12 @@ class Resume:
     def calls(self) -> list[dict[str, Any]]:
         return list(self.state["calls"])
 
+    def calling(self) -> list[BaseMessage]:
+        """The model's message making the decided calls: after a prompt built from the
+        history (which leaves out a call without its result), before their results."""
+        calls = [{**call, "type": "tool_call"} for call in self.calls]
+        return [AIMessage("", tool_calls=calls)]
+
     @property
     def step(self) -> int:
         return int(self.state["step"])
@@ -94,7 +106,7 @@ class Resume:
 
 
 def denied_result(name: str, reason: str | None) -> str:
-    why = f": {reason}" if reason else "."
+    why = f": {reason.rstrip('.')}." if reason else "."
     return f"Denied: a person did not approve this call to {name!r}{why} Go on without it."
 
 

@@ -368,7 +368,10 @@ class RunExecutor:
             ready = True
             plan.resume.restore(outcome)
             first = plan.resume.step + 1
-            messages = plan.resume.messages or await prompt_for(self.state, plan, model)
+            messages = plan.resume.messages
+            if messages is None:  # a new run starting with a decided call (Responses API)
+                messages = await prompt_for(self.state, plan, model)
+                messages.extend(plan.resume.calling())
             if await approvals.call_tools(
                 self.hub,
                 channel,
