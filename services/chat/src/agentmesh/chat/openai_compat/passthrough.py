@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, cast
 
 import httpx2
@@ -35,11 +34,17 @@ from agentmesh.chat.llm.streaming import (
     _provider_message,
     stream_with_retry,
 )
-from agentmesh.chat.runs.executor import RunExecutor, RunNotRecorded, RunOutcome, RunPlan
+from agentmesh.chat.runs.executor import (
+    RunExecutor,
+    RunNotRecorded,
+    RunOutcome,
+    RunPlan,
+    price_outcome,
+    unexpected_problem,
+)
 from agentmesh.chat.runs.hub import RunChannel
 from agentmesh.chat.runs.memory import prompt_for
 from agentmesh.shared import outbound
-from agentmesh.shared.errors import problem_type
 from agentmesh.shared.outbound import ClientCache, OutboundPolicy
 
 logger = logging.getLogger("agentmesh.chat.runs")
@@ -192,23 +197,14 @@ async def _run(executor: RunExecutor, plan: RunPlan, channel: RunChannel) -> Run
     except (ModelCallFailed, StreamInterrupted) as exc:
         outcome.status, outcome.error = "failed", exc.problem()
     except Exception as exc:  # a run must always end with a recorded state
-        outcome.status = "failed"
-        outcome.error = {
-            "type": problem_type("run-failed"),
-            "title": "Run failed",
-            "status": 500,
-            "detail": "The run failed unexpectedly.",
-        }
         logger.exception("run failed", extra={"run_id": str(plan.run_id)}, exc_info=exc)
+        outcome.status, outcome.error = "failed", unexpected_problem(exc)
     try:  # the row must be there before the run can be finished on it
         await asyncio.shield(announced)
     except RunNotRecorded:
         return await executor._not_recorded(plan, channel, outcome)
     latency_ms = (time.perf_counter() - started) * 1000
-    price = settings.prices.get(model_name)
-    if price is not None:
-        spent = price.input * outcome.input_tokens + price.output * outcome.output_tokens
-        outcome.cost_usd = spent / Decimal(1_000_000)
+    price_outcome(settings.prices, model_name, outcome)
     await asyncio.shield(executor._finish(plan, channel, outcome, model_name, "openai", latency_ms))
     return outcome
 

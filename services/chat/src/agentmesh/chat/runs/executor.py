@@ -117,6 +117,24 @@ def served_fields(model: str, provider: str, outcome: RunOutcome) -> dict[str, A
     return {"model": model, "provider": provider, "fallback_index": index}
 
 
+def price_outcome(prices: Mapping[str, Any], model: str, outcome: RunOutcome) -> None:
+    """``outcome.cost_usd`` at ``model``'s price per million tokens (none: free)."""
+    price = prices.get(model)
+    if price is not None:
+        spent = price.input * outcome.input_tokens + price.output * outcome.output_tokens
+        outcome.cost_usd = spent / Decimal(1_000_000)
+
+
+def unexpected_problem(exc: BaseException) -> dict[str, Any]:
+    """The problem a run that failed on an unexpected error ends with (no internals)."""
+    return {
+        "type": problem_type(getattr(exc, "type", "run-failed")),
+        "title": "Run failed",
+        "status": getattr(exc, "status", 500),
+        "detail": getattr(exc, "detail", None) or "The run failed unexpectedly.",
+    }
+
+
 def provider_label(config: dict[str, Any], creds: dict[str, Any] | None) -> str:
     return "offline" if creds is None else str(creds.get("kind", "openai"))
 
@@ -249,24 +267,14 @@ class RunExecutor:
             outcome.error = exc.problem()
         except Exception as exc:  # a run must always end with a recorded state
             logger.exception("run failed", extra={"run_id": str(plan.run_id)})
-            detail = getattr(exc, "detail", None) or "The run failed unexpectedly."
-            outcome.status = "failed"
-            outcome.error = {
-                "type": problem_type(getattr(exc, "type", "run-failed")),
-                "title": "Run failed",
-                "status": getattr(exc, "status", 500),
-                "detail": detail,
-            }
+            outcome.status, outcome.error = "failed", unexpected_problem(exc)
         try:  # the row must be there before the run can be finished on it
             await asyncio.shield(announced)
         except RunNotRecorded:
             return await self._not_recorded(plan, channel, outcome)
         latency_ms = (time.perf_counter() - started) * 1000
         served = outcome.served or Served(model_name, provider, chat=model)
-        price = self.state.settings.prices.get(served.model)  # the model that answered
-        if price is not None:
-            spent = price.input * outcome.input_tokens + price.output * outcome.output_tokens
-            outcome.cost_usd = spent / Decimal(1_000_000)
+        price_outcome(self.state.settings.prices, served.model, outcome)  # who answered
         await asyncio.shield(
             self._finish(plan, channel, outcome, served.model, served.provider, latency_ms)
         )
