@@ -59,3 +59,22 @@ async def test_a_connection_in_steady_use_is_not_pinged(database_url):
         assert await _backend_pid(engine) != pid  # the pool was invalidated
     finally:
         await engine.dispose()
+
+
+async def test_the_reader_runs_each_statement_on_its_own_on_the_same_pool(database_url):
+    # Autocommit: no transaction spans two statements (each gets its own transaction id),
+    # and the reader hands out the engine's pooled connection, not one of its own.
+    engine = db.create_engine(_settings(database_url))
+    reader = db.create_reader(engine)
+    try:
+        pid = await _backend_pid(engine)
+        async with reader.connect() as conn:
+            first = (await conn.execute(text("SELECT txid_current()"))).scalar_one()
+            second = (await conn.execute(text("SELECT txid_current()"))).scalar_one()
+            assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() == pid
+        assert first != second
+        async with engine.connect() as conn:
+            one = (await conn.execute(text("SELECT txid_current()"))).scalar_one()
+            assert (await conn.execute(text("SELECT txid_current()"))).scalar_one() == one
+    finally:
+        await engine.dispose()

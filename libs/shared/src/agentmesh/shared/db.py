@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import CursorResult, MetaData, Result, event, exc, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -122,6 +123,27 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 #: ``scope="function"`` runs the commit before the response is sent, so a failed commit
 #: becomes an error response instead of a 200 for a write that never happened.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def create_reader(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's autocommit twin, sharing its pool: each statement runs on its own,
+    with no ``BEGIN`` before it and no ``ROLLBACK`` when the connection goes back. For
+    read-only requests made of one statement (or of statements that need not see one
+    snapshot): it saves two round trips per request."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled autocommit connection for a read-only request (``create_reader``),
+    returned to the pool when the route has answered."""
+    reader: AsyncEngine = request.app.state.reader
+    async with reader.connect() as connection:
+        yield connection
+
+
+#: A read-only request's connection: autocommit, one statement at a time, no transaction.
+#: Never write through it: there is no commit at the edge and no outbox.
+ReadConnection = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]
 
 
 async def release(session: AsyncSession) -> None:

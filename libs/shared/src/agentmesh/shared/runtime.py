@@ -76,10 +76,12 @@ class ServiceRuntime:
         telemetry.instrument_httpx(self.tracer_provider)
         self.engine: AsyncEngine | None = None
         self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        self.reader: AsyncEngine | None = None
         if use_database:
             self.engine = db.create_engine(common, application_name=f"agentmesh-{name}")
             telemetry.instrument_engine(self.engine, self.tracer_provider)
             self.sessionmaker = db.create_sessionmaker(self.engine)
+            self.reader = db.create_reader(self.engine)
         self.broker: NatsBroker | None = None
         if use_broker:
             self.broker = NatsBroker(
@@ -255,6 +257,7 @@ class ServiceRuntime:
         app.state.runtime = self
         app.state.settings = self.settings
         app.state.sessionmaker = self.sessionmaker
+        app.state.reader = self.reader
         app.state.outbox = self.outbox
         app.state.verifier = self.verifier
         app.state.memberships = self.memberships
