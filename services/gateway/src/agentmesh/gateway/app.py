@@ -3,52 +3,26 @@
 from __future__ import annotations
 
 import aiohttp
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 
 from agentmesh.gateway import docs_ui, events
-from agentmesh.gateway.addresses import TrustedProxies, ip_bucket
-from agentmesh.gateway.deps import AppDocs, AppProxy
+from agentmesh.gateway.addresses import TrustedProxies
+from agentmesh.gateway.deps import AppDocs
 from agentmesh.gateway.docs import DocsCache
-from agentmesh.gateway.metrics import RATE_LIMITED, watch_breakers
+from agentmesh.gateway.fastpath import METHODS, Forwarder, ProxyRoute
+from agentmesh.gateway.metrics import watch_breakers
 from agentmesh.gateway.principals import Authenticator
 from agentmesh.gateway.proxy import Proxy
 from agentmesh.gateway.ratelimit import RateLimiter
-from agentmesh.gateway.routing import resolve
+from agentmesh.gateway.routing import PREFIXES
 from agentmesh.gateway.security import SecurityHeaders
 from agentmesh.gateway.settings import GatewaySettings
 from agentmesh.gateway.shared_limits import SharedLimits
 from agentmesh.gateway.upstreams import readiness_checks
-from agentmesh.shared.auth import JWTVerifier, note_principal
-from agentmesh.shared.errors import AppError, NotFound, Unauthorized
-from agentmesh.shared.openai_errors import openai_error
+from agentmesh.shared.auth import JWTVerifier
 from agentmesh.shared.runtime import ServiceRuntime
-
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
-
-
-class RateLimited(AppError):
-    status, type, title = 429, "rate-limited", "Too Many Requests"
-
-
-def client_ip(request: Request, trusted: TrustedProxies) -> str:
-    """The caller's address: the peer, or behind trusted proxies the right-most
-    ``X-Forwarded-For`` entry that is not one of them (the left ones are client-made)."""
-    peer = request.client.host if request.client else "unknown"
-    if peer not in trusted:
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if hop not in trusted:
-            return hop
-    return peer
-
-
-def request_scheme(request: Request, trusted: TrustedProxies) -> str:
-    if request.client and request.client.host in trusted:
-        return request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0]
-    return request.url.scheme
 
 
 def _shared_limits(
@@ -97,6 +71,9 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=300),
             auto_decompress=False,
+            # One session serves every client: a cookie an upstream sets is the client's
+            # (passed on in the answer), never to be kept and sent with others' requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         verifier = JWTVerifier(
             f"{settings.upstreams()['identity']}/.well-known/jwks.json",
@@ -106,7 +83,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         )
         app.state.http = session
         app.state.verifier = verifier
-        app.state.proxy = Proxy(settings, session)
+        app.state.proxy = forwarder.proxy = Proxy(settings, session)
         watch_breakers(app.state.proxy)
         app.state.docs = DocsCache(settings, session)
         authenticator.session = session
@@ -119,6 +96,7 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
         await app.state.http.close()
 
     authenticator = Authenticator(settings, None, None, shared=limits)  # type: ignore[arg-type]
+    forwarder = Forwarder(settings, authenticator, limits, trusted)
     events.register(runtime, authenticator)
     runtime.startup_hooks.append(open_clients)
     runtime.shutdown_hooks.append(close_clients)
@@ -146,56 +124,9 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     async def asyncapi(docs: AppDocs) -> JSONResponse:
         return JSONResponse(await docs.asyncapi())
 
-    @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
-    async def forward(request: Request, proxy: AppProxy) -> Response:
-        if not request.url.path.startswith("/v1/"):
-            return await _forward(request, proxy)
-        try:
-            return await _forward(request, proxy)
-        except AppError as error:  # OpenAI clients parse OpenAI's error shape on /v1
-            body = openai_error(error.status, error.detail or error.title, slug=error.type)
-            headers = dict(error.headers or {})
-            rid = getattr(request.state, "request_id", None)
-            if rid:
-                headers["X-Request-ID"] = rid
-            return JSONResponse(body, status_code=error.status, headers=headers)
-
-    async def _forward(request: Request, proxy: Proxy) -> Response:
-        route = resolve(request.method, request.url.path)
-        if route is None:
-            raise NotFound(f"No resource at {request.method} {request.url.path}")
-        ip = client_ip(request, trusted)
-        # Metrics and the access log name the route group, not the catch-all template.
-        request.state.route_template = f"{route.upstream}:{route.group}"
-        request.state.client_ip = ip
-        caller = None
-        if not route.public and request.method != "OPTIONS":
-            try:
-                caller = await authenticator.authenticate(request.headers)
-                note_principal(request, caller.user_id, caller.api_key_id)
-            except Unauthorized:
-                # Bad credentials cost the caller's IP, so guessing keys or flooding
-                # random tokens is limited too (each may cost identity a lookup).
-                failed = await limits.take(
-                    "auth_failures", f"ip:{ip_bucket(ip)}", settings.auth_failure_limit
-                )
-                if not failed.allowed:
-                    RATE_LIMITED.labels("auth_failures").inc()
-                    raise RateLimited(
-                        "Too many failed authentications from this address.",
-                        headers=failed.headers(),
-                    ) from None
-                raise
-        keys = caller.limit_keys if caller else (f"ip:{ip_bucket(ip)}",)
-        decision = await limits.take(route.group, keys, settings.policy(route.group).rate_limit)
-        if not decision.allowed:
-            RATE_LIMITED.labels(route.group).inc()
-            raise RateLimited(
-                "Slow down: the rate limit of this route is exceeded.", headers=decision.headers()
-            )
-        response = await proxy.forward(request, route, caller, ip, request_scheme(request, trusted))
-        response.headers.update(decision.headers())
-        return response
+    # The proxied paths before the gateway's own routes; any other path after them.
+    app.router.routes.insert(0, ProxyRoute(forwarder, PREFIXES))
+    app.router.routes.append(ProxyRoute(forwarder))
 
     app.add_middleware(
         SecurityHeaders,

@@ -1,15 +1,19 @@
-"""Forwarding a request to its upstream and the answer back, streams unbuffered."""
+"""Forwarding a request to its upstream and the answer back, streams unbuffered.
+
+Raw ASGI (``fastpath`` calls it): the request's headers are read from the scope as bytes
+and the answer is written with ``send``, without Starlette's request and response objects
+(``StreamingResponse`` alone started an anyio task group per stream).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import aiohttp
 import yarl
 from opentelemetry import propagate
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from agentmesh.gateway.breaker import CircuitBreaker
 from agentmesh.gateway.principals import Caller
@@ -22,33 +26,35 @@ logger = logging.getLogger("agentmesh.gateway.proxy")
 
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
     }
 )
 #: Not passed on to clients: between the services and the gateway only.
-INTERNAL_RESPONSE_HEADERS = frozenset({UPSTREAM_HEALTH_HEADER.lower()})
+INTERNAL_RESPONSE_HEADERS = frozenset({UPSTREAM_HEALTH_HEADER.lower().encode()})
 #: Never accepted from clients: identity and routing facts only the gateway may assert.
 INTERNAL_PREFIXES = (
-    "x-agentmesh-",
-    "x-internal-",
-    "x-forwarded-",
-    "x-real-ip",
-    "forwarded",
-    "x-user-",
-    "x-api-key",
-    "authorization",
+    b"x-agentmesh-",
+    b"x-internal-",
+    b"x-forwarded-",
+    b"x-real-ip",
+    b"forwarded",
+    b"x-user-",
+    b"x-api-key",
+    b"authorization",
 )
 NO_STORE_GROUPS = frozenset({"auth"})
+_CACHE_CONTROL = b"cache-control"
+_NO_STORE = (_CACHE_CONTROL, b"no-store")
 
 
 class PayloadTooLarge(AppError):
@@ -67,34 +73,48 @@ class UpstreamTimeout(AppError):
     status, type, title = 504, "upstream-timeout", "Upstream timed out"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class ClientLeft(Exception):
+    """The client disconnected while its stream was being relayed."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of the request header ``name`` (lower case), as sent."""
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes, declared or not."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise AppError("The client went away.", status=400, type="client-disconnected") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AppError("The client went away.", status=400, type="client-disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def upstream_headers(request: Request, caller: Caller | None, client_ip: str, scheme: str):
+def upstream_headers(
+    scope: Scope, caller: Caller | None, client_ip: str, scheme: str
+) -> dict[str, str]:
+    """The client's headers minus hop-by-hop and internal ones, plus what the gateway
+    asserts: the verified token, the client's address and scheme, request id, trace."""
     headers = {
-        k: v
-        for k, v in request.headers.items()
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in scope["headers"]
         if k not in HOP_BY_HOP and not k.startswith(INTERNAL_PREFIXES)
     }
     if caller is not None:
         headers["authorization"] = f"Bearer {caller.token}"
     headers["x-forwarded-for"] = client_ip
     headers["x-forwarded-proto"] = scheme
-    headers["x-forwarded-host"] = request.headers.get("host", "")
+    headers["x-forwarded-host"] = (header(scope, b"host") or b"").decode("latin-1")
     request_id = current_request_id()
     if request_id:
         headers[REQUEST_ID_HEADER.lower()] = request_id
@@ -108,14 +128,21 @@ def own_outage(upstream: aiohttp.ClientResponse) -> bool:
     return upstream.status == 503 and marked == UPSTREAM_UNAVAILABLE
 
 
-def response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
-    """The upstream's headers to pass on, repeated ones (``Set-Cookie``, ``Link``) kept
-    as separate lines: joining them would corrupt cookies."""
-    return [
-        (k, v)
-        for k, v in upstream.headers.items()
-        if k.lower() not in HOP_BY_HOP and k.lower() not in INTERNAL_RESPONSE_HEADERS
-    ]
+def response_headers(upstream: aiohttp.ClientResponse, no_store: bool) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers to pass on (names lower-cased), repeated ones
+    (``Set-Cookie``, ``Link``) kept as separate lines: joining them would corrupt
+    cookies. ``no_store``: ``Cache-Control: no-store`` instead of the upstream's."""
+    headers = []
+    for name, value in upstream.raw_headers:
+        name = name.lower()
+        if name in HOP_BY_HOP or name in INTERNAL_RESPONSE_HEADERS:
+            continue
+        if no_store and name == _CACHE_CONTROL:
+            continue
+        headers.append((name, value))
+    if no_store:
+        headers.append(_NO_STORE)
+    return headers
 
 
 class Proxy:
@@ -126,6 +153,7 @@ class Proxy:
         #: One breaker per (upstream, route group): a stuck run path of chat does not
         #: close chat's other routes, nor knowledge the agents CRUD routes.
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
 
     def breaker(self, upstream: str, group: str) -> CircuitBreaker:
         key = (upstream, group)
@@ -135,11 +163,29 @@ class Proxy:
             )
         return self.breakers[key]
 
+    def timeout(self, group: str) -> aiohttp.ClientTimeout:
+        """The group's connect and read timeouts (made once per group)."""
+        timeout = self._timeouts.get(group)
+        if timeout is None:
+            policy = self.settings.policy(group)
+            timeout = self._timeouts[group] = aiohttp.ClientTimeout(
+                total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
+            )
+        return timeout
+
     async def forward(
-        self, request: Request, route: Route, caller: Caller | None, client_ip: str, scheme: str
-    ) -> Response:
-        policy = self.settings.policy(route.group)
-        body = await read_body(request, policy.max_body_bytes)
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        headers: dict[str, str],
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Send the request upstream with ``headers`` and write its answer, plus the
+        ``extra`` response headers (the rate limit's)."""
+        limit = self.settings.policy(route.group).max_body_bytes
+        body = await read_body(receive, header(scope, b"content-length"), limit)
         breaker = self.breaker(route.upstream, route.group)
         if not breaker.allow():
             raise UpstreamUnavailable(
@@ -149,21 +195,18 @@ class Proxy:
             )
         # Forward the path exactly as received (still percent-encoded), so the upstream
         # client never decodes it a second time.
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        raw_path = scope.get("raw_path") or scope["path"].encode()
         url = self.upstreams[route.upstream] + raw_path.decode("latin-1")
-        query = request.scope.get("query_string", b"")
+        query = scope.get("query_string", b"")
         if query:
             url += "?" + query.decode("latin-1")
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
-        )
         try:
             upstream = await self.session.request(
-                request.method,
+                scope["method"],
                 yarl.URL(url, encoded=True),
                 data=body or None,
-                headers=upstream_headers(request, caller, client_ip, scheme),
-                timeout=timeout,
+                headers=headers,
+                timeout=self.timeout(route.group),
                 allow_redirects=False,
                 auto_decompress=False,
             )
@@ -191,39 +234,50 @@ class Proxy:
             breaker.failure()
         else:
             breaker.success()
-        headers = response_headers(upstream)
+        no_store = route.group in NO_STORE_GROUPS or route.upstream == "identity"
+        passed = response_headers(upstream, no_store) + extra
         streaming = (
             upstream.headers.get("content-type", "").startswith("text/event-stream")
             or "content-length" not in upstream.headers
         )
-        if not streaming:
-            try:
-                content = await upstream.read()
-            except TimeoutError as exc:
-                raise UpstreamTimeout(f"The {route.upstream} service stalled.") from exc
-            except aiohttp.ClientError as exc:
-                raise BadGateway(f"The {route.upstream} service answered badly.") from exc
-            finally:
-                upstream.release()
-            response: Response = Response(content, status_code=upstream.status)
-        else:
-            response = StreamingResponse(
-                relay(upstream, route.upstream), status_code=upstream.status
-            )
-        for name, value in headers:
-            response.headers.append(name, value)
-        if route.group in NO_STORE_GROUPS or route.upstream == "identity":
-            response.headers["Cache-Control"] = "no-store"
-        return response
+        start = {"type": "http.response.start", "status": upstream.status, "headers": passed}
+        if streaming:
+            await send(start)
+            await relay(upstream, route.upstream, receive, send)
+            return
+        try:
+            content = await upstream.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"The {route.upstream} service stalled.") from exc
+        except aiohttp.ClientError as exc:
+            raise BadGateway(f"The {route.upstream} service answered badly.") from exc
+        finally:
+            upstream.release()
+        if upstream.status >= 200 and upstream.status not in (204, 304):
+            passed.insert(0, (b"content-length", str(len(content)).encode()))
+        await send(start)
+        await send({"type": "http.response.body", "body": content})
 
 
-async def relay(upstream: aiohttp.ClientResponse, name: str) -> AsyncIterator[bytes]:
-    """Pass chunks on as they arrive. When the client goes away Starlette cancels this
-    generator, and closing the upstream response tells the service the client left."""
+async def relay(upstream: aiohttp.ClientResponse, name: str, receive: Receive, send: Send) -> None:
+    """Pass chunks on as they arrive (what has arrived goes out in one write). When the
+    client goes away, closing the upstream response tells the service the client left."""
+    left = asyncio.ensure_future(_client_left(receive, upstream.content))
     try:
         async for chunk in upstream.content.iter_any():
-            yield chunk
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except ClientLeft:
+        return
     except (aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("stream from %s broke off: %s", name, exc)
     finally:
-        upstream.close()
+        left.cancel()
+        upstream.close()  # read to its end, the connection is back in the pool already
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _client_left(receive: Receive, content: aiohttp.StreamReader) -> None:
+    """Wait for the client's disconnect, then end the relay's read with ``ClientLeft``."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    content.set_exception(ClientLeft())

@@ -25,6 +25,10 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/v1/", "chat", "chat"),
 )
 
+#: The first segments of every proxied path (``/api/``, ``/.well-known/``, ``/v1/``): the
+#: gateway serves nothing of its own under them.
+PREFIXES = tuple(sorted({"/" + prefix.split("/")[1] + "/" for prefix, _, _ in ROUTES}))
+
 #: The budgets of a workspace and of its members: chat's (chat enforces them), though the
 #: rest of ``/api/v1/workspaces`` is identity's.
 _CHAT_BUDGETS = re.compile(r"^/api/v1/workspaces/[^/]+(/members/[^/]+)?/budget$")
