@@ -2,9 +2,10 @@
 orphan watch and the OpenAI-compatible service take a ``ChatState``, not ``Any``.
 
 ``ServiceRuntime.create_app`` sets ``runtime``, ``settings``, ``sessionmaker`` and
-``outbox``; chat's ``create_app`` adds ``hub``, ``agents_client``, ``executor`` and
-``run_watch``. Starlette's ``State`` holds them as plain attributes, so the app's state
-satisfies this protocol as it is (``cast`` where mypy sees a ``State``).
+``outbox``; chat's ``create_app`` adds ``hub``, ``agents_client``, ``profiles``,
+``executor`` and ``run_watch``. Starlette's ``State`` holds them as plain attributes, so
+the app's state satisfies this protocol as it is (``cast`` where mypy sees a ``State``;
+routes take it as ``chat.deps.AppState``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from agentmesh.chat.agents_client import AgentsClient
     from agentmesh.chat.runs.executor import RunExecutor
     from agentmesh.chat.runs.hub import RunHub
+    from agentmesh.chat.runs.templating import Profiles
     from agentmesh.chat.settings import ChatSettings
     from agentmesh.shared.events.outbox import Outbox
     from agentmesh.shared.runtime import ServiceRuntime
@@ -32,3 +34,4 @@ class ChatState(Protocol):
     hub: RunHub
     agents_client: AgentsClient
     executor: RunExecutor
+    profiles: Profiles

@@ -22,9 +22,11 @@ from agentmesh.chat.conversations.schemas import (
     RegenerateIn,
 )
 from agentmesh.chat.conversations.turns import start_turn
+from agentmesh.chat.deps import AppState
 from agentmesh.chat.models import AgentSnapshot, Conversation, Message
 from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
+from agentmesh.shared.deps import AppOutbox
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
 from agentmesh.shared.openapi import sse_content
@@ -58,7 +60,7 @@ TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses={403: NOT_YOURS[403], 404: {"description": "No such agent in your workspace"}},
 )
 async def create(
-    body: ConversationCreate, caller: Chatter, session: Session, request: Request
+    body: ConversationCreate, caller: Chatter, session: Session, outbox: AppOutbox
 ) -> ConversationOut:
     """Start a conversation with an agent of your workspace. It stays yours: other
     members of the workspace don't see it."""
@@ -81,7 +83,7 @@ async def create(
     session.add(conversation)
     await session.flush()
     await session.refresh(conversation)
-    await request.app.state.outbox.add(
+    await outbox.add(
         session,
         ConversationCreated(
             conversation_id=conversation.id,
@@ -135,12 +137,12 @@ async def rename(
 
 @router.delete("/{conversation_id}", status_code=204, responses=NOT_YOURS)
 async def delete(
-    conversation_id: uuid.UUID, caller: Chatter, session: Session, request: Request
+    conversation_id: uuid.UUID, caller: Chatter, session: Session, outbox: AppOutbox
 ) -> Response:
     """Delete a conversation with its messages and runs."""
     conversation = await service.get_owned(session, caller, conversation_id)
     await session.delete(conversation)
-    await request.app.state.outbox.add(
+    await outbox.add(
         session,
         ConversationDeleted(
             conversation_id=conversation.id,
@@ -180,6 +182,7 @@ async def post_message(
     body: MessageIn,
     caller: Chatter,
     session: Session,
+    state: AppState,
     request: Request,
 ) -> Any:
     """Send a message and run the agent. ``stream: false`` answers with the assistant
@@ -187,7 +190,7 @@ async def post_message(
     ``message.delta``, ``tool.call``, ``tool.result``, ``message.completed`` (with usage),
     ``run.failed`` (problem details), ``run.cancelled``, then ``done``."""
     return await start_turn(
-        request, session, caller, conversation_id, content=body.content, stream=body.stream
+        request, state, session, caller, conversation_id, content=body.content, stream=body.stream
     )
 
 
@@ -202,12 +205,13 @@ async def regenerate(
     body: RegenerateIn,
     caller: Chatter,
     session: Session,
+    state: AppState,
     request: Request,
 ) -> Any:
     """Answer the question of assistant message ``message_id`` again. The new answer
     replaces it in the branch; the old one stays as a prior variant (same ``parent_id``)."""
     return await start_turn(
-        request, session, caller, conversation_id, regenerate=message_id, stream=body.stream
+        request, state, session, caller, conversation_id, regenerate=message_id, stream=body.stream
     )
 
 
@@ -220,12 +224,14 @@ async def edit(
     body: MessageEdit,
     caller: Chatter,
     session: Session,
+    state: AppState,
     request: Request,
 ) -> Any:
     """Edit a user message: the conversation branches from that point (the edited
     question gets a new answer; the old question and everything after it stay as a variant)."""
     return await start_turn(
         request,
+        state,
         session,
         caller,
         conversation_id,

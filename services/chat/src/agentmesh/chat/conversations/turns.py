@@ -17,6 +17,7 @@ from agentmesh.chat.models import Message, new_id
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.chat.runs.store import begin_run
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import NotFound, problem_response
 
@@ -32,6 +33,7 @@ async def _message(
 
 async def start_turn(
     request: Request,
+    state: ChatState,
     session: AsyncSession,
     caller: Access,
     conversation_id: uuid.UUID,
@@ -41,7 +43,7 @@ async def start_turn(
     edit: uuid.UUID | None = None,
     stream: bool,
 ) -> Any:
-    state = request.app.state
+    """Start the conversation's next run; ``request`` only words a failure (problem+json)."""
     conversation, snapshot, has_budget = await service.get_for_turn(
         session, caller, conversation_id
     )

@@ -31,6 +31,7 @@ from agentmesh.chat.runs.executor import RunOutcome, RunPlan
 from agentmesh.chat.runs.hub import RunChannel
 from agentmesh.chat.runs.store import OverBudget, begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS, examples_of
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -132,7 +133,7 @@ def _check_fits(instructions: str, history: list[Any], config: dict[str, Any]) -
 
 
 async def start(
-    state: Any, session: AsyncSession, access: Access, body: params.ResponseRequest
+    state: ChatState, session: AsyncSession, access: Access, body: params.ResponseRequest
 ) -> Started:
     """Check the request, reserve the budget, record the run and the response: the plan."""
     params.validate(body)
@@ -229,7 +230,9 @@ async def start(
     return Started(plan=plan, row=row, stored=body.stored, include_results=include, access=access)
 
 
-async def _write(state: Any, row: dict[str, Any], recorded: Any) -> None:
+async def _write(
+    state: ChatState, row: dict[str, Any], recorded: asyncio.Future[None] | None
+) -> None:
     """The response's first row, once the run's own is committed: the two commits don't
     compete before the first token (a model takes longer to answer than this takes)."""
     if recorded is not None:
@@ -239,7 +242,7 @@ async def _write(state: Any, row: dict[str, Any], recorded: Any) -> None:
         await session.execute(insert(StoredResponse).values(**row).on_conflict_do_nothing())
 
 
-def run(state: Any, started: Started) -> None:
+def run(state: ChatState, started: Started) -> None:
     """Start the run, its response's row (alongside: the first token doesn't wait for
     it), and the task that records its end (whoever is listening)."""
     started.channel = state.executor.start(started.plan)
@@ -302,7 +305,7 @@ def ended(started: Started, outcome: RunOutcome) -> dict[str, Any]:
     return row
 
 
-async def finalize(state: Any, started: Started) -> dict[str, Any]:
+async def finalize(state: ChatState, started: Started) -> dict[str, Any]:
     """Wait for the run and record the response's end (only its status when not stored)."""
     assert started.channel is not None and started.channel.task is not None
     if started.written is not None:  # the end's upsert writes the row anyway
@@ -350,7 +353,7 @@ UPDATE chat.responses SET status = 'in_progress' WHERE id = :id AND status = 'qu
 """)
 
 
-async def _mark_in_progress(state: Any, started: Started) -> None:
+async def _mark_in_progress(state: ChatState, started: Started) -> None:
     """A background response is in progress once its run has started."""
     assert started.channel is not None
     events = state.hub.follow_local(started.channel, 0)
@@ -365,7 +368,7 @@ async def _mark_in_progress(state: Any, started: Started) -> None:
 FINAL = ("completed", "failed", "cancelled", "incomplete")
 
 
-async def wait_final(state: Any, access: Access, id: str, *, timeout: float = 30.0) -> dict:
+async def wait_final(state: ChatState, access: Access, id: str, *, timeout: float = 30.0) -> dict:
     """The response once it has ended (or as it stands after ``timeout``), as an object."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -37,6 +37,7 @@ from agentmesh.shared.events.streams import RUNS_STREAM, RUNS_SUBJECT_PREFIX
 
 if TYPE_CHECKING:
     from agentmesh.chat.runs.executor import RunOutcome, RunPlan
+    from agentmesh.chat.state import ChatState
 
 logger = logging.getLogger("agentmesh.chat.runs")
 ALLOW, ASK, NEVER = "always_allow", "always_ask", "never"
@@ -213,7 +214,13 @@ def pause_state(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
 
 
 async def pause_run(
-    state: Any, plan: RunPlan, outcome: RunOutcome, *, model: str, provider: str, last_event_id: int
+    state: ChatState,
+    plan: RunPlan,
+    outcome: RunOutcome,
+    *,
+    model: str,
+    provider: str,
+    last_event_id: int,
 ) -> bool:
     """Store the pause; False when the run was no longer running (swept meanwhile)."""
     params = {
@@ -283,7 +290,7 @@ def expired_problem(timeout: float) -> dict[str, Any]:
     }
 
 
-async def expire_pauses(state: Any) -> list[uuid.UUID]:
+async def expire_pauses(state: ChatState) -> list[uuid.UUID]:
     """End the runs left waiting past the approval timeout; returns their ids."""
     error = expired_problem(state.settings.approval_timeout_seconds)
     async with state.sessionmaker() as session, session.begin():
@@ -304,7 +311,7 @@ async def expire_pauses(state: Any) -> list[uuid.UUID]:
     return [row.id for row in rows]
 
 
-async def cancel_pause(state: Any, run_id: uuid.UUID) -> bool:
+async def cancel_pause(state: ChatState, run_id: uuid.UUID) -> bool:
     """Cancel a run waiting for approval (False: it was no longer waiting)."""
     async with state.sessionmaker() as session, session.begin():
         row = (
@@ -331,11 +338,13 @@ async def cancel_pause(state: Any, run_id: uuid.UUID) -> bool:
 
 
 async def _end_stream(
-    state: Any, run_id: uuid.UUID, last: int, type: str, data: dict[str, Any], status: str
+    state: ChatState, run_id: uuid.UUID, last: int, type: str, data: dict[str, Any], status: str
 ) -> None:
     """The end (``type``, then ``done``) after the pause's ``done``, for its followers."""
     try:
-        js = state.runtime.broker.config.connection_state.stream
+        broker = state.runtime.broker
+        assert broker is not None  # chat always runs on NATS
+        js = broker.config.connection_state.stream
         for event in (
             RunEvent(last + 1, type, data),
             RunEvent(last + 2, TERMINAL, {"status": status}),
