@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete
 
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.deps import AppState
@@ -21,11 +20,9 @@ from agentmesh.chat.openai_compat.completions import RunFailed
 from agentmesh.chat.openai_compat.errors import OpenAIRoute
 from agentmesh.chat.openai_compat.router import ERRORS
 from agentmesh.chat.openai_compat.service import InvalidRequest
-from agentmesh.chat.responses import service
-from agentmesh.chat.responses.output import run_id_of
+from agentmesh.chat.responses import repository, service
 from agentmesh.chat.responses.params import ResponseRequest
 from agentmesh.chat.responses.stream import replay, response_events
-from agentmesh.chat.responses.tables import StoredResponse
 from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local, settled
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to
@@ -134,8 +131,8 @@ async def cancel_response(id: str, access: Caller, session: Session, state: AppS
 @router.delete("/{id}", responses=ERRORS)
 async def delete_response(id: str, access: Caller, session: Session) -> Any:
     """Forget a stored response (its run and usage stay, without content)."""
-    await service.load(session, access, id)
-    await session.execute(delete(StoredResponse).where(StoredResponse.id == run_id_of(id)))
+    row, _ = await service.load(session, access, id)
+    await repository.forget(session, row["id"])
     return JSONResponse({"id": id, "object": "response", "deleted": True})
 
 
