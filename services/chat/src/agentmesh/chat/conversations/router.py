@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from sqlalchemy import select
 
-from agentmesh.chat.conversations import service
+from agentmesh.chat.conversations import repository, service
 from agentmesh.chat.conversations.schemas import (
     ConversationCreate,
     ConversationOut,
@@ -23,9 +22,9 @@ from agentmesh.chat.conversations.schemas import (
 )
 from agentmesh.chat.conversations.turns import start_turn
 from agentmesh.chat.deps import AppState
-from agentmesh.chat.models import AgentSnapshot, Conversation, Message
+from agentmesh.chat.models import AgentSnapshot, Conversation
 from agentmesh.shared.access import Access, access_to
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import ReadConnection, Session
 from agentmesh.shared.deps import AppOutbox
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
@@ -98,22 +97,13 @@ async def create(
 @router.get("", response_model=ConversationPage, responses=CURSOR_RESPONSES)
 async def list_conversations(
     caller: Chatter,
-    session: Session,
+    connection: ReadConnection,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
-) -> ConversationPage:
+) -> Any:
     """Your conversations in the workspace your token is bound to, newest first."""
-    rows, next_cursor = await service.page(
-        session,
-        service.visible(select(Conversation), caller),
-        Conversation,
-        cursor,
-        limit,
-        newest_first=True,
-    )
-    return ConversationPage(
-        items=[ConversationOut.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    rows, next_cursor = await repository.conversations(connection, caller, cursor, limit)
+    return {"items": rows, "next_cursor": next_cursor}  # the response model reads the rows
 
 
 @router.get("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
@@ -162,18 +152,14 @@ async def delete(
 async def history(
     conversation_id: uuid.UUID,
     caller: Chatter,
-    session: Session,
+    connection: ReadConnection,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> MessagePage:
+) -> Any:
     """Every message, oldest first: earlier variants (regenerated answers, edited
     questions) are kept and linked by ``parent_id``; the current branch ends at the newest."""
-    await service.get_owned(session, caller, conversation_id)
-    query = select(Message).where(Message.conversation_id == conversation_id)
-    rows, next_cursor = await service.page(
-        session, query, Message, cursor, limit, newest_first=False
-    )
-    return MessagePage(items=[MessageOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    rows, next_cursor = await service.history(connection, caller, conversation_id, cursor, limit)
+    return {"items": rows, "next_cursor": next_cursor}  # the response model reads the rows
 
 
 @router.post("/{conversation_id}/messages", responses=TURN_RESPONSES, response_model=MessageOut)
