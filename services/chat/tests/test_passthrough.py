@@ -120,6 +120,18 @@ async def test_a_streamed_completion_sends_what_langchain_sent_and_records_the_r
     assert run["input_tokens"] == usage["prompt_tokens"] and run["ttft_ms"] is not None
 
 
+async def test_runs_one_after_another_reuse_the_providers_connection(chat, lean_agent, fake_llm):
+    """A stream read to ``[DONE]`` only leaves the end of its body unread, which closes
+    the connection: each run would connect again before its first token."""
+    headers, agent = lean_agent
+    body = {"model": agent["id"], "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        response = await chat.post(COMPLETIONS, headers=headers, json=body)
+        assert data_lines(response.text)[-1] == "[DONE]"
+    assert fake_llm.chat_attempts == 3
+    assert len(fake_llm.peers) == 1
+
+
 async def test_a_rate_limit_is_retried_before_the_first_token(chat, lean_agent, fake_llm):
     headers, agent = lean_agent
     fake_llm.fail_next("429")

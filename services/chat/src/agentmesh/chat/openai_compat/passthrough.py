@@ -16,6 +16,7 @@ LangChain loop, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -49,6 +50,8 @@ from agentmesh.shared.outbound import ClientCache, OutboundPolicy
 
 logger = logging.getLogger("agentmesh.chat.runs")
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+#: How long the end of a response is waited for after ``[DONE]`` (see ``_drain``).
+DRAIN_SECONDS = 0.1
 
 
 async def _close(client: httpx2.AsyncClient) -> None:
@@ -138,11 +141,13 @@ class _Upstream:
                 except ValueError:
                     body = None
                 raise ProviderError(response.status_code, body, response)
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    await _drain(lines)
                     return
                 body = json.loads(data)
                 if body.get("error"):  # an error event inside the stream, as the SDK says it
@@ -153,6 +158,17 @@ class _Upstream:
                 yield _Chunk(
                     delta.get("content") or "", (), choice.get("finish_reason"), body.get("usage")
                 )
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body, normally there already):
+    a response left unread closes its connection, and the next run would open one. As the
+    openai SDK does, for at most ``DRAIN_SECONDS``; a server that keeps the stream open
+    longer loses the connection, not the answer."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in lines:
+                pass
 
 
 def _payload(
