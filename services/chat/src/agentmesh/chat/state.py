@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from agentmesh.chat.agents_client import AgentsClient
     from agentmesh.chat.runs.executor import RunExecutor
@@ -30,6 +30,9 @@ class ChatState(Protocol):
     runtime: ServiceRuntime
     settings: ChatSettings
     sessionmaker: async_sessionmaker[AsyncSession]
+    #: The engine's autocommit twin (``shared.db.create_reader``): one statement, no
+    #: transaction around it.
+    reader: AsyncEngine
     outbox: Outbox
     hub: RunHub
     agents_client: AgentsClient

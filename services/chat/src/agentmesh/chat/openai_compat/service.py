@@ -148,7 +148,8 @@ async def start_completion(
     state: ChatState, session: AsyncSession, caller: Access, body: ChatCompletionRequest
 ) -> RunPlan:
     """Check the request, reserve the budget, record the run and commit: the plan to run."""
-    snapshot, has_budget = await resolve_model(session, caller, body.model)
+    async with AsyncSession(state.reader) as reads:  # one statement: no BEGIN, no COMMIT
+        snapshot, has_budget = await resolve_model(reads, caller, body.model)
     caller_system, history = to_langchain(body.messages)
     config = dict(snapshot.config)
     asking = [] if body.tools else asking_tools(config)

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.chat import metrics
 from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
@@ -127,7 +127,7 @@ VALUES (:run_id, :workspace_id, :user_id, :conversation_id, :agent_id, :agent_ve
 
 
 async def start_run(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     run_id: uuid.UUID,
     workspace_id: uuid.UUID,
@@ -162,9 +162,10 @@ async def start_run(
 
 async def record_run(state: ChatState, **run: Any) -> None:
     """``start_run`` in a transaction of its own: for a request that starts the model call
-    without waiting for this commit (see ``RunPlan.recorded``)."""
-    async with state.sessionmaker() as session, session.begin():
-        await start_run(session, **run)
+    without waiting for this commit (see ``RunPlan.recorded``). Its one statement runs on
+    the autocommit engine, where it is that transaction: no BEGIN and COMMIT round trips."""
+    async with state.reader.connect() as connection:
+        await start_run(connection, **run)
 
 
 class OverBudget(AppError):
