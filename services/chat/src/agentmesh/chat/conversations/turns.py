@@ -16,8 +16,8 @@ from agentmesh.chat.conversations.schemas import MessageOut
 from agentmesh.chat.models import Message, new_id
 from agentmesh.chat.openai_compat import passthrough
 from agentmesh.chat.runs.executor import RunPlan
+from agentmesh.chat.runs.repository import begin_run
 from agentmesh.chat.runs.sse import event_stream
-from agentmesh.chat.runs.store import begin_run
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import NotFound, problem_response

@@ -28,7 +28,7 @@ from agentmesh.chat.openai_compat.schemas import (
 )
 from agentmesh.chat.runs.approvals import asking_tools
 from agentmesh.chat.runs.executor import RunPlan
-from agentmesh.chat.runs.store import begin_run
+from agentmesh.chat.runs.repository import begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access

@@ -26,7 +26,7 @@ from agentmesh.chat.responses import items as item_io
 from agentmesh.chat.responses.output import outcome_items, response_id, run_id_of, server_labels
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
 from agentmesh.chat.runs.hub import RunChannel
-from agentmesh.chat.runs.store import OverBudget, begin_run
+from agentmesh.chat.runs.repository import OverBudget, begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS, examples_of
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access

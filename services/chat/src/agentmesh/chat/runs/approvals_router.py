@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh.chat.deps import AppState
 from agentmesh.chat.models import Run
-from agentmesh.chat.runs.approvals import CLAIM, Resume
+from agentmesh.chat.runs.approvals import Resume
 from agentmesh.chat.runs.executor import RunPlan
+from agentmesh.chat.runs.repository import CLAIM
 from agentmesh.chat.runs.router import RunOut, settled
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to

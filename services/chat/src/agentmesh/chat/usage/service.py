@@ -2,7 +2,7 @@
 
 A run's usage lives on its row, so a report is one ``GROUP BY`` over a workspace's runs
 (the caller's own, or every member's). Budgets (a member's in a workspace, or a whole
-workspace's: ``user_id`` ``WHOLE_WORKSPACE``) are enforced by ``runs.store.reserve_budget``;
+workspace's: ``user_id`` ``WHOLE_WORKSPACE``) are enforced by ``runs.repository.reserve_budget``;
 here they are set, read and removed.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.models import WHOLE_WORKSPACE
-from agentmesh.chat.runs.store import this_month
+from agentmesh.chat.runs.repository import this_month
 from agentmesh.chat.usage import repository
 from agentmesh.chat.usage.schemas import (
     BudgetIn,
