@@ -332,7 +332,8 @@ async def keyword_quality(
     candidates were chosen. Not timed."""
     from sqlalchemy import text
 
-    from agentmesh.agents.knowledge.search import FREQUENCIES, SETTINGS, plan_keyword
+    from agentmesh.agents.knowledge.repository import FREQUENCIES, SETTINGS
+    from agentmesh.agents.knowledge.search import plan_keyword
     from agentmesh.agents.settings import AgentsSettings
 
     cap = AgentsSettings.model_fields["keyword_candidate_cap"].default

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -78,3 +79,20 @@ async def test_the_reader_runs_each_statement_on_its_own_on_the_same_pool(databa
             assert (await conn.execute(text("SELECT txid_current()"))).scalar_one() == one
     finally:
         await engine.dispose()
+
+
+async def test_checkout_waits_are_timed_under_the_service_name_across_a_recreated_pool(
+    database_url,
+):
+    # dispose() replaces the pool with a fresh one (``recreate``): its checkouts still count
+    # for the service, and no series without a service name appears.
+    engine = db.create_engine(_settings(database_url), application_name="agentmesh-waitprobe")
+    try:
+        await _backend_pid(engine)
+        await engine.dispose()
+        await _backend_pid(engine)
+    finally:
+        await engine.dispose()
+    count = "agentmesh_db_pool_checkout_wait_seconds_count"
+    assert REGISTRY.get_sample_value(count, {"service": "waitprobe"}) == 2
+    assert REGISTRY.get_sample_value(count, {"service": ""}) is None

@@ -147,6 +147,44 @@ async def test_listing_pages_filters_and_sorts(agents, user):
     assert (await agents.get(AGENTS, params={"sort": "name"}, headers=headers)).status_code == 422
 
 
+async def test_cursors_page_a_filtered_oldest_first_listing(agents, user):
+    headers = user()
+    tag = f"t{uuid.uuid4().hex[:6]}"
+    ids = []
+    for i in range(5):
+        body = {**KEEPER, "name": f"Pager {i}", "tags": [tag] if i != 2 else []}
+        ids.append((await agents.post(AGENTS, json=body, headers=headers)).json()["id"])
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 1, "tag": tag, "q": "pager", "sort": "updated_at"}
+        page = await agents.get(
+            AGENTS, params={**params, **({"cursor": cursor} if cursor else {})}, headers=headers
+        )
+        assert page.status_code == 200, page.text
+        seen += [a["id"] for a in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [ids[0], ids[1], ids[3], ids[4]]  # oldest first, each once, tagged only
+
+
+async def test_reads_answer_what_writes_answer_as_documented(agents, user):
+    headers = user()
+    # Numbers keep their JSON form through jsonb: a big integer, a small float.
+    body = {**KEEPER, "temperature": 0.7, "metadata": {"n": 2**70, "x": 1e-7}}
+    created = await agents.post(AGENTS, json=body, headers=headers)
+    got = await agents.get(f"{AGENTS}/{created.json()['id']}", headers=headers)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/json"
+    assert got.content == created.content and got.headers["etag"] == '"1"'
+    assert b'"n":1180591620717411303424,"x":1e-7' in got.content
+    page = (await agents.get(AGENTS, headers=headers)).json()
+    assert page == {"items": [got.json()], "next_cursor": None}
+    paths = (await agents.get("/openapi.json")).json()["paths"]
+    for path, model in ((AGENTS, "AgentPage"), (AGENTS + "/{agent_id}", "AgentOut")):
+        schema = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith(f"/{model}")
+
+
 async def test_deleted_agents_are_gone_and_say_so(agents, user, outbox_events):
     headers = user()
     agent = (await agents.post(AGENTS, json=KEEPER, headers=headers)).json()

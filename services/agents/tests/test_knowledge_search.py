@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.agents.knowledge import service
 from agentmesh.agents.knowledge.models import KnowledgeBase
-from agentmesh.agents.knowledge.search import all_of, any_of, plan_keyword, tsquery_term
+from agentmesh.agents.knowledge.repository import all_of, any_of, tsquery_term
+from agentmesh.agents.knowledge.search import plan_keyword
 
 KBS = "/api/v1/knowledge-bases"
 #: Each paragraph is one chunk at chunk_size 200 (two never fit in one).

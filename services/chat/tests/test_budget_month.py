@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from agentmesh.chat.runs.store import this_month
+from agentmesh.chat.runs.repository import this_month
 
 from .test_orphans import sql
 from .test_usage_budgets import BUDGETS, run_of, turn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 CONV = "/api/v1/conversations"
 
@@ -153,3 +154,85 @@ async def test_a_title_is_generated_unless_switched_off(chat, make_agent, token_
         await asyncio.sleep(0.05)
     assert title and len(title) <= 200
     assert (await chat.get(f"{CONV}/{plain['id']}", headers=headers)).json()["title"] is None
+
+
+async def _walk(chat, url: str, headers: dict, limit: int) -> list[list[dict]]:
+    """Every page of a list, following ``next_cursor`` until it is null."""
+    pages, cursor = [], None
+    while True:
+        params = {"limit": limit} if cursor is None else {"limit": limit, "cursor": cursor}
+        response = await chat.get(url, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"items", "next_cursor"}
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) < 10
+
+
+async def test_conversations_and_messages_come_in_pages(chat, make_agent, token_issuer):
+    headers = token_issuer.headers()
+    agent = await make_agent(headers)
+    made = [
+        (
+            await chat.post(CONV, json={"agent_id": agent["id"], "title": f"T{i}"}, headers=headers)
+        ).json()
+        for i in range(3)
+    ]
+    pages = await _walk(chat, CONV, headers, limit=2)
+    assert [len(page) for page in pages] == [2, 1]
+    assert [c for page in pages for c in page] == made[::-1]  # newest first, as created
+    assert [len(page) for page in await _walk(chat, CONV, headers, limit=3)] == [3]
+
+    url = f"{CONV}/{made[0]['id']}/messages"
+    assert (await chat.get(url, headers=headers)).json() == {"items": [], "next_cursor": None}
+    for question in ("One", "Two"):
+        await chat.post(url, json={"content": question}, headers=headers)
+    everything = (await chat.get(url, headers=headers)).json()
+    assert everything["next_cursor"] is None and len(everything["items"]) == 4
+    assert [m["role"] for m in everything["items"]] == ["user", "assistant"] * 2
+    assert everything["items"][0]["content"] == "One"
+    pages = await _walk(chat, url, headers, limit=3)
+    assert [len(page) for page in pages] == [3, 1]
+    assert [m for page in pages for m in page] == everything["items"]  # oldest first
+    assert [len(page) for page in await _walk(chat, url, headers, limit=2)] == [2, 2]
+
+
+async def test_anothers_conversation_is_404_whatever_the_cursor(chat, make_agent, token_issuer):
+    owner, stranger = token_issuer.headers(), token_issuer.headers()
+    agent = await make_agent(owner)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=owner)).json()
+    url = f"{CONV}/{conversation['id']}/messages"
+    for question in ("One", "Two"):
+        await chat.post(url, json={"content": question}, headers=owner)
+    first = (await chat.get(url, params={"limit": 1}, headers=owner)).json()
+    assert len(first["items"]) == 1 and first["next_cursor"]
+    for cursor in (first["next_cursor"], "nonsense"):
+        for headers, path in ((stranger, url), (owner, f"{CONV}/{uuid.uuid4()}/messages")):
+            refused = await chat.get(path, params={"cursor": cursor}, headers=headers)
+            assert refused.status_code == 404, (cursor, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["type"].endswith("/conversation-not-found")
+    bad = await chat.get(url, params={"cursor": "nonsense"}, headers=owner)
+    assert bad.status_code == 400 and bad.json()["type"].endswith("/invalid-cursor")
+    # The stranger's own list, whatever the cursor, shows nothing of the owner's.
+    theirs = await chat.get(CONV, params={"cursor": first["next_cursor"]}, headers=stranger)
+    assert theirs.status_code == 200 and theirs.json() == {"items": [], "next_cursor": None}
+
+
+async def test_a_platform_admin_reads_any_conversations_messages(chat, make_agent, token_issuer):
+    owner, admin = token_issuer.headers(), token_issuer.headers(roles=("admin",))
+    agent = await make_agent(owner)
+    conversation = (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=owner)).json()
+    url = f"{CONV}/{conversation['id']}/messages"
+    await chat.post(url, json={"content": "Hello"}, headers=owner)
+    history = (await chat.get(url, headers=owner)).json()
+    assert len(history["items"]) == 2
+    assert (await chat.get(url, headers=admin)).json() == history
+    page = (await chat.get(url, params={"limit": 1}, headers=admin)).json()
+    rest = await chat.get(url, params={"cursor": page["next_cursor"]}, headers=admin)
+    assert page["items"] + rest.json()["items"] == history["items"]
+    # Lists stay private even to platform admins.
+    assert (await chat.get(CONV, headers=admin)).json()["items"] == []

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from agentmesh.chat.app import create_app as create_chat
 from agentmesh.chat.models import new_id
-from agentmesh.chat.runs.store import start_run, this_month
+from agentmesh.chat.runs.repository import start_run, this_month
 from agentmesh.shared.events.streams import RUNS_STREAM, RUNS_SUBJECT_PREFIX
 from agentmesh.shared.testing.fixtures import app_client, serve_app
 from agentmesh.shared.testing.openai_server import FakeOpenAI

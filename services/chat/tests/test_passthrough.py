@@ -15,6 +15,7 @@ from agentmesh.chat.openai_compat import passthrough
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.shared.testing.openai_server import FakeOpenAI
 
+from .test_conversations import CONV, parse_sse
 from .test_openai_compat import COMPLETIONS, WEATHER, assert_openai_error, data_lines
 
 REPLY = " ".join(f"word{i}" for i in range(12))
@@ -72,7 +73,11 @@ def test_only_the_plain_case_takes_the_lean_path():
     assert not passthrough.applies(plan(config=config | {"fallbacks": [{"model": "other"}]}))
     assert not passthrough.applies(plan(client_tools=[WEATHER]))
     assert not passthrough.applies(plan(response_format={"type": "json_object"}))
-    assert not passthrough.applies(plan(conversation_id=uuid.uuid4()))
+    turn = {"conversation_id": uuid.uuid4(), "parent_id": uuid.uuid4()}
+    assert passthrough.applies(plan(**turn))  # a conversation's turn too
+    assert not passthrough.applies(plan(**turn, title_seed="hi"))  # named by LangChain's model
+    summarized = config | {"memory": {"summarize": True}}
+    assert not passthrough.applies(plan(**turn, config=summarized))
     calls = [{"id": "c1", "name": "get_weather", "args": {}}]
     assert not passthrough.applies(
         plan(history=[AIMessage("", tool_calls=calls), ToolMessage("sunny", tool_call_id="c1")])
@@ -118,6 +123,53 @@ async def test_a_streamed_completion_sends_what_langchain_sent_and_records_the_r
     assert run["status"] == "completed" and run["provider"] == "openai"
     assert run["output_tokens"] == usage["completion_tokens"]
     assert run["input_tokens"] == usage["prompt_tokens"] and run["ttft_ms"] is not None
+
+
+async def test_a_conversations_turns_stream_and_are_kept(chat, lean_agent, fake_llm):
+    headers, agent = lean_agent
+    body = {"agent_id": agent["id"], "title": "Named"}  # no title to generate
+    conversation = (await chat.post(CONV, json=body, headers=headers)).json()
+    url = f"{CONV}/{conversation['id']}/messages"
+    for question in ("hi", "and then?"):
+        response = await chat.post(url, json={"content": question, "stream": True}, headers=headers)
+        assert response.status_code == 200, response.text
+        events = parse_sse(response.text)
+        kinds = [e["event"] for e in events]
+        assert kinds[0] == "run.started" and kinds[-2:] == ["message.completed", "done"]
+        text = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
+        assert text == REPLY
+        completed = events[-2]["data"]
+        assert completed["content"] == REPLY and completed["provider"] == "openai"
+        assert completed["usage"]["output_tokens"] > 0
+    assert fake_llm.requests[-1].body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": REPLY},
+        {"role": "user", "content": "and then?"},
+    ]
+    history = (await chat.get(url, headers=headers)).json()["items"]
+    assert [(m["role"], m["content"]) for m in history] == [
+        ("user", "hi"),
+        ("assistant", REPLY),
+        ("user", "and then?"),
+        ("assistant", REPLY),
+    ]
+    assert history[-1]["id"] == completed["message_id"]
+    assert history[-1]["parent_id"] == history[-2]["id"]
+    run = (await chat.get(f"/api/v1/runs/{response.headers['x-run-id']}", headers=headers)).json()
+    assert run["status"] == "completed" and run["conversation_id"] == conversation["id"]
+
+
+async def test_runs_one_after_another_reuse_the_providers_connection(chat, lean_agent, fake_llm):
+    """A stream read to ``[DONE]`` only leaves the end of its body unread, which closes
+    the connection: each run would connect again before its first token."""
+    headers, agent = lean_agent
+    body = {"model": agent["id"], "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        response = await chat.post(COMPLETIONS, headers=headers, json=body)
+        assert data_lines(response.text)[-1] == "[DONE]"
+    assert fake_llm.chat_attempts == 3
+    assert len(fake_llm.peers) == 1
 
 
 async def test_a_rate_limit_is_retried_before_the_first_token(chat, lean_agent, fake_llm):

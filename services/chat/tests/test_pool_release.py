@@ -11,7 +11,7 @@ import pytest
 
 from agentmesh.chat.app import create_app as create_chat
 from agentmesh.chat.models import new_id
-from agentmesh.chat.runs.store import start_run
+from agentmesh.chat.runs.repository import start_run
 from agentmesh.shared.testing.fixtures import app_client
 
 from .conftest import chat_settings

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from agentmesh.chat.app import create_app as create_chat
 from agentmesh.chat.models import new_id
-from agentmesh.chat.runs.store import reserve_budget, start_run
+from agentmesh.chat.runs.repository import reserve_budget, start_run
 from agentmesh.shared.testing.fixtures import app_client
 
 from . import workspaces

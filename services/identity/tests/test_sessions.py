@@ -6,6 +6,7 @@ import asyncio
 
 REFRESH = "/api/v1/auth/refresh"
 ME = "/api/v1/users/me"
+SESSIONS = "/api/v1/auth/sessions"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -65,6 +66,35 @@ async def test_logout_ends_only_the_current_session(identity, make_account, logi
     dead = await identity.post(REFRESH, json={"refresh_token": account.refresh_token})
     assert dead.status_code == 401
     assert (await identity.get(ME, headers=bearer(other["access_token"]))).status_code == 200
+
+
+async def test_a_verified_token_is_refused_once_its_session_ends(identity, make_account):
+    """Tokens are verified once and remembered until they expire; logging out still
+    refuses the remembered token, on the read path and on the routes that write."""
+    account = await make_account()
+    for _ in range(2):  # the second use is answered from the verified-token cache
+        assert (await identity.get(ME, headers=account.headers)).status_code == 200
+    assert (await identity.get(SESSIONS, headers=account.headers)).status_code == 200
+    response = await identity.post("/api/v1/auth/logout", headers=account.headers)
+    assert response.status_code == 204
+    for path in (ME, SESSIONS):
+        refused = await identity.get(path, headers=account.headers)
+        assert refused.status_code == 401
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["detail"] == "session ended"
+
+
+async def test_a_verified_token_is_refused_once_its_user_is_deactivated(identity, make_account):
+    admin = await make_account(admin=True)
+    user = await make_account()
+    assert (await identity.get(ME, headers=user.headers)).status_code == 200
+    assert (await identity.get(SESSIONS, headers=user.headers)).status_code == 200
+    deactivated = await identity.post(f"/api/v1/users/{user.id}/deactivate", headers=admin.headers)
+    assert deactivated.status_code == 200
+    for path in (ME, SESSIONS):
+        refused = await identity.get(path, headers=user.headers)
+        assert refused.status_code == 401
+        assert refused.json()["detail"] == "account is not active"
 
 
 async def test_logout_all_ends_every_session(identity, make_account, login):

@@ -48,6 +48,9 @@ POOL_WAIT = Histogram(
 )
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: At most this many bound series per app; beyond it (never, with route templates as
+#: labels) ``.labels()`` is called per request as before.
+_MAX_BOUND_SERIES = 1024
 
 
 class HttpMetricsMiddleware:
@@ -65,6 +68,18 @@ class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        #: ``HTTP_DURATION``'s child per (route template, method, status class), bound once:
+        #: ``.labels()`` on every request cost more than the observation itself.
+        self._series: dict[tuple[str, str, int], Histogram] = {}
+
+    def _histogram(self, template: str, method: str, status: int) -> Histogram:
+        key = (template, method, status // 100)
+        series = self._series.get(key)
+        if series is None:
+            series = HTTP_DURATION.labels(self.service, template, method, f"{key[2]}xx")
+            if len(self._series) < _MAX_BOUND_SERIES:
+                self._series[key] = series
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,12 +108,8 @@ class HttpMetricsMiddleware:
                 or "unmatched"
             )
             method = scope.get("method", "GET")
-            HTTP_DURATION.labels(
-                self.service,
-                template,
-                method if method in _METHODS else "_OTHER",
-                f"{status // 100}xx",
-            ).observe(elapsed)
+            method_label = method if method in _METHODS else "_OTHER"
+            self._histogram(template, method_label, status).observe(elapsed)
             _access_log(scope, method, template, status, elapsed, sent)
 
 
@@ -115,31 +126,32 @@ def _access_log(
         return
     state = scope.get("state") or {}
     client = state.get("client_ip") or (scope.get("client") or ("", 0))[0]
-    ACCESS_LOG.log(
-        level,
-        "%s %s %d",
-        method,
-        template,
-        status,
-        extra={
-            "http_method": method,
-            "http_route": template,
-            "http_status": status,
-            "duration_ms": round(elapsed * 1000, 3),
-            "bytes_sent": sent,
-            "client_ip": client,
-            "user_id": state.get("principal_user_id"),
-            "api_key_id": state.get("principal_api_key_id"),
-        },
+    # What ``ACCESS_LOG.log(level, ..., extra=...)`` does, less the walk up the stack for
+    # the caller's file and line (always this function; no formatter prints them).
+    args = (method, template, status)
+    record = ACCESS_LOG.makeRecord(
+        ACCESS_LOG.name, level, __file__, 0, "%s %s %d", args, None, "_access_log"
     )
+    fields = record.__dict__  # the ``extra`` fields, set as makeRecord would
+    fields["http_method"] = method
+    fields["http_route"] = template
+    fields["http_status"] = status
+    fields["duration_ms"] = round(elapsed * 1000, 3)
+    fields["bytes_sent"] = sent
+    fields["client_ip"] = client
+    fields["user_id"] = state.get("principal_user_id")
+    fields["api_key_id"] = state.get("principal_api_key_id")
+    ACCESS_LOG.handle(record)
 
 
 class MeasuredPool(AsyncAdaptedQueuePool):
     """The async engine's usual pool, counting waiters and timing each checkout."""
 
+    _wait: Histogram | None  # ``POOL_WAIT``'s child for ``service``
+
     def __init__(self, *args: Any, service: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.service = service
+        self.service = service  # ``POOL_WAIT``'s child, bound once (not per checkout)
         self.waiting = 0
         self._lock = threading.Lock()
         _POOLS.add(self)
@@ -153,7 +165,19 @@ class MeasuredPool(AsyncAdaptedQueuePool):
         finally:
             with self._lock:
                 self.waiting -= 1
-            POOL_WAIT.labels(self.service).observe(time.perf_counter() - started)
+            wait = self._wait
+            if wait is None:  # bound at the first checkout: no series before one
+                wait = self._wait = POOL_WAIT.labels(self._service)
+            wait.observe(time.perf_counter() - started)
+
+    @property
+    def service(self) -> str:
+        return self._service
+
+    @service.setter
+    def service(self, service: str) -> None:
+        self._service = service
+        self._wait = None
 
     def recreate(self) -> MeasuredPool:
         pool = cast(MeasuredPool, super().recreate())  # built as self.__class__

@@ -2,9 +2,10 @@
 orphan watch and the OpenAI-compatible service take a ``ChatState``, not ``Any``.
 
 ``ServiceRuntime.create_app`` sets ``runtime``, ``settings``, ``sessionmaker`` and
-``outbox``; chat's ``create_app`` adds ``hub``, ``agents_client``, ``executor`` and
-``run_watch``. Starlette's ``State`` holds them as plain attributes, so the app's state
-satisfies this protocol as it is (``cast`` where mypy sees a ``State``).
+``outbox``; chat's ``create_app`` adds ``hub``, ``agents_client``, ``profiles``,
+``executor`` and ``run_watch``. Starlette's ``State`` holds them as plain attributes, so
+the app's state satisfies this protocol as it is (``cast`` where mypy sees a ``State``;
+routes take it as ``chat.deps.AppState``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from agentmesh.chat.agents_client import AgentsClient
     from agentmesh.chat.runs.executor import RunExecutor
     from agentmesh.chat.runs.hub import RunHub
+    from agentmesh.chat.runs.templating import Profiles
     from agentmesh.chat.settings import ChatSettings
     from agentmesh.shared.events.outbox import Outbox
     from agentmesh.shared.runtime import ServiceRuntime
@@ -28,7 +30,11 @@ class ChatState(Protocol):
     runtime: ServiceRuntime
     settings: ChatSettings
     sessionmaker: async_sessionmaker[AsyncSession]
+    #: The engine's autocommit twin (``shared.db.create_reader``): one statement, no
+    #: transaction around it.
+    reader: AsyncEngine
     outbox: Outbox
     hub: RunHub
     agents_client: AgentsClient
     executor: RunExecutor
+    profiles: Profiles

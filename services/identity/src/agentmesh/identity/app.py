@@ -140,11 +140,13 @@ def create_app(settings: IdentitySettings | None = None, **runtime_options: obje
     app = runtime.create_app(
         title="AgentMesh identity",
         description="Accounts, sessions, workspaces, API keys and signing keys.",
+        # First: the busiest read (GET /users/me) is matched before the other routers'
+        # routes are tried (no paths overlap, so the order changes nothing else).
         routers=[
+            users_router,
             auth_router,
             sessions_router,
             oidc_router,
-            users_router,
             workspaces_router,
             api_keys_router,
             keys_router,

@@ -52,7 +52,8 @@ class FakeOpenAI:
     ``tool_call`` (``{"name", "arguments"}``) makes every user turn with tools a tool call.
     Without it, a user message saying ``call <tool>`` calls that tool with ``{}``. After a
     ``tool`` message, the answer quotes the tool result. ``requests`` and ``attempts`` (per
-    path, failed attempts included) let tests assert what was sent and how often.
+    path, failed attempts included) let tests assert what was sent and how often; ``peers``
+    over how many connections.
     """
 
     api_key: str | None = "test-key"
@@ -64,6 +65,9 @@ class FakeOpenAI:
     models: tuple[str, ...] = ("fake-model",)
     requests: list[RecordedRequest] = field(default_factory=list)
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: The client addresses (host, port) requests came from: one per connection, so a
+    #: client that keeps its connection alive shows one.
+    peers: set[tuple[str, int]] = field(default_factory=set)
     base_url: str = field(default="", init=False)
     _failures: collections.deque[str] = field(default_factory=collections.deque, init=False)
     _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
@@ -117,6 +121,8 @@ class FakeOpenAI:
         """Record the attempt. Returns the body and either a response to send instead
         (401, 400, 429, 500, timeout), a failure kind for the body, or None."""
         self.attempts[request.path] += 1
+        if request.transport is not None:
+            self.peers.add(tuple(request.transport.get_extra_info("peername")[:2]))
         authorized = self.api_key is None or (
             request.headers.get("Authorization") == f"Bearer {self.api_key}"
         )

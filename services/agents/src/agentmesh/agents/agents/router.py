@@ -17,13 +17,16 @@ from agentmesh.agents.agents.schemas import (
     VersionPage,
 )
 from agentmesh.agents.workspaces import FORBIDDEN, AgentsRead, AgentsWrite
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import ReadConnection, Session
 from agentmesh.shared.deps import AppOutbox
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.pagination import CURSOR_RESPONSES, DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=FORBIDDEN)
 IfMatch = Annotated[str | None, Header(description="An ETag from a read; 412 when stale")]
+#: The reads answer their body serialized once (``service.out_json``, ``page_json``);
+#: ``response_model`` still documents it.
+JSON = "application/json"
 NOT_YOURS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such agent in your workspace"}
 }
@@ -54,30 +57,27 @@ async def create_agent(
 @router.get("", response_model=AgentPage, responses=CURSOR_RESPONSES)
 async def list_agents(
     caller: AgentsRead,
-    session: Session,
+    connection: ReadConnection,
     tag: Annotated[str | None, Query(max_length=50)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
     sort: Sort = "-created_at",
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> AgentPage:
+) -> Response:
     """The workspace's agents, newest first by default, one page at a time."""
     items, next_cursor = await service.list_agents(
-        session, caller, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
+        connection, caller, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
     )
-    return AgentPage(
-        items=[service.to_out(row, row.config) for row in items], next_cursor=next_cursor
-    )
+    return Response(service.page_json(items, next_cursor), media_type=JSON)
 
 
 @router.get("/{agent_id}", response_model=AgentOut, responses=NOT_YOURS)
 async def get_agent(
-    agent_id: uuid.UUID, caller: AgentsRead, response: Response, session: Session
-) -> AgentOut:
+    agent_id: uuid.UUID, caller: AgentsRead, connection: ReadConnection
+) -> Response:
     """One agent's current config; the ``ETag`` names its version."""
-    row = await service.current(session, caller, agent_id)
-    response.headers["ETag"] = service.etag(row)
-    return service.to_out(row, row.config)
+    row = await service.current(connection, caller, agent_id)
+    return Response(service.out_json(row), media_type=JSON, headers={"ETag": service.etag(row)})
 
 
 @router.patch(

@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Row, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.agents.agents import repository
 from agentmesh.agents.agents.models import Agent, AgentVersion
@@ -16,6 +16,7 @@ from agentmesh.agents.agents.schemas import (
     AgentCreate,
     AgentFields,
     AgentOut,
+    AgentPage,
     FallbackModel,
     KnowledgeConfig,
     MemoryConfig,
@@ -229,14 +230,38 @@ def _config(fields: AgentFields, base: dict[str, Any] | None = None) -> dict[str
 
 
 def to_out(agent: Agent | Row[Any], config: dict[str, Any]) -> AgentOut:
-    return AgentOut(
-        id=agent.id,
-        owner_id=agent.owner_id,
-        workspace_id=agent.workspace_id,
-        version=agent.version,
-        created_at=agent.created_at,
-        updated_at=agent.updated_at,
+    return AgentOut.model_validate(_out_fields(agent, config))
+
+
+def _out_fields(agent: Agent | Row[Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``AgentOut``'s fields: the config, with the agent's own columns."""
+    return {
         **config,
+        "id": agent.id,
+        "owner_id": agent.owner_id,
+        "workspace_id": agent.workspace_id,
+        "version": agent.version,
+        "created_at": agent.created_at,
+        "updated_at": agent.updated_at,
+    }
+
+
+_OUT_JSON = TypeAdapter(AgentOut)
+_PAGE_JSON = TypeAdapter(AgentPage)
+
+
+def out_json(row: Row[Any]) -> bytes:
+    """A read's body: ``AgentOut`` of a ``repository`` row, validated and serialized once,
+    as FastAPI would serialize the model (``response_model``)."""
+    return _OUT_JSON.dump_json(to_out(row, row.config))
+
+
+def page_json(rows: list[Row[Any]], next_cursor: str | None) -> bytes:
+    """A page's body: ``AgentPage`` of ``repository`` rows, validated in one call and
+    serialized once."""
+    items = [_out_fields(row, row.config) for row in rows]
+    return _PAGE_JSON.dump_json(
+        _PAGE_JSON.validate_python({"items": items, "next_cursor": next_cursor})
     )
 
 
@@ -381,18 +406,18 @@ async def soft_delete(
 # ---------------------------------------------------------------------- reads
 
 
-async def current(session: AsyncSession, access: Access, agent_id: uuid.UUID) -> Row[Any]:
+async def current(connection: AsyncConnection, access: Access, agent_id: uuid.UUID) -> Row[Any]:
     """The agent with its current config, if live and of the caller's workspace (or the
     caller is a platform admin): one statement (``repository.current``)."""
     workspace = None if access.is_platform_admin else access.workspace_id
-    row = await repository.current(session, agent_id, workspace)
+    row = await repository.current(connection, agent_id, workspace)
     if row is None:
         raise AgentNotFound("No such agent.")
     return row
 
 
 async def list_agents(
-    session: AsyncSession,
+    connection: AsyncConnection,
     access: Access,
     *,
     tag: str | None,
@@ -403,7 +428,7 @@ async def list_agents(
 ) -> tuple[list[Row[Any]], str | None]:
     """One page of the workspace's agents, each row with its current config."""
     return await repository.page(
-        session, access.workspace_id, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
+        connection, access.workspace_id, tag=tag, q=q, sort=sort, limit=limit, cursor=cursor
     )
 
 

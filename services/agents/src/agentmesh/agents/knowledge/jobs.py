@@ -4,7 +4,7 @@ A document waits as ``pending``; a worker claims it (``indexing``, ``lease_owner
 ``lease_expires_at``) and renews the lease while it works. A lease that runs out (its
 replica died) makes the document claimable again. Claims are serialized by an advisory
 lock so the per-user cap holds across replicas, and rows another transaction holds are
-skipped (``FOR UPDATE SKIP LOCKED``).
+skipped (``FOR UPDATE SKIP LOCKED``); that SQL is ``repository.CLAIM``.
 """
 
 from __future__ import annotations
@@ -14,48 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agentmesh.agents.knowledge import repository
 from agentmesh.agents.knowledge.models import Chunk, Document, KnowledgeBase
 from agentmesh.shared.events.contracts import KnowledgeDocumentIndexed
 from agentmesh.shared.events.outbox import Outbox
 
-CLAIM_LOCK = (27501, 0)  # pg_advisory_xact_lock key: one claim at a time, every replica
 INSERT_BATCH = 500
-
-# Fair across owners: each owner's waiting documents are ranked oldest first, and a
-# document's turn is its rank plus the owner's running jobs. Lower turns go first, so one
-# owner's 200 uploads take one slot while the next owner's first upload takes the next.
-# A turn over the per-user cap waits.
-CLAIM = text("""
-WITH running AS (
-    SELECT owner_id, count(*) AS n FROM agents.documents
-    WHERE status = 'indexing' AND lease_expires_at > now()
-    GROUP BY owner_id
-), waiting AS (
-    SELECT d.id, d.owner_id, d.created_at,
-           row_number() OVER (PARTITION BY d.owner_id ORDER BY d.created_at, d.id) AS rank
-    FROM agents.documents d
-    WHERE d.status = 'pending'
-       OR (d.status = 'indexing' AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now()))
-), fair AS (
-    SELECT w.id, w.rank + coalesce(r.n, 0) AS turn, w.created_at
-    FROM waiting w LEFT JOIN running r USING (owner_id)
-    WHERE w.rank + coalesce(r.n, 0) <= :per_user
-), picked AS (
-    SELECT d.id FROM agents.documents d JOIN fair f USING (id)
-    ORDER BY f.turn, f.created_at, d.id
-    LIMIT :slots
-    FOR UPDATE OF d SKIP LOCKED
-)
-UPDATE agents.documents d
-SET status = 'indexing', lease_owner = :worker,
-    lease_expires_at = now() + make_interval(secs => :lease),
-    error = NULL, chunks_done = 0, chunks_total = NULL, updated_at = now()
-FROM picked WHERE d.id = picked.id
-RETURNING d.id
-""")
 
 
 @dataclass
@@ -87,11 +54,9 @@ async def claim(
     if slots <= 0:
         return []
     async with sessionmaker() as session, session.begin():
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": CLAIM_LOCK[0], "b": CLAIM_LOCK[1]}
+        ids = await repository.claim_ids(
+            session, worker, slots=slots, per_user=per_user, lease_seconds=lease_seconds
         )
-        params = {"worker": worker, "slots": slots, "per_user": per_user, "lease": lease_seconds}
-        ids = list(await session.scalars(CLAIM, params))
         if not ids:
             return []
         rows = await session.execute(
@@ -127,7 +92,7 @@ async def heartbeat(
                 Document.status == "indexing",
             )
             .values(
-                lease_expires_at=text("now() + make_interval(secs => :lease)"),
+                lease_expires_at=repository.LEASE_FROM_NOW,
                 chunks_done=job.done,
                 chunks_total=job.total,
             )
@@ -224,7 +189,7 @@ async def _finish(
             lease_expires_at=None,
             chunks_done=chunks if status == "ready" else job.done,
             chunks_total=job.total,
-            updated_at=text("now()"),
+            updated_at=repository.NOW,
         )
         .execution_options(synchronize_session=False)
     )

@@ -1,8 +1,8 @@
 """The agents service's ingest metrics (served with the shared ones at ``GET /metrics``).
 
 - ``agentmesh_agents_ingest_jobs_queued``: documents waiting for a worker, every replica's
-  (a count over the queue's partial index, refreshed by each worker's claim loop at most
-  every ``AGENTMESH_METRICS_REFRESH_SECONDS``);
+  (``repository.count_queued``, over the queue's partial index, refreshed by each worker's
+  claim loop at most every ``AGENTMESH_METRICS_REFRESH_SECONDS``);
 - ``agentmesh_agents_ingest_jobs_running``: documents this replica's workers index now
   (read at scrape time from the live workers);
 - ``agentmesh_agents_ingest_jobs_finished_total{status}``: jobs this replica finished,
@@ -20,7 +20,6 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
 QUEUED = Gauge(
     "agentmesh_agents_ingest_jobs_queued", "Documents waiting to be indexed (all replicas)."
@@ -31,9 +30,6 @@ FINISHED = Counter(
 CHUNKS_EMBEDDED = Counter(
     "agentmesh_agents_ingest_chunks_embedded", "Chunks embedded, by embedder.", ["embedder"]
 )
-
-#: Served by ``ix_documents_queue`` (status pending or indexing).
-COUNT_QUEUED = text("SELECT count(*) FROM agents.documents WHERE status = 'pending'")
 
 _WORKERS: weakref.WeakSet[Any] = weakref.WeakSet()
 

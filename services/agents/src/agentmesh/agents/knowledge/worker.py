@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentmesh.agents.knowledge import ingest, jobs, metrics
+from agentmesh.agents.knowledge import ingest, jobs, metrics, repository
 from agentmesh.agents.knowledge.embedding import Embedder
 from agentmesh.agents.knowledge.models import KnowledgeBase
 from agentmesh.agents.settings import AgentsSettings
@@ -144,7 +144,7 @@ class IngestWorker:
     async def _measure_queue(self) -> None:
         try:
             async with self.sessionmaker() as session:
-                metrics.QUEUED.set(await session.scalar(metrics.COUNT_QUEUED) or 0)
+                metrics.QUEUED.set(await repository.count_queued(session))
         except Exception as exc:  # the gauge keeps its last value
             logger.debug("ingest queue not measured: %s", exc)
 

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from sqlalchemy import select
 
-from agentmesh.chat.conversations import service
+from agentmesh.chat.conversations import repository, service
 from agentmesh.chat.conversations.schemas import (
     ConversationCreate,
     ConversationOut,
@@ -22,9 +21,11 @@ from agentmesh.chat.conversations.schemas import (
     RegenerateIn,
 )
 from agentmesh.chat.conversations.turns import start_turn
-from agentmesh.chat.models import AgentSnapshot, Conversation, Message
+from agentmesh.chat.deps import AppState
+from agentmesh.chat.models import AgentSnapshot, Conversation
 from agentmesh.shared.access import Access, access_to
-from agentmesh.shared.db import Session
+from agentmesh.shared.db import ReadConnection, Session
+from agentmesh.shared.deps import AppOutbox
 from agentmesh.shared.errors import NotFound
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
 from agentmesh.shared.openapi import sse_content
@@ -58,7 +59,7 @@ TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses={403: NOT_YOURS[403], 404: {"description": "No such agent in your workspace"}},
 )
 async def create(
-    body: ConversationCreate, caller: Chatter, session: Session, request: Request
+    body: ConversationCreate, caller: Chatter, session: Session, outbox: AppOutbox
 ) -> ConversationOut:
     """Start a conversation with an agent of your workspace. It stays yours: other
     members of the workspace don't see it."""
@@ -81,7 +82,7 @@ async def create(
     session.add(conversation)
     await session.flush()
     await session.refresh(conversation)
-    await request.app.state.outbox.add(
+    await outbox.add(
         session,
         ConversationCreated(
             conversation_id=conversation.id,
@@ -96,22 +97,13 @@ async def create(
 @router.get("", response_model=ConversationPage, responses=CURSOR_RESPONSES)
 async def list_conversations(
     caller: Chatter,
-    session: Session,
+    connection: ReadConnection,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
-) -> ConversationPage:
+) -> Any:
     """Your conversations in the workspace your token is bound to, newest first."""
-    rows, next_cursor = await service.page(
-        session,
-        service.visible(select(Conversation), caller),
-        Conversation,
-        cursor,
-        limit,
-        newest_first=True,
-    )
-    return ConversationPage(
-        items=[ConversationOut.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    rows, next_cursor = await repository.conversations(connection, caller, cursor, limit)
+    return {"items": rows, "next_cursor": next_cursor}  # the response model reads the rows
 
 
 @router.get("/{conversation_id}", response_model=ConversationOut, responses=NOT_YOURS)
@@ -135,12 +127,12 @@ async def rename(
 
 @router.delete("/{conversation_id}", status_code=204, responses=NOT_YOURS)
 async def delete(
-    conversation_id: uuid.UUID, caller: Chatter, session: Session, request: Request
+    conversation_id: uuid.UUID, caller: Chatter, session: Session, outbox: AppOutbox
 ) -> Response:
     """Delete a conversation with its messages and runs."""
     conversation = await service.get_owned(session, caller, conversation_id)
     await session.delete(conversation)
-    await request.app.state.outbox.add(
+    await outbox.add(
         session,
         ConversationDeleted(
             conversation_id=conversation.id,
@@ -160,18 +152,14 @@ async def delete(
 async def history(
     conversation_id: uuid.UUID,
     caller: Chatter,
-    session: Session,
+    connection: ReadConnection,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> MessagePage:
+) -> Any:
     """Every message, oldest first: earlier variants (regenerated answers, edited
     questions) are kept and linked by ``parent_id``; the current branch ends at the newest."""
-    await service.get_owned(session, caller, conversation_id)
-    query = select(Message).where(Message.conversation_id == conversation_id)
-    rows, next_cursor = await service.page(
-        session, query, Message, cursor, limit, newest_first=False
-    )
-    return MessagePage(items=[MessageOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    rows, next_cursor = await service.history(connection, caller, conversation_id, cursor, limit)
+    return {"items": rows, "next_cursor": next_cursor}  # the response model reads the rows
 
 
 @router.post("/{conversation_id}/messages", responses=TURN_RESPONSES, response_model=MessageOut)
@@ -180,6 +168,7 @@ async def post_message(
     body: MessageIn,
     caller: Chatter,
     session: Session,
+    state: AppState,
     request: Request,
 ) -> Any:
     """Send a message and run the agent. ``stream: false`` answers with the assistant
@@ -187,7 +176,7 @@ async def post_message(
     ``message.delta``, ``tool.call``, ``tool.result``, ``message.completed`` (with usage),
     ``run.failed`` (problem details), ``run.cancelled``, then ``done``."""
     return await start_turn(
-        request, session, caller, conversation_id, content=body.content, stream=body.stream
+        request, state, session, caller, conversation_id, content=body.content, stream=body.stream
     )
 
 
@@ -202,12 +191,13 @@ async def regenerate(
     body: RegenerateIn,
     caller: Chatter,
     session: Session,
+    state: AppState,
     request: Request,
 ) -> Any:
     """Answer the question of assistant message ``message_id`` again. The new answer
     replaces it in the branch; the old one stays as a prior variant (same ``parent_id``)."""
     return await start_turn(
-        request, session, caller, conversation_id, regenerate=message_id, stream=body.stream
+        request, state, session, caller, conversation_id, regenerate=message_id, stream=body.stream
     )
 
 
@@ -220,12 +210,14 @@ async def edit(
     body: MessageEdit,
     caller: Chatter,
     session: Session,
+    state: AppState,
     request: Request,
 ) -> Any:
     """Edit a user message: the conversation branches from that point (the edited
     question gets a new answer; the old question and everything after it stay as a variant)."""
     return await start_turn(
         request,
+        state,
         session,
         caller,
         conversation_id,

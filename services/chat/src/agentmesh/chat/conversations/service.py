@@ -8,13 +8,13 @@ from collections import OrderedDict
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from sqlalchemy import exists, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, exists, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from agentmesh.chat.conversations import repository
 from agentmesh.chat.models import WHOLE_WORKSPACE, AgentSnapshot, Budget, Conversation
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
-from agentmesh.shared.pagination import paginate
 
 
 class ConversationNotFound(NotFound):
@@ -23,14 +23,6 @@ class ConversationNotFound(NotFound):
 
 class AgentUnavailable(AppError):
     status, type, title = 409, "agent-unavailable", "Conflict"
-
-
-def visible(query: Any, caller: Access) -> Any:
-    """The caller's own conversations in their workspace: private even to the other
-    members of a shared workspace (and, in lists, to platform admins too)."""
-    return query.where(
-        Conversation.workspace_id == caller.workspace_id, Conversation.user_id == caller.user_id
-    )
 
 
 def owns(caller: Access, conversation: Conversation) -> bool:
@@ -46,6 +38,21 @@ async def get_owned(session: AsyncSession, caller: Access, id: uuid.UUID) -> Con
     if conversation is None or not owns(caller, conversation):
         raise ConversationNotFound("No such conversation.")
     return conversation
+
+
+async def history(
+    connection: AsyncConnection,
+    caller: Access,
+    id: uuid.UUID,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Row[Any]], str | None]:
+    """One page of the messages of a conversation the caller may open (``owns``), oldest
+    first, with the next page's cursor; ``ConversationNotFound`` when they may not."""
+    page = await repository.messages(connection, caller, id, cursor, limit)
+    if page is None:
+        raise ConversationNotFound("No such conversation.")
+    return page
 
 
 def budget_applies(workspace_id: Any, user_id: Any) -> Any:
@@ -186,23 +193,3 @@ def after_summary(rows: list[Any], conversation: Any) -> tuple[list[Any], str | 
     if conversation.summary and conversation.summary_upto in ids:
         return rows[ids.index(conversation.summary_upto) + 1 :], conversation.summary
     return rows, None
-
-
-async def page(
-    session: AsyncSession,
-    query: Any,
-    model: Any,
-    cursor: str | None,
-    limit: int,
-    *,
-    newest_first: bool,
-) -> tuple[list[Any], str | None]:
-    """One page of ``query`` by ``(created_at, id)``: the cursor shape every list shares."""
-    return await paginate(
-        session,
-        query,
-        (model.created_at, model.id),
-        limit=limit,
-        cursor=cursor,
-        descending=newest_first,
-    )

@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentmesh.chat.conversations import service
 from agentmesh.chat.conversations.schemas import MessageOut
 from agentmesh.chat.models import Message, new_id
+from agentmesh.chat.openai_compat import passthrough
 from agentmesh.chat.runs.executor import RunPlan
+from agentmesh.chat.runs.repository import begin_run
 from agentmesh.chat.runs.sse import event_stream
-from agentmesh.chat.runs.store import begin_run
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import NotFound, problem_response
 
@@ -32,6 +34,7 @@ async def _message(
 
 async def start_turn(
     request: Request,
+    state: ChatState,
     session: AsyncSession,
     caller: Access,
     conversation_id: uuid.UUID,
@@ -41,38 +44,41 @@ async def start_turn(
     edit: uuid.UUID | None = None,
     stream: bool,
 ) -> Any:
-    state = request.app.state
-    conversation, snapshot, has_budget = await service.get_for_turn(
-        session, caller, conversation_id
-    )
-    new_question: tuple[uuid.UUID, uuid.UUID | None, str] | None = None
-    if regenerate is not None:
-        answer = await _message(session, conversation_id, regenerate, "assistant")
-        question = (
-            await _message(session, conversation_id, answer.parent_id, "user")
-            if answer.parent_id
-            else None
+    """Start the conversation's next run; ``request`` only words a failure (problem+json)."""
+    # The turn's reads: one statement each on the autocommit engine, no BEGIN or COMMIT
+    # around them (a budget's reservation and the run are the request's transaction).
+    async with AsyncSession(state.reader) as reads:
+        conversation, snapshot, has_budget = await service.get_for_turn(
+            reads, caller, conversation_id
         )
-        if question is None:
-            raise NotFound("That answer has no question to answer again.")
-        rows = await service.branch(session, conversation_id, leaf=question.id)
-        first_turn = len(rows) <= 1
-        rows, summary = service.after_summary(rows, conversation)
-        parent_id, history = question.id, service.to_langchain(rows)
-    else:
-        assert content is not None
-        if edit is not None:
-            old = await _message(session, conversation_id, edit, "user")
-            before = old.parent_id
-            rows = await service.branch(session, conversation_id, leaf=before) if before else []
+        new_question: tuple[uuid.UUID, uuid.UUID | None, str] | None = None
+        if regenerate is not None:
+            answer = await _message(reads, conversation_id, regenerate, "assistant")
+            question = (
+                await _message(reads, conversation_id, answer.parent_id, "user")
+                if answer.parent_id
+                else None
+            )
+            if question is None:
+                raise NotFound("That answer has no question to answer again.")
+            rows = await service.branch(reads, conversation_id, leaf=question.id)
+            first_turn = len(rows) <= 1
+            rows, summary = service.after_summary(rows, conversation)
+            parent_id, history = question.id, service.to_langchain(rows)
         else:
-            rows = await service.branch(session, conversation_id)
-            before = rows[-1].id if rows else None
-        parent_id = new_id()
-        new_question = (parent_id, before, content)
-        first_turn = not rows
-        rows, summary = service.after_summary(rows, conversation)
-        history = [*service.to_langchain(rows), HumanMessage(content)]
+            assert content is not None
+            if edit is not None:
+                old = await _message(reads, conversation_id, edit, "user")
+                before = old.parent_id
+                rows = await service.branch(reads, conversation_id, leaf=before) if before else []
+            else:
+                rows = await service.branch(reads, conversation_id)
+                before = rows[-1].id if rows else None
+            parent_id = new_id()
+            new_question = (parent_id, before, content)
+            first_turn = not rows
+            rows, summary = service.after_summary(rows, conversation)
+            history = [*service.to_langchain(rows), HumanMessage(content)]
     config = snapshot.config
     run_id = new_id()
     reserve = (
@@ -117,7 +123,7 @@ async def start_turn(
             "timezone": conversation.timezone,
         },
     )
-    channel = state.executor.start(plan)
+    channel = passthrough.start(state.executor, plan)  # lean when it applies
     if recorded is not None:  # the model call is on: end the read-only transaction, so
         await session.commit()  # its connection is not held for the whole run
     headers = {"X-Run-Id": str(run_id)}

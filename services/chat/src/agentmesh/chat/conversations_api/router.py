@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,7 @@ from agentmesh.chat.responses.items import normalize
 from agentmesh.chat.responses.params import check_metadata
 from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
+from agentmesh.shared.deps import AppOutbox
 from agentmesh.shared.events.contracts import ConversationCreated, ConversationDeleted
 
 router = APIRouter(prefix="/v1/conversations", tags=["openai"], route_class=OpenAIRoute)
@@ -58,14 +59,14 @@ def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 @router.post("", responses=ERRORS)
 async def create_conversation(
-    body: ConversationCreate, access: Caller, session: Session, request: Request
+    body: ConversationCreate, access: Caller, session: Session, outbox: AppOutbox
 ) -> Any:
     """A new conversation, with up to 20 first items. Its agent is the first response's."""
     check_metadata(body.metadata)
     new = normalize(body.items, "items")
     conversation, meta = await store.create(session, access, body.metadata)
     await store.add(session, access, conversation, new)
-    await request.app.state.outbox.add(
+    await outbox.add(
         session,
         ConversationCreated(
             conversation_id=conversation.id,
@@ -102,11 +103,11 @@ async def update_conversation(
 
 
 @router.delete("/{id}", responses=ERRORS)
-async def delete_conversation(id: str, access: Caller, session: Session, request: Request) -> Any:
+async def delete_conversation(id: str, access: Caller, session: Session, outbox: AppOutbox) -> Any:
     """Delete the conversation with its items (as the native API does: its runs too)."""
     conversation, _ = await store.get(session, access, id)
     await session.delete(conversation)
-    await request.app.state.outbox.add(
+    await outbox.add(
         session,
         ConversationDeleted(
             conversation_id=conversation.id,

@@ -1,21 +1,25 @@
-"""The lean run of ``/v1/chat/completions``: the provider's chunks, without LangChain.
+"""The lean run of ``/v1/chat/completions`` and of a conversation's turn: the provider's
+chunks, without LangChain.
 
 The common case (an agent on an OpenAI-compatible provider, no tools of its own or the
-caller's, no knowledge bases, no ``response_format``, a plain text history) needs no agent
-loop: one model call, streamed. Through LangChain, each chunk of it became an openai SDK
-model (``construct_type``), then an ``AIMessageChunk`` merged into the whole answer
-(``add_ai_message_chunks``): most of chat's own CPU per stream (bench/model_path.py
-``--profile``). Here the provider's SSE lines are read as JSON and their text goes on at
-once. Everything around the model call is the executor's: the run's span, the
-``RunPlan.recorded`` gate before any output, the retry policy (``stream_with_retry``),
-error classification, the run's row, usage and spend (``_finish``), and the guarded
-outbound client. Any other agent (tools, knowledge, another provider kind) runs the full
-LangChain loop, as before.
+caller's, no knowledge bases, no ``response_format``, a plain text history; in a
+conversation, no title to name and no summary to make, which the agent's LangChain model
+does) needs no agent loop: one model call, streamed. Through LangChain, each chunk of it
+became an openai SDK model (``construct_type``), then an ``AIMessageChunk`` merged into
+the whole answer (``add_ai_message_chunks``): most of chat's own CPU per stream
+(bench/model_path.py ``--profile``). Here the provider's SSE lines are read as JSON and
+their text goes on at once. Everything around the model call is the executor's: the
+run's span, the ``RunPlan.recorded`` gate before any output, the retry policy
+(``stream_with_retry``), error classification, the run's row, usage and spend
+(``_finish``: the answer's message too, in a conversation), and the guarded outbound
+client. Any other agent (tools, knowledge, another provider kind) or turn (a title or a
+summary to make) runs the full LangChain loop, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -49,6 +53,8 @@ from agentmesh.shared.outbound import ClientCache, OutboundPolicy
 
 logger = logging.getLogger("agentmesh.chat.runs")
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+#: How long the end of a response is waited for after ``[DONE]`` (see ``_drain``).
+DRAIN_SECONDS = 0.1
 
 
 async def _close(client: httpx2.AsyncClient) -> None:
@@ -66,7 +72,9 @@ def applies(plan: RunPlan) -> bool:
     return (
         plan.client_tools is None
         and plan.response_format is None
-        and plan.conversation_id is None
+        and plan.resume is None
+        and plan.title_seed is None  # titled by the agent's LangChain model after the run
+        and not (config.get("memory") or {}).get("summarize")  # likewise older turns
         and bool(config.get("provider_id"))
         and not config.get("tools")
         and not config.get("knowledge_base_ids")
@@ -84,8 +92,11 @@ def _plain(message: BaseMessage) -> bool:
 
 
 def start(executor: RunExecutor, plan: RunPlan) -> RunChannel:
-    """As ``RunExecutor.start``, the run being this module's when the provider is
-    OpenAI-compatible (known once its credentials are read), else the executor's."""
+    """As ``RunExecutor.start``, the run being this module's when it ``applies`` and the
+    provider is OpenAI-compatible (known once its credentials are read), else the
+    executor's."""
+    if not applies(plan):
+        return executor.start(plan)
     channel = executor.hub.open(plan.run_id)
     channel.recorded = plan.recorded
     channel.task = asyncio.create_task(
@@ -138,11 +149,13 @@ class _Upstream:
                 except ValueError:
                     body = None
                 raise ProviderError(response.status_code, body, response)
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    await _drain(lines)
                     return
                 body = json.loads(data)
                 if body.get("error"):  # an error event inside the stream, as the SDK says it
@@ -153,6 +166,17 @@ class _Upstream:
                 yield _Chunk(
                     delta.get("content") or "", (), choice.get("finish_reason"), body.get("usage")
                 )
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body, normally there already):
+    a response left unread closes its connection, and the next run would open one. As the
+    openai SDK does, for at most ``DRAIN_SECONDS``; a server that keeps the stream open
+    longer loses the connection, not the answer."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in lines:
+                pass
 
 
 def _payload(

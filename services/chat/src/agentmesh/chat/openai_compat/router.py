@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from agentmesh.chat.deps import AppState
 from agentmesh.chat.openai_compat import passthrough, service
 from agentmesh.chat.openai_compat.completions import completion, completion_chunks, now
 from agentmesh.chat.openai_compat.errors import OpenAIRoute
@@ -72,7 +73,7 @@ async def list_models(caller: Chatter, session: Session) -> ModelList:
     },
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, caller: Chatter, session: Session, request: Request
+    body: ChatCompletionRequest, caller: Chatter, session: Session, state: AppState
 ) -> Any:
     """Run an agent statelessly on the messages given, as OpenAI's Chat Completions does:
     nothing is kept but the run and its usage.
@@ -96,7 +97,6 @@ async def create_chat_completion(
 
     Budgets apply as for conversations (402 when this month's is spent). Errors use
     OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    state = request.app.state
     plan = await service.start_completion(state, session, caller, body)
     # The common case streams the provider's chunks as they are; any other, LangChain's loop.
     lean = passthrough.applies(plan)

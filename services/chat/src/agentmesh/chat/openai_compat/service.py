@@ -28,7 +28,7 @@ from agentmesh.chat.openai_compat.schemas import (
 )
 from agentmesh.chat.runs.approvals import asking_tools
 from agentmesh.chat.runs.executor import RunPlan
-from agentmesh.chat.runs.store import begin_run
+from agentmesh.chat.runs.repository import begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
@@ -148,7 +148,8 @@ async def start_completion(
     state: ChatState, session: AsyncSession, caller: Access, body: ChatCompletionRequest
 ) -> RunPlan:
     """Check the request, reserve the budget, record the run and commit: the plan to run."""
-    snapshot, has_budget = await resolve_model(session, caller, body.model)
+    async with AsyncSession(state.reader) as reads:  # one statement: no BEGIN, no COMMIT
+        snapshot, has_budget = await resolve_model(reads, caller, body.model)
     caller_system, history = to_langchain(body.messages)
     config = dict(snapshot.config)
     asking = [] if body.tools else asking_tools(config)

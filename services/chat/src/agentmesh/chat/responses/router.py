@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete
 
 from agentmesh.chat.agents_client import nats_client
+from agentmesh.chat.deps import AppState
 from agentmesh.chat.openai_compat.completions import RunFailed
 from agentmesh.chat.openai_compat.errors import OpenAIRoute
 from agentmesh.chat.openai_compat.router import ERRORS
 from agentmesh.chat.openai_compat.service import InvalidRequest
-from agentmesh.chat.responses import service
-from agentmesh.chat.responses.output import run_id_of
+from agentmesh.chat.responses import repository, service
 from agentmesh.chat.responses.params import ResponseRequest
 from agentmesh.chat.responses.stream import replay, response_events
-from agentmesh.chat.responses.tables import StoredResponse
 from agentmesh.chat.runs.router import CANCEL_SUBJECT, cancel_local, settled
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to
@@ -46,7 +44,7 @@ Caller = Annotated[Access, access_to("viewer", "chat")]
     },
 )
 async def create_response(
-    body: ResponseRequest, access: Caller, session: Session, request: Request
+    body: ResponseRequest, access: Caller, session: Session, state: AppState
 ) -> Any:
     """Run an agent (``model``: its id or slug) on ``input``, as OpenAI's Responses API does.
 
@@ -56,7 +54,6 @@ async def create_response(
     ``function_call_output`` items); ``store: false`` keeps nothing once it ends. Budgets
     apply (402 ``insufficient_quota``). A parameter OpenAI does not define is a 400 naming
     it; one defined but not honoured here is a 400 unless at its neutral value."""
-    state = request.app.state
     started = await service.start(state, session, access, body)
     service.run(state, started)
     await session.commit()  # no connection held for the run
@@ -93,7 +90,7 @@ async def get_response(
     id: str,
     access: Caller,
     session: Session,
-    request: Request,
+    state: AppState,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
 ) -> Any:
@@ -104,7 +101,6 @@ async def get_response(
     if not stream:
         return JSONResponse(service.as_object(row, run_status))
     await session.commit()  # no connection held while following the run
-    state = request.app.state
     after = -1 if starting_after is None else starting_after
     return event_stream(
         replay(state, access, row, run_status, after),  # type: ignore[arg-type]
@@ -113,7 +109,7 @@ async def get_response(
 
 
 @router.post("/{id}/cancel", responses=ERRORS)
-async def cancel_response(id: str, access: Caller, session: Session, request: Request) -> Any:
+async def cancel_response(id: str, access: Caller, session: Session, state: AppState) -> Any:
     """Cancel a background response that is queued or in progress, on whichever replica
     runs it; what it said so far is kept. An ended one is returned as it is."""
     row, run_status = await service.load(session, access, id)
@@ -124,7 +120,6 @@ async def cancel_response(id: str, access: Caller, session: Session, request: Re
     await session.commit()
     if service.as_object(row, run_status)["status"] in service.FINAL:
         return JSONResponse(service.as_object(row, run_status))
-    state = request.app.state
     await settled(state.hub, row["id"])
     if not cancel_local(state.hub, row["id"]):
         nc = nats_client(state.runtime.broker)
@@ -136,8 +131,8 @@ async def cancel_response(id: str, access: Caller, session: Session, request: Re
 @router.delete("/{id}", responses=ERRORS)
 async def delete_response(id: str, access: Caller, session: Session) -> Any:
     """Forget a stored response (its run and usage stay, without content)."""
-    await service.load(session, access, id)
-    await session.execute(delete(StoredResponse).where(StoredResponse.id == run_id_of(id)))
+    row, _ = await service.load(session, access, id)
+    await repository.forget(session, row["id"])
     return JSONResponse({"id": id, "object": "response", "deleted": True})
 
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.conversations_api import store as conversations
@@ -23,14 +21,14 @@ from agentmesh.chat.llm.memory import plan_prompt
 from agentmesh.chat.llm.tokens import message_text
 from agentmesh.chat.models import Conversation, new_id
 from agentmesh.chat.openai_compat.service import InvalidRequest, resolve_model
-from agentmesh.chat.responses import approvals, params
+from agentmesh.chat.responses import approvals, params, repository
 from agentmesh.chat.responses import items as item_io
 from agentmesh.chat.responses.output import outcome_items, response_id, run_id_of, server_labels
-from agentmesh.chat.responses.tables import StoredResponse
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
 from agentmesh.chat.runs.hub import RunChannel
-from agentmesh.chat.runs.store import OverBudget, begin_run
+from agentmesh.chat.runs.repository import OverBudget, begin_run
 from agentmesh.chat.runs.templating import CALLER_INSTRUCTIONS, examples_of
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -64,25 +62,10 @@ class Started:
     written: asyncio.Future[None] | None = field(default=None)
 
 
-CHAIN = text("""
-WITH RECURSIVE chain AS (
-  SELECT r.*, 1 AS depth FROM chat.responses r
-  WHERE r.id = :id AND r.workspace_id = :workspace_id
-  UNION ALL
-  SELECT r.*, c.depth + 1 FROM chat.responses r JOIN chain c ON r.id = c.previous_response_id
-  WHERE r.workspace_id = :workspace_id AND c.depth < 500)
-SELECT id, status, input_items, output FROM chain ORDER BY depth DESC
-""")
-
-
 async def chain_items(session: AsyncSession, access: Access, previous: str) -> list[dict]:
     """The items of ``previous`` and of the responses it continues, oldest first."""
     run_id = run_id_of(previous)
-    rows = (
-        []
-        if run_id is None
-        else list(await session.execute(CHAIN, {"id": run_id, "workspace_id": access.workspace_id}))
-    )
+    rows = [] if run_id is None else await repository.chain(session, run_id, access.workspace_id)
     if not rows:
         raise ResponseNotFound(
             f"Previous response with id '{previous}' not found.",
@@ -132,7 +115,7 @@ def _check_fits(instructions: str, history: list[Any], config: dict[str, Any]) -
 
 
 async def start(
-    state: Any, session: AsyncSession, access: Access, body: params.ResponseRequest
+    state: ChatState, session: AsyncSession, access: Access, body: params.ResponseRequest
 ) -> Started:
     """Check the request, reserve the budget, record the run and the response: the plan."""
     params.validate(body)
@@ -229,17 +212,19 @@ async def start(
     return Started(plan=plan, row=row, stored=body.stored, include_results=include, access=access)
 
 
-async def _write(state: Any, row: dict[str, Any], recorded: Any) -> None:
+async def _write(
+    state: ChatState, row: dict[str, Any], recorded: asyncio.Future[None] | None
+) -> None:
     """The response's first row, once the run's own is committed: the two commits don't
     compete before the first token (a model takes longer to answer than this takes)."""
     if recorded is not None:
         with contextlib.suppress(Exception):  # a run not recorded still ends (failed)
             await asyncio.shield(recorded)
     async with state.sessionmaker() as session, session.begin():
-        await session.execute(insert(StoredResponse).values(**row).on_conflict_do_nothing())
+        await repository.insert_new(session, row)
 
 
-def run(state: Any, started: Started) -> None:
+def run(state: ChatState, started: Started) -> None:
     """Start the run, its response's row (alongside: the first token doesn't wait for
     it), and the task that records its end (whoever is listening)."""
     started.channel = state.executor.start(started.plan)
@@ -302,7 +287,7 @@ def ended(started: Started, outcome: RunOutcome) -> dict[str, Any]:
     return row
 
 
-async def finalize(state: Any, started: Started) -> dict[str, Any]:
+async def finalize(state: ChatState, started: Started) -> dict[str, Any]:
     """Wait for the run and record the response's end (only its status when not stored)."""
     assert started.channel is not None and started.channel.task is not None
     if started.written is not None:  # the end's upsert writes the row anyway
@@ -313,23 +298,9 @@ async def finalize(state: Any, started: Started) -> dict[str, Any]:
     outcome: RunOutcome = await asyncio.shield(started.channel.task)
     row = ended(started, outcome)
     if started.stored:
-        columns = (
-            "status",
-            "output",
-            "usage",
-            "error",
-            "incomplete_details",
-            "completed_at",
-            "params",
-        )
-        statement = insert(StoredResponse).values(**row)
-        statement = statement.on_conflict_do_update(
-            index_elements=[StoredResponse.id],
-            set_={name: statement.excluded[name] for name in columns},
-        )
         try:
             async with state.sessionmaker() as session, session.begin():
-                await session.execute(statement)
+                await repository.upsert_end(session, row)
         except Exception:  # the run and its usage are recorded; the body is not
             logger.exception("response not recorded", extra={"run_id": str(row["id"])})
     if row["conversation_id"] is not None and row["status"] in ("completed", "incomplete"):
@@ -345,12 +316,7 @@ async def finalize(state: Any, started: Started) -> dict[str, Any]:
     return row
 
 
-QUEUED_TO_RUNNING = text("""
-UPDATE chat.responses SET status = 'in_progress' WHERE id = :id AND status = 'queued'
-""")
-
-
-async def _mark_in_progress(state: Any, started: Started) -> None:
+async def _mark_in_progress(state: ChatState, started: Started) -> None:
     """A background response is in progress once its run has started."""
     assert started.channel is not None
     events = state.hub.follow_local(started.channel, 0)
@@ -359,13 +325,13 @@ async def _mark_in_progress(state: Any, started: Started) -> None:
             break
     with contextlib.suppress(Exception):  # its end is what matters; that is written after
         async with state.sessionmaker() as session, session.begin():
-            await session.execute(QUEUED_TO_RUNNING, {"id": started.plan.run_id})
+            await repository.mark_in_progress(session, started.plan.run_id)
 
 
 FINAL = ("completed", "failed", "cancelled", "incomplete")
 
 
-async def wait_final(state: Any, access: Access, id: str, *, timeout: float = 30.0) -> dict:
+async def wait_final(state: ChatState, access: Access, id: str, *, timeout: float = 30.0) -> dict:
     """The response once it has ended (or as it stands after ``timeout``), as an object."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -429,23 +395,10 @@ def as_object(row: dict[str, Any], run_status: str | None = None) -> dict[str, A
     }
 
 
-GET = text("""
-SELECT r.*, runs.status AS run_status FROM chat.responses r
-LEFT JOIN chat.runs runs ON runs.id = r.id
-WHERE r.id = :id AND r.workspace_id = :workspace_id
-""")
-
-
 async def load(session: AsyncSession, access: Access, id: str) -> tuple[dict[str, Any], str]:
     """A stored response of the caller's workspace (and its run's status), else a 404."""
     run_id = run_id_of(id)
-    row = (
-        None
-        if run_id is None
-        else (await session.execute(GET, {"id": run_id, "workspace_id": access.workspace_id}))
-        .mappings()
-        .first()
-    )
+    row = None if run_id is None else await repository.get(session, run_id, access.workspace_id)
     if row is None:
         raise ResponseNotFound(f"Response with id '{id}' not found.", extra={"param": "id"})
     data = dict(row)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agentmesh.chat.responses.output import OutputBuilder, response_id
 from agentmesh.chat.responses.service import FINAL, Started, as_object, wait_final
 from agentmesh.chat.runs.hub import RunEvent, RunHub
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 
 TERMINAL = {
@@ -69,7 +70,7 @@ async def _events(
     snapshot: dict[str, Any],
     builder: OutputBuilder,
     run_events: AsyncIterator[RunEvent | None],
-    final: Any,
+    final: Callable[[], Awaitable[dict[str, Any]]],
 ) -> AsyncIterator[SseEvent | None]:
     for type, data in _opening(snapshot):
         if (event := number(type, data)) is not None:
@@ -116,10 +117,10 @@ async def _nothing() -> AsyncIterator[RunEvent | None]:
 
 
 async def replay(
-    state: Any, access: Access, row: dict[str, Any], run_status: str | None, after: int
+    state: ChatState, access: Access, row: dict[str, Any], run_status: str | None, after: int
 ) -> AsyncIterator[SseEvent | None]:
     """A stored response's events after sequence number ``after``, then live to its end."""
-    hub: RunHub = state.hub
+    hub = state.hub
     run_id = row["id"]
     echo = row["params"]
     builder = OutputBuilder(

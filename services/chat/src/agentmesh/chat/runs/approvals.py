@@ -28,15 +28,16 @@ from langchain_core.messages import (
     messages_from_dict,
     messages_to_dict,
 )
-from sqlalchemy import text
 
 from agentmesh.chat.models import WHOLE_WORKSPACE
 from agentmesh.chat.runs.hub import TERMINAL, RunChannel, RunEvent, RunHub
+from agentmesh.chat.runs.repository import CANCEL, EXPIRE, PAUSE
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.events.streams import RUNS_STREAM, RUNS_SUBJECT_PREFIX
 
 if TYPE_CHECKING:
     from agentmesh.chat.runs.executor import RunOutcome, RunPlan
+    from agentmesh.chat.state import ChatState
 
 logger = logging.getLogger("agentmesh.chat.runs")
 ALLOW, ASK, NEVER = "always_allow", "always_ask", "never"
@@ -163,33 +164,6 @@ async def call_tools(
 
 # ------------------------------------------------------------------ the pause, stored
 
-PAUSE = text("""
-WITH r AS (
-  UPDATE chat.runs SET status = 'requires_action', model = :model, provider = :provider,
-         input_tokens = :input_tokens, output_tokens = :output_tokens,
-         last_event_id = :last_event_id
-  WHERE id = :run_id AND status = 'running'
-  RETURNING id)
-INSERT INTO chat.run_pauses (run_id, state, expires_at)
-SELECT id, CAST(:state AS jsonb), now() + make_interval(secs => :timeout) FROM r
-RETURNING run_id
-""")
-
-#: Take a paused run for the decision on ``:call_id``: of concurrent decisions (and the
-#: expiry) one wins, by the pause row's lock; the run is running again from here on.
-CLAIM = text("""
-WITH p AS (
-  DELETE FROM chat.run_pauses
-  WHERE run_id = :run_id AND state -> 'calls' -> 0 ->> 'id' = :call_id
-    AND EXISTS (SELECT 1 FROM chat.runs WHERE id = :run_id AND status = 'requires_action')
-  RETURNING state),
-r AS (
-  UPDATE chat.runs SET status = 'running', heartbeat_at = now()
-  WHERE id = :run_id AND status = 'requires_action' AND EXISTS (SELECT 1 FROM p)
-  RETURNING id)
-SELECT (SELECT state FROM p) AS state, (SELECT count(*) FROM r) AS claimed
-""")
-
 
 def pause_state(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
     """What a replica needs to go on with the run: the pause and the plan's own parts."""
@@ -213,7 +187,13 @@ def pause_state(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
 
 
 async def pause_run(
-    state: Any, plan: RunPlan, outcome: RunOutcome, *, model: str, provider: str, last_event_id: int
+    state: ChatState,
+    plan: RunPlan,
+    outcome: RunOutcome,
+    *,
+    model: str,
+    provider: str,
+    last_event_id: int,
 ) -> bool:
     """Store the pause; False when the run was no longer running (swept meanwhile)."""
     params = {
@@ -232,46 +212,6 @@ async def pause_run(
 
 # ------------------------------------------------------------------ expiry, cancel
 
-#: End paused runs (``{due}``: which) as ``:status``, atomically: the pause goes, the
-#: reservation is released, and the tokens used before the pause count, as a finished
-#: run's do. Of several replicas (and a decision) each pause goes to one.
-END_PAUSES = """
-WITH due AS ({due}),
-gone AS (
-  DELETE FROM chat.run_pauses p USING due WHERE p.run_id = due.run_id RETURNING p.run_id),
-ended AS (
-  UPDATE chat.runs r SET status = :status, error = CAST(:error AS jsonb), finished_at = now(),
-         latency_ms = EXTRACT(EPOCH FROM now() - r.created_at) * 1000,
-         last_event_id = r.last_event_id + 2
-  WHERE r.id IN (SELECT run_id FROM gone) AND r.status = 'requires_action'
-  RETURNING r.id, r.workspace_id, r.user_id, r.reserved_tokens, r.created_at,
-            r.input_tokens, r.output_tokens, r.last_event_id),
-released AS (
-  UPDATE chat.budget_spend s SET reserved_tokens = GREATEST(s.reserved_tokens - o.tokens, 0),
-         tokens = s.tokens + o.spent
-  FROM (SELECT ended.workspace_id, budget.user_id,
-               CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date) AS month,
-               sum(reserved_tokens) AS tokens, sum(input_tokens + output_tokens) AS spent
-        FROM ended CROSS JOIN LATERAL (VALUES (ended.user_id),
-                                              (CAST(:whole AS uuid))) AS budget(user_id)
-        GROUP BY 1, 2, 3) o
-  WHERE s.workspace_id = o.workspace_id AND s.user_id = o.user_id AND s.month = o.month)
-SELECT id, last_event_id, input_tokens, output_tokens FROM ended
-"""
-EXPIRE = text(
-    END_PAUSES.format(
-        due="""
-  SELECT run_id FROM chat.run_pauses WHERE expires_at <= now()
-  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED"""
-    )
-)
-CANCEL = text(
-    END_PAUSES.format(
-        due="""
-  SELECT run_id FROM chat.run_pauses WHERE run_id = :run_id FOR UPDATE"""
-    )
-)
-
 
 def expired_problem(timeout: float) -> dict[str, Any]:
     return {
@@ -283,7 +223,7 @@ def expired_problem(timeout: float) -> dict[str, Any]:
     }
 
 
-async def expire_pauses(state: Any) -> list[uuid.UUID]:
+async def expire_pauses(state: ChatState) -> list[uuid.UUID]:
     """End the runs left waiting past the approval timeout; returns their ids."""
     error = expired_problem(state.settings.approval_timeout_seconds)
     async with state.sessionmaker() as session, session.begin():
@@ -304,7 +244,7 @@ async def expire_pauses(state: Any) -> list[uuid.UUID]:
     return [row.id for row in rows]
 
 
-async def cancel_pause(state: Any, run_id: uuid.UUID) -> bool:
+async def cancel_pause(state: ChatState, run_id: uuid.UUID) -> bool:
     """Cancel a run waiting for approval (False: it was no longer waiting)."""
     async with state.sessionmaker() as session, session.begin():
         row = (
@@ -331,11 +271,13 @@ async def cancel_pause(state: Any, run_id: uuid.UUID) -> bool:
 
 
 async def _end_stream(
-    state: Any, run_id: uuid.UUID, last: int, type: str, data: dict[str, Any], status: str
+    state: ChatState, run_id: uuid.UUID, last: int, type: str, data: dict[str, Any], status: str
 ) -> None:
     """The end (``type``, then ``done``) after the pause's ``done``, for its followers."""
     try:
-        js = state.runtime.broker.config.connection_state.stream
+        broker = state.runtime.broker
+        assert broker is not None  # chat always runs on NATS
+        js = broker.config.connection_state.stream
         for event in (
             RunEvent(last + 1, type, data),
             RunEvent(last + 2, TERMINAL, {"status": status}),

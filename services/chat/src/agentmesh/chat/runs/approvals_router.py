@@ -7,12 +7,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentmesh.chat.deps import AppState
 from agentmesh.chat.models import Run
-from agentmesh.chat.runs.approvals import CLAIM, Resume
+from agentmesh.chat.runs.approvals import Resume
 from agentmesh.chat.runs.executor import RunPlan
+from agentmesh.chat.runs.repository import CLAIM
 from agentmesh.chat.runs.router import RunOut, settled
 from agentmesh.chat.runs.sse import event_stream
 from agentmesh.shared.access import Access, access_to
@@ -67,13 +69,12 @@ def may_decide(caller: Access, run: Run) -> bool:
     },
 )
 async def decide(
-    run_id: uuid.UUID, body: Decision, caller: Chatter, session: Session, request: Request
+    run_id: uuid.UUID, body: Decision, caller: Chatter, session: Session, state: AppState
 ) -> Any:
     """Approve or deny the tool call a run waits for (status ``requires_action``). Approved,
     the tool runs; denied, the model is told so (with ``reason``) and goes on without it.
     Any replica can decide; the run's events go on on ``GET /runs/{id}/events``, their ids
     after the pause's."""
-    state = request.app.state
     await settled(state.hub, run_id)
     run = await session.get(Run, run_id)
     if run is None or not may_decide(caller, run):

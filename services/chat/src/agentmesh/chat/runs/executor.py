@@ -28,14 +28,14 @@ from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs import approvals
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
-from agentmesh.chat.runs.retrieval import Knowledge, Search, ground, tool_search
-from agentmesh.chat.runs.store import (
+from agentmesh.chat.runs.repository import (
     FinishedRun,
     RunAlreadyEnded,
     finish_run,
     interrupted_problem,
     not_recorded_problem,
 )
+from agentmesh.chat.runs.retrieval import Knowledge, Search, ground, tool_search
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.errors import problem_type
 from agentmesh.shared.tools.builtin import build_tools

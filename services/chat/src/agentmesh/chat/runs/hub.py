@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +90,7 @@ class RunHub:
         if self.local.get(channel.run_id) is channel:  # not the channel of its next part
             del self.local[channel.run_id]
 
-    async def follow_local(self, channel: RunChannel, after: int) -> AsyncIterator[RunEvent]:
+    async def follow_local(self, channel: RunChannel, after: int) -> AsyncGenerator[RunEvent, None]:
         position = max(after - channel.base, 0)
         waiter = asyncio.Event()
         channel.waiters.add(waiter)

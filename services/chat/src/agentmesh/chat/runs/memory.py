@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from sqlalchemy import update
@@ -20,6 +20,12 @@ from agentmesh.chat.llm.memory import plan_prompt
 from agentmesh.chat.llm.tokens import message_text
 from agentmesh.chat.models import Conversation
 from agentmesh.chat.runs.templating import examples_of, instructions_for
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from agentmesh.chat.runs.executor import RunPlan
+    from agentmesh.chat.state import ChatState
 
 logger = logging.getLogger("agentmesh.chat.memory")
 SUMMARIZE = (
@@ -38,7 +44,11 @@ def _transcript(messages: list[BaseMessage]) -> str:
     return "\n".join(lines)
 
 
-async def prompt_for(state: Any, plan: Any, model: Any) -> list[BaseMessage]:
+async def prompt_for(
+    state: ChatState, plan: RunPlan, model: BaseChatModel | None
+) -> list[BaseMessage]:
+    """The run's prompt; ``model`` summarizes what falls out of the window (``None``: no
+    summary, for a stateless run)."""
     memory = plan.config.get("memory") or {}
     window = int(memory.get("window_tokens", 4000))
     instructions = await instructions_for(state, plan)
@@ -46,7 +56,7 @@ async def prompt_for(state: Any, plan: Any, model: Any) -> list[BaseMessage]:
     planned = plan_prompt(
         instructions, plan.history, window_tokens=window, summary=plan.summary, examples=examples
     )
-    if not (memory.get("summarize") and planned.dropped and plan.conversation_id):
+    if model is None or not (memory.get("summarize") and planned.dropped and plan.conversation_id):
         return planned.messages
     covered = planned.dropped[-1].id
     try:

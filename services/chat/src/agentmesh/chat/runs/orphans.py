@@ -29,7 +29,7 @@ from agentmesh.chat.conversations.service import sweep_converted
 from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
 from agentmesh.chat.runs.approvals import expire_pauses
 from agentmesh.chat.runs.hub import TERMINAL, RunEvent, RunHub
-from agentmesh.chat.runs.store import (
+from agentmesh.chat.runs.repository import (
     CLAIM_ORPHANS,
     FIND_ORPHANS,
     MESSAGE_CTE,

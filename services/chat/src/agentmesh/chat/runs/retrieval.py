@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from agentmesh.chat.llm.tokens import message_text
+
+if TYPE_CHECKING:
+    from agentmesh.chat.runs.executor import RunPlan
 
 #: Passages per search in ``always`` mode when the agent does not say.
 DEFAULT_TOP_K = 5
@@ -97,7 +100,10 @@ def passages(hits: list[dict[str, Any]]) -> str:
 
 
 async def ground(
-    search: Search | None, plan: Any, messages: list[BaseMessage], citations: list[dict[str, Any]]
+    search: Search | None,
+    plan: RunPlan,
+    messages: list[BaseMessage],
+    citations: list[dict[str, Any]],
 ) -> list[BaseMessage]:
     """``messages`` with the passages found for the latest user message in the system
     message, in ``always`` mode (otherwise, or with nothing found, as they are).

@@ -10,14 +10,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.agents_client import nats_client
+from agentmesh.chat.deps import AppHub, AppState
 from agentmesh.chat.models import Run
 from agentmesh.chat.runs.approvals import cancel_pause
-from agentmesh.chat.runs.hub import RunEvent
+from agentmesh.chat.runs.hub import RunEvent, RunHub
 from agentmesh.chat.runs.sse import event_stream
+from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
 from agentmesh.shared.errors import NotFound
@@ -61,7 +64,7 @@ class RunOut(BaseModel):
     finished_at: datetime | None
 
 
-async def _owned(session: Any, caller: Access, run_id: uuid.UUID) -> Run:
+async def _owned(session: AsyncSession, caller: Access, run_id: uuid.UUID) -> Run:
     """The caller's own run in their token's workspace (any for a platform admin)."""
     run = await session.get(Run, run_id)
     if run is None or not (
@@ -73,10 +76,10 @@ async def _owned(session: Any, caller: Access, run_id: uuid.UUID) -> Run:
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=NOT_YOURS)
-async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
+async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, hub: AppHub) -> RunOut:
     """A run's state: ``running``, ``requires_action`` (waiting for a person to approve a
     tool call), ``completed``, ``failed``, ``cancelled`` or ``expired``, with usage."""
-    await settled(request.app.state.hub, run_id)
+    await settled(hub, run_id)
     return RunOut.model_validate(await _owned(session, caller, run_id))
 
 
@@ -86,24 +89,24 @@ async def get_run(run_id: uuid.UUID, caller: Chatter, session: Session, request:
     response_model=RunOut,
     responses=NOT_YOURS,
 )
-async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, request: Request) -> RunOut:
+async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, state: AppState) -> RunOut:
     """Stop generating. What was produced is kept, marked ``cancelled``. Works from any
     replica: the one running the run gets the request over NATS."""
-    await settled(request.app.state.hub, run_id)
+    await settled(state.hub, run_id)
     run = await _owned(session, caller, run_id)
     if run.status == "requires_action":  # no task to stop: the pause ends here
         await session.commit()
-        if await cancel_pause(request.app.state, run_id):
+        if await cancel_pause(state, run_id):
             await session.refresh(run)
         return RunOut.model_validate(run)
-    if run.status == "running" and not cancel_local(request.app.state.hub, run_id):
-        nc = nats_client(request.app.state.runtime.broker)
+    if run.status == "running" and not cancel_local(state.hub, run_id):
+        nc = nats_client(state.runtime.broker)
         if nc is not None and nc.is_connected:
             await nc.publish(f"{CANCEL_SUBJECT}.{run_id}", b"")
     return RunOut.model_validate(run)
 
 
-def cancel_local(hub: Any, run_id: uuid.UUID) -> bool:
+def cancel_local(hub: RunHub, run_id: uuid.UUID) -> bool:
     """Cancel ``run_id`` if this replica runs it (once: a repeated cancel is a no-op)."""
     channel = hub.local.get(run_id)
     if channel is None or channel.task is None or channel.task.done():
@@ -114,7 +117,7 @@ def cancel_local(hub: Any, run_id: uuid.UUID) -> bool:
     return True
 
 
-async def settled(hub: Any, run_id: uuid.UUID) -> None:
+async def settled(hub: RunHub, run_id: uuid.UUID) -> None:
     """Wait for the commit of a run this replica just started (its row may not be there
     yet while the model call runs alongside it); a failed commit leaves no row: 404."""
     channel = hub.local.get(run_id)
@@ -134,18 +137,17 @@ async def events(
     run_id: uuid.UUID,
     caller: Chatter,
     session: Session,
-    request: Request,
+    state: AppState,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Replay a run's events, then follow them until ``done``. Send ``Last-Event-ID`` to
     get only what came after it; any chat replica can serve this."""
-    await settled(request.app.state.hub, run_id)
+    await settled(state.hub, run_id)
     run = await _owned(session, caller, run_id)
     try:
         after = max(0, int(last_event_id or 0))
     except ValueError:
         after = 0
-    state = request.app.state
     channel = state.hub.local.get(run_id)
     if (
         channel is not None
@@ -159,7 +161,7 @@ async def events(
     return event_stream(source, state.settings.heartbeat_seconds)
 
 
-async def _from_stream(state: Any, run: Run, after: int) -> AsyncIterator[RunEvent | None]:
+async def _from_stream(state: ChatState, run: Run, after: int) -> AsyncIterator[RunEvent | None]:
     """The stream's events; when it has none left (expired) for a finished run, the end
     of the run rebuilt from its row."""
     seen = after

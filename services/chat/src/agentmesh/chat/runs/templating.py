@@ -13,12 +13,16 @@ import json
 import logging
 import uuid
 import zoneinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.shared.templates import TemplateError, check, context
+
+if TYPE_CHECKING:
+    from agentmesh.chat.runs.executor import RunPlan
+    from agentmesh.chat.state import ChatState
 
 logger = logging.getLogger("agentmesh.chat.templating")
 
@@ -81,14 +85,14 @@ def _zone(name: str | None) -> zoneinfo.ZoneInfo | None:
         return None
 
 
-async def instructions_for(state: Any, plan: Any) -> str:
+async def instructions_for(state: ChatState, plan: RunPlan) -> str:
     """``plan``'s instructions with their variables filled in, then the caller's own."""
     rendered = await _render(state, plan)
     caller = plan.config.get(CALLER_INSTRUCTIONS) or ""
     return "\n\n".join(part for part in (rendered, caller) if part.strip())
 
 
-async def _render(state: Any, plan: Any) -> str:
+async def _render(state: ChatState, plan: RunPlan) -> str:
     source = plan.config.get("instructions") or ""
     try:
         template = check(source)
@@ -97,9 +101,8 @@ async def _render(state: Any, plan: Any) -> str:
     if not template.tags:
         return str(source)
     found: dict[str, Any] = {}
-    profiles = getattr(state, "profiles", None)
-    if template.prefixes & {"user", "workspace"} and profiles is not None:
-        found = await profiles.get(plan.user_id, plan.workspace_id)
+    if template.prefixes & {"user", "workspace"}:
+        found = await state.profiles.get(plan.user_id, plan.workspace_id)
     conversation = plan.prompt_vars or {}
     values = context(
         user=found.get("user"),

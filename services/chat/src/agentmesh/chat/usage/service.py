@@ -2,7 +2,7 @@
 
 A run's usage lives on its row, so a report is one ``GROUP BY`` over a workspace's runs
 (the caller's own, or every member's). Budgets (a member's in a workspace, or a whole
-workspace's: ``user_id`` ``WHOLE_WORKSPACE``) are enforced by ``runs.store.reserve_budget``;
+workspace's: ``user_id`` ``WHOLE_WORKSPACE``) are enforced by ``runs.repository.reserve_budget``;
 here they are set, read and removed.
 """
 
@@ -13,12 +13,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Label, Text, cast, delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentmesh.chat.models import WHOLE_WORKSPACE, Budget, BudgetSpend, Run
-from agentmesh.chat.runs.store import this_month
+from agentmesh.chat.models import WHOLE_WORKSPACE
+from agentmesh.chat.runs.repository import this_month
+from agentmesh.chat.usage import repository
 from agentmesh.chat.usage.schemas import (
     BudgetIn,
     BudgetOut,
@@ -28,7 +27,6 @@ from agentmesh.chat.usage.schemas import (
     UsageReport,
 )
 from agentmesh.shared.access import Access
-from agentmesh.shared.db import rowcount
 from agentmesh.shared.errors import AppError, Forbidden, NotFound
 
 
@@ -117,17 +115,6 @@ def usage_subject(caller: Access, user_id: uuid.UUID | None, group_by: str) -> u
     return user_id
 
 
-def _figure_columns() -> tuple[Any, ...]:
-    return (
-        func.count().label("runs"),
-        func.coalesce(func.sum(Run.input_tokens), 0).label("input_tokens"),
-        func.coalesce(func.sum(Run.output_tokens), 0).label("output_tokens"),
-        func.coalesce(func.sum(Run.cost_usd), 0).label("cost_usd"),
-        func.avg(Run.latency_ms).label("avg_latency_ms"),
-        func.avg(Run.ttft_ms).label("avg_ttft_ms"),
-    )
-
-
 def _figures(row: Any) -> dict[str, Any]:
     def ms(value: Any) -> float | None:
         return None if value is None else round(float(value), 3)
@@ -153,24 +140,7 @@ async def usage_report(
 ) -> UsageReport:
     """The finished runs in ``[start, end)`` of the workspace (of ``user_id`` only, unless
     None), grouped, with totals."""
-    key: Label[Any] = {
-        "agent": cast(Run.agent_id, Text),
-        "model": Run.model,
-        "day": func.to_char(func.timezone("UTC", Run.created_at), "YYYY-MM-DD"),
-        "member": cast(Run.user_id, Text),
-    }[group_by].label("key")
-    runs = [
-        Run.workspace_id == workspace_id,
-        Run.created_at >= start,
-        Run.created_at < end,
-        Run.finished_at.is_not(None),
-    ]
-    if user_id is not None:
-        runs.append(Run.user_id == user_id)
-    groups = await session.execute(
-        select(key, *_figure_columns()).where(*runs).group_by(key).order_by(key)
-    )
-    totals = (await session.execute(select(*_figure_columns()).where(*runs))).one()
+    groups, totals = await repository.usage(session, workspace_id, user_id, start, end, group_by)
     return UsageReport.model_validate(
         {
             "workspace_id": workspace_id,
@@ -184,19 +154,6 @@ async def usage_report(
     )
 
 
-# Spend recorded before the budget existed counts: seed this month from the runs (of the
-# member in the workspace, or of the whole workspace). A row already there is
-# authoritative (it has tracked every run since), so nothing changes.
-SEED_SPEND = text("""
-INSERT INTO chat.budget_spend (workspace_id, user_id, month, tokens, cost_usd, reserved_tokens)
-SELECT :workspace_id, :user_id, :month, COALESCE(SUM(input_tokens + output_tokens), 0),
-       COALESCE(SUM(cost_usd), 0), 0
-FROM chat.runs WHERE workspace_id = :workspace_id AND created_at >= :since
-  AND (:user_id = CAST(:whole AS uuid) OR user_id = :user_id)
-ON CONFLICT (workspace_id, user_id, month) DO NOTHING
-""")
-
-
 def _who(user_id: uuid.UUID) -> uuid.UUID | None:
     return None if user_id == WHOLE_WORKSPACE else user_id
 
@@ -206,25 +163,15 @@ async def set_budget(
 ) -> BudgetOut:
     """Create or replace the monthly limits of a member in a workspace (``user_id``
     ``WHOLE_WORKSPACE``: of the whole workspace)."""
-    limits = {"monthly_tokens": body.monthly_tokens, "monthly_cost_usd": body.monthly_cost_usd}
-    statement = insert(Budget).values(workspace_id=workspace_id, user_id=user_id, **limits)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Budget.workspace_id, Budget.user_id],
-            set_={**limits, "updated_at": func.now()},
-        )
+    await repository.upsert_budget(
+        session,
+        workspace_id,
+        user_id,
+        monthly_tokens=body.monthly_tokens,
+        monthly_cost_usd=body.monthly_cost_usd,
     )
     month = this_month()
-    await session.execute(
-        SEED_SPEND,
-        {
-            "workspace_id": workspace_id,
-            "user_id": user_id,
-            "whole": WHOLE_WORKSPACE,
-            "month": month,
-            "since": month_start(month),
-        },
-    )
+    await repository.seed_spend(session, workspace_id, user_id, month, month_start(month))
     return await get_budget(session, workspace_id, user_id)
 
 
@@ -233,20 +180,7 @@ async def get_budget(
 ) -> BudgetOut:
     """The limits with this month's spend and in-flight reservations."""
     month = this_month()
-    row = (
-        await session.execute(
-            select(Budget, BudgetSpend)
-            .join(
-                BudgetSpend,
-                (BudgetSpend.workspace_id == Budget.workspace_id)
-                & (BudgetSpend.user_id == Budget.user_id)
-                & (BudgetSpend.month == month),
-                isouter=True,
-            )
-            .where(Budget.workspace_id == workspace_id, Budget.user_id == user_id)
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    row = await repository.budget_with_spend(session, workspace_id, user_id, month)
     if row is None:
         raise BudgetNotFound("No budget is set here.")
     budget, spend = row
@@ -266,12 +200,5 @@ async def get_budget(
 async def delete_budget(session: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
     """Remove the limits. The spend rows go too: they are only kept up to date while a
     budget exists, so a budget set later seeds afresh from the runs."""
-    mine = (Budget.workspace_id == workspace_id, Budget.user_id == user_id)
-    deleted = await session.execute(delete(Budget).where(*mine))
-    if not rowcount(deleted):
+    if not await repository.delete_budget(session, workspace_id, user_id):
         raise BudgetNotFound("No budget is set here.")
-    await session.execute(
-        delete(BudgetSpend).where(
-            BudgetSpend.workspace_id == workspace_id, BudgetSpend.user_id == user_id
-        )
-    )

@@ -18,14 +18,16 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from agentmesh.chat.models import WHOLE_WORKSPACE
 from agentmesh.chat.usage import service
 from agentmesh.chat.usage.schemas import BudgetIn, BudgetOut
 from agentmesh.shared.access import Access, access_to
 from agentmesh.shared.db import Session
+from agentmesh.shared.deps import AppMemberships
 from agentmesh.shared.errors import Forbidden
+from agentmesh.shared.memberships import MembershipView
 
 logger = logging.getLogger("agentmesh.chat.usage")
 
@@ -50,10 +52,9 @@ def _in_workspace(caller: Access, workspace_id: uuid.UUID) -> None:
         raise service.WorkspaceNotFound("No such workspace of yours; switch to it first.")
 
 
-def _member(request: Request, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
+def _member(memberships: MembershipView, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
     """404 when the membership view knows ``user_id`` is not a member of the workspace."""
-    view = getattr(request.app.state, "memberships", None)
-    if view is not None and view.ready and view.role(workspace_id, user_id) is None:
+    if memberships.ready and memberships.role(workspace_id, user_id) is None:
         raise service.MemberNotFound("That user is not a member of this workspace.")
 
 
@@ -104,14 +105,14 @@ async def put_member_budget(
     user_id: uuid.UUID,
     body: BudgetIn,
     session: Session,
-    request: Request,
+    memberships: AppMemberships,
     caller: Annotated[Access, access_to("admin", "workspace:admin")],
 ) -> BudgetOut:
     """Set a member's monthly limits in the workspace (the workspace's admins and owners,
     platform admins). Null clears a limit. The member's runs there need both this budget
     and the workspace's to allow them."""
     _in_workspace(caller, workspace_id)
-    _member(request, workspace_id, user_id)
+    _member(memberships, workspace_id, user_id)
     budget = await service.set_budget(session, workspace_id, user_id, body)
     _log("member budget set", workspace_id, user_id, caller, body)
     return budget

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import jwt
+from cachetools import TLRUCache
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.identity.auth.models import RefreshTokenFamily
 from agentmesh.identity.keys.service import SigningKeyStore
@@ -16,6 +20,17 @@ from agentmesh.identity.users.models import User
 from agentmesh.shared.auth import Principal
 from agentmesh.shared.errors import Unauthorized
 from agentmesh.shared.settings import CommonSettings
+
+#: Verified tokens kept (the least recently used beyond that are verified again).
+VERIFIED_CACHE_SIZE = 10_000
+
+#: A verified token's claims (read-only: one mapping is shared by every request using it).
+Claims = Mapping[str, Any]
+
+
+class Verified(NamedTuple):
+    principal: Principal
+    claims: Claims
 
 
 class TokenIssuer:
@@ -26,6 +41,12 @@ class TokenIssuer:
         self.issuer = common.jwt_issuer
         self.audience = common.jwt_audience
         self.ttl_seconds = ttl_seconds
+        #: Tokens whose signature and claims were checked, until their ``exp`` (wall
+        #: clock): a token never changes, so an EdDSA check and two JSON decodes per
+        #: request buy nothing. Revocation is not cached (``refuse_unless_live``).
+        self._verified: TLRUCache[str, Verified] = TLRUCache(
+            maxsize=VERIFIED_CACHE_SIZE, ttu=_until_exp, timer=time.time
+        )
 
     async def issue(
         self,
@@ -67,14 +88,18 @@ class TokenIssuer:
         token = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
         return token, max(int((expires - now).total_seconds()), 0)
 
-    async def verify(self, session: AsyncSession, token: str) -> tuple[Principal, dict]:
-        """Verify a token for identity's own routes, including session revocation: a
-        token whose login was logged out, or whose user is deactivated, stops working."""
+    async def decode(self, db: AsyncSession | AsyncConnection, token: str) -> Verified:
+        """The token's signature and claims checked, or ``Unauthorized``: cached per token
+        until its ``exp``. Not a revocation check: a caller must pass what the database
+        says of the user and the session to ``refuse_unless_live`` on every request."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            return hit
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
-        public_key = await self.keys.public_key(session, kid) if kid else None
+        public_key = await self.keys.public_key(db, kid) if kid else None
         if public_key is None:
             raise Unauthorized("invalid token")
         try:
@@ -90,26 +115,8 @@ class TokenIssuer:
             raise Unauthorized("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
-        user_id = uuid.UUID(claims["sub"])
-        if "sid" in claims:
-            # The user and their login session in one round trip.
-            family = RefreshTokenFamily.id == uuid.UUID(claims["sid"])
-            row = (
-                await session.execute(
-                    select(User, RefreshTokenFamily.revoked_at)
-                    .outerjoin(RefreshTokenFamily, family)
-                    .where(User.id == user_id)
-                )
-            ).first()
-            user, revoked = (None, None) if row is None else row
-        else:
-            user, revoked = await session.get(User, user_id), None
-        if user is None or not user.is_active:
-            raise Unauthorized("account is not active")
-        if revoked is not None:
-            raise Unauthorized("session ended")
         principal = Principal(
-            user_id=user.id,
+            user_id=uuid.UUID(claims["sub"]),
             roles=frozenset(claims.get("roles", [])),
             scopes=tuple(claims.get("scopes", [])),
             token_id=claims.get("jti", ""),
@@ -119,4 +126,39 @@ class TokenIssuer:
             workspace_role=claims.get("wrole"),
             token=token,
         )
+        verified = Verified(principal, MappingProxyType(claims))
+        self._verified[token] = verified
+        return verified
+
+    async def verify(self, session: AsyncSession, token: str) -> tuple[Principal, Claims]:
+        """Verify a token for identity's own routes, including session revocation: a
+        token whose login was logged out, or whose user is deactivated, stops working."""
+        principal, claims = await self.decode(session, token)
+        if "sid" in claims:
+            # The user and their login session in one round trip.
+            family = RefreshTokenFamily.id == uuid.UUID(claims["sid"])
+            row = (
+                await session.execute(
+                    select(User, RefreshTokenFamily.revoked_at)
+                    .outerjoin(RefreshTokenFamily, family)
+                    .where(User.id == principal.user_id)
+                )
+            ).first()
+            user, revoked = (None, None) if row is None else row
+        else:
+            user, revoked = await session.get(User, principal.user_id), None
+        refuse_unless_live(active=user is not None and user.is_active, revoked_at=revoked)
         return principal, claims
+
+
+def refuse_unless_live(*, active: bool, revoked_at: datetime | None) -> None:
+    """``Unauthorized`` unless the token's user exists and is active and its login session
+    (if it has one) was not ended: checked against the database on every request."""
+    if not active:
+        raise Unauthorized("account is not active")
+    if revoked_at is not None:
+        raise Unauthorized("session ended")
+
+
+def _until_exp(_token: str, verified: Verified, _now: float) -> float:
+    return verified.principal.expires_at.timestamp()

@@ -13,8 +13,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.identity.crypto import KeyEncryption
 from agentmesh.identity.keys import repository
@@ -118,17 +118,16 @@ class SigningKeyStore:
         grace = self.token_ttl_seconds + VERIFIER_LEEWAY_SECONDS
         return datetime.now(UTC) - timedelta(seconds=grace)
 
+    def _is_published(self) -> ColumnElement[bool]:
+        """Active keys plus retired ones whose tokens may still be valid."""
+        return or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > self._published_since())
+
     async def published(self, session: AsyncSession) -> list[SigningKey]:
         """Active keys plus retired ones whose tokens may still be valid."""
         return list(
             await session.scalars(
                 select(SigningKey)
-                .where(
-                    or_(
-                        SigningKey.retired_at.is_(None),
-                        SigningKey.retired_at > self._published_since(),
-                    )
-                )
+                .where(self._is_published())
                 .order_by(SigningKey.created_at.desc())
             )
         )
@@ -136,11 +135,15 @@ class SigningKeyStore:
     async def jwks(self, session: AsyncSession) -> dict[str, Any]:
         return {"keys": [key.public_jwk for key in await self.published(session)]}
 
-    async def public_key(self, session: AsyncSession, kid: str) -> Ed25519PublicKey | None:
+    async def public_key(
+        self, db: AsyncSession | AsyncConnection, kid: str
+    ) -> Ed25519PublicKey | None:
+        """The published key ``kid``, read through a session or a (read-only) connection."""
         if kid in self._public:
             return self._public[kid]
-        for key in await self.published(session):
-            loaded = jwt.PyJWK(key.public_jwk).key
+        published = select(SigningKey.kid, SigningKey.public_jwk).where(self._is_published())
+        for key_id, jwk in await db.execute(published):
+            loaded = jwt.PyJWK(jwk).key
             assert isinstance(loaded, Ed25519PublicKey)
-            self._public[key.kid] = loaded
+            self._public[key_id] = loaded
         return self._public.get(kid)

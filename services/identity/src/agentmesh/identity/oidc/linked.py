@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.identity.oidc.errors import IdentityNotLinked, LastSignInMethod
 from agentmesh.identity.oidc.models import OidcIdentity
 from agentmesh.identity.users.models import User
-
-
-async def identities_of(session: AsyncSession, user_id: uuid.UUID) -> list[OidcIdentity]:
-    return list(
-        await session.scalars(
-            select(OidcIdentity)
-            .where(OidcIdentity.user_id == user_id)
-            .order_by(OidcIdentity.linked_at, OidcIdentity.provider)
-        )
-    )
 
 
 async def unlink(session: AsyncSession, user: User, provider: str) -> None:

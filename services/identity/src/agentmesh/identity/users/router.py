@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 
-from agentmesh.identity.deps import AdminCaller, Auth, CurrentCaller, SessionCaller
+from agentmesh.identity.deps import AdminCaller, Auth, CurrentProfile, SessionCaller
 from agentmesh.identity.erasure.models import Erasure
 from agentmesh.identity.oidc import linked
 from agentmesh.identity.users import service
@@ -29,13 +29,16 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/me", response_model=MeOut, responses={401: {"description": "Not authenticated"}})
-async def me(caller: CurrentCaller, session: Session) -> MeOut:
+async def me(caller: CurrentProfile) -> MeOut:
     """The caller's own profile, with the OpenID Connect identities linked to it."""
-    identities = await linked.identities_of(session, caller.user.id)
+    user = caller.profile.user
     return MeOut(
-        **UserOut.of(caller.user).model_dump(),
-        identities=[LinkedIdentity.model_validate(i) for i in identities],
-        has_password=caller.user.password_hash is not None,
+        **UserOut.of(user).model_dump(),
+        identities=[
+            LinkedIdentity(provider=i.provider, email=i.identity_email, linked_at=i.linked_at)
+            for i in caller.profile.identities
+        ],
+        has_password=user.has_password,
     )
 
 

@@ -1,4 +1,5 @@
-"""The database side of a run, in as few round trips as possible.
+"""The runs domain's SQL: the database side of a run, in as few round trips as possible,
+and the statements of approvals' pauses (``runs.approvals``).
 
 One streamed turn on the conversation path costs: the conversation with its agent snapshot
 and budget (1), the branch history (1), a budget reservation when a budget applies (the
@@ -17,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.chat import metrics
 from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
@@ -127,7 +128,7 @@ VALUES (:run_id, :workspace_id, :user_id, :conversation_id, :agent_id, :agent_ve
 
 
 async def start_run(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     run_id: uuid.UUID,
     workspace_id: uuid.UUID,
@@ -162,9 +163,10 @@ async def start_run(
 
 async def record_run(state: ChatState, **run: Any) -> None:
     """``start_run`` in a transaction of its own: for a request that starts the model call
-    without waiting for this commit (see ``RunPlan.recorded``)."""
-    async with state.sessionmaker() as session, session.begin():
-        await start_run(session, **run)
+    without waiting for this commit (see ``RunPlan.recorded``). Its one statement runs on
+    the autocommit engine, where it is that transaction: no BEGIN and COMMIT round trips."""
+    async with state.reader.connect() as connection:
+        await start_run(connection, **run)
 
 
 class OverBudget(AppError):
@@ -393,3 +395,76 @@ SELECT 1
 async def heartbeat(session: AsyncSession, run_ids: list[uuid.UUID]) -> None:
     """Mark ``run_ids`` (this replica's running runs) alive, in one statement."""
     await session.execute(HEARTBEAT, {"ids": run_ids})
+
+
+# ------------------------------------------------------------------ approvals' pauses
+
+#: Store a run's pause (``runs.approvals``): the run becomes ``requires_action`` with its
+#: usage so far, and its state waits in ``chat.run_pauses`` until ``:timeout`` seconds.
+PAUSE = text("""
+WITH r AS (
+  UPDATE chat.runs SET status = 'requires_action', model = :model, provider = :provider,
+         input_tokens = :input_tokens, output_tokens = :output_tokens,
+         last_event_id = :last_event_id
+  WHERE id = :run_id AND status = 'running'
+  RETURNING id)
+INSERT INTO chat.run_pauses (run_id, state, expires_at)
+SELECT id, CAST(:state AS jsonb), now() + make_interval(secs => :timeout) FROM r
+RETURNING run_id
+""")
+
+#: Take a paused run for the decision on ``:call_id``: of concurrent decisions (and the
+#: expiry) one wins, by the pause row's lock; the run is running again from here on.
+CLAIM = text("""
+WITH p AS (
+  DELETE FROM chat.run_pauses
+  WHERE run_id = :run_id AND state -> 'calls' -> 0 ->> 'id' = :call_id
+    AND EXISTS (SELECT 1 FROM chat.runs WHERE id = :run_id AND status = 'requires_action')
+  RETURNING state),
+r AS (
+  UPDATE chat.runs SET status = 'running', heartbeat_at = now()
+  WHERE id = :run_id AND status = 'requires_action' AND EXISTS (SELECT 1 FROM p)
+  RETURNING id)
+SELECT (SELECT state FROM p) AS state, (SELECT count(*) FROM r) AS claimed
+""")
+
+
+#: End paused runs (``{due}``: which) as ``:status``, atomically: the pause goes, the
+#: reservation is released, and the tokens used before the pause count, as a finished
+#: run's do. Of several replicas (and a decision) each pause goes to one.
+END_PAUSES = """
+WITH due AS ({due}),
+gone AS (
+  DELETE FROM chat.run_pauses p USING due WHERE p.run_id = due.run_id RETURNING p.run_id),
+ended AS (
+  UPDATE chat.runs r SET status = :status, error = CAST(:error AS jsonb), finished_at = now(),
+         latency_ms = EXTRACT(EPOCH FROM now() - r.created_at) * 1000,
+         last_event_id = r.last_event_id + 2
+  WHERE r.id IN (SELECT run_id FROM gone) AND r.status = 'requires_action'
+  RETURNING r.id, r.workspace_id, r.user_id, r.reserved_tokens, r.created_at,
+            r.input_tokens, r.output_tokens, r.last_event_id),
+released AS (
+  UPDATE chat.budget_spend s SET reserved_tokens = GREATEST(s.reserved_tokens - o.tokens, 0),
+         tokens = s.tokens + o.spent
+  FROM (SELECT ended.workspace_id, budget.user_id,
+               CAST(date_trunc('month', created_at AT TIME ZONE 'UTC') AS date) AS month,
+               sum(reserved_tokens) AS tokens, sum(input_tokens + output_tokens) AS spent
+        FROM ended CROSS JOIN LATERAL (VALUES (ended.user_id),
+                                              (CAST(:whole AS uuid))) AS budget(user_id)
+        GROUP BY 1, 2, 3) o
+  WHERE s.workspace_id = o.workspace_id AND s.user_id = o.user_id AND s.month = o.month)
+SELECT id, last_event_id, input_tokens, output_tokens FROM ended
+"""
+EXPIRE = text(
+    END_PAUSES.format(
+        due="""
+  SELECT run_id FROM chat.run_pauses WHERE expires_at <= now()
+  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED"""
+    )
+)
+CANCEL = text(
+    END_PAUSES.format(
+        due="""
+  SELECT run_id FROM chat.run_pauses WHERE run_id = :run_id FOR UPDATE"""
+    )
+)
