@@ -10,7 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import delete
 
-from agentmesh.chat.models import Budget, new_id
+from agentmesh.chat.models import WHOLE_WORKSPACE, AgentSnapshot, Budget, new_id
 from agentmesh.chat.openai_compat.completions import RunFailed, completion, completion_chunks
 from agentmesh.chat.openai_compat.errors import from_problem
 from agentmesh.chat.runs.executor import RunOutcome, RunPlan
@@ -309,6 +309,42 @@ async def test_over_budget_is_402(chat, make_agent, token_issuer):
     finally:
         async with chat.app.state.sessionmaker() as session, session.begin():
             await session.execute(delete(Budget).where(Budget.user_id == user_id))
+
+
+async def test_a_model_by_id_is_that_live_agent_with_its_budget(
+    chat, agents, make_agent, token_issuer
+):
+    """By id, the agent is read alone: the workspace's own budget applies to it (402), and
+    once deleted it is no model (404, and gone from /v1/models)."""
+    user_id = uuid.uuid4()
+    headers = token_issuer.headers(user_id)
+    agent = await make_agent(headers, name="Keeper")
+    ask = {"model": agent["id"], "messages": [{"role": "user", "content": "hi"}]}
+    async with chat.app.state.sessionmaker() as session, session.begin():
+        session.add(Budget(workspace_id=user_id, user_id=WHOLE_WORKSPACE, monthly_tokens=0))
+    try:
+        response = await chat.post(COMPLETIONS, headers=headers, json=ask)
+        assert_openai_error(response, 402, "budget_exceeded")
+    finally:
+        async with chat.app.state.sessionmaker() as session, session.begin():
+            await session.execute(delete(Budget).where(Budget.workspace_id == user_id))
+    response = await chat.post(COMPLETIONS, headers=headers, json=ask)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == agent["id"]
+
+    deleted = await agents.delete(f"/api/v1/agents/{agent['id']}", headers=headers)
+    assert deleted.status_code == 204
+    for _ in range(400):
+        async with chat.app.state.sessionmaker() as session:
+            snapshot = await session.get(AgentSnapshot, uuid.UUID(agent["id"]))
+        if snapshot is not None and snapshot.deleted:
+            break
+        await asyncio.sleep(0.05)
+    assert snapshot is not None and snapshot.deleted
+    response = await chat.post(COMPLETIONS, headers=headers, json=ask)
+    assert_openai_error(response, 404, "model_not_found")
+    models = (await chat.get("/v1/models", headers=headers)).json()["data"]
+    assert agent["id"] not in {model["id"] for model in models}
 
 
 async def test_a_failed_run_is_an_openai_error_streamed_or_not():

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from agentmesh.chat.deps import AppState
-from agentmesh.chat.openai_compat import passthrough, service
+from agentmesh.chat.openai_compat import passthrough, repository, service
 from agentmesh.chat.openai_compat.completions import completion, completion_chunks, now
 from agentmesh.chat.openai_compat.errors import OpenAIRoute
 from agentmesh.chat.openai_compat.schemas import (
@@ -50,7 +50,7 @@ async def list_models(caller: Chatter, session: Session) -> ModelList:
     by a slug of its name (``"Keeper"`` -> ``keeper``; agents whose names give the same
     slug get the end of their id appended, as in ``keeper-3f9a0c12``). ``model`` in a
     completion takes either."""
-    agents = [snapshot for snapshot, _ in await service.caller_agents(session, caller)]
+    agents = [snapshot for snapshot, _ in await repository.caller_agents(session, caller)]
     slugs = service.model_slugs(agents)
     data: list[Model] = []
     for snapshot in agents:

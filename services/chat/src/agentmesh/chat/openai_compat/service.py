@@ -15,11 +15,10 @@ from collections import Counter
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from agentmesh.chat.conversations.service import budget_applies
 from agentmesh.chat.models import AgentSnapshot, new_id
+from agentmesh.chat.openai_compat.repository import caller_agents
 from agentmesh.chat.openai_compat.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -58,22 +57,8 @@ def model_slugs(snapshots: list[AgentSnapshot]) -> dict[uuid.UUID, str]:
     }
 
 
-async def caller_agents(
-    session: AsyncSession, caller: Access, agent_id: uuid.UUID | None = None
-) -> list[tuple[AgentSnapshot, bool]]:
-    """The live agents of the caller's workspace (or only ``agent_id`` of them), oldest
-    id first, each with whether a budget applies to the caller's runs there."""
-    query = select(AgentSnapshot, budget_applies(caller.workspace_id, caller.user_id)).where(
-        AgentSnapshot.workspace_id == caller.workspace_id, AgentSnapshot.deleted.is_(False)
-    )
-    if agent_id is not None:
-        query = query.where(AgentSnapshot.agent_id == agent_id)
-    rows = await session.execute(query.order_by(AgentSnapshot.agent_id))
-    return [(snapshot, bool(budget)) for snapshot, budget in rows]
-
-
 async def resolve_model(
-    session: AsyncSession, caller: Access, model: str
+    db: AsyncSession | AsyncConnection, caller: Access, model: str
 ) -> tuple[AgentSnapshot, bool]:
     """The caller's agent named by ``model`` (id or slug), and whether a budget applies.
     An id reads that agent alone; a slug needs them all (it depends on the other names)."""
@@ -81,7 +66,7 @@ async def resolve_model(
         wanted: uuid.UUID | None = uuid.UUID(model)
     except ValueError:
         wanted = None
-    agents = await caller_agents(session, caller, wanted)
+    agents = await caller_agents(db, caller, wanted)
     if wanted is None:
         slugs = model_slugs([snapshot for snapshot, _ in agents])
         wanted = next((agent_id for agent_id, slug in slugs.items() if slug == model), None)
@@ -148,7 +133,7 @@ async def start_completion(
     state: ChatState, session: AsyncSession, caller: Access, body: ChatCompletionRequest
 ) -> RunPlan:
     """Check the request, reserve the budget, record the run and commit: the plan to run."""
-    async with AsyncSession(state.reader) as reads:  # one statement: no BEGIN, no COMMIT
+    async with state.reader.connect() as reads:  # one statement: no BEGIN, no COMMIT
         snapshot, has_budget = await resolve_model(reads, caller, body.model)
     caller_system, history = to_langchain(body.messages)
     config = dict(snapshot.config)
