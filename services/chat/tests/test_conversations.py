@@ -236,3 +236,35 @@ async def test_a_platform_admin_reads_any_conversations_messages(chat, make_agen
     assert page["items"] + rest.json()["items"] == history["items"]
     # Lists stay private even to platform admins.
     assert (await chat.get(CONV, headers=admin)).json()["items"] == []
+
+
+async def test_a_turn_names_only_this_conversations_messages(chat, make_agent, token_issuer):
+    owner, stranger = token_issuer.headers(), token_issuer.headers()
+    admin = token_issuer.headers(roles=("admin",))
+    agent = await make_agent(owner)
+    mine, other = [
+        (await chat.post(CONV, json={"agent_id": agent["id"]}, headers=owner)).json()["id"]
+        for _ in range(2)
+    ]
+    url, other_url = f"{CONV}/{mine}/messages", f"{CONV}/{other}/messages"
+    answer = (await chat.post(url, json={"content": "Hello"}, headers=owner)).json()
+    question = answer["parent_id"]
+    await chat.post(other_url, json={"content": "Elsewhere"}, headers=owner)
+    refused = (
+        # the message of another conversation, or of the other role
+        (owner, "POST", f"{other_url}/{answer['id']}/regenerate", {}),
+        (owner, "PATCH", f"{other_url}/{question}", {"content": "x"}),
+        (owner, "PATCH", f"{url}/{answer['id']}", {"content": "x"}),
+        (owner, "POST", f"{url}/{uuid.uuid4()}/regenerate", {}),
+        # someone else's conversation, whichever message
+        (stranger, "POST", f"{url}/{answer['id']}/regenerate", {}),
+        (stranger, "PATCH", f"{url}/{question}", {"content": "x"}),
+    )
+    for headers, method, path, body in refused:
+        response = await chat.request(method, path, json=body, headers=headers)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    # A platform admin may open any conversation, a turn included.
+    again = await chat.post(f"{url}/{answer['id']}/regenerate", json={}, headers=admin)
+    assert again.status_code == 200, again.text
+    assert again.json()["parent_id"] == question

@@ -142,7 +142,8 @@ async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection
 
 
 #: A read-only request's connection: autocommit, one statement at a time, no transaction.
-#: Never write through it: there is no commit at the edge and no outbox.
+#: Don't write through it: there is no commit at the edge and no outbox. (The one write on
+#: the reader engine is chat's ``record_run``: a single atomic statement with no event.)
 ReadConnection = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from agentmesh.gateway import docs_ui, events
@@ -124,7 +125,15 @@ def create_app(settings: GatewaySettings | None = None, **runtime_options: objec
     async def asyncapi(docs: AppDocs) -> JSONResponse:
         return JSONResponse(await docs.asyncapi())
 
-    # The proxied paths before the gateway's own routes; any other path after them.
+    # The proxied paths before the gateway's own routes; any other path after them. A
+    # route of the gateway's own under a proxied prefix would never be reached: refuse it.
+    shadowed = [
+        route.path
+        for route in app.router.routes
+        if isinstance(route, APIRoute) and route.path.startswith(PREFIXES)
+    ]
+    if shadowed:
+        raise RuntimeError(f"gateway routes under proxied prefixes: {shadowed}")
     app.router.routes.insert(0, ProxyRoute(forwarder, PREFIXES))
     app.router.routes.append(ProxyRoute(forwarder))
 

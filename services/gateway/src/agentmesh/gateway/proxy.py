@@ -242,7 +242,11 @@ class Proxy:
         )
         start = {"type": "http.response.start", "status": upstream.status, "headers": passed}
         if streaming:
-            await send(start)
+            try:
+                await send(start)
+            except BaseException:  # the client is gone before the first byte
+                upstream.close()
+                raise
             await relay(upstream, route.upstream, receive, send)
             return
         try:

@@ -1,5 +1,6 @@
-"""The conversations domain's read queries: a page of the caller's conversations, and a
-page of one conversation's messages with its ownership check, each in one statement.
+"""The conversations domain's read queries: a page of the caller's conversations, a page
+of one conversation's messages with its ownership check, and a turn's reads (the
+conversation with its agent and budget, a message, the branch), each in one statement.
 
 They run on the request's ``ReadConnection`` (autocommit: no ``BEGIN`` and ``ROLLBACK``
 round trips) and return Core rows named as ``ConversationOut``'s and ``MessageOut``'s
@@ -13,11 +14,22 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Row, Select, and_, bindparam, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from agentmesh.chat.models import Conversation, Message
+from agentmesh.chat.models import WHOLE_WORKSPACE, AgentSnapshot, Budget, Conversation, Message
 from agentmesh.shared.access import Access
 from agentmesh.shared.pagination import InvalidCursor, decode_cursor, encode_cursor
 
@@ -64,6 +76,14 @@ def _after_values(cursor: str, key: Sequence[InstrumentedAttribute[Any]]) -> dic
     return {f"after_{i}": value for i, value in enumerate(decode_cursor(cursor, key))}
 
 
+def budget_applies(workspace_id: Any, user_id: Any) -> Any:
+    """Whether a run of ``user_id`` in ``workspace_id`` is limited: the member has a budget
+    there, or the whole workspace has one."""
+    return exists().where(
+        Budget.workspace_id == workspace_id, Budget.user_id.in_([user_id, WHOLE_WORKSPACE])
+    )
+
+
 def _conversations(*, after: bool) -> Query:
     """The caller's own conversations in their workspace, newest first (``service.visible``:
     private even to the other members, and in lists to platform admins too)."""
@@ -103,6 +123,63 @@ _MESSAGES = {
     for any_owner in (False, True)
     for after in (False, True)
 }
+
+
+def _turn(*, any_owner: bool) -> Query:
+    """What a turn reads of a conversation the caller may open (``service.owns``): what
+    the run and its prompt use, its agent's current snapshot (nulls when unknown), and
+    whether a budget applies to its owner's runs. No row when it is not theirs."""
+    query = (
+        select(
+            Conversation.workspace_id,
+            Conversation.user_id,
+            Conversation.title,
+            Conversation.auto_title,
+            Conversation.summary,
+            Conversation.summary_upto,
+            Conversation.variables,
+            Conversation.timezone,
+            AgentSnapshot.agent_id,
+            AgentSnapshot.workspace_id.label("agent_workspace_id"),
+            AgentSnapshot.version,
+            AgentSnapshot.config,
+            AgentSnapshot.deleted,
+            budget_applies(Conversation.workspace_id, Conversation.user_id).label("has_budget"),
+        )
+        .select_from(Conversation)
+        .outerjoin(AgentSnapshot, AgentSnapshot.agent_id == Conversation.agent_id)
+        .where(Conversation.id == bindparam("conversation_id"))
+    )
+    if not any_owner:
+        query = query.where(
+            Conversation.workspace_id == bindparam("workspace_id"),
+            Conversation.user_id == bindparam("user_id"),
+        )
+    return query
+
+
+_TURN = {any_owner: _turn(any_owner=any_owner) for any_owner in (False, True)}
+_MESSAGE: Query = select(Message.id, Message.parent_id).where(
+    Message.id == bindparam("id"),
+    Message.conversation_id == bindparam("conversation_id"),
+    Message.role == bindparam("role"),
+)
+#: The chain of ``parent_id`` from ``leaf`` (default: the newest message) up to ``limit``
+#: messages, oldest first: what ``service.to_langchain`` and the items of the
+#: Conversations API read. A message without tool calls has null ``tool_calls`` (read as
+#: none): most have none, and a null is not decoded (a turn reads the whole branch).
+BRANCH = text("""
+WITH RECURSIVE branch AS (
+  SELECT m.*, 1 AS depth FROM chat.messages m
+  WHERE m.id = COALESCE(CAST(:leaf AS uuid), (SELECT id FROM chat.messages
+                 WHERE conversation_id = :conversation_id ORDER BY id DESC LIMIT 1))
+    AND m.conversation_id = :conversation_id
+  UNION ALL
+  SELECT m.*, b.depth + 1 FROM chat.messages m JOIN branch b ON m.id = b.parent_id
+  WHERE b.depth < :limit)
+SELECT id, parent_id, role, content, NULLIF(tool_calls, '[]'::jsonb) AS tool_calls, status
+FROM branch ORDER BY depth DESC
+""")
 
 
 def _page(rows: list[Row[Any]], limit: int) -> tuple[list[Row[Any]], str | None]:
@@ -153,3 +230,34 @@ async def messages(
     if rows[0].id is None:  # the conversation, with no message past the cursor
         return [], None
     return _page(rows, limit)
+
+
+async def turn(
+    connection: AsyncConnection, caller: Access, conversation_id: uuid.UUID
+) -> Row[Any] | None:
+    """The conversation a turn continues, with its agent's snapshot and budget (``_turn``);
+    None when there is no such conversation or it is not theirs."""
+    values: dict[str, Any] = {"conversation_id": conversation_id}
+    if not caller.is_platform_admin:
+        values |= {"workspace_id": caller.workspace_id, "user_id": caller.user_id}
+    return (await connection.execute(_TURN[caller.is_platform_admin], values)).first()
+
+
+async def message(
+    connection: AsyncConnection, conversation_id: uuid.UUID, id: uuid.UUID, role: str
+) -> Row[Any] | None:
+    """Message ``id`` (its ``id`` and ``parent_id``) if it is a ``role`` message of the
+    conversation; else None."""
+    values = {"id": id, "conversation_id": conversation_id, "role": role}
+    return (await connection.execute(_MESSAGE, values)).first()
+
+
+async def branch(
+    db: AsyncConnection | AsyncSession,
+    conversation_id: uuid.UUID,
+    leaf: uuid.UUID | None,
+    limit: int,
+) -> list[Row[Any]]:
+    """``BRANCH``, on a turn's autocommit connection or a request's session."""
+    values = {"leaf": leaf, "conversation_id": conversation_id, "limit": limit}
+    return list((await db.execute(BRANCH, values)).all())

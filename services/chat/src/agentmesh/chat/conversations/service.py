@@ -8,11 +8,12 @@ from collections import OrderedDict
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from sqlalchemy import Row, exists, select, text
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.chat.conversations import repository
-from agentmesh.chat.models import WHOLE_WORKSPACE, AgentSnapshot, Budget, Conversation
+from agentmesh.chat.conversations.repository import budget_applies as budget_applies
+from agentmesh.chat.models import Conversation
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound
 
@@ -55,62 +56,36 @@ async def history(
     return page
 
 
-def budget_applies(workspace_id: Any, user_id: Any) -> Any:
-    """Whether a run of ``user_id`` in ``workspace_id`` is limited: the member has a budget
-    there, or the whole workspace has one."""
-    return exists().where(
-        Budget.workspace_id == workspace_id, Budget.user_id.in_([user_id, WHOLE_WORKSPACE])
-    )
-
-
-async def get_for_turn(
-    session: AsyncSession, caller: Access, id: uuid.UUID
-) -> tuple[Conversation, AgentSnapshot, bool]:
-    """The conversation, its agent's current snapshot, and whether a budget applies to
-    its owner's runs: one round trip."""
-    row = (
-        await session.execute(
-            select(
-                Conversation,
-                AgentSnapshot,
-                budget_applies(Conversation.workspace_id, Conversation.user_id),
-            )
-            .join(AgentSnapshot, AgentSnapshot.agent_id == Conversation.agent_id, isouter=True)
-            .where(Conversation.id == id)
-        )
-    ).first()
-    if row is None or not owns(caller, row[0]):
+async def get_for_turn(connection: AsyncConnection, caller: Access, id: uuid.UUID) -> Row[Any]:
+    """The conversation a turn continues, its agent's current snapshot, and whether a
+    budget applies to its owner's runs, as one row (``repository.turn``): one round trip."""
+    turn = await repository.turn(connection, caller, id)
+    if turn is None:
         raise ConversationNotFound("No such conversation.")
-    conversation, snapshot, has_budget = row
-    if snapshot is None or snapshot.deleted or snapshot.workspace_id != conversation.workspace_id:
+    if turn.agent_id is None or turn.deleted or turn.agent_workspace_id != turn.workspace_id:
         raise AgentUnavailable("The conversation's agent was deleted; it can't start new runs.")
-    return conversation, snapshot, bool(has_budget)
+    return turn
 
 
-BRANCH = text("""
-WITH RECURSIVE branch AS (
-  SELECT m.*, 1 AS depth FROM chat.messages m
-  WHERE m.id = COALESCE(CAST(:leaf AS uuid), (SELECT id FROM chat.messages
-                 WHERE conversation_id = :conversation_id ORDER BY id DESC LIMIT 1))
-    AND m.conversation_id = :conversation_id
-  UNION ALL
-  SELECT m.*, b.depth + 1 FROM chat.messages m JOIN branch b ON m.id = b.parent_id
-  WHERE b.depth < :limit)
-SELECT id, parent_id, role, content, tool_calls, status FROM branch ORDER BY depth DESC
-""")
+async def message(
+    connection: AsyncConnection, conversation_id: uuid.UUID, id: uuid.UUID, role: str
+) -> Row[Any]:
+    """Message ``id`` of the conversation (``id``, ``parent_id``), which must be a ``role``
+    message; ``NotFound`` otherwise."""
+    found = await repository.message(connection, conversation_id, id, role)
+    if found is None:
+        raise NotFound(f"No such {role} message in this conversation.")
+    return found
 
 
 async def branch(
-    session: AsyncSession,
+    db: AsyncConnection | AsyncSession,
     conversation_id: uuid.UUID,
     leaf: uuid.UUID | None = None,
     limit: int = 400,
-) -> list[Any]:
+) -> list[Row[Any]]:
     """The messages from the first to ``leaf`` (default: the newest message), oldest first."""
-    rows = await session.execute(
-        BRANCH, {"leaf": leaf, "conversation_id": conversation_id, "limit": limit}
-    )
-    return list(rows)
+    return await repository.branch(db, conversation_id, leaf, limit)
 
 
 #: Stored turns already converted, by message id. A stored message never changes (an

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentmesh.chat.conversations import service
 from agentmesh.chat.conversations.schemas import MessageOut
-from agentmesh.chat.models import Message, new_id
+from agentmesh.chat.models import new_id
 from agentmesh.chat.openai_compat import passthrough
 from agentmesh.chat.runs.executor import RunPlan
 from agentmesh.chat.runs.repository import begin_run
@@ -21,15 +21,6 @@ from agentmesh.chat.runs.sse import event_stream
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import NotFound, problem_response
-
-
-async def _message(
-    session: AsyncSession, conversation_id: uuid.UUID, id: uuid.UUID, role: str
-) -> Message:
-    message = await session.get(Message, id)
-    if message is None or message.conversation_id != conversation_id or message.role != role:
-        raise NotFound(f"No such {role} message in this conversation.")
-    return message
 
 
 async def start_turn(
@@ -45,17 +36,16 @@ async def start_turn(
     stream: bool,
 ) -> Any:
     """Start the conversation's next run; ``request`` only words a failure (problem+json)."""
-    # The turn's reads: one statement each on the autocommit engine, no BEGIN or COMMIT
-    # around them (a budget's reservation and the run are the request's transaction).
-    async with AsyncSession(state.reader) as reads:
-        conversation, snapshot, has_budget = await service.get_for_turn(
-            reads, caller, conversation_id
-        )
+    # The turn's reads: Core statements built once (``repository``), one each on the
+    # autocommit engine, no BEGIN or COMMIT around them (a budget's reservation and the
+    # run are the request's transaction). ``turn`` is the conversation and its agent.
+    async with state.reader.connect() as reads:
+        turn = await service.get_for_turn(reads, caller, conversation_id)
         new_question: tuple[uuid.UUID, uuid.UUID | None, str] | None = None
         if regenerate is not None:
-            answer = await _message(reads, conversation_id, regenerate, "assistant")
+            answer = await service.message(reads, conversation_id, regenerate, "assistant")
             question = (
-                await _message(reads, conversation_id, answer.parent_id, "user")
+                await service.message(reads, conversation_id, answer.parent_id, "user")
                 if answer.parent_id
                 else None
             )
@@ -63,12 +53,12 @@ async def start_turn(
                 raise NotFound("That answer has no question to answer again.")
             rows = await service.branch(reads, conversation_id, leaf=question.id)
             first_turn = len(rows) <= 1
-            rows, summary = service.after_summary(rows, conversation)
+            rows, summary = service.after_summary(rows, turn)
             parent_id, history = question.id, service.to_langchain(rows)
         else:
             assert content is not None
             if edit is not None:
-                old = await _message(reads, conversation_id, edit, "user")
+                old = await service.message(reads, conversation_id, edit, "user")
                 before = old.parent_id
                 rows = await service.branch(reads, conversation_id, leaf=before) if before else []
             else:
@@ -77,13 +67,13 @@ async def start_turn(
             parent_id = new_id()
             new_question = (parent_id, before, content)
             first_turn = not rows
-            rows, summary = service.after_summary(rows, conversation)
+            rows, summary = service.after_summary(rows, turn)
             history = [*service.to_langchain(rows), HumanMessage(content)]
-    config = snapshot.config
+    config = turn.config
     run_id = new_id()
     reserve = (
         int(config.get("max_output_tokens") or state.settings.default_reserve_tokens)
-        if has_budget
+        if turn.has_budget
         else None
     )
     recorded = await begin_run(
@@ -91,24 +81,22 @@ async def start_turn(
         session,
         reserve=reserve,
         run_id=run_id,
-        workspace_id=conversation.workspace_id,
-        user_id=conversation.user_id,
-        agent_id=snapshot.agent_id,
-        agent_version=snapshot.version,
+        workspace_id=turn.workspace_id,
+        user_id=turn.user_id,
+        agent_id=turn.agent_id,
+        agent_version=turn.version,
         model=config.get("model") or "offline",
         conversation_id=conversation_id,
         user_message=new_question,
         user_message_id=parent_id,
     )
-    title_seed = (
-        content if conversation.auto_title and conversation.title is None and first_turn else None
-    )
+    title_seed = content if turn.auto_title and turn.title is None and first_turn else None
     plan = RunPlan(
         run_id=run_id,
-        workspace_id=conversation.workspace_id,
-        user_id=conversation.user_id,
-        agent_id=snapshot.agent_id,
-        agent_version=snapshot.version,
+        workspace_id=turn.workspace_id,
+        user_id=turn.user_id,
+        agent_id=turn.agent_id,
+        agent_version=turn.version,
         config=config,
         history=history,
         conversation_id=conversation_id,
@@ -118,9 +106,9 @@ async def start_turn(
         title_seed=title_seed,
         recorded=recorded,
         prompt_vars={
-            "title": conversation.title,
-            "variables": conversation.variables,
-            "timezone": conversation.timezone,
+            "title": turn.title,
+            "variables": turn.variables,
+            "timezone": turn.timezone,
         },
     )
     channel = passthrough.start(state.executor, plan)  # lean when it applies
@@ -167,7 +155,7 @@ async def start_turn(
         citations=outcome.citations,
         status=outcome.status,
         run_id=run_id,
-        agent_version=snapshot.version,
+        agent_version=turn.version,
         input_tokens=outcome.input_tokens,
         output_tokens=outcome.output_tokens,
         created_at=outcome.message_created_at,

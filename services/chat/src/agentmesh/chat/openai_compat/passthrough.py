@@ -248,7 +248,7 @@ async def _stream(
     client = CLIENTS.get(policy, lambda: outbound.async_client2(policy, keepalive=True))
     model = str(config.get("model") or "")
     temperature = plan.temperature if plan.temperature is not None else config.get("temperature")
-    messages = await prompt_for(executor.state, plan, None)  # stateless: no summary
+    messages = await prompt_for(executor.state, plan, None)  # no model: no new summary made
     upstream = _Upstream(
         client,
         f"{str(creds['base_url']).rstrip('/')}/chat/completions",
