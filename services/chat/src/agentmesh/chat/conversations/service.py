@@ -12,7 +12,6 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.chat.conversations import repository
-from agentmesh.chat.conversations.repository import budget_applies as budget_applies
 from agentmesh.chat.models import Conversation
 from agentmesh.shared.access import Access
 from agentmesh.shared.errors import AppError, NotFound

@@ -1,40 +1,41 @@
 """The OpenAI-compatible API's SQL: the caller's agents (the models), each with whether a
 budget applies to the caller's runs there, in one statement.
 
-Hand-written and built once: on ``/v1/chat/completions`` this read is on the path before
-the model call, where building the ORM statement, its cache key and the ORM's loading
-were most of the read's CPU (a timeline of one request, ``bench.model_path``).
+Built once, as Core: on ``/v1/chat/completions`` this read is on the path before the model
+call, where building the ORM statement per request and the ORM's loading were most of the
+read's CPU (a timeline of one request, ``bench.model_path``). Whether a budget applies is
+the conversations' rule (``budget_applies``), not a copy of it.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import TextualSelect, text
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from agentmesh.chat.models import WHOLE_WORKSPACE, AgentSnapshot
+from agentmesh.chat.conversations.repository import budget_applies
+from agentmesh.chat.models import AgentSnapshot
 from agentmesh.shared.access import Access
 
-_COLUMNS = tuple(AgentSnapshot.__table__.c)
-_AGENTS = """
-SELECT {columns},
-       EXISTS (SELECT 1 FROM chat.budgets b
-               WHERE b.workspace_id = :workspace_id AND b.user_id IN (:user_id, :whole))
-         AS has_budget
-FROM chat.agent_snapshots
-WHERE workspace_id = :workspace_id AND NOT deleted{only}
-ORDER BY agent_id
-"""
+_TABLE = AgentSnapshot.__table__
+_COLUMNS = tuple(_TABLE.c)
 
 
-def _agents(only: str) -> TextualSelect:
-    sql = _AGENTS.format(columns=", ".join(c.name for c in _COLUMNS), only=only)
-    return text(sql).columns(*_COLUMNS)  # typed: config as JSONB, updated_at as a datetime
+def _agents(*, one: bool) -> Select:
+    query = (
+        select(
+            *_COLUMNS,
+            budget_applies(bindparam("workspace_id"), bindparam("user_id")).label("has_budget"),
+        )
+        .where(_TABLE.c.workspace_id == bindparam("workspace_id"), ~_TABLE.c.deleted)
+        .order_by(_TABLE.c.agent_id)
+    )
+    return query.where(_TABLE.c.agent_id == bindparam("agent_id")) if one else query
 
 
-ALL_AGENTS = _agents("")
-ONE_AGENT = _agents(" AND agent_id = :agent_id")
+ALL_AGENTS = _agents(one=False)
+ONE_AGENT = _agents(one=True)
 
 
 async def caller_agents(
@@ -44,7 +45,6 @@ async def caller_agents(
     id first, each with whether a budget applies to the caller's runs there. The snapshots
     are detached copies, to read (nothing is written back through them)."""
     params = {"workspace_id": caller.workspace_id, "user_id": caller.user_id}
-    params["whole"] = WHOLE_WORKSPACE
     if agent_id is not None:
         params["agent_id"] = agent_id
     rows = await db.execute(ALL_AGENTS if agent_id is None else ONE_AGENT, params)
