@@ -345,8 +345,37 @@ async def test_keys_are_refreshed_after_the_ttl(server):
         assert server.requests == 2
 
 
+class ShiftedClock:
+    """Wall clock ``offset`` seconds ahead, for the verifier's cache and PyJWT's checks.
+
+    Moving the clock instead of sleeping past a short-lived token's ``exp`` keeps the test
+    independent of how long signing and the first JWKS fetch take on a loaded machine.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        clock = self
+
+        class Shifted(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
+                return datetime.fromtimestamp(clock.time(), tz)
+
+        self.datetime = Shifted
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
+
 async def test_a_verified_token_is_not_checked_again_until_it_expires(server, monkeypatch):
     import jwt as pyjwt
+    import jwt.api_jwt
+
+    import agentmesh.shared.auth as auth_module
 
     decodes = 0
     real_decode = pyjwt.decode
@@ -356,16 +385,20 @@ async def test_a_verified_token_is_not_checked_again_until_it_expires(server, mo
         decodes += 1
         return real_decode(*args, **kwargs)
 
+    clock = ShiftedClock()
     monkeypatch.setattr(pyjwt, "decode", counting_decode)
+    monkeypatch.setattr(auth_module, "time", clock)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", clock.datetime)
     async with JWTVerifier(server.url, ISSUER, AUDIENCE, leeway=0) as verifier:
-        token = server.key.sign(make_claims(uuid.uuid4(), ttl=1.5))
+        token = server.key.sign(make_claims(uuid.uuid4(), ttl=60))
         first = await verifier.verify(token)
         assert await verifier.verify(token) == first and decodes == 1
         other = user_token(server)
         await verifier.verify(other)
         assert decodes == 2  # a new token is checked in full
-        await asyncio.sleep(1.6)  # past exp: checked again, and refused
+        clock.offset = 61  # past exp: checked again, and refused
         assert (await rejected(verifier, token)).detail == "token expired"
+        assert decodes == 3
         verifier.verified_cache_size = 1
         await verifier.verify(user_token(server))
         assert len(verifier._verified) == 1

@@ -295,3 +295,27 @@ async def test_a_stopping_replica_hands_its_documents_back(make_agents, token_is
         assert found["status"] == "pending", found
         assert [str(j.document_id) for j in await claim(api, "next-replica")] == [doc_id]
         assert (await api.delete(f"{KBS}/{kb_id}", headers=headers)).status_code == 204
+
+
+async def test_a_worker_process_still_starting_is_killed_at_exit():
+    # A replica stopped while a slot's process is still loading its model used to leave
+    # that process running, and the interpreter's exit waited on it.
+    from agentmesh.agents.knowledge import worker
+
+    slot = worker._Slot(nice=0)
+    starting = asyncio.create_task(slot.start())
+    for _ in range(2000):
+        processes = list((slot.pool._processes or {}).values()) if slot.pool else []
+        if processes and all(p.pid for p in processes):
+            break
+        await asyncio.sleep(0.005)
+    assert processes
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    worker._kill_live_pools()  # what runs at interpreter exit, before the pools are joined
+    for process in processes:
+        await asyncio.to_thread(process.join, 30)
+        assert not process.is_alive()
+    assert slot.pool is not None  # only the exit hook stopped it
+    assert not worker._live_pools

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,13 +41,43 @@ class _Lost(Exception):
     """The document is no longer this worker's job."""
 
 
+_live_pools: set[ProcessPoolExecutor] = set()
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill every process of ``pool``, including one still starting, and shut it down.
+
+    A running task cannot be cancelled, and a plain shutdown would wait for it.
+    """
+    _live_pools.discard(pool)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.pid is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(process.pid, signal.SIGKILL)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _kill_live_pools() -> None:
+    """At interpreter exit, before ``concurrent.futures`` joins its pools' threads.
+
+    A slot whose worker never stopped (its replica's shutdown did not run, or it was
+    cancelled while its process was still starting) would otherwise keep the interpreter
+    waiting on that process.
+    """
+    for pool in list(_live_pools):
+        _kill(pool)
+
+
+# Hooks registered here run before the executor's own (threading runs them in reverse).
+_register_at_thread_exit = getattr(threading, "_register_atexit", None)
+
+
 class _Slot:
     """One worker process, started on first use and killed when its document overruns."""
 
     def __init__(self, nice: int) -> None:
         self.nice = nice
         self.pool: ProcessPoolExecutor | None = None
-        self.pid: int | None = None
         self.job: jobs.Job | None = None
 
     async def start(self) -> None:
@@ -57,7 +88,7 @@ class _Slot:
                 initializer=ingest.init_process,
                 initargs=(self.nice,),
             )
-            self.pid = await asyncio.wrap_future(self.pool.submit(os.getpid))
+            _live_pools.add(self.pool)
             await asyncio.wrap_future(self.pool.submit(ingest.warm_up))
 
     async def run(self, fn: Any, *args: Any) -> Any:
@@ -66,13 +97,13 @@ class _Slot:
         return await asyncio.wrap_future(self.pool.submit(fn, *args))
 
     def kill(self) -> None:
-        if self.pool is None:
-            return
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool, self.pid = None, None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            _kill(pool)
+
+
+if _register_at_thread_exit is not None:
+    _register_at_thread_exit(_kill_live_pools)
 
 
 class IngestWorker:
