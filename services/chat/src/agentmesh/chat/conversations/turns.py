@@ -112,8 +112,12 @@ async def start_turn(
         },
     )
     channel = passthrough.start(state.executor, plan)  # lean when it applies
-    if recorded is not None:  # the model call is on: end the read-only transaction, so
-        await session.commit()  # its connection is not held for the whole run
+    if recorded is not None:
+        # The model request goes out before the run's row and the response's start.
+        await recorded.after_request(channel.task)
+        # The model call is on: end the read-only transaction, so its connection is not
+        # held for the whole run.
+        await session.commit()
     headers = {"X-Run-Id": str(run_id)}
     if stream:
         return event_stream(

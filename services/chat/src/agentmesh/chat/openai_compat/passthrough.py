@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -134,13 +134,21 @@ class _Upstream:
     payload: dict[str, Any]
     timeout: float
     model: str = field(default="")
+    #: httpcore's ``trace`` extension: the run's row begins once the request is sent.
+    trace: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     def astream(self, messages: Any, config: Any = None) -> AsyncIterator[_Chunk]:
         return self._stream()
 
     async def _stream(self) -> AsyncIterator[_Chunk]:
+        extensions = {"trace": self.trace} if self.trace is not None else None
         async with self.client.stream(
-            "POST", self.url, json=self.payload, headers=self.headers, timeout=self.timeout
+            "POST",
+            self.url,
+            json=self.payload,
+            headers=self.headers,
+            timeout=self.timeout,
+            extensions=extensions,
         ) as response:
             if response.status_code >= 400:
                 await response.aread()
@@ -200,12 +208,19 @@ def _payload(
     return payload
 
 
+def _record(plan: RunPlan) -> None:
+    """Begin the run's row, if the model request has not already (``runs.recording``)."""
+    if plan.recorded is not None:
+        plan.recorded.start()
+
+
 async def _run(executor: RunExecutor, plan: RunPlan, channel: RunChannel) -> RunOutcome:
     settings = executor.state.settings
     creds = await executor.state.agents_client.credentials(
         plan.user_id, uuid.UUID(str(plan.config["provider_id"])), workspace_id=plan.workspace_id
     )
     if creds.get("kind", "openai") != "openai" or not creds.get("base_url"):
+        _record(plan)
         return await executor._run(plan, channel)  # the full loop: its own provider kind
     outcome = RunOutcome()
     started = time.perf_counter()
@@ -223,6 +238,7 @@ async def _run(executor: RunExecutor, plan: RunPlan, channel: RunChannel) -> Run
     except Exception as exc:  # a run must always end with a recorded state
         logger.exception("run failed", extra={"run_id": str(plan.run_id)}, exc_info=exc)
         outcome.status, outcome.error = "failed", unexpected_problem(exc)
+    _record(plan)  # whether or not the model request went out
     try:  # the row must be there before the run can be finished on it
         await asyncio.shield(announced)
     except RunNotRecorded:
@@ -255,11 +271,13 @@ async def _stream(
         {"Authorization": f"Bearer {creds.get('api_key') or 'unused'}"},
         _payload(model, messages, temperature, plan.max_tokens or config.get("max_output_tokens")),
         settings.model_timeout_seconds,
+        trace=plan.recorded.trace if plan.recorded is not None else None,
     )
     ready = False
     stream = stream_with_retry(cast(Any, upstream), [], attempts=settings.model_attempts)
     async for chunk in cast(AsyncIterator[_Chunk], stream):
         if not ready:  # raises RunNotRecorded before anything is shown
+            _record(plan)  # begun already, once the request was sent
             await asyncio.shield(announced)
             ready = True
         if chunk.finish_reason:

@@ -101,8 +101,12 @@ async def create_chat_completion(
     # The common case streams the provider's chunks as they are; any other, LangChain's loop.
     lean = passthrough.applies(plan)
     channel = passthrough.start(state.executor, plan) if lean else state.executor.start(plan)
-    if plan.recorded is not None:  # the model call is on: end the read-only transaction,
-        await session.commit()  # so its connection is not held for the whole run
+    if plan.recorded is not None:
+        # The model request goes out before the run's row and the response's start.
+        await plan.recorded.after_request(channel.task)
+        # The model call is on: end the read-only transaction, so its connection is not
+        # held for the whole run.
+        await session.commit()
     created, headers = now(), {"X-Run-Id": str(plan.run_id)}
     if body.stream:
         chunks = completion_chunks(

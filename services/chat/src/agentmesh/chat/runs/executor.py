@@ -28,6 +28,7 @@ from agentmesh.chat.mcp_tools import mcp_tools
 from agentmesh.chat.runs import approvals
 from agentmesh.chat.runs.hub import RunChannel, RunHub
 from agentmesh.chat.runs.memory import prompt_for
+from agentmesh.chat.runs.recording import Recording
 from agentmesh.chat.runs.repository import (
     FinishedRun,
     RunAlreadyEnded,
@@ -76,7 +77,8 @@ class RunPlan:
     #: The commit of the run's row (and user message), when the request did not wait for
     #: it: the model call starts at once, and nothing reaches the client (``run.started``
     #: included) until this has succeeded. A failure fails the run before any output.
-    recorded: asyncio.Future[None] | None = None
+    #: The lean path begins it once the model request is sent; this loop, at once.
+    recorded: Recording | None = None
     #: A paused run going on after a person's decision (``runs.approvals``).
     resume: approvals.Resume | None = None
     #: A call to ask about ends the run, the request for approval in its output (the
@@ -156,6 +158,8 @@ class RunExecutor:
         channel.task = asyncio.create_task(
             self._traced_run(plan, channel), name=f"run-{plan.run_id}"
         )
+        if plan.recorded is not None:
+            plan.recorded.start()
         return channel
 
     async def _traced_run(

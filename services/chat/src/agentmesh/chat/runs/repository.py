@@ -10,7 +10,6 @@ spend (1), the outbox event (1), commit (1).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentmesh.chat import metrics
 from agentmesh.chat.models import WHOLE_WORKSPACE, new_id
+from agentmesh.chat.runs.recording import Recording
 from agentmesh.chat.state import ChatState
 from agentmesh.shared.errors import AppError, problem_type
 from agentmesh.shared.events.contracts import MessageCompleted
@@ -175,17 +175,17 @@ class OverBudget(AppError):
 
 async def begin_run(
     state: ChatState, session: AsyncSession, *, reserve: int | None, **run: Any
-) -> asyncio.Future[None] | None:
+) -> Recording | None:
     """Record a run about to start (``run``: ``start_run``'s fields).
 
     With a budget (``reserve``: the tokens to reserve), the atomic reservation and the run
     commit here, before the model call; over budget raises ``OverBudget`` (402). Without
-    one, the run's commit runs alongside the model call: the returned future (see
-    ``RunPlan.recorded``); the request's own transaction is then read-only, for the caller
-    to end once the run has started."""
+    one, the run's commit runs alongside the model call: the returned ``Recording`` (see
+    ``RunPlan.recorded``), begun once the model request is sent; the request's own
+    transaction is then read-only, for the caller to end once the run has started."""
     if reserve is None:
         metrics.RUNS_STARTED.inc()
-        return asyncio.ensure_future(record_run(state, **run, reserved=0))
+        return Recording(lambda: record_run(state, **run, reserved=0))
     if not await reserve_budget(session, run["workspace_id"], run["user_id"], reserve):
         # Raised before anything is committed: the request's transaction rolls back, with
         # any part of the reservation one of the two budgets took.
