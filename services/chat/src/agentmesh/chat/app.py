@@ -14,6 +14,7 @@ from agentmesh.chat.conversations_api.router import router as conversations_api_
 from agentmesh.chat.llm.resolve import warm_providers
 from agentmesh.chat.models import EVENT_TABLES
 from agentmesh.chat.openai_compat.router import router as openai_router
+from agentmesh.chat.openai_compat.router import unknown_router as openai_unknown_router
 from agentmesh.chat.responses.router import router as responses_router
 from agentmesh.chat.runs.approvals_router import router as approvals_router
 from agentmesh.chat.runs.executor import RunExecutor
@@ -51,6 +52,7 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
         title="AgentMesh chat",
         description="Conversations, LangChain runs with tools and memory, resumable streams.",
         routers=[
+            openai_router,  # first: the model path is matched before any other route
             conversations_router,
             runs_router,
             approvals_router,
@@ -59,7 +61,7 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
             workspace_budgets_router,
             responses_router,
             conversations_api_router,
-            openai_router,  # last: its catch-all answers any other /v1 path
+            openai_unknown_router,  # last: its catch-all answers any other /v1 path
         ],
     )
     app.state.hub = hub

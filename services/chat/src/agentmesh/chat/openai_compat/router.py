@@ -29,6 +29,9 @@ from agentmesh.shared.errors import NotFound
 from agentmesh.shared.openapi import sse_content
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+#: The catch-all, apart: the app includes ``router`` first (the model path is then matched
+#: before every other route, not after all of them) and this one last.
+unknown_router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 #: Any member of the workspace (viewer and up); API keys need the ``chat`` scope.
 Chatter = Annotated[Access, access_to("viewer", "chat")]
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -119,7 +122,7 @@ async def create_chat_completion(
     return JSONResponse(result.model_dump(mode="json"), headers=headers)
 
 
-@router.api_route(
+@unknown_router.api_route(
     "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
 )
 async def unknown(path: str, request: Request) -> None:
