@@ -4,6 +4,7 @@ property of a run: the run's row and usage, retries, errors in OpenAI's shape.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -252,3 +253,20 @@ async def test_the_lean_run_is_traced_when_an_exporter_is_set(common, lean_agent
     assert run.name.startswith("invoke_agent ") and run.parent is not None
     rpc = [s for s in spans if s.name == "agents.rpc.provider.credentials publish"]
     assert rpc and rpc[0].parent.span_id == run.context.span_id
+
+
+async def test_a_provider_gone_ends_the_stream_with_an_error(chat, agents, lean_agent, fake_llm):
+    # The credentials are read inside the run: a provider deleted since the agent was saved
+    # used to end the run's task without a last event, and a streaming client waited on
+    # heartbeats.
+    headers, agent = lean_agent
+    deleted = await agents.delete(f"/api/v1/providers/{agent['provider_id']}", headers=headers)
+    assert deleted.status_code == 204, deleted.text
+    body = {"model": agent["id"], "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    response = await asyncio.wait_for(chat.post(COMPLETIONS, headers=headers, json=body), 60)
+    lines = data_lines(response.text)
+    assert lines[-1] == "[DONE]"
+    assert json.loads(lines[-2])["error"]["code"] == "provider_unavailable"
+    run = (await chat.get(f"/api/v1/runs/{response.headers['x-run-id']}", headers=headers)).json()
+    assert run["status"] == "failed" and run["error"]["type"].endswith("provider-unavailable")
+    assert fake_llm.chat_attempts == 0

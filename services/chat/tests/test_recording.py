@@ -110,3 +110,17 @@ async def test_a_failed_write_fails_whoever_waits_on_it():
     row.start()
     with pytest.raises(ConnectionError):
         await asyncio.shield(row)
+
+
+async def test_a_cancelled_write_is_a_failed_one_to_whoever_waits():
+    # At the loop's shutdown: the run must end as not recorded, not be cancelled itself.
+    async def slow() -> None:
+        await asyncio.Event().wait()
+
+    row = Recording(slow)
+    row.start()
+    await asyncio.sleep(0)
+    assert row._task is not None
+    row._task.cancel()
+    with pytest.raises(RuntimeError, match="not written"):
+        await asyncio.shield(row)

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import threading
 import uuid
@@ -41,6 +40,8 @@ class _Lost(Exception):
     """The document is no longer this worker's job."""
 
 
+#: Every pool not yet killed, held here (not weakly) so that the exit hook still finds the
+#: pool of a worker dropped without ``stop()``.
 _live_pools: set[ProcessPoolExecutor] = set()
 
 
@@ -51,9 +52,9 @@ def _kill(pool: ProcessPoolExecutor) -> None:
     """
     _live_pools.discard(pool)
     for process in list((getattr(pool, "_processes", None) or {}).values()):
-        if process.pid is not None:
-            with contextlib.suppress(ProcessLookupError, OSError):
-                os.kill(process.pid, signal.SIGKILL)
+        # ``Process.kill`` signals only a process not yet reaped (its pid is not reused).
+        with contextlib.suppress(Exception):
+            process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -216,10 +216,15 @@ def _record(plan: RunPlan) -> None:
 
 async def _run(executor: RunExecutor, plan: RunPlan, channel: RunChannel) -> RunOutcome:
     settings = executor.state.settings
-    creds = await executor.state.agents_client.credentials(
-        plan.user_id, uuid.UUID(str(plan.config["provider_id"])), workspace_id=plan.workspace_id
-    )
-    if creds.get("kind", "openai") != "openai" or not creds.get("base_url"):
+    creds: dict[str, Any] = {}
+    failure: BaseException | None = None
+    try:
+        creds = await executor.state.agents_client.credentials(
+            plan.user_id, uuid.UUID(str(plan.config["provider_id"])), workspace_id=plan.workspace_id
+        )
+    except (Exception, asyncio.CancelledError) as exc:  # the run still ends, failed, below
+        failure = exc
+    if failure is None and (creds.get("kind", "openai") != "openai" or not creds.get("base_url")):
         _record(plan)
         return await executor._run(plan, channel)  # the full loop: its own provider kind
     outcome = RunOutcome()
@@ -227,6 +232,8 @@ async def _run(executor: RunExecutor, plan: RunPlan, channel: RunChannel) -> Run
     model_name = plan.config.get("model") or "offline"
     announced = asyncio.ensure_future(executor._announce(plan, channel, model_name))
     try:
+        if failure is not None:  # a provider gone, agents unreachable: as the full loop does
+            raise failure
         await check_provider_address(creds["base_url"], settings.outbound_policy)
         await _stream(executor, plan, channel, creds, outcome, started, announced)
     except asyncio.CancelledError:

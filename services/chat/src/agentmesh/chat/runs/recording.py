@@ -74,11 +74,16 @@ class Recording(asyncio.Future[None]):
             self.start()
 
     def _settle(self, task: asyncio.Task[None]) -> None:
+        # A cancelled write (the loop shutting down) is a failed one to whoever waits: the
+        # run then ends as not recorded, rather than cancelled without a last event.
+        error = (
+            RuntimeError("the run's row was not written: its write was cancelled")
+            if task.cancelled()
+            else task.exception()  # read even when nobody waits any more
+        )
         if self.done():
             return
-        if task.cancelled():
-            self.cancel()
-        elif (error := task.exception()) is not None:
+        if error is not None:
             self.set_exception(error)
         else:
             self.set_result(None)
