@@ -162,6 +162,56 @@ async def test_cancel_from_another_replica_keeps_what_was_said(replicas, remote_
         assert history[-1]["status"] == "cancelled" and history[-1]["content"] == partial
 
 
+async def test_a_cancel_the_running_replica_missed_is_sent_again(
+    replicas, remote_agent, fake_llm, monkeypatch
+):
+    # Core NATS delivers at most once: a replica that misses the cancel (a reconnect, a
+    # dropped message) would run on to the end while the API had said 202.
+    import agentmesh.chat.app as chat_app
+    from agentmesh.chat.runs import router as runs_router
+
+    missed: list[object] = []
+    real_cancel_local = chat_app.cancel_local
+
+    def missing_the_first(hub, run_id):
+        if hub.local.get(run_id) is not None and not missed:
+            missed.append(run_id)  # the running replica's first message is lost
+            return False
+        return real_cancel_local(hub, run_id)
+
+    monkeypatch.setattr(chat_app, "cancel_local", missing_the_first)
+    monkeypatch.setattr(runs_router, "CANCEL_RESEND_SECONDS", (0.2, 0.4, 0.8))
+    headers, agent = remote_agent
+    fake_llm.token_delay_seconds = 0.1  # 20 tokens: about 2 s in all
+    first, second = replicas
+    async with (
+        httpx.AsyncClient(base_url=first, headers=headers, timeout=30) as client,
+        httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as other,
+    ):
+        body = {"agent_id": agent["id"], "title": "t"}
+        conversation = (await client.post(CONV, json=body)).json()
+        events: list[dict] = []
+        async with client.stream(
+            "POST",
+            f"{CONV}/{conversation['id']}/messages",
+            json={"content": "talk", "stream": True},
+        ) as response:
+            run_id = response.headers["X-Run-Id"]
+            buffer, cancelled = "", False
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                *blocks, buffer = buffer.split("\n\n")
+                events += parse_sse("\n\n".join(blocks))
+                if not cancelled and any(e["event"] == "message.delta" for e in events):
+                    assert (await other.post(f"/api/v1/runs/{run_id}/cancel")).status_code == 202
+                    cancelled = True
+        assert missed, "the running replica never received the first cancel"
+        kinds = [e["event"] for e in events]
+        assert kinds[-2:] == ["run.cancelled", "done"], kinds
+        run = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        assert run["status"] == "cancelled"
+
+
 COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", default=False)
 
 

@@ -83,6 +83,7 @@ def create_app(settings: ChatSettings | None = None, **runtime_options: object) 
     app.state.run_watch = watch = RunWatch(app.state)
     runtime.startup_hooks.append(watch.start)
     runtime.shutdown_hooks.append(watch.stop)
+    runtime.shutdown_hooks.append(hub.stop)
     return app
 
 

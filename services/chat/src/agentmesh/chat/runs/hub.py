@@ -60,6 +60,19 @@ class RunHub:
     def __init__(self, broker: Any) -> None:
         self.broker = broker
         self.local: dict[uuid.UUID, RunChannel] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task of this replica (a cancel sent again) until it ends, or
+        until the replica stops."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self, app: Any = None) -> None:
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def open(self, run_id: uuid.UUID) -> RunChannel:
         channel = RunChannel(run_id)

@@ -468,3 +468,11 @@ CANCEL = text(
   SELECT run_id FROM chat.run_pauses WHERE run_id = :run_id FOR UPDATE"""
     )
 )
+
+
+RUN_STATUS = text("SELECT status FROM chat.runs WHERE id = :run_id")
+
+
+async def run_status(connection: AsyncConnection, run_id: uuid.UUID) -> str | None:
+    """The run's status (``None``: no such run)."""
+    return await connection.scalar(RUN_STATUS, {"run_id": run_id})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentmesh.chat.agents_client import nats_client
 from agentmesh.chat.deps import AppHub, AppState
 from agentmesh.chat.models import Run
+from agentmesh.chat.runs import repository
 from agentmesh.chat.runs.approvals import cancel_pause
 from agentmesh.chat.runs.hub import RunEvent, RunHub
 from agentmesh.chat.runs.sse import event_stream
@@ -34,6 +36,11 @@ NOT_YOURS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such run, or not yours"},
 }
 CANCEL_SUBJECT = "chat.control.cancel"
+#: A cancel for a run of another replica is a core NATS message, which that replica can
+#: miss (a reconnect, a message dropped on the way): while the run's row still says
+#: ``running``, it is sent again after these delays (a repeated cancel is a no-op there).
+CANCEL_RESEND_SECONDS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+logger = logging.getLogger("agentmesh.chat.runs")
 
 
 class RunOut(BaseModel):
@@ -100,10 +107,28 @@ async def cancel(run_id: uuid.UUID, caller: Chatter, session: Session, state: Ap
             await session.refresh(run)
         return RunOut.model_validate(run)
     if run.status == "running" and not cancel_local(state.hub, run_id):
-        nc = nats_client(state.runtime.broker)
-        if nc is not None and nc.is_connected:
-            await nc.publish(f"{CANCEL_SUBJECT}.{run_id}", b"")
+        await _publish_cancel(state, run_id)
+        state.hub.keep(asyncio.create_task(_resend_cancel(state, run_id)))
     return RunOut.model_validate(run)
+
+
+async def _publish_cancel(state: ChatState, run_id: uuid.UUID) -> None:
+    nc = nats_client(state.runtime.broker)
+    if nc is not None and nc.is_connected:
+        await nc.publish(f"{CANCEL_SUBJECT}.{run_id}", b"")
+
+
+async def _resend_cancel(state: ChatState, run_id: uuid.UUID) -> None:
+    """Send the cancel again while the run still runs (see ``CANCEL_RESEND_SECONDS``)."""
+    try:
+        for delay in CANCEL_RESEND_SECONDS:
+            await asyncio.sleep(delay)
+            async with state.reader.connect() as reads:
+                if await repository.run_status(reads, run_id) != "running":
+                    return
+            await _publish_cancel(state, run_id)
+    except Exception:  # the first message was sent; the orphan sweep ends a run left behind
+        logger.warning("cancel not sent again", exc_info=True, extra={"run_id": str(run_id)})
 
 
 def cancel_local(hub: RunHub, run_id: uuid.UUID) -> bool:
@@ -114,6 +139,7 @@ def cancel_local(hub: RunHub, run_id: uuid.UUID) -> bool:
     if not channel.cancel_requested:
         channel.cancel_requested = True
         channel.task.cancel()
+        logger.info("run cancelled on request", extra={"run_id": str(run_id)})
     return True
 
 
