@@ -129,6 +129,28 @@ async def test_resume_on_another_replica_with_last_event_id(replicas, remote_age
         assert run["status"] == "completed" and run["output_tokens"] > 0
 
 
+async def stream_cancelled_from(
+    other: httpx.AsyncClient, client: httpx.AsyncClient, conversation_id: str, *, deltas: int
+) -> tuple[str, list[dict]]:
+    """Stream a turn through ``client``; after ``deltas`` tokens, cancel it through
+    ``other`` (another replica). The run's id and every event the stream carried."""
+    events: list[dict] = []
+    async with client.stream(
+        "POST", f"{CONV}/{conversation_id}/messages", json={"content": "talk", "stream": True}
+    ) as response:
+        run_id = response.headers["X-Run-Id"]
+        buffer, cancelled = "", False
+        async for chunk in response.aiter_text():
+            buffer += chunk
+            *blocks, buffer = buffer.split("\n\n")
+            events += parse_sse("\n\n".join(blocks))
+            seen = sum(e["event"] == "message.delta" for e in events)
+            if seen >= deltas and not cancelled:
+                assert (await other.post(f"/api/v1/runs/{run_id}/cancel")).status_code == 202
+                cancelled = True
+    return run_id, events
+
+
 async def test_cancel_from_another_replica_keeps_what_was_said(replicas, remote_agent, fake_llm):
     headers, agent = remote_agent
     fake_llm.token_delay_seconds = 0.05
@@ -138,22 +160,7 @@ async def test_cancel_from_another_replica_keeps_what_was_said(replicas, remote_
         httpx.AsyncClient(base_url=second, headers=headers, timeout=30) as other,
     ):
         conversation = (await client.post(CONV, json={"agent_id": agent["id"]})).json()
-        events: list[dict] = []
-        async with client.stream(
-            "POST",
-            f"{CONV}/{conversation['id']}/messages",
-            json={"content": "talk", "stream": True},
-        ) as response:
-            run_id = response.headers["X-Run-Id"]
-            buffer, cancelled = "", False
-            async for chunk in response.aiter_text():
-                buffer += chunk
-                *blocks, buffer = buffer.split("\n\n")
-                events += parse_sse("\n\n".join(blocks))
-                deltas = sum(e["event"] == "message.delta" for e in events)
-                if deltas >= 2 and not cancelled:
-                    assert (await other.post(f"/api/v1/runs/{run_id}/cancel")).status_code == 202
-                    cancelled = True
+        _, events = await stream_cancelled_from(other, client, conversation["id"], deltas=2)
         kinds = [e["event"] for e in events]
         assert kinds[-2:] == ["run.cancelled", "done"]
         partial = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
@@ -190,21 +197,7 @@ async def test_a_cancel_the_running_replica_missed_is_sent_again(
     ):
         body = {"agent_id": agent["id"], "title": "t"}
         conversation = (await client.post(CONV, json=body)).json()
-        events: list[dict] = []
-        async with client.stream(
-            "POST",
-            f"{CONV}/{conversation['id']}/messages",
-            json={"content": "talk", "stream": True},
-        ) as response:
-            run_id = response.headers["X-Run-Id"]
-            buffer, cancelled = "", False
-            async for chunk in response.aiter_text():
-                buffer += chunk
-                *blocks, buffer = buffer.split("\n\n")
-                events += parse_sse("\n\n".join(blocks))
-                if not cancelled and any(e["event"] == "message.delta" for e in events):
-                    assert (await other.post(f"/api/v1/runs/{run_id}/cancel")).status_code == 202
-                    cancelled = True
+        run_id, events = await stream_cancelled_from(other, client, conversation["id"], deltas=1)
         assert missed, "the running replica never received the first cancel"
         kinds = [e["event"] for e in events]
         assert kinds[-2:] == ["run.cancelled", "done"], kinds
